@@ -1,0 +1,154 @@
+"""The audit log: a hash-chained journal of every command that changed the store.
+
+``.lineage/audit.log`` holds one JSON object per line. Each entry has ``seq`` (1, 2, ...),
+``prev`` (the ``hash`` of the entry before it, 64 zeros for the first) and ``hash`` = BLAKE3 of
+the canonical JSON of the entry without its ``hash`` field. ``.lineage/audit.head`` holds the
+last ``seq`` and ``hash``, so a truncated log is detected too. Appends hold ``locks/audit.lock``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import blake3
+
+from .fsutil import FileLock, append_line, atomic_write_bytes
+from .objects import canonical_json
+from .repo import RefChange, Repo
+
+ZERO = "0" * 64
+
+
+@dataclass
+class AuditEntry:
+    seq: int
+    time: str
+    user: str
+    host: str
+    pid: int
+    argv: list
+    refs: list  # [{"ref", "old", "new"}]
+    prev: str
+    hash: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AuditCheck:
+    ok: bool
+    entries: int
+    problems: list[str] = field(default_factory=list)
+
+
+def _hash(d: dict) -> str:
+    body = {k: v for k, v in d.items() if k != "hash"}
+    return blake3.blake3(canonical_json(body)).hexdigest()
+
+
+def _paths(repo: Repo) -> tuple[Path, Path, Path]:
+    assert repo.path is not None
+    return repo.path / "audit.log", repo.path / "audit.head", repo.path / "locks" / "audit.lock"
+
+
+def _last_entry(log: Path) -> dict | None:
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            f.seek(max(0, end - 65536))
+            tail = f.read().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(tail):
+        line = line.strip()
+        if line:
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def record(repo: Repo, argv: list[str], changes: list[RefChange]) -> AuditEntry | None:
+    """Append one entry for a command that changed the store (no-op for a memory repo)."""
+    if repo.path is None:
+        return None
+    log, head, lock_path = _paths(repo)
+    with FileLock(lock_path).held("exclusive", repo.lock_timeout):
+        last = _last_entry(log)
+        try:
+            user = getpass.getuser()
+        except Exception:  # noqa: BLE001
+            user = str(os.getuid())
+        e = AuditEntry(seq=(last["seq"] + 1) if last else 1,
+                       time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), user=user,
+                       host=socket.gethostname(), pid=os.getpid(), argv=list(argv)[:64],
+                       refs=[{"ref": c.ref, "old": c.old, "new": c.new} for c in changes],
+                       prev=last["hash"] if last else ZERO)
+        d = e.to_dict()
+        e.hash = _hash(d)
+        append_line(log, json.dumps({**d, "hash": e.hash}, sort_keys=True))
+        atomic_write_bytes(head, f"{e.seq} {e.hash}\n".encode(), repo.tmp_dir)
+    return e
+
+
+def entries(repo: Repo) -> list[dict]:
+    log, _, _ = _paths(repo)
+    try:
+        lines = log.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            out.append({"malformed": line})
+    return out
+
+
+def verify(repo: Repo) -> AuditCheck:
+    """Detect an edited, reordered, inserted or truncated audit log."""
+    log, head, _ = _paths(repo)
+    items = entries(repo)
+    problems = []
+    prev = ZERO
+    for i, d in enumerate(items, 1):
+        if "malformed" in d:
+            problems.append(f"audit.log line {i}: not valid JSON")
+            break
+        if d.get("seq") != i:
+            problems.append(f"audit.log line {i}: sequence number {d.get('seq')} (expected {i}): reordered or removed entries")
+            break
+        if d.get("prev") != prev:
+            problems.append(f"audit.log line {i}: does not chain to the entry before it")
+            break
+        if _hash(d) != d.get("hash"):
+            problems.append(f"audit.log line {i}: content does not match its hash (edited)")
+            break
+        prev = d["hash"]
+    if not problems:
+        try:
+            seq_s, h = head.read_text().split()
+            seq = int(seq_s)
+        except FileNotFoundError:
+            seq, h = 0, ZERO
+        except ValueError:
+            problems.append("audit.head is malformed")
+            seq, h = -1, ""
+        if seq > len(items):
+            problems.append(f"audit.log is truncated: {len(items)} entries, audit.head records {seq}")
+        elif 0 <= seq < len(items) - 1:
+            # one entry past the head is a command killed between its two writes; more is not
+            problems.append(f"audit.log has {len(items)} entries but audit.head records {seq}")
+        elif seq > 0 and items[seq - 1].get("hash") != h:
+            problems.append(f"audit.head does not match entry {seq} of audit.log")
+    return AuditCheck(not problems, len(items), problems)

@@ -1,0 +1,70 @@
+"""Shared CLI plumbing: the per-invocation state, opening the store, parsing KEY=VALUE."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+
+from ..errors import InvalidInput
+from .output import Output
+
+JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+
+
+@dataclass
+class State:
+    store: Path | None = None
+    quiet: bool = False
+    repo_obj: object | None = None
+    mutated: bool = False
+    extra_audit: list = field(default_factory=list)
+
+    def repo(self, *, must_exist: bool = True):
+        """The store for this command (found like git finds .git/)."""
+        from ..api import Repo
+        if self.repo_obj is None:
+            self.repo_obj = Repo.discover(store=self.store)
+        return self.repo_obj
+
+
+STATE = State()
+
+
+def state(ctx: typer.Context | None = None) -> State:
+    return STATE
+
+
+def out(json_mode: bool = False) -> Output:
+    return Output(json_mode=json_mode, quiet=STATE.quiet)
+
+
+def parse_value(text: str):
+    """A metric/param value: JSON number, bool, null, list or object if it parses, else a string."""
+    try:
+        v = json.loads(text)
+    except ValueError:
+        return text
+    return v
+
+
+def parse_pairs(items: list[str] | None, what: str) -> dict:
+    outd = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidInput(f"--{what} {item!r}: expected KEY=VALUE")
+        outd[key] = parse_value(value.strip())
+    return outd
+
+
+def short(oid: str | None, n: int = 10) -> str:
+    return oid[:n] if oid else "-"
+
+
+def cwd() -> Path:
+    return Path(os.getcwd())

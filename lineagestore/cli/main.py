@@ -1,0 +1,112 @@
+"""The ``lin`` command: global options, command registration, errors -> exit codes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import typer
+
+from ..errors import EXIT_INTERRUPTED, LinError
+from . import common
+from .output import Output, exit_code_for
+
+app = typer.Typer(
+    name="lin",
+    help="lineagestore: version control for fine-tuned models and their training data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _global(
+    store: Path = typer.Option(None, "--store", envvar="LIN_STORE",
+                               help="The store folder (.lineage); default: found by walking up from here."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status messages."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from .. import __version__
+        typer.echo(f"lin {__version__}")
+        raise typer.Exit()
+    common.STATE.store = store
+    common.STATE.quiet = quiet
+
+
+def _register() -> None:
+    from . import versions_cmd, check_cmd
+    versions_cmd.register(app)
+    check_cmd.register(app)
+    for mod in ("data_cmd", "guard_cmd", "train_cmd", "remote_cmd"):
+        try:
+            m = __import__(f"lineagestore.cli.{mod}", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name == f"lineagestore.cli.{mod}":
+                continue
+            raise
+        m.register(app)
+
+
+_register()
+
+
+def _record_audit(argv: list[str]) -> None:
+    st = common.STATE
+    repo = st.repo_obj
+    if repo is None or getattr(repo, "path", None) is None:
+        return
+    if not (repo.changes or st.mutated):
+        return
+    from .. import audit
+    try:
+        audit.record(repo, ["lin", *argv], repo.changes)
+    except LinError as e:
+        Output().warn(f"could not write the audit log: {e}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    common.STATE.__init__()  # fresh state per invocation (tests call main() repeatedly)
+    cmd = typer.main.get_command(app)
+    code = 0
+    try:
+        rv = cmd.main(args=argv, prog_name="lin", standalone_mode=False)
+        if isinstance(rv, int):
+            code = rv
+    except LinError as e:
+        Output().error(e)
+        code = exit_code_for(e)
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.exceptions.Abort:
+        Output().error(KeyboardInterrupt("aborted"))
+        code = EXIT_INTERRUPTED
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        code = 0
+    finally:
+        try:
+            _record_audit(argv)
+        except Exception as e:  # noqa: BLE001 - the command's own result matters more
+            sys.stderr.write(f"warning: audit log: {e}\n")
+    if isinstance(code, int) and code:
+        return code
+    return 0
+
+
+def run() -> None:  # pragma: no cover - console entry point
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

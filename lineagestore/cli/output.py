@@ -1,0 +1,163 @@
+"""The CLI's one output object: data to stdout, diagnostics to stderr, JSON on request.
+
+Also the one place where errors become messages and exit codes, and where progress bars live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress as RichBar,
+                           TaskProgressColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+
+from ..errors import LinError
+
+
+def _console(stderr: bool) -> Console:
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False,
+                   soft_wrap=True)
+
+
+def to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        if hasattr(obj, "to_dict"):
+            return to_jsonable(obj.to_dict())
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if hasattr(obj, "__fspath__"):
+        return os.fspath(obj)
+    return obj
+
+
+class Output:
+    def __init__(self, json_mode: bool = False, quiet: bool = False):
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.out = _console(False)
+        self.err = _console(True)
+
+    # data
+    def line(self, text: str = "", style: str | None = None) -> None:
+        if not self.json_mode:
+            self.out.print(text, style=style)
+
+    def json(self, obj: Any) -> None:
+        sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+        sys.stdout.flush()
+
+    def table(self, table) -> None:
+        if not self.json_mode:
+            self.out.print(table)
+
+    # diagnostics
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self.err.print(text)
+
+    def warn(self, text: str) -> None:
+        self.err.print(f"warning: {text}", style="yellow")
+
+    def error(self, err: BaseException) -> None:
+        self.err.print(f"error: {err}", style="bold red")
+        hint = getattr(err, "hint", None)
+        if hint:
+            self.err.print(f"hint: {hint}")
+
+    def progress(self) -> "BarProgress":
+        enabled = not self.quiet and self.err.is_terminal and not os.environ.get("LIN_NO_PROGRESS")
+        return BarProgress(self.err, enabled)
+
+    def confirm_typed(self, prompt: str, expected: str) -> bool:
+        """Ask the user to type ``expected``; refuse (False) when stdin is not a terminal."""
+        if not sys.stdin.isatty():
+            return False
+        self.err.print(prompt, end=" ")
+        try:
+            answer = input()
+        except EOFError:
+            return False
+        return answer.strip() == expected
+
+    def confirm(self, prompt: str) -> bool:
+        if not sys.stdin.isatty():
+            return False
+        self.err.print(f"{prompt} [yes/no]:", end=" ")
+        try:
+            return input().strip().lower() in ("y", "yes")
+        except EOFError:
+            return False
+
+
+class BarProgress:
+    """A rich progress bar implementing :class:`lineagestore.progress.Progress`."""
+
+    def __init__(self, console: Console, enabled: bool):
+        self.console = console
+        self.enabled = enabled
+        self._bar: RichBar | None = None
+        self._task = None
+        self._fields: dict = {}
+
+    def start(self, description: str, total: float | None = None, unit: str = "B") -> None:
+        if not self.enabled:
+            return
+        self.finish()
+        if unit == "B":
+            cols = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TimeRemainingColumn()]
+        else:
+            cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TaskProgressColumn(), TextColumn("{task.fields[extra]}"), TimeRemainingColumn()]
+        self._bar = RichBar(*cols, console=self.console, transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, extra="")
+
+    def advance(self, amount: float = 1, **fields: object) -> None:
+        if self._bar is None:
+            return
+        extra = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        if extra:
+            self._bar.update(self._task, advance=amount, extra=extra)
+        else:
+            self._bar.update(self._task, advance=amount)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def exit_code_for(err: BaseException) -> int:
+    if isinstance(err, LinError):
+        return err.exit_code
+    return 1
+
+
+def human_bytes(n: float | int | None) -> str:
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def human_int(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def since(t0: float) -> str:
+    return f"{time.monotonic() - t0:.1f}s"

@@ -1,0 +1,403 @@
+"""Commands for versions: init, import, commit, log, show, checkout, status, diff, registry, tag, branch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import InvalidName, RefConflict
+from ..names import check_name, parse_version
+from .common import JSON_OPT, STATE, out, parse_pairs, short
+from .output import human_bytes, human_int
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (init, import_, commit, log, show, checkout, status, diff, registry, tag, branch):
+        name = fn.__name__.rstrip("_")
+        app.command(name=name)(fn)
+
+
+# ------------------------------------------------------------------------------ init
+
+
+def init(
+    path: Optional[Path] = typer.Argument(None, help="Folder to create .lineage/ in (default: here)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Create a new, empty store (.lineage/) here, at PATH, or at --store."""
+    from ..api import Repo
+    o = out(json_out)
+    store = STATE.store or ((path or Path.cwd()) / ".lineage")
+    repo = Repo.init(store)
+    STATE.repo_obj = repo
+    STATE.mutated = True
+    if json_out:
+        o.json({"store": str(repo.path), "work_dir": str(repo.work_dir())})
+        return
+    o.line(f"Initialized empty lineage store in {repo.path}")
+    o.info(f"Next: lin import MODEL_DIR --name base   (work folder: {repo.work_dir()})")
+
+
+# ------------------------------------------------------------------------------ import, commit
+
+
+def _print_commit(o, res, verb: str) -> None:
+    tail = f"parent {', '.join(res.parent_names)}" if res.parent_names else "root version"
+    o.line(f"{verb} {res.name}  {short(res.id)}  ({tail})")
+    o.line(f"  {res.files} files, {res.tensors} tensors, {human_bytes(res.bytes)}; "
+           f"{human_bytes(res.new_bytes)} new in the store"
+           + (f"; {res.cached_files} unchanged files not re-read" if res.cached_files else ""))
+
+
+def import_(
+    folder: Path = typer.Argument(..., help="A model folder (as written by save_pretrained)."),
+    name: str = typer.Option(..., "--name", "-n", help="Descriptive name; the version becomes vNNN_NAME."),
+    message: str = typer.Option("", "--message", "-m", help="What this model is."),
+    exclude: List[str] = typer.Option([], "--exclude", help="Glob of files to leave out (repeatable)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Store an existing model folder as a root version (the first one becomes v001_NAME)."""
+    o = out(json_out)
+    repo = STATE.repo()
+    res = repo.import_model(folder, name, message=message, progress=o.progress(), exclude=tuple(exclude))
+    if json_out:
+        o.json(res)
+        return
+    _print_commit(o, res, "Imported")
+    o.line(f"Active version: {res.name}")
+
+
+def commit(
+    folder: Path = typer.Argument(..., help="The model folder to store."),
+    name: str = typer.Option(..., "--name", "-n", help="Descriptive name; the version becomes vNNN_NAME."),
+    message: str = typer.Option("", "--message", "-m"),
+    parent: Optional[str] = typer.Option(None, "--parent", help="Parent version (default: the active version, HEAD)."),
+    data: List[Path] = typer.Option([], "--data", help="A data file this version was trained on (repeatable)."),
+    metric: List[str] = typer.Option([], "--metric", help="KEY=VALUE (repeatable)."),
+    param: List[str] = typer.Option([], "--param", help="KEY=VALUE (repeatable)."),
+    code: Optional[Path] = typer.Option(None, "--code", help="The training code's git repository (default: here)."),
+    exclude: List[str] = typer.Option([], "--exclude", help="Glob of files to leave out (repeatable)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Store a model folder as a new version of the active one (or of --parent) and make it active."""
+    o = out(json_out)
+    repo = STATE.repo()
+    metrics = parse_pairs(metric, "metric")
+    params = parse_pairs(param, "param")
+    parents = [repo.resolve(parent)] if parent else None
+    datasets: list[str] = []
+    warnings: list[str] = []
+    if data:
+        from ..data import datasets_for_commit  # the data registry
+        base = parents[0] if parents else repo.head()
+        datasets, warnings = datasets_for_commit(repo, data, base=base, progress=o.progress())
+    for w in warnings:
+        o.warn(w)
+    res = repo.commit_folder(folder, name, message=message, parents=parents, datasets=datasets,
+                             metrics=metrics, params=params, code_path=code, exclude=tuple(exclude),
+                             progress=o.progress())
+    if json_out:
+        o.json({**res.__dict__, "warnings": warnings})
+        return
+    _print_commit(o, res, "Committed")
+    for d in datasets:
+        from ..versions import dataset_summary
+        s = dataset_summary(repo, d)
+        o.line(f"  data: {s['file']}  fingerprint {short(s['hash'])}  {human_int(s.get('examples'))} examples")
+    o.line(f"Active version: {res.name}")
+
+
+# ------------------------------------------------------------------------------ log
+
+
+def _fmt_metrics(m: dict, limit: int = 6) -> str:
+    items = []
+    for k, v in list(m.items())[:limit]:
+        if isinstance(v, float):
+            items.append(f"{k}={v:.4g}")
+        elif isinstance(v, (int, str, bool)):
+            items.append(f"{k}={v}")
+    return " ".join(items)
+
+
+def _decorations(v) -> str:
+    decs = []
+    if v.active:
+        decs.append("HEAD" + (f" -> {v.branches[0]}" if v.branches else ""))
+        decs.extend(v.branches[1:])
+    else:
+        decs.extend(v.branches)
+    return f"  [{', '.join(decs)}]" if decs else ""
+
+
+def _version_block(o, v, indent: str = "") -> None:
+    o.line(f"{indent}{v.name}  {short(v.id)}  {v.created}{_decorations(v)}", style="bold" if v.active else None)
+    pad = indent + "    "
+    o.line(f"{pad}parent   {', '.join(v.parent_names) if v.parent_names else '(root: ' + v.kind + ')'}")
+    for d in v.datasets:
+        tok = f", {human_int(d.get('tokens'))} tokens" if d.get("tokens") is not None else ""
+        o.line(f"{pad}data     {d.get('file')} ({short(d.get('hash'))}{tok})")
+    if v.metrics:
+        o.line(f"{pad}metrics  {_fmt_metrics(v.metrics)}")
+    if v.message:
+        o.line(f"{pad}message  {v.message.splitlines()[0]}")
+
+
+def graph_lines(versions) -> list[tuple[str, object]]:
+    """Draw versions as a tree (first parent = tree parent), roots and children oldest first."""
+    by_id = {v.id: v for v in versions}
+    children: dict[str | None, list] = {}
+    for v in versions:
+        parent = v.parents[0] if v.parents and v.parents[0] in by_id else None
+        children.setdefault(parent, []).append(v)
+    for lst in children.values():
+        lst.sort(key=lambda v: (parse_version(v.name) or (10**9, ""))[0] if parse_version(v.name) else 10**9)
+    lines: list[tuple[str, object]] = []
+
+    def walk(v, prefix: str, last: bool, root: bool) -> None:
+        connector = "" if root else ("└─" if last else "├─")
+        lines.append((prefix + connector, v))
+        kids = children.get(v.id, [])
+        child_prefix = prefix + ("" if root else ("  " if last else "│ "))
+        for i, k in enumerate(kids):
+            walk(k, child_prefix, i == len(kids) - 1, False)
+
+    for r in children.get(None, []):
+        walk(r, "", True, True)
+    return lines
+
+
+def log(
+    rev: Optional[str] = typer.Argument(None, help="Start from this version (default: HEAD)."),
+    all_: bool = typer.Option(False, "--all", help="Every version, not only the lineage of REV."),
+    graph: bool = typer.Option(False, "--graph", help="Draw all versions as a tree."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """The lineage of the active version (or REV) back to its root."""
+    o = out(json_out)
+    repo = STATE.repo()
+    versions = repo.log(rev, all_versions=all_ or graph)
+    if json_out:
+        o.json([v.to_dict() for v in versions])
+        return
+    if not versions:
+        o.line("No versions yet. Import a model: lin import DIR --name NAME")
+        return
+    if graph:
+        for prefix, v in graph_lines(versions):
+            data = ", ".join(d.get("file") or "?" for d in v.datasets)
+            extra = f"  + {data}" if data else ""
+            metrics = _fmt_metrics(v.metrics, 3)
+            o.line(f"{prefix}* {v.name}  {short(v.id, 8)}{_decorations(v)}{extra}"
+                   + (f"  ({metrics})" if metrics else ""), style="bold" if v.active else None)
+        return
+    for v in versions:
+        _version_block(o, v)
+        o.line()
+
+
+# ------------------------------------------------------------------------------ show
+
+
+def show(rev: str = typer.Argument("HEAD"), json_out: bool = JSON_OPT) -> None:
+    """Everything a version records: lineage, data, metrics, params, code, environment, files, tensors."""
+    o = out(json_out)
+    repo = STATE.repo()
+    info = repo.show(rev)
+    if json_out:
+        o.json(info)
+        return
+    v = info.version
+    _version_block(o, v)
+    pad = "    "
+    o.line(f"{pad}id       {v.id}")
+    o.line(f"{pad}author   {v.author}")
+    if v.params:
+        o.line(f"{pad}params   {_fmt_metrics(v.params, 50)}")
+    if v.code:
+        dirty = " (dirty)" if v.code.get("dirty") else ""
+        o.line(f"{pad}code     {v.code.get('path')} @ {short(v.code.get('commit'), 12)}{dirty}")
+    if v.env:
+        o.line(f"{pad}env      " + " ".join(f"{k}={val}" for k, val in v.env.items() if k != "platform"))
+    o.line(f"{pad}tree     {info.tree}")
+    o.line(f"{pad}files:")
+    for f in info.files:
+        t = f"  ({f['tensors']} tensors)" if "tensors" in f else ""
+        o.line(f"{pad}  {f['path']:<40} {human_bytes(f['size']):>10}  {short(f['id'])}{t}")
+    ts = info.tensors
+    if ts["count"]:
+        dt = ", ".join(f"{k} x{n}" for k, n in ts["dtypes"].items())
+        o.line(f"{pad}tensors  {ts['count']} tensors, {human_bytes(ts['bytes'])}  ({dt})")
+
+
+# ------------------------------------------------------------------------------ checkout, status
+
+
+def checkout(
+    rev: str = typer.Argument(..., help="Version, branch, tag or id prefix."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Folder to write into (default: the work folder)."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite files that changed since checkout."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Write REV into the work folder (or --to DIR), byte-identical, and make it the active version."""
+    o = out(json_out)
+    repo = STATE.repo()
+    with repo.writing():
+        res = repo.checkout(rev, to=to, force=force, progress=o.progress())
+    if json_out:
+        o.json(res)
+        return
+    o.line(f"Checked out {res.name}  {short(res.id)} into {res.target}")
+    o.line(f"  {res.written} files written ({human_bytes(res.bytes_written)}), {res.unchanged} unchanged"
+           + (f", {res.removed} removed" if res.removed else ""))
+    o.line(f"Active version: {res.name}")
+
+
+def status(
+    to: Optional[Path] = typer.Option(None, "--to", help="Folder to compare (default: the work folder)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """The active version, and whether the work folder matches it."""
+    o = out(json_out)
+    repo = STATE.repo()
+    st = repo.status(to)
+    extra = {}
+    try:
+        from ..remote import backup_status  # present once remotes exist
+        extra = backup_status(repo)
+    except ImportError:
+        pass
+    if json_out:
+        o.json({**st.__dict__, "work": st.work, **({"backup": extra} if extra else {})})
+        return
+    if st.head is None:
+        o.line("No active version: the store is empty. Import a model: lin import DIR --name NAME")
+        return
+    where = f"on branch {st.branch}" if st.branch else "detached (no branch)"
+    o.line(f"Active version: {st.name}  {short(st.head)}  {where}")
+    w = st.work
+    if w is None or not w.exists:
+        o.line(f"Work folder {w.target if w else repo.work_dir()}: not checked out (lin checkout {st.name})")
+    elif w.clean:
+        o.line(f"Work folder {w.target}: matches {st.name}")
+    else:
+        o.line(f"Work folder {w.target}: {len(w.changes)} change(s) since {st.name}")
+        for c in w.changes:
+            o.line(f"  {c.change:<9} {c.path}")
+            for t in c.tensors[:20]:
+                o.line(f"      tensor {t}")
+            if len(c.tensors) > 20:
+                o.line(f"      ... and {len(c.tensors) - 20} more tensors")
+    if extra:
+        o.line(f"Backup: {extra.get('summary', '')}")
+
+
+# ------------------------------------------------------------------------------ diff, registry
+
+
+def diff(
+    rev_a: str = typer.Argument(...),
+    rev_b: str = typer.Argument(...),
+    no_stats: bool = typer.Option(False, "--no-stats", help="Skip the per-tensor norms (faster)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Per file and per tensor: added / removed / changed, with the size of each tensor's change."""
+    o = out(json_out)
+    repo = STATE.repo()
+    res = repo.diff(rev_a, rev_b, stats=not no_stats)
+    if json_out:
+        o.json(res)
+        return
+    o.line(f"diff {res.a_name} ({short(res.a)}) -> {res.b_name} ({short(res.b)})")
+    if not res.files:
+        o.line("  no differences")
+    for f in res.files:
+        o.line(f"  {f.change:<8} {f.path}")
+        for t in f.tensors:
+            shape = "x".join(str(x) for x in (t.shape or []))
+            stats = ""
+            if t.rel_l2 is not None:
+                stats = f"  rel L2 {t.rel_l2:.3e}  max |d| {t.max_abs:.3e}"
+            o.line(f"      {t.change:<8} {t.name}  {t.dtype}[{shape}]{stats}")
+    o.line(f"  unchanged: {res.unchanged_files} files, {res.unchanged_tensors} tensors in changed-or-same files")
+
+
+def registry(json_out: bool = typer.Option(True, "--json/--table", help="JSON (default) or a table.")) -> None:
+    """All versions in the shape of a registry.json: name, parent, training_data, created, metrics, active."""
+    o = out(json_out)
+    repo = STATE.repo()
+    reg = repo.registry()
+    if json_out:
+        o.json(reg)
+        return
+    for name, r in reg.items():
+        act = "  (active)" if r["active"] else ""
+        o.line(f"{name:<30} parent {r['parent'] or '-':<30} {r['created']}{act}")
+
+
+# ------------------------------------------------------------------------------ tag, branch
+
+
+def tag(
+    name: Optional[str] = typer.Argument(None, help="New tag name (omit to list tags)."),
+    rev: str = typer.Argument("HEAD"),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """List names, or add an immutable extra name for a version."""
+    o = out(json_out)
+    repo = STATE.repo()
+    if name is None:
+        tags = repo.tags()
+        if json_out:
+            o.json(tags)
+            return
+        for n, cid in tags.items():
+            o.line(f"{n:<40} {short(cid)}  {repo.name_of(cid) or ''}")
+        return
+    check_name(name, "tag name")
+    if parse_version(name):
+        raise InvalidName(f"invalid tag name {name!r}: vNNN_ names are given by lin to new versions")
+    cid = repo.resolve(rev)
+    with repo.writing():
+        if repo.refs.read(f"refs/tags/{name}") is not None:
+            raise RefConflict(f"tag {name!r} already exists; tags never move")
+        repo.update_ref(f"refs/tags/{name}", None, cid, f"tag: {name}")
+    if json_out:
+        o.json({"tag": name, "id": cid})
+        return
+    o.line(f"Tagged {repo.name_of(cid)} ({short(cid)}) as {name}")
+
+
+def branch(
+    name: Optional[str] = typer.Argument(None, help="New branch name (omit to list branches)."),
+    rev: str = typer.Argument("HEAD"),
+    switch: bool = typer.Option(False, "--switch", "-s", help="Make the new branch the active line (HEAD)."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """List branches, or start a new line of training at REV."""
+    o = out(json_out)
+    repo = STATE.repo()
+    if name is None:
+        cur = repo.head_branch()
+        br = repo.branches()
+        if json_out:
+            o.json({"current": cur[len('refs/heads/'):] if cur else None, "branches": br})
+            return
+        for n, cid in br.items():
+            mark = "*" if cur == f"refs/heads/{n}" else " "
+            o.line(f"{mark} {n:<30} {short(cid)}  {repo.name_of(cid) or ''}")
+        return
+    check_name(name, "branch name")
+    cid = repo.resolve(rev)
+    with repo.writing():
+        if repo.refs.read(f"refs/heads/{name}") is not None:
+            raise RefConflict(f"branch {name!r} already exists")
+        repo.update_ref(f"refs/heads/{name}", None, cid, f"branch: created from {rev}")
+        if switch:
+            repo.set_head(f"refs/heads/{name}", cid, f"branch: switch to {name}")
+    if json_out:
+        o.json({"branch": name, "id": cid})
+        return
+    o.line(f"Branch {name} at {repo.name_of(cid)} ({short(cid)})" + ("; now active" if switch else ""))

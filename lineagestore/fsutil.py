@@ -1,0 +1,295 @@
+"""Low-level filesystem helpers: atomic writes, directory fsync, the store lock.
+
+Every file lineagestore writes inside a store goes through :class:`AtomicFile`: the bytes go to a
+temporary file in the store's ``tmp/`` folder (same filesystem), are fsynced, renamed over the
+final name, and the folder is fsynced. A crash at any point leaves either the old file or the
+new one, never a mix; what is left in ``tmp/`` is removed by :func:`clean_stale_temp`.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator
+
+from .errors import LockTimeout, NoSpace
+
+_NOSPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def nospace_error(exc: OSError, path: os.PathLike | str) -> NoSpace:
+    return NoSpace(f"no space left on device while writing {path}",
+                   hint="free some disk space and run the command again; nothing was half-written")
+
+
+def is_nospace(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _NOSPACE
+
+
+def fsync_dir(path: os.PathLike | str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name(tmp_dir: Path, suffix: str = ".tmp", prefix: str = "") -> Path:
+    """A fresh temp file name that records the owning pid (so stale ones can be found)."""
+    return tmp_dir / f"{prefix}{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+
+
+class AtomicFile:
+    """Write a file atomically: ``with AtomicFile(path, tmp_dir) as f: f.write(...)``.
+
+    On a clean exit the temp file is fsynced, renamed to ``path`` and the folder fsynced; on an
+    exception the temp file is removed and ``path`` is untouched. ``readonly`` marks the result
+    0o444 (objects are immutable). ``durable=False`` skips the fsyncs (caches only).
+    """
+
+    def __init__(self, path: os.PathLike | str, tmp_dir: os.PathLike | str | None = None, *,
+                 readonly: bool = False, durable: bool = True, prefix: str = ""):
+        self.path = Path(path)
+        self.prefix = prefix
+        self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else self.path.parent
+        self.readonly = readonly
+        self.durable = durable
+        self.tmp_path: Path | None = None
+        self._f: IO[bytes] | None = None
+
+    def __enter__(self) -> IO[bytes]:
+        self.tmp_path = temp_name(self.tmp_dir, prefix=self.prefix)
+        try:
+            self._f = open(self.tmp_path, "xb")
+        except OSError as e:
+            if is_nospace(e):
+                raise nospace_error(e, self.path) from e
+            raise
+        return self._f
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._f is not None and self.tmp_path is not None
+        if exc_type is not None:
+            self._abort()
+            return
+        try:
+            self._f.flush()
+            if self.durable:
+                os.fsync(self._f.fileno())
+            self._f.close()
+            if self.readonly:
+                os.chmod(self.tmp_path, 0o444)
+            os.replace(self.tmp_path, self.path)
+            if self.durable:
+                fsync_dir(self.path.parent)
+        except OSError as e:
+            self._abort()
+            if is_nospace(e):
+                raise nospace_error(e, self.path) from e
+            raise
+
+    def _abort(self) -> None:
+        try:
+            if self._f is not None and not self._f.closed:
+                self._f.close()
+        except OSError:
+            pass
+        try:
+            if self.tmp_path is not None:
+                self.tmp_path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def atomic_write_bytes(path: os.PathLike | str, data: bytes, tmp_dir: os.PathLike | str | None = None,
+                       *, readonly: bool = False, durable: bool = True) -> None:
+    with AtomicFile(path, tmp_dir, readonly=readonly, durable=durable) as f:
+        f.write(data)
+
+
+def append_line(path: os.PathLike | str, line: str, *, durable: bool = True) -> None:
+    """Append one line with a single write(2) under O_APPEND (atomic for small lines), fsynced."""
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        if is_nospace(e):
+            raise nospace_error(e, path) from e
+        raise
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temp(tmp_dir: Path, *, max_age_s: float = 86400.0) -> int:
+    """Remove temp files left by processes that died (pid in the name is gone) or are very old."""
+    removed = 0
+    if not tmp_dir.is_dir():
+        return 0
+    now = time.time()
+    for p in tmp_dir.iterdir():
+        try:
+            pid = int(p.name.split("-", 1)[0])
+        except ValueError:
+            pid = -1
+        try:
+            old = now - p.lstat().st_mtime > max_age_s
+        except FileNotFoundError:
+            continue
+        if (pid != os.getpid() and not pid_alive(pid)) or old:
+            try:
+                p.unlink()
+                removed += 1
+            except (FileNotFoundError, IsADirectoryError, PermissionError):
+                pass
+    return removed
+
+
+# --------------------------------------------------------------------------- locks
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    pid: int
+    mode: str
+    command: str
+    host: str
+    since: float
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+        return f"pid {self.pid} ({self.command!r}, {self.mode}, since {when})"
+
+
+def current_command() -> str:
+    argv = [os.path.basename(sys.argv[0] or "python")] + sys.argv[1:]
+    return " ".join(argv)[:200]
+
+
+class FileLock:
+    """A reader/writer lock on one file with ``flock(2)``, waiting with a timeout.
+
+    The kernel releases a flock when its process dies, so a ``kill -9`` never leaves the store
+    locked. Who holds the lock is recorded in ``<name>.holders/<pid>-<token>.json`` so that a
+    waiting command can say who it waits for; records of dead pids are ignored and removed.
+    Re-entrant within one object: nested ``acquire`` calls only count.
+    """
+
+    def __init__(self, path: Path, *, poll_s: float = 0.05):
+        self.path = path
+        self.holders_dir = path.with_name(path.name + ".holders")
+        self.poll_s = poll_s
+        self._fd: int | None = None
+        self._mode: str | None = None
+        self._depth = 0
+        self._info: Path | None = None
+
+    def holders(self) -> list[LockHolder]:
+        out = []
+        try:
+            entries = list(self.holders_dir.iterdir())
+        except FileNotFoundError:
+            return out
+        for p in entries:
+            try:
+                d = json.loads(p.read_text())
+                h = LockHolder(int(d["pid"]), d["mode"], d["command"], d.get("host", ""), float(d["since"]))
+            except (OSError, ValueError, KeyError):
+                continue
+            if h.pid == os.getpid() and p != self._info:
+                continue
+            if h.host == socket.gethostname() and not pid_alive(h.pid):
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+                continue
+            out.append(h)
+        return out
+
+    def acquire(self, mode: str = "shared", timeout: float = 300.0,
+                on_wait=None) -> None:
+        """Take the lock in ``mode`` ("shared" or "exclusive"); raise LockTimeout after ``timeout``."""
+        if self._depth:
+            if mode == "exclusive" and self._mode != "exclusive":
+                raise RuntimeError("cannot upgrade a shared store lock to exclusive")
+            self._depth += 1
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        op = fcntl.LOCK_SH if mode == "shared" else fcntl.LOCK_EX
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, op | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    who = "; ".join(h.describe() for h in self.holders()) or "an unknown process"
+                    raise LockTimeout(f"timed out after {timeout:.0f}s waiting for the store lock "
+                                      f"{self.path}: held by {who}",
+                                      hint="wait for that command to finish, or raise LIN_LOCK_TIMEOUT")
+                if not told and on_wait is not None:
+                    on_wait(self.holders())
+                    told = True
+                time.sleep(self.poll_s)
+        self._fd, self._mode, self._depth = fd, mode, 1
+        try:
+            self.holders_dir.mkdir(exist_ok=True)
+            self._info = self.holders_dir / f"{os.getpid()}-{secrets.token_hex(4)}.json"
+            self._info.write_text(json.dumps({"pid": os.getpid(), "mode": mode, "command": current_command(),
+                                              "host": socket.gethostname(), "since": time.time()}))
+        except OSError:
+            self._info = None
+
+    def release(self) -> None:
+        if not self._depth:
+            return
+        self._depth -= 1
+        if self._depth:
+            return
+        if self._info is not None:
+            try:
+                self._info.unlink()
+            except OSError:
+                pass
+            self._info = None
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+        self._mode = None
+
+    @contextmanager
+    def held(self, mode: str = "shared", timeout: float = 300.0, on_wait=None) -> Iterator[None]:
+        self.acquire(mode, timeout, on_wait)
+        try:
+            yield
+        finally:
+            self.release()

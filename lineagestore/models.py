@@ -1,0 +1,590 @@
+"""Model folders in and out of the store: store a folder as a tree, check a tree out, status.
+
+Storing streams every file through a bounded pool of threads (hashing and compression release
+the GIL): a safetensors file becomes a ``tensor-file`` whose tensors are separate blobs, any
+other file a blob, large ones chunked. At most a few 16 MiB chunks are in memory at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat as stat_mod
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import blake3
+
+from .errors import InvalidInput, MalformedFile, NotFound, PickleRefused, Refused
+from .fsutil import AtomicFile, atomic_write_bytes
+from .objects import TensorEntry, TensorFile, Tree, TreeEntry
+from .progress import NULL, Progress
+from .safetensors_io import read_layout
+from .store import MemoryObjectStore, ObjectStore, ParallelWriter
+
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"}
+MODEL_SUFFIXES = {".safetensors", ".gguf"}
+SKIP_DIRS = {".git", ".lineage", "__pycache__"}
+TMP_PREFIX = ".lin-tmp-"
+
+
+# ------------------------------------------------------------------------------ stat cache
+
+
+class StatCache:
+    """path -> (size, mtime_ns, inode, ctime_ns) -> (type, id): skips re-hashing unchanged files.
+
+    Derived data in ``.lineage/cache/stat.json``: deleting it only costs a re-hash. An entry is
+    trusted only if the file's mtime is older than the moment it was recorded (git's "racy"
+    rule), so a file rewritten within the same clock tick is never mistaken for unchanged.
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, list] = {}
+        self.dirty = False
+        if path is not None:
+            try:
+                doc = json.loads(path.read_text())
+                if doc.get("version") == self.VERSION:
+                    self.entries = doc["entries"]
+            except (OSError, ValueError, KeyError):
+                self.entries = {}
+
+    @staticmethod
+    def _key(st: os.stat_result) -> list:
+        return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+    def lookup(self, path: Path, st: os.stat_result) -> tuple[str, str] | None:
+        e = self.entries.get(str(path))
+        if not e or e[0] != self._key(st):
+            return None
+        recorded_ns = e[3]
+        if st.st_mtime_ns >= recorded_ns - 1_000_000_000:
+            return None
+        return e[1], e[2]
+
+    def record(self, path: Path, st: os.stat_result, type_name: str, oid: str) -> None:
+        self.entries[str(path)] = [self._key(st), type_name, oid, time.time_ns()]
+        self.dirty = True
+
+    def save(self, tmp_dir: Path) -> None:
+        if self.path is None or not self.dirty:
+            return
+        try:
+            atomic_write_bytes(self.path, json.dumps({"version": self.VERSION, "entries": self.entries}).encode(),
+                               tmp_dir, durable=False)
+        except OSError:
+            pass  # a cache that cannot be written costs only time
+
+
+# ------------------------------------------------------------------------------ storing
+
+
+@dataclass
+class StoredFolder:
+    tree: str
+    files: int
+    bytes: int  # total size of the files
+    tensors: int
+    cached_files: int  # files recognised unchanged by the stat cache (not re-read)
+    new_objects: int
+    new_bytes: int  # bytes written to the store (compressed)
+
+
+@dataclass
+class _FileJob:
+    rel: str
+    path: Path
+    size: int
+    executable: bool
+    st: os.stat_result
+    type: str = "blob"
+    result: "str | Future[str] | None" = None
+
+
+def check_model_folder(folder: Path, exclude: tuple[str, ...] = ()) -> list[tuple[str, Path, os.stat_result]]:
+    """List the files of a model folder, refusing what lin must not store.
+
+    Raises NotFound (no such folder), InvalidInput (no model files; symlink problems) and
+    PickleRefused (pickle weights).
+    """
+    if not folder.exists():
+        raise NotFound(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder}: not a folder (give the model folder, as written by save_pretrained)")
+    files: list[tuple[str, Path, os.stat_result]] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dpath = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            if d in SKIP_DIRS:
+                continue
+            full = dpath / d
+            if full.is_symlink():
+                raise InvalidInput(f"{full}: is a symlink to a folder; lin stores files, not folder links",
+                                   hint="copy the folder's contents in place of the link")
+            keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            full = dpath / name
+            rel = full.relative_to(folder).as_posix()
+            if name.startswith(TMP_PREFIX) or any(Path(rel).match(p) for p in exclude):
+                continue
+            if full.suffix.lower() in PICKLE_SUFFIXES:
+                raise PickleRefused(
+                    f"{full}: is a pickle file; pickles run code when loaded, so lin never stores or opens them",
+                    hint="convert it to safetensors: load the model with transformers and call "
+                         "save_pretrained(DIR, safe_serialization=True), or skip it with --exclude")
+            try:
+                st = full.stat()  # follows a symlink to its file: the content is what we store
+            except FileNotFoundError:
+                raise InvalidInput(f"{full}: dangling symlink") from None
+            if not stat_mod.S_ISREG(st.st_mode):
+                raise InvalidInput(f"{full}: not a regular file")
+            files.append((rel, full, st))
+    if not files:
+        raise InvalidInput(f"{folder}: folder is empty")
+    if not any(Path(rel).suffix.lower() in MODEL_SUFFIXES for rel, _, _ in files):
+        raise InvalidInput(f"{folder}: no model weights found (no *.safetensors or *.gguf file)",
+                           hint="save the model with save_pretrained(..., safe_serialization=True)")
+    return files
+
+
+def store_folder(store: ObjectStore, folder: os.PathLike | str, *, progress: Progress = NULL,
+                 stat_cache: StatCache | None = None, exclude: tuple[str, ...] = (),
+                 workers: int = 0) -> StoredFolder:
+    """Store a model folder; return its tree id and counts. Never holds the model in memory."""
+    folder = Path(folder)
+    listing = check_model_folder(folder, exclude)
+    cache = stat_cache or StatCache(None)
+    before_objs, before_bytes = store.written_objects, store.written_bytes
+    jobs: list[_FileJob] = []
+    cached = 0
+    to_read = 0
+    for rel, full, st in listing:
+        job = _FileJob(rel, full, st.st_size, bool(st.st_mode & 0o111), st)
+        job.type = "tensor-file" if full.suffix.lower() == ".safetensors" else "blob"
+        hit = cache.lookup(full.absolute(), st)
+        if hit and hit[0] in ("tensor-file", "blob", "chunks") and store.has(hit[1]):
+            job.type, job.result = hit
+            cached += 1
+        else:
+            to_read += st.st_size
+        jobs.append(job)
+
+    tensors = 0
+    progress.start(f"storing {folder.name}", to_read, "B")
+    try:
+        with ParallelWriter(workers) as writer:
+            for job in jobs:
+                if job.result is not None:
+                    continue
+                if job.type == "tensor-file":
+                    job.result, n = _store_safetensors(store, job.path, writer, progress)
+                    tensors += n
+                else:
+                    with open(job.path, "rb") as f:
+                        job.result = store.put_stream(f, job.size, writer, progress.advance)
+            ids = {}
+            for job in jobs:
+                oid = job.result.result() if isinstance(job.result, Future) else job.result
+                assert isinstance(oid, str)
+                if job.type == "blob" and job.size > 0 and store.header(oid).type == "chunks":
+                    job.type = "chunks"
+                ids[job.rel] = oid
+                cache.record(job.path.absolute(), job.st, job.type, oid)
+    finally:
+        progress.finish()
+    tree = _build_trees(store, [(j.rel, j.type, ids[j.rel], j.size, j.executable) for j in jobs])
+    if tensors == 0:
+        tensors = sum(len(store.get(ids[j.rel], "tensor-file").tensors) for j in jobs if j.type == "tensor-file")
+    return StoredFolder(tree=tree, files=len(jobs), bytes=sum(j.size for j in jobs), tensors=tensors,
+                        cached_files=cached, new_objects=store.written_objects - before_objs,
+                        new_bytes=store.written_bytes - before_bytes)
+
+
+def _store_safetensors(store: ObjectStore, path: Path, writer: ParallelWriter,
+                       progress: Progress) -> tuple[Future, int]:
+    layout = read_layout(path)
+    futures: list[tuple] = []
+    with open(path, "rb") as f:
+        f.seek(layout.data_start)
+        progress.advance(layout.data_start)
+        for span in layout.tensors:
+            fut = store.put_stream(f, span.size, writer, progress.advance)
+            futures.append((span, fut))
+        # the file may have grown or shrunk while we read it
+        if os.fstat(f.fileno()).st_size != layout.file_size:
+            raise MalformedFile(f"{path}: changed while being stored; run the command again")
+
+    def finish() -> str:
+        entries = [TensorEntry(name=s.name, dtype=s.dtype, shape=list(s.shape), size=s.size,
+                               id=fu.result() if isinstance(fu, Future) else fu) for s, fu in futures]
+        tf = TensorFile(header=layout.header.decode("utf-8"), tensors=entries, size=layout.file_size)
+        return store.put_object(tf)
+
+    deps = [fu for _, fu in futures if isinstance(fu, Future)]
+    return writer.submit_after(deps, finish), len(layout.tensors)
+
+
+def _build_trees(store: ObjectStore, files: list[tuple[str, str, str, int, bool]]) -> str:
+    """Write tree objects for a list of (relative path, type, id, size, executable)."""
+    root: dict = {}
+    for rel, type_name, oid, size, exe in files:
+        node = root
+        parts = rel.split("/")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = (type_name, oid, size, exe)
+
+    def write(node: dict) -> tuple[str, int]:
+        entries = []
+        total = 0
+        for name in sorted(node):
+            v = node[name]
+            if isinstance(v, dict):
+                tid, size = write(v)
+                entries.append(TreeEntry(name, "tree", tid, size, False))
+            else:
+                type_name, oid, size, exe = v
+                entries.append(TreeEntry(name, type_name, oid, size, exe))
+            total += entries[-1].size
+        return store.put_object(Tree(entries=entries)), total
+
+    return write(root)[0]
+
+
+class HashOnlyStore(MemoryObjectStore):
+    """Computes ids like a store would, keeps nothing (for status: what *would* the ids be)."""
+
+    def has(self, oid: str) -> bool:
+        return False
+
+    def _write_file(self, oid, data) -> None:
+        pass
+
+    def header(self, oid):  # chunk detection in store_folder
+        from .objects import ObjectHeader
+        return ObjectHeader("blob", 0, 0)
+
+
+# ------------------------------------------------------------------------------ reading trees
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str  # relative, posix
+    type: str
+    id: str
+    size: int
+    executable: bool
+
+
+def walk_tree(store: ObjectStore, tree_id: str, prefix: str = "") -> Iterator[FileInfo]:
+    tree = store.get(tree_id, "tree")
+    for e in tree.items():
+        _check_entry_name(e.name, tree_id)
+        rel = f"{prefix}{e.name}"
+        if e.type == "tree":
+            yield from walk_tree(store, e.id, rel + "/")
+        else:
+            yield FileInfo(rel, e.type, e.id, e.size, e.executable)
+
+
+def _check_entry_name(name: str, tree_id: str) -> None:
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+            or len(name.encode()) > 255):
+        raise MalformedFile(f"tree {tree_id[:12]} has an unsafe entry name {name!r}; refusing to use it")
+
+
+def iter_file_bytes(store: ObjectStore, info: FileInfo, prefetch: int = 4) -> Iterator[bytes]:
+    """The bytes of a stored file, verified, with a few pieces decompressed ahead on threads."""
+    if info.type == "tensor-file":
+        tf = store.get(info.id, "tensor-file")
+        header = tf.header.encode("utf-8")
+        yield len(header).to_bytes(8, "little") + header
+        piece_ids: list[str] = []
+        for t in tf.entries():
+            if t.size:
+                piece_ids.extend(_content_parts(store, t.id))
+        yield from _prefetch(store, piece_ids, prefetch)
+    elif info.type in ("blob", "chunks"):
+        yield from _prefetch(store, _content_parts(store, info.id), prefetch)
+    else:
+        raise MalformedFile(f"object {info.id[:12]} ({info.path}) has unexpected type {info.type}")
+
+
+def _content_parts(store: ObjectStore, oid: str) -> list[str]:
+    h = store.header(oid)
+    if h.type == "blob":
+        return [oid]
+    if h.type == "chunks":
+        return [p[0] for p in store.get(oid, "chunks").parts]
+    raise MalformedFile(f"object {oid[:12]} is a {h.type}, expected file content")
+
+
+def _prefetch(store: ObjectStore, ids: list[str], depth: int) -> Iterator[bytes]:
+    if len(ids) <= 1:
+        for i in ids:
+            yield _blob(store, i)
+        return
+    with ThreadPoolExecutor(max(1, min(depth, os.cpu_count() or 2))) as pool:
+        pending: list[Future] = []
+        it = iter(ids)
+        for i in it:
+            pending.append(pool.submit(_blob, store, i))
+            if len(pending) >= depth:
+                break
+        while pending:
+            data = pending.pop(0).result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(_blob, store, nxt))
+            yield data
+
+
+def _blob(store: ObjectStore, oid: str) -> bytes:
+    t, data = store.get_raw(oid)
+    if t != "blob":
+        raise MalformedFile(f"object {oid[:12]} is a {t}, expected a blob")
+    return data
+
+
+# ------------------------------------------------------------------------------ checkout
+
+
+@dataclass
+class CheckoutResult:
+    target: str
+    written: int
+    unchanged: int
+    removed: int
+    bytes_written: int
+
+
+def _state_path(cache_dir: Path, target: Path) -> Path:
+    key = blake3.blake3(str(target.resolve()).encode()).hexdigest()[:32]
+    d = cache_dir / "checkouts"
+    d.mkdir(exist_ok=True)
+    return d / f"{key}.json"
+
+
+def load_checkout_state(cache_dir: Path, target: Path) -> dict:
+    try:
+        return json.loads(_state_path(cache_dir, target).read_text())
+    except (OSError, ValueError):
+        return {"files": {}}
+
+
+def _safe_target(target: Path, rel: str) -> Path:
+    """The path of ``rel`` inside ``target``, refusing any path that leaves it or crosses a symlink."""
+    parts = rel.split("/")
+    cur = target
+    for p in parts:
+        if p in ("", ".", "..") or "\0" in p:
+            raise MalformedFile(f"unsafe path {rel!r} in the stored tree; refusing to write it")
+        cur = cur / p
+    for parent in list(cur.parents)[: len(parts) - 1]:
+        if parent.is_symlink():
+            raise Refused(f"{parent}: is a symlink; lin never writes through a symlink out of {target}")
+    return cur
+
+
+def file_id(path: Path, type_name: str) -> str | None:
+    """The id a file would have in the store (None if it cannot be read as that type)."""
+    hs = HashOnlyStore()
+    try:
+        if type_name == "tensor-file":
+            with ParallelWriter() as w:
+                fut, _ = _store_safetensors(hs, path, w, NULL)
+                return fut.result()
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            return hs.put_stream(f, size)  # type: ignore[return-value]
+    except (MalformedFile, OSError, InvalidInput):
+        return None
+
+
+def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *, cache_dir: Path,
+                  known_ids: set[str] | None = None, force: bool = False,
+                  progress: Progress = NULL, commit_id: str | None = None) -> CheckoutResult:
+    """Write the files of ``tree_id`` into ``target``, byte-identical to what was stored.
+
+    A file already in ``target`` is replaced only if it is unchanged since lin last wrote it
+    (or identical to a version in ``known_ids``); otherwise the checkout refuses, naming the
+    files, unless ``force``. Files of the previous checkout that the new tree lacks are removed
+    under the same rule. The store is only read.
+    """
+    target = Path(target)
+    if target.is_symlink():
+        raise Refused(f"{target}: is a symlink; give the real folder")
+    if target.exists() and not target.is_dir():
+        raise InvalidInput(f"{target}: exists and is not a folder")
+    files = list(walk_tree(store, tree_id))
+    state = load_checkout_state(cache_dir, target)
+    old_files: dict = state.get("files", {})
+    known = set(known_ids or ())
+    new_by_path = {f.path: f for f in files}
+
+    def unchanged_since_checkout(rel: str, p: Path, st: os.stat_result) -> str | None:
+        rec = old_files.get(rel)
+        if rec and rec[0] == st.st_size and rec[1] == st.st_mtime_ns:
+            return rec[2]
+        return None
+
+    conflicts: list[str] = []
+    to_write: list[FileInfo] = []
+    unchanged = 0
+    for f in files:
+        p = _safe_target(target, f.path)
+        if p.is_symlink():
+            if not force:
+                conflicts.append(f.path + " (symlink)")
+                continue
+            to_write.append(f)
+            continue
+        if not p.exists():
+            to_write.append(f)
+            continue
+        if p.is_dir():
+            conflicts.append(f.path + " (a folder)")
+            continue
+        st = p.stat()
+        rec_id = unchanged_since_checkout(f.path, p, st)
+        if rec_id == f.id and st.st_size == f.size:
+            unchanged += 1
+            continue
+        if rec_id is not None:
+            to_write.append(f)  # lin wrote it and nobody changed it since: safe to replace
+            continue
+        current = file_id(p, f.type) if st.st_size == f.size or f.type != "tensor-file" else None
+        if current == f.id:
+            unchanged += 1
+            continue
+        if force or (current is not None and current in known):
+            to_write.append(f)
+        else:
+            conflicts.append(f.path)
+    to_remove: list[Path] = []
+    for rel, rec in old_files.items():
+        if rel in new_by_path:
+            continue
+        p = target / rel
+        if not p.exists() or p.is_symlink():
+            continue
+        st = p.stat()
+        if (rec[0] == st.st_size and rec[1] == st.st_mtime_ns) or force:
+            to_remove.append(p)
+        else:
+            conflicts.append(rel + " (changed, and not in the version being checked out)")
+    if conflicts:
+        shown = ", ".join(conflicts[:8]) + (f" and {len(conflicts) - 8} more" if len(conflicts) > 8 else "")
+        raise Refused(f"refusing to overwrite {len(conflicts)} changed file(s) in {target}: {shown}",
+                      hint="commit them first (`lin commit`), or pass --force to overwrite")
+
+    target.mkdir(parents=True, exist_ok=True)
+    total = sum(f.size for f in to_write)
+    progress.start(f"checking out into {target}", total, "B")
+    new_state: dict = {}
+    written_bytes = 0
+    try:
+        for f in to_write:
+            p = _safe_target(target, f.path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if p.is_symlink():
+                p.unlink()
+            with AtomicFile(p, p.parent, prefix=TMP_PREFIX) as out:
+                for piece in iter_file_bytes(store, f):
+                    out.write(piece)
+                    progress.advance(len(piece))
+                    written_bytes += len(piece)
+            os.chmod(p, 0o755 if f.executable else 0o644)
+        for p in to_remove:
+            p.unlink(missing_ok=True)
+    finally:
+        progress.finish()
+    for f in files:
+        p = target / f.path
+        st = p.stat()
+        new_state[f.path] = [st.st_size, st.st_mtime_ns, f.id]
+    atomic_write_bytes(_state_path(cache_dir, target),
+                       json.dumps({"commit": commit_id, "tree": tree_id, "files": new_state}).encode(),
+                       cache_dir, durable=False)
+    return CheckoutResult(str(target), len(to_write), unchanged, len(to_remove), written_bytes)
+
+
+# ------------------------------------------------------------------------------ status
+
+
+@dataclass
+class FileChange:
+    path: str
+    change: str  # added | removed | modified
+    tensors: list[str] = field(default_factory=list)  # changed tensor names, for safetensors
+
+
+@dataclass
+class WorkStatus:
+    target: str
+    exists: bool
+    clean: bool
+    changes: list[FileChange]
+
+
+def work_status(store: ObjectStore, tree_id: str, target: os.PathLike | str, cache_dir: Path) -> WorkStatus:
+    """Compare a work folder with a stored tree: which files and tensors differ."""
+    target = Path(target)
+    if not target.is_dir():
+        return WorkStatus(str(target), False, False, [])
+    state = load_checkout_state(cache_dir, target).get("files", {})
+    stored = {f.path: f for f in walk_tree(store, tree_id)}
+    changes: list[FileChange] = []
+    present: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(target):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for name in sorted(filenames):
+            if name.startswith(TMP_PREFIX):
+                continue
+            p = Path(dirpath) / name
+            rel = p.relative_to(target).as_posix()
+            present.add(rel)
+            f = stored.get(rel)
+            if f is None:
+                changes.append(FileChange(rel, "added"))
+                continue
+            st = p.stat()
+            rec = state.get(rel)
+            if rec and rec[0] == st.st_size and rec[1] == st.st_mtime_ns and rec[2] == f.id:
+                continue
+            current = file_id(p, f.type)
+            if current == f.id:
+                continue
+            fc = FileChange(rel, "modified")
+            if f.type == "tensor-file":
+                fc.tensors = _changed_tensors(store, f.id, p)
+            changes.append(fc)
+    for rel in sorted(set(stored) - present):
+        changes.append(FileChange(rel, "removed"))
+    return WorkStatus(str(target), True, not changes, changes)
+
+
+def _changed_tensors(store: ObjectStore, tf_id: str, path: Path) -> list[str]:
+    hs = HashOnlyStore()
+    try:
+        layout = read_layout(path)
+    except (MalformedFile, OSError):
+        return ["(unreadable safetensors file)"]
+    old = {t.name: t.id for t in store.get(tf_id, "tensor-file").entries()}
+    new = {}
+    with open(path, "rb") as f:
+        f.seek(layout.data_start)
+        for s in layout.tensors:
+            new[s.name] = hs.put_stream(f, s.size)
+    names = sorted(set(old) | set(new))
+    return [n for n in names if old.get(n) != new.get(n)]

@@ -1,0 +1,299 @@
+"""Object types and their encodings (no I/O).
+
+Structured objects (everything but ``blob``) are canonical JSON: UTF-8, keys sorted, no
+insignificant whitespace, so the same content always encodes to the same bytes and the same id.
+See docs/format.md for the byte layout of each type and of the loose-object file.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import zstandard
+
+from .errors import CorruptObject, UnsupportedFormat
+from .hashing import check_object_id
+
+# ----------------------------------------------------------------------------- file header
+
+MAGIC = b"LIN\x01"
+HEADER = struct.Struct("<4sBBHQ")  # magic, type code, codec, reserved, decoded size
+HEADER_SIZE = HEADER.size  # 16
+
+TYPE_CODES: dict[str, int] = {
+    "blob": 1,
+    "chunks": 2,
+    "tensor-file": 3,
+    "tree": 4,
+    "commit": 5,
+    "dataset": 6,
+    "records": 7,
+    "checkpoint": 8,
+}
+TYPE_NAMES = {v: k for k, v in TYPE_CODES.items()}
+#: types whose payload names other objects (the gc mark phase reads only these)
+LINKING_TYPES = frozenset({"chunks", "tensor-file", "tree", "commit", "dataset", "checkpoint"})
+
+CODEC_RAW = 0
+CODEC_ZSTD = 1
+CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd"}
+
+#: files (and tensors) larger than this are split into blobs of this size listed by a chunks object
+CHUNK_SIZE = 16 << 20
+
+
+@dataclass(frozen=True)
+class ObjectHeader:
+    type: str
+    codec: int
+    size: int
+
+
+def pack_header(type_name: str, codec: int, size: int) -> bytes:
+    return HEADER.pack(MAGIC, TYPE_CODES[type_name], codec, 0, size)
+
+
+def unpack_header(raw: bytes, where: str = "object") -> ObjectHeader:
+    if len(raw) < HEADER_SIZE:
+        raise CorruptObject(f"{where}: truncated header ({len(raw)} bytes)")
+    magic, code, codec, _reserved, size = HEADER.unpack_from(raw)
+    if magic != MAGIC:
+        if magic[:3] == MAGIC[:3]:
+            raise UnsupportedFormat(f"{where}: object format version {magic[3]} is newer than this lin")
+        raise CorruptObject(f"{where}: bad magic bytes {magic!r}")
+    if code not in TYPE_NAMES:
+        raise CorruptObject(f"{where}: unknown object type code {code}")
+    if codec not in CODEC_NAMES:
+        raise CorruptObject(f"{where}: unknown codec {codec}")
+    return ObjectHeader(TYPE_NAMES[code], codec, size)
+
+
+# ------------------------------------------------------------------------------ compression
+
+_ZSTD_LEVEL = 3
+
+
+def compress(data: bytes | memoryview, level: int = _ZSTD_LEVEL) -> tuple[int, bytes | memoryview]:
+    """Compress with zstd; keep the raw bytes when compression saves less than 3%."""
+    if len(data) < 64:
+        return CODEC_RAW, data
+    c = zstandard.ZstdCompressor(level=level).compress(data)
+    if len(c) > len(data) * 0.97:
+        return CODEC_RAW, data
+    return CODEC_ZSTD, c
+
+
+def decompress(codec: int, payload: bytes, size: int, where: str = "object") -> bytes:
+    if codec == CODEC_RAW:
+        return payload
+    try:
+        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
+    except zstandard.ZstdError as e:
+        raise CorruptObject(f"{where}: payload does not decompress ({e})") from e
+
+
+# ------------------------------------------------------------------------------ canonical JSON
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def parse_json(data: bytes, where: str) -> dict:
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptObject(f"{where}: not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise CorruptObject(f"{where}: expected a JSON object")
+    return obj
+
+
+class JsonObject:
+    """Mixin for dataclass objects stored as canonical JSON."""
+
+    type_name: ClassVar[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def encode(self) -> bytes:
+        return canonical_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def decode(cls, data: bytes, where: str = "object"):
+        d = parse_json(data, where)
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError, KeyError) as e:
+            raise CorruptObject(f"{where}: malformed {cls.type_name} ({e})") from e
+
+    def links(self) -> list[str]:
+        """Ids of the objects this one refers to."""
+        return []
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Chunks(JsonObject):
+    """A large byte string split into blobs, in order."""
+
+    type_name: ClassVar[str] = "chunks"
+    size: int
+    parts: list = field(default_factory=list)  # list of [blob id, size]
+
+    def links(self) -> list[str]:
+        return [p[0] for p in self.parts]
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    dtype: str
+    shape: list
+    size: int
+    id: str  # blob or chunks id of the raw tensor bytes
+
+
+@dataclass(frozen=True)
+class TensorFile(JsonObject):
+    """A safetensors file: the exact header bytes (as text) and its tensors in data order.
+
+    Rebuilding is ``len(header) as u64 LE`` + header + each tensor's bytes in list order.
+    """
+
+    type_name: ClassVar[str] = "tensor-file"
+    header: str
+    tensors: list  # list of TensorEntry dicts
+    size: int
+
+    def entries(self) -> list[TensorEntry]:
+        return [TensorEntry(**t) if isinstance(t, dict) else t for t in self.tensors]
+
+    def to_dict(self) -> dict:
+        return {"header": self.header, "size": self.size,
+                "tensors": [asdict(t) if isinstance(t, TensorEntry) else t for t in self.tensors]}
+
+    def links(self) -> list[str]:
+        return [t.id for t in self.entries()]
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    name: str
+    type: str  # blob | chunks | tensor-file | tree
+    id: str
+    size: int
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class Tree(JsonObject):
+    type_name: ClassVar[str] = "tree"
+    entries: list  # list of TreeEntry, sorted by name
+
+    def items(self) -> list[TreeEntry]:
+        return [TreeEntry(**e) if isinstance(e, dict) else e for e in self.entries]
+
+    def to_dict(self) -> dict:
+        return {"entries": [asdict(e) if isinstance(e, TreeEntry) else e for e in self.entries]}
+
+    def links(self) -> list[str]:
+        return [e.id for e in self.items()]
+
+
+@dataclass(frozen=True)
+class Commit(JsonObject):
+    """A model version. ``name`` is its immutable version name (``v004_full_stack``)."""
+
+    type_name: ClassVar[str] = "commit"
+    tree: str
+    parents: list
+    name: str
+    kind: str = "commit"  # import | commit | train
+    datasets: list = field(default_factory=list)  # dataset object ids
+    metrics: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    code: dict | None = None  # {"path", "commit", "dirty", "branch"} of the training code's git repo
+    env: dict = field(default_factory=dict)
+    author: str = ""
+    created: str = ""  # ISO 8601 UTC
+    message: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def links(self) -> list[str]:
+        return [self.tree, *self.parents, *self.datasets]
+
+
+@dataclass(frozen=True)
+class Dataset(JsonObject):
+    """A registered data file. ``content`` is the id of the file's bytes (blob or chunks)."""
+
+    type_name: ClassVar[str] = "dataset"
+    content: str
+    filename: str
+    format: str
+    size: int
+    examples: int
+    records: str | None  # id of the sorted record-id set (a ``records`` object), None if empty
+    tokens: dict = field(default_factory=dict)  # tokenizer id -> token count
+    description: str = ""
+    first_seen: str = ""
+    stored: bool = True  # False with --no-store: content is not in the store
+    skipped_lines: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def links(self) -> list[str]:
+        out = [self.content] if self.stored else []
+        if self.records:
+            out.append(self.records)
+        return out
+
+
+@dataclass(frozen=True)
+class Checkpoint(JsonObject):
+    """A training-run checkpoint: model tree, trainer state tree, and run metadata."""
+
+    type_name: ClassVar[str] = "checkpoint"
+    run: str
+    step: int
+    model: str  # tree id
+    state: str | None = None  # tree id of optimizer/scheduler/rng/data-position state
+    parent: str | None = None  # previous checkpoint id
+    meta: dict = field(default_factory=dict)
+
+    def links(self) -> list[str]:
+        return [x for x in (self.model, self.state, self.parent) if x]
+
+
+JSON_TYPES: dict[str, type[JsonObject]] = {
+    c.type_name: c for c in (Chunks, TensorFile, Tree, Commit, Dataset, Checkpoint)
+}
+
+
+def decode_object(type_name: str, data: bytes, where: str = "object"):
+    """Decode a structured object; ``blob`` and ``records`` return the bytes unchanged."""
+    cls = JSON_TYPES.get(type_name)
+    if cls is None:
+        return data
+    return cls.decode(data, where)
+
+
+def links_of(type_name: str, data: bytes, where: str = "object") -> list[str]:
+    if type_name not in LINKING_TYPES:
+        return []
+    return [check_object_id(x) for x in decode_object(type_name, data, where).links()]

@@ -1,0 +1,446 @@
+"""The object store: a disk store and an in-memory twin with one contract.
+
+Contract (tested by tests/test_store_contract.py against both):
+- ``put(type, data)`` returns the id and stores the object once; putting it again stores
+  nothing and refreshes its mtime (gc's grace period counts from the last put).
+- ``get_raw(id)`` returns ``(type, bytes)`` and verifies the hash on every read; a corrupt
+  object raises :class:`CorruptObject` naming the id, a missing one :class:`ObjectNotFound`.
+- ``header(id)`` reads only the fixed-size header (type, codec, size) without decompressing.
+- ``put_bytes_chunked`` / ``iter_content`` store and stream byte strings of any size as a blob
+  or, above :data:`CHUNK_SIZE`, as blobs listed by a ``chunks`` object.
+- All methods are safe to call from several threads at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+from .errors import CorruptObject, InvalidInput, ObjectNotFound, AmbiguousRevision
+from .fsutil import AtomicFile, is_nospace, nospace_error
+from .hashing import check_object_id, hash_object, is_id_prefix
+from .objects import (CHUNK_SIZE, CODEC_RAW, HEADER_SIZE, Chunks, ObjectHeader, compress,
+                      decode_object, decompress, pack_header, unpack_header)
+
+
+_COUNT_LOCK = threading.Lock()
+
+
+class ObjectStore(ABC):
+    compression_level: int = 3
+    #: objects and (stored) bytes this instance has written; for reports of store growth
+    written_objects: int = 0
+    written_bytes: int = 0
+
+    # ---- primitives each implementation provides
+
+    @abstractmethod
+    def has(self, oid: str) -> bool: ...
+
+    @abstractmethod
+    def _read_file(self, oid: str) -> bytes:
+        """The stored bytes (header + payload); ObjectNotFound if absent."""
+
+    @abstractmethod
+    def _read_header_bytes(self, oid: str) -> bytes: ...
+
+    @abstractmethod
+    def _write_file(self, oid: str, data: list[bytes | memoryview]) -> None:
+        """Store header + payload atomically (no-op if present)."""
+
+    @abstractmethod
+    def _touch(self, oid: str) -> None: ...
+
+    @abstractmethod
+    def iter_ids(self) -> Iterator[str]: ...
+
+    @abstractmethod
+    def stored_size(self, oid: str) -> int: ...
+
+    @abstractmethod
+    def mtime(self, oid: str) -> float: ...
+
+    @abstractmethod
+    def remove(self, oid: str) -> None:
+        """Remove one object (only gc calls this, under the exclusive store lock)."""
+
+    # ---- behaviour shared by all stores
+
+    def put(self, type_name: str, data: bytes | memoryview) -> str:
+        oid = hash_object(type_name, data)
+        if self.has(oid):
+            self._touch(oid)
+            return oid
+        codec, payload = compress(data, self.compression_level)
+        self._write_file(oid, [pack_header(type_name, codec, len(data)), payload])
+        with _COUNT_LOCK:
+            self.written_objects += 1
+            self.written_bytes += HEADER_SIZE + len(payload)
+        return oid
+
+    def put_object(self, obj) -> str:
+        return self.put(obj.type_name, obj.encode())
+
+    def header(self, oid: str) -> ObjectHeader:
+        check_object_id(oid)
+        return unpack_header(self._read_header_bytes(oid), f"object {oid}")
+
+    def get_raw(self, oid: str) -> tuple[str, bytes]:
+        check_object_id(oid)
+        raw = self._read_file(oid)
+        where = f"object {oid}"
+        h = unpack_header(raw, where)
+        data = decompress(h.codec, raw[HEADER_SIZE:] if h.codec != CODEC_RAW else memoryview(raw)[HEADER_SIZE:],
+                          h.size, where)
+        if len(data) != h.size:
+            raise CorruptObject(f"{where} is corrupt: {len(data)} bytes, header says {h.size}",
+                                hint="run `lin fsck` to list every damaged object")
+        actual = hash_object(h.type, data)
+        if actual != oid:
+            raise CorruptObject(f"{where} is corrupt: its content hashes to {actual[:16]}...",
+                                hint="run `lin fsck` to list every damaged object")
+        return h.type, bytes(data)
+
+    def get(self, oid: str, expect: str | None = None):
+        type_name, data = self.get_raw(oid)
+        if expect is not None and type_name != expect:
+            raise CorruptObject(f"object {oid} is a {type_name}, expected a {expect}")
+        return decode_object(type_name, data, f"object {oid}")
+
+    def verify(self, oid: str) -> None:
+        self.get_raw(oid)
+
+    # ---- stored form (header + payload), for copying objects between stores (remotes)
+
+    def get_stored(self, oid: str) -> bytes:
+        """The object exactly as stored (header + compressed payload), unverified."""
+        check_object_id(oid)
+        return self._read_file(oid)
+
+    def put_stored(self, oid: str, raw: bytes) -> None:
+        """Store an object received in stored form, after verifying that it hashes to ``oid``."""
+        check_object_id(oid)
+        where = f"object {oid}"
+        h = unpack_header(raw, where)
+        data = decompress(h.codec, raw[HEADER_SIZE:], h.size, where)
+        if len(data) != h.size or hash_object(h.type, data) != oid:
+            raise CorruptObject(f"{where}: received bytes do not hash to its id; not stored")
+        if self.has(oid):
+            self._touch(oid)
+            return
+        self._write_file(oid, [raw])
+        with _COUNT_LOCK:
+            self.written_objects += 1
+            self.written_bytes += len(raw)
+
+    def resolve_prefix(self, prefix: str) -> list[str]:
+        if not is_id_prefix(prefix):
+            return []
+        return sorted(i for i in self.iter_ids() if i.startswith(prefix))
+
+    # ---- large byte strings
+
+    def put_bytes_chunked(self, data: bytes | memoryview, pool: ThreadPoolExecutor | None = None) -> str:
+        """Store bytes as one blob, or as 16 MiB blobs plus a ``chunks`` object."""
+        if len(data) <= CHUNK_SIZE:
+            return self.put("blob", data)
+        view = memoryview(data)
+        parts = [view[i:i + CHUNK_SIZE] for i in range(0, len(view), CHUNK_SIZE)]
+        if pool is not None:
+            ids = list(pool.map(lambda p: self.put("blob", p), parts))
+        else:
+            ids = [self.put("blob", p) for p in parts]
+        return self.put_object(Chunks(size=len(data), parts=[[i, len(p)] for i, p in zip(ids, parts)]))
+
+    def put_stream(self, f: BinaryIO, size: int, writer: "ParallelWriter | None" = None,
+                   on_bytes: Callable[[int], None] | None = None) -> "str | Future[str]":
+        """Store ``size`` bytes read from ``f``, chunked; reads at most CHUNK_SIZE at a time.
+
+        With a :class:`ParallelWriter`, returns a future whose result is the id, and the
+        hashing/compression of the chunks runs on the writer's threads.
+        """
+        if size <= CHUNK_SIZE:
+            data = _read_exact(f, size)
+            if on_bytes:
+                on_bytes(size)
+            return writer.submit(self.put, "blob", data) if writer else self.put("blob", data)
+        futures = []
+        left = size
+        while left:
+            n = min(CHUNK_SIZE, left)
+            data = _read_exact(f, n)
+            left -= n
+            if on_bytes:
+                on_bytes(n)
+            futures.append((writer.submit(self.put, "blob", data) if writer else _done(self.put("blob", data)), n))
+
+        def finish() -> str:
+            return self.put_object(Chunks(size=size, parts=[[fu.result(), n] for fu, n in futures]))
+
+        return writer.submit_after([fu for fu, _ in futures], finish) if writer else finish()
+
+    def content_size(self, oid: str) -> int:
+        h = self.header(oid)
+        if h.type == "chunks":
+            return self.get(oid, "chunks").size
+        return h.size
+
+    def iter_content(self, oid: str) -> Iterator[bytes]:
+        """Yield the bytes of a blob or chunks object, verifying every piece."""
+        type_name, data = self.get_raw(oid)
+        if type_name == "blob":
+            yield data
+        elif type_name == "chunks":
+            ch = decode_object("chunks", data, f"object {oid}")
+            for part_id, n in ch.parts:
+                t, piece = self.get_raw(part_id)
+                if t != "blob" or len(piece) != n:
+                    raise CorruptObject(f"object {oid}: part {part_id} is not a {n}-byte blob")
+                yield piece
+        else:
+            raise CorruptObject(f"object {oid} is a {type_name}, expected bytes (blob or chunks)")
+
+    def read_content(self, oid: str) -> bytes:
+        return b"".join(self.iter_content(oid))
+
+
+def _done(value: str) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = f.readinto(view[got:])  # type: ignore[attr-defined]
+        if not k:
+            raise InvalidInput(f"{getattr(f, 'name', 'input')}: file ended early "
+                               f"(expected {n - got} more bytes); was it changed while being read?")
+        got += k
+    return buf  # a bytearray is fine for hashing and compression
+
+
+class ParallelWriter:
+    """A bounded thread pool: at most ``max_inflight`` submitted chunks are held in memory.
+
+    blake3 and zstandard release the GIL, so threads use every core.
+    """
+
+    def __init__(self, workers: int = 0, max_inflight: int | None = None):
+        self.workers = workers or os.cpu_count() or 2
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lin-put")
+        self._sem = threading.BoundedSemaphore(max_inflight or self.workers * 2)
+
+    def submit(self, fn, *args) -> Future:
+        self._sem.acquire()
+        try:
+            fut = self.pool.submit(fn, *args)
+        except BaseException:
+            self._sem.release()
+            raise
+        fut.add_done_callback(lambda _f: self._sem.release())
+        return fut
+
+    def submit_after(self, deps: list[Future], fn) -> Future:
+        out: Future = Future()
+        remaining = [len(deps)]
+        lock = threading.Lock()
+
+        def done(_f):
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                try:
+                    out.set_result(fn())
+                except BaseException as e:  # noqa: BLE001 - propagated through the future
+                    out.set_exception(e)
+
+        if not deps:
+            done(None)
+            remaining[0] = 0
+        for d in deps:
+            d.add_done_callback(done)
+        return out
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def __enter__(self) -> "ParallelWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class DiskObjectStore(ObjectStore):
+    """Loose objects in ``objects/<2 hex>/<62 hex>``, read-only files in read-only folders."""
+
+    def __init__(self, root: Path, tmp_dir: Path, compression_level: int = 3):
+        self.root = root
+        self.tmp_dir = tmp_dir
+        self.compression_level = compression_level
+
+    def path_for(self, oid: str) -> Path:
+        check_object_id(oid)
+        return self.root / oid[:2] / oid[2:]
+
+    def has(self, oid: str) -> bool:
+        return self.path_for(oid).is_file()
+
+    def _read_file(self, oid: str) -> bytes:
+        try:
+            with open(self.path_for(oid), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {oid} is missing from the store",
+                                 hint="run `lin fsck`; a remote backup can restore it") from None
+
+    def _read_header_bytes(self, oid: str) -> bytes:
+        try:
+            with open(self.path_for(oid), "rb") as f:
+                return f.read(HEADER_SIZE)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {oid} is missing from the store") from None
+
+    def _write_file(self, oid: str, data: list[bytes | memoryview]) -> None:
+        path = self.path_for(oid)
+        folder = path.parent
+        for attempt in range(50):
+            try:
+                folder.mkdir(mode=0o755, exist_ok=True)
+                if not folder.stat().st_mode & 0o200:
+                    os.chmod(folder, 0o755)
+                with AtomicFile(path, self.tmp_dir, readonly=True) as f:
+                    for piece in data:
+                        f.write(piece)
+                os.chmod(folder, 0o555)  # object folders are read-only between writes
+                return
+            except PermissionError:
+                # another writer made the folder read-only between our chmod and rename
+                if attempt == 49:
+                    raise
+                time.sleep(0.01)
+            except OSError as e:
+                if is_nospace(e):
+                    raise nospace_error(e, path) from e
+                raise
+
+    def _touch(self, oid: str) -> None:
+        try:
+            os.utime(self.path_for(oid))
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            pass
+
+    def iter_ids(self) -> Iterator[str]:
+        try:
+            dirs = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return
+        for d in dirs:
+            if len(d) != 2:
+                continue
+            try:
+                names = sorted(os.listdir(self.root / d))
+            except NotADirectoryError:
+                continue
+            for n in names:
+                oid = d + n
+                if len(oid) == 64 and all(c in "0123456789abcdef" for c in oid):
+                    yield oid
+
+    def resolve_prefix(self, prefix: str) -> list[str]:
+        if not is_id_prefix(prefix):
+            return []
+        try:
+            names = os.listdir(self.root / prefix[:2])
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(prefix[:2] + n for n in names if (prefix[:2] + n).startswith(prefix) and len(n) == 62)
+
+    def stored_size(self, oid: str) -> int:
+        try:
+            return self.path_for(oid).stat().st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {oid} is missing from the store") from None
+
+    def mtime(self, oid: str) -> float:
+        try:
+            return self.path_for(oid).stat().st_mtime
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {oid} is missing from the store") from None
+
+    def remove(self, oid: str) -> None:
+        path = self.path_for(oid)
+        if path.parent.is_dir():
+            os.chmod(path.parent, 0o755)
+        path.unlink(missing_ok=True)
+
+
+class MemoryObjectStore(ObjectStore):
+    """The in-memory twin: same contract, no disk. For tests and for upper layers' unit tests."""
+
+    def __init__(self, compression_level: int = 3):
+        self.compression_level = compression_level
+        self._files: dict[str, bytes] = {}
+        self._mtimes: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def has(self, oid: str) -> bool:
+        return check_object_id(oid) in self._files
+
+    def _read_file(self, oid: str) -> bytes:
+        try:
+            return self._files[oid]
+        except KeyError:
+            raise ObjectNotFound(f"object {oid} is missing from the store") from None
+
+    def _read_header_bytes(self, oid: str) -> bytes:
+        return self._read_file(oid)[:HEADER_SIZE]
+
+    def _write_file(self, oid: str, data: list[bytes | memoryview]) -> None:
+        blob = b"".join(bytes(d) for d in data)
+        with self._lock:
+            self._files.setdefault(oid, blob)
+            self._mtimes[oid] = time.time()
+
+    def _touch(self, oid: str) -> None:
+        self._mtimes[oid] = time.time()
+
+    def iter_ids(self) -> Iterator[str]:
+        return iter(sorted(self._files))
+
+    def stored_size(self, oid: str) -> int:
+        return len(self._read_file(oid))
+
+    def mtime(self, oid: str) -> float:
+        self._read_file(oid)
+        return self._mtimes[oid]
+
+    def remove(self, oid: str) -> None:
+        with self._lock:
+            self._files.pop(oid, None)
+            self._mtimes.pop(oid, None)
+
+    def corrupt(self, oid: str, offset: int = -1) -> None:
+        """Flip one byte of a stored object (tests)."""
+        b = bytearray(self._files[oid])
+        b[offset] ^= 0xFF
+        self._files[oid] = bytes(b)
+
+
+def resolve_unique_prefix(store: ObjectStore, prefix: str) -> str | None:
+    found = store.resolve_prefix(prefix)
+    if len(found) > 1:
+        raise AmbiguousRevision(prefix, [f[:12] for f in found])
+    return found[0] if found else None
