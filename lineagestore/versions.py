@@ -60,6 +60,14 @@ def commit_folder(repo: Repo, folder: os.PathLike | str, name: str, *, message: 
             tree=stored.tree, parents=parents, name=name, kind=kind, datasets=datasets,
             metrics=metrics, params=params, code=code_revision(code_path), env=environment(),
             message=message, extra=extra, move_head=activate)
+    # --- remotes (issue 6): automatic backup once the commit has landed; never raises ---
+    if repo.path is not None and repo.config.get("backup.remote"):
+        try:
+            from .remote.backup import after_commit
+            after_commit(repo, cid, progress=progress)
+        except Exception:  # noqa: BLE001 - after_commit reports its own failures; the commit stands
+            pass
+    # --- end remotes (issue 6) ---
     return CommitResult(id=cid, name=commit.name, kind=kind, parents=list(parents),
                         parent_names=[repo.name_of(p) or p[:12] for p in parents], tree=stored.tree,
                         files=stored.files, bytes=stored.bytes, tensors=stored.tensors,
@@ -92,12 +100,12 @@ def checkout(repo: Repo, rev: str, *, to: os.PathLike | str | None = None, force
         tr = target.absolute()
         if tr == repo.path or repo.path in tr.parents:
             raise InvalidInput(f"{target}: is inside the store; check out somewhere else")
-    known: set[str] = set()
+    known: dict[str, str] = {}
     head = repo.head()
     if head:
-        known = {f.id for f in walk_tree(repo.objects, repo.commit(head).tree)}
+        known = {f.path: f.id for f in walk_tree(repo.objects, repo.commit(head).tree)}
     res: CheckoutResult = checkout_tree(repo.objects, commit.tree, target, cache_dir=repo.cache_dir,
-                                        known_ids=known, force=force, progress=progress, commit_id=cid)
+                                        known=known, force=force, progress=progress, commit_id=cid)
     if activate:
         branch_ref = f"refs/heads/{rev}"
         if _is_plain_name(rev) and repo.refs.read(branch_ref) is not None:
@@ -202,6 +210,8 @@ def log(repo: Repo, rev: str | None = None, *, all_versions: bool = False) -> li
                 seen.setdefault(aid, c)
         items = sorted(seen.items(), key=lambda kv: (kv[1].created, kv[1].name), reverse=True)
         return [version_info(repo, cid, c, head=head or "", branch_map=bmap) for cid, c in items]
+    if rev is None and head is None:
+        return []
     start = repo.resolve(rev or "HEAD")
     return [version_info(repo, cid, c, head=head or "", branch_map=bmap) for cid, c in repo.ancestry(start)]
 
