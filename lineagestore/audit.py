@@ -4,6 +4,13 @@
 ``prev`` (the ``hash`` of the entry before it, 64 zeros for the first) and ``hash`` = BLAKE3 of
 the canonical JSON of the entry without its ``hash`` field. ``.lineage/audit.head`` holds the
 last ``seq`` and ``hash``, so a truncated log is detected too. Appends hold ``locks/audit.lock``.
+
+An entry records ``time`` (UTC), ``user``, ``host``, ``pid``, ``argv`` (the command line),
+``refs`` (each ref the command changed, with its value before and after) and, for commands that
+change the store without moving a ref (``gc``, ``restore`` from trash), ``notes`` saying what
+they did. The append is one ``write(2)`` of one line, then ``audit.head`` is replaced
+atomically: a command killed between the two leaves the log ahead of the head, which ``verify``
+accepts (the chain vouches for those entries, and the next complete append moves the head).
 """
 
 from __future__ import annotations
@@ -36,9 +43,13 @@ class AuditEntry:
     refs: list  # [{"ref", "old", "new"}]
     prev: str
     hash: str = ""
+    notes: list = field(default_factory=list)  # what a command did besides moving refs
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["notes"]:
+            del d["notes"]  # entries without notes hash as they always did
+        return d
 
 
 @dataclass
@@ -77,10 +88,16 @@ def _last_entry(log: Path) -> dict | None:
     return None
 
 
-def record(repo: Repo, argv: list[str], changes: list[RefChange]) -> AuditEntry | None:
-    """Append one entry for a command that changed the store (no-op for a memory repo)."""
+def record(repo: Repo, argv: list[str], changes: list[RefChange],
+           notes: list | None = None) -> AuditEntry | None:
+    """Append one entry for a command that changed the store (no-op for a memory repo).
+
+    ``notes`` default to ``repo.audit_notes`` (set by commands such as gc through the API).
+    """
     if repo.path is None:
         return None
+    if notes is None:
+        notes = list(getattr(repo, "audit_notes", None) or [])
     log, head, lock_path = _paths(repo)
     with FileLock(lock_path).held("exclusive", repo.lock_timeout):
         last = _last_entry(log)
@@ -92,7 +109,7 @@ def record(repo: Repo, argv: list[str], changes: list[RefChange]) -> AuditEntry 
                        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), user=user,
                        host=socket.gethostname(), pid=os.getpid(), argv=list(argv)[:64],
                        refs=[{"ref": c.ref, "old": c.old, "new": c.new} for c in changes],
-                       prev=last["hash"] if last else ZERO)
+                       prev=last["hash"] if last else ZERO, notes=[str(n) for n in notes][:20])
         d = e.to_dict()
         e.hash = _hash(d)
         append_line(log, json.dumps({**d, "hash": e.hash}, sort_keys=True))
@@ -144,11 +161,10 @@ def verify(repo: Repo) -> AuditCheck:
         except ValueError:
             problems.append("audit.head is malformed")
             seq, h = -1, ""
+        # entries past the head are commands killed between their two writes (the chain above
+        # vouches for them); a head past the end of the log means entries were cut off
         if seq > len(items):
             problems.append(f"audit.log is truncated: {len(items)} entries, audit.head records {seq}")
-        elif 0 <= seq < len(items) - 1:
-            # one entry past the head is a command killed between its two writes; more is not
-            problems.append(f"audit.log has {len(items)} entries but audit.head records {seq}")
         elif seq > 0 and items[seq - 1].get("hash") != h:
             problems.append(f"audit.head does not match entry {seq} of audit.log")
     return AuditCheck(not problems, len(items), problems)

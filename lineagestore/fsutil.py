@@ -13,8 +13,10 @@ import fcntl
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +26,38 @@ from typing import IO, Iterator
 from .errors import LockTimeout, NoSpace
 
 _NOSPACE = {errno.ENOSPC, errno.EDQUOT}
+
+# --------------------------------------------------------------------------- crash-test hooks
+#: ``LIN_TEST_KILL_AT=LABEL:N`` makes the process SIGKILL itself the N-th time it reaches a
+#: kill point named LABEL (``any`` counts every point); ``LIN_TEST_PAUSE_AT=LABEL:N`` with
+#: ``LIN_TEST_PAUSE_FILE=PATH`` creates PATH there and waits until it is deleted. Read once at
+#: import; when unset, :func:`kill_point` costs one comparison. Used by tests/test_crash*.py.
+_TEST_HOOKS = {k: os.environ[k] for k in ("LIN_TEST_KILL_AT", "LIN_TEST_PAUSE_AT") if os.environ.get(k)} or None
+_hits: dict[str, int] = {}
+_hits_lock = threading.Lock()
+
+
+def kill_point(label: str) -> None:
+    if _TEST_HOOKS is not None:
+        _test_point(label, _TEST_HOOKS)
+
+
+def _test_point(label: str, hooks: dict[str, str]) -> None:
+    with _hits_lock:
+        for key in (label, "any"):
+            _hits[key] = _hits.get(key, 0) + 1
+        counts = dict(_hits)
+    for var, spec in hooks.items():
+        want, _, n = spec.partition(":")
+        if want not in (label, "any") or counts[want] != int(n or 1):
+            continue
+        if var == "LIN_TEST_KILL_AT":
+            os.kill(os.getpid(), signal.SIGKILL)
+        flag = Path(os.environ["LIN_TEST_PAUSE_FILE"])
+        flag.write_text(str(os.getpid()))
+        deadline = time.monotonic() + 120
+        while flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def nospace_error(exc: OSError, path: os.PathLike | str) -> NoSpace:
@@ -88,7 +122,9 @@ class AtomicFile:
             self._f.close()
             if self.readonly:
                 os.chmod(self.tmp_path, 0o444)
+            kill_point("write")
             os.replace(self.tmp_path, self.path)
+            kill_point("rename")
             if self.durable:
                 fsync_dir(self.path.parent)
         except OSError as e:
@@ -123,6 +159,7 @@ def append_line(path: os.PathLike | str, line: str, *, durable: bool = True) -> 
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, data)
+            kill_point("append")
             if durable:
                 os.fsync(fd)
         finally:
@@ -145,15 +182,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_temp(tmp_dir: Path, *, max_age_s: float = 86400.0) -> int:
-    """Remove temp files left by processes that died (pid in the name is gone) or are very old."""
+def clean_stale_temp(tmp_dir: Path, *, max_age_s: float = 86400.0, prefix: str = "") -> int:
+    """Remove temp files left by processes that died (pid in the name is gone) or are very old.
+
+    With ``prefix``, only files named ``<prefix><pid>-...`` are considered (a folder shared with
+    other files, such as a checkout target).
+    """
     removed = 0
     if not tmp_dir.is_dir():
         return 0
     now = time.time()
     for p in tmp_dir.iterdir():
+        if not p.name.startswith(prefix):
+            continue
         try:
-            pid = int(p.name.split("-", 1)[0])
+            pid = int(p.name[len(prefix):].split("-", 1)[0])
         except ValueError:
             pid = -1
         try:
@@ -188,6 +231,17 @@ class LockHolder:
 def current_command() -> str:
     argv = [os.path.basename(sys.argv[0] or "python")] + sys.argv[1:]
     return " ".join(argv)[:200]
+
+
+#: ``fn(lock_path, holders)``, called once a lock has been busy for a second and the caller
+#: passed no ``on_wait``; the CLI sets it (library code never prints) so that every waiting
+#: command says what it waits for, and who holds it
+_default_on_wait = None
+
+
+def set_lock_wait_reporter(fn) -> None:
+    global _default_on_wait
+    _default_on_wait = fn
 
 
 class FileLock:
@@ -242,7 +296,12 @@ class FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         op = fcntl.LOCK_SH if mode == "shared" else fcntl.LOCK_EX
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        report_after = 0.0
+        if on_wait is None and _default_on_wait is not None:
+            reporter = _default_on_wait
+            on_wait, report_after = (lambda holders: reporter(self.path, holders)), 1.0
         told = False
         while True:
             try:
@@ -255,11 +314,12 @@ class FileLock:
                     raise LockTimeout(f"timed out after {timeout:.0f}s waiting for the store lock "
                                       f"{self.path}: held by {who}",
                                       hint="wait for that command to finish, or raise LIN_LOCK_TIMEOUT")
-                if not told and on_wait is not None:
+                if not told and on_wait is not None and time.monotonic() - start >= report_after:
                     on_wait(self.holders())
                     told = True
                 time.sleep(self.poll_s)
         self._fd, self._mode, self._depth = fd, mode, 1
+        self.holders()  # drops the records of holders killed before they could remove theirs
         try:
             self.holders_dir.mkdir(exist_ok=True)
             self._info = self.holders_dir / f"{os.getpid()}-{secrets.token_hex(4)}.json"

@@ -1,4 +1,8 @@
-"""`lin fsck`: verify the store."""
+"""`lin fsck`: verify the store. Changes nothing.
+
+Exit codes: 0 no problems (notes about leftovers of killed commands do not count); 1 problems
+found (each is named on its own line); 10 not a store.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +20,38 @@ def fsck(
     full: bool = typer.Option(True, "--full/--quick",
                               help="--full (default) re-hashes every byte; --quick reads headers and metadata only."),
     json_out: bool = JSON_OPT,
+    # --- remotes (issue 6): --repair ---
+    repair: bool = typer.Option(False, "--repair", help="Fetch corrupt or missing objects from a remote, then check again."),
+    remote: str = typer.Option(None, "--remote", help="The remote --repair fetches from (default: the backup remote, or the only one)."),
+    # --- end remotes (issue 6) ---
 ) -> None:
-    """Check every object's hash, every ref, and that everything reachable is present. Changes nothing."""
+    """Check objects, refs, reflogs, commits and trees, that everything referenced is present, the
+    audit chain, and leftovers of killed commands."""
     o = out(json_out)
     repo = STATE.repo()
     rep = repo.fsck(quick=not full, progress=o.progress())
+    # --- remotes (issue 6): --repair fetches damaged objects from a remote, verified, then re-checks ---
+    if repair and not rep.ok:
+        from ..remote.sync import repair as remote_repair
+        fixed = remote_repair(repo, remote, rep.problems)
+        for oid in fixed.repaired:
+            o.info(f"repaired: object {oid} from {fixed.remote}")
+        for f in fixed.failed:
+            o.warn(f"not repaired: object {f['id']}: {f['reason']}")
+        if fixed.repaired:
+            STATE.mutated = True
+            rep = repo.fsck(quick=not full, progress=o.progress())
+    # --- end remotes (issue 6) ---
     if json_out:
         o.json(rep)
     else:
         for p in rep.problems:
             o.line(f"{p.kind}: {p.message}")
+        for n in rep.notes:
+            o.line(f"note: {n.message}")
         verdict = "ok" if rep.ok else f"{len(rep.problems)} problem(s)"
         o.line(f"fsck: {rep.objects} objects ({human_bytes(rep.bytes_verified)} re-hashed), {rep.refs} refs, "
-               f"{rep.reachable} reachable objects: {verdict}")
+               f"{rep.reflogs} reflogs, {rep.reachable} reachable objects, audit log {rep.audit_entries} entries: "
+               f"{verdict}")
     if not rep.ok:
         raise typer.Exit(1)

@@ -5,8 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import click
 import typer
+
+try:  # typer >= 0.20 ships its own copy of click; catch the exceptions it really raises
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click.exceptions import ClickException
+try:
+    from typer.exceptions import Abort, Exit
+except ImportError:  # pragma: no cover
+    from click.exceptions import Abort, Exit
 
 from ..errors import EXIT_INTERRUPTED, LinError
 from . import common
@@ -81,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     except LinError as e:
         Output().error(e)
         code = exit_code_for(e)
-    except click.exceptions.Exit as e:
+    except Exit as e:
         code = e.exit_code
-    except click.exceptions.Abort:
+    except Abort:
         Output().error(KeyboardInterrupt("aborted"))
         code = EXIT_INTERRUPTED
-    except click.ClickException as e:
+    except ClickException as e:
         e.show()
         code = e.exit_code
     except KeyboardInterrupt:

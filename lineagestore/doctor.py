@@ -1,0 +1,181 @@
+"""``lin doctor``: the risks to a store, in plain words. Reads only.
+
+Each finding is a *risk* (something that can lose work: no backup, a nearly full disk, writable
+objects, store and work folder on one disk, a broken audit chain, a zero grace period) or
+*info* (worth knowing, harmless: leftovers of killed commands, what trash/ holds).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import audit as _audit
+from .errors import LinError
+from .fsck import leftovers
+from .gc import configured_grace, parse_duration, trash_batches
+from .repo import Repo
+
+GIB = 1 << 30
+
+
+@dataclass
+class Finding:
+    level: str  # risk | info
+    code: str  # a stable identifier for scripts
+    message: str
+    hint: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DoctorReport:
+    store: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def risks(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "risk"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.risks
+
+    def to_dict(self) -> dict:
+        return {"store": self.store, "ok": self.ok, "findings": [f.to_dict() for f in self.findings]}
+
+
+def _existing(path: Path) -> Path:
+    for p in (path, *path.parents):
+        if p.exists():
+            return p
+    return path
+
+
+def _active_size(repo: Repo) -> int:
+    head = repo.head()
+    if head is None:
+        return 0
+    try:
+        tree = repo.objects.get(repo.commit(head).tree, "tree")
+        return sum(e.size for e in tree.items())
+    except LinError:
+        return 0
+
+
+def writable_objects(repo: Repo, limit: int = 5) -> tuple[int, list[str]]:
+    """How many object files or folders have a write bit set, and a few of them."""
+    assert repo.path is not None
+    root = repo.path / "objects"
+    count = 0
+    examples: list[str] = []
+    for d in sorted(os.listdir(root)) if root.is_dir() else []:
+        folder = root / d
+        if len(d) != 2 or not folder.is_dir():
+            continue
+        paths = [folder] + [folder / n for n in sorted(os.listdir(folder))]
+        for p in paths:
+            try:
+                if p.lstat().st_mode & 0o222:
+                    count += 1
+                    if len(examples) < limit:
+                        examples.append(str(p.relative_to(repo.path)))
+            except FileNotFoundError:
+                pass
+    return count, examples
+
+
+def diagnose(repo: Repo, *, min_free_ratio: float = 0.10) -> DoctorReport:
+    assert repo.path is not None
+    rep = DoctorReport(str(repo.path))
+    add = rep.findings.append
+
+    # backup
+    remotes = repo.config.get("remote", {}) or {}
+    backup = repo.config.get("backup.remote", "")
+    if not backup:
+        add(Finding("risk", "no-backup",
+                    "No backup remote is configured: this disk holds the only copy of every version. "
+                    "A failed disk, or an `rm -rf` of the store, loses all of them."
+                    + (f" (remotes exist: {', '.join(sorted(remotes))}, but none is the backup)" if remotes else ""),
+                    "add a remote (S3, MinIO, another disk) with `lin remote add`, and set it as "
+                    "backup.remote in .lineage/config.toml"))
+    elif backup not in remotes:
+        add(Finding("risk", "backup-unknown", f"backup.remote is {backup!r}, but no remote of that name exists",
+                    "check [remote] in .lineage/config.toml"))
+
+    # free disk
+    usage = shutil.disk_usage(repo.path)
+    need = 2 * _active_size(repo)
+    free_ratio = usage.free / usage.total if usage.total else 1.0
+    if usage.free < need or free_ratio < min_free_ratio:
+        why = (f"less than twice the size of the active version ({_fmt(need // 2)})" if usage.free < need
+               else f"{free_ratio:.0%} of the disk")
+        add(Finding("risk", "low-disk", f"Little free disk: {_fmt(usage.free)} free, {why}. "
+                    "A commit that runs out of space fails cleanly, but training output may not.",
+                    "free some space, or empty trash/ (lin gc --confirm --empty-trash)"))
+
+    # writable objects
+    n, examples = writable_objects(repo)
+    if n:
+        add(Finding("risk", "writable-objects",
+                    f"{n} object file(s) or folder(s) are writable (e.g. {', '.join(examples)}): a script or "
+                    "an editor could change a stored version in place.",
+                    "make them read-only again: chmod -R a-w .lineage/objects (or run lin gc --confirm)"))
+
+    # same disk
+    work = repo.work_dir()
+    try:
+        same = os.stat(repo.path).st_dev == os.stat(_existing(work)).st_dev
+    except OSError:
+        same = False
+    if same:
+        add(Finding("risk", "same-disk",
+                    f"The store ({repo.path}) and the work folder ({work}) are on the same disk: one disk "
+                    "failure loses the model you are working on and every stored version together.",
+                    "keep a backup remote on another disk or machine (see no-backup)"))
+
+    # settings
+    try:
+        grace = configured_grace(repo)
+        if grace < 86400:
+            add(Finding("risk", "short-grace", f"gc.grace_days is {repo.config.get('gc.grace_days')}: "
+                        "objects unreachable for less than a day can be moved to trash",
+                        "use 14 (the default) unless disk space forces otherwise"))
+    except LinError as e:
+        add(Finding("risk", "bad-grace", str(e), "set gc.grace_days to 14 in .lineage/config.toml"))
+    try:
+        if parse_duration(repo.config.get("gc.reflog_expire_days", 90)) < 7 * 86400:
+            add(Finding("info", "short-reflog", "gc.reflog_expire_days is under a week: removed names "
+                        "stop protecting their versions soon after removal"))
+    except LinError as e:
+        add(Finding("risk", "bad-reflog-expiry", str(e)))
+
+    # audit chain
+    chk = _audit.verify(repo)
+    if not chk.ok:
+        add(Finding("risk", "audit", f"the audit log does not verify: {chk.problems[0]}",
+                    "someone edited, reordered or truncated .lineage/audit.log; see `lin audit --verify`"))
+
+    # leftovers of killed commands (recovered automatically)
+    for note in leftovers(repo):
+        add(Finding("info", note.kind, note.message))
+    batches = trash_batches(repo)
+    if batches:
+        total = sum(f.stat().st_size for b in batches for f in b.rglob("*") if f.is_file())
+        add(Finding("info", "trash", f"trash/ holds {len(batches)} batch(es), {_fmt(total)}; "
+                    "`lin gc` lists them, `lin restore ID` brings objects back"))
+    return rep
+
+
+def _fmt(n: int) -> str:
+    x = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if x < 1000 or unit == "TB":
+            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+        x /= 1000
+    return f"{x:.1f} TB"

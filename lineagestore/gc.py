@@ -1,0 +1,720 @@
+"""Garbage collection: a plan first; with confirmation, unreachable objects move to ``trash/``.
+
+Reachable (never collected): every ref (versions, branches, runs, data, remotes, backups), HEAD,
+every reflog entry younger than ``gc.reflog_expire_days`` (90), and every object younger than
+the grace period (``gc.grace_days``, 14) together with everything it reaches. An unreachable
+object's age counts from the later of its mtime (refreshed by every put) and the last reflog
+entry that named it, so a name removed yesterday keeps its objects for the whole grace period.
+
+The mark phase reads the 16-byte header of each object it reaches and decodes only objects of
+:data:`~lineagestore.objects.LINKING_TYPES` (metadata); it never reads a blob's payload.
+
+``collect`` holds the store lock exclusively (writers hold it shared), so no command can be
+half-way through writing objects that nothing names yet. It moves objects parents-first, so at
+every moment an object in ``objects/`` has every object it links to: a kill at any point leaves
+a consistent store (see docs/safety.md). Trash batches are ``trash/<UTC stamp>-<pid>-<random>/`` with a
+``manifest.json`` and the object files in the ``objects/`` layout; ``--empty-trash`` first
+deletes batches older than the grace period (renamed to ``trash/.purge-*``, then removed; a
+leftover of a killed purge is finished first), then moves what is newly eligible: what goes to
+trash always stays there for a grace period.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import CheckFailed, CorruptObject, InvalidInput, LinError, NoSpace, ObjectNotFound
+from .fsutil import atomic_write_bytes, fsync_dir, kill_point
+from .hashing import check_object_id, hash_object, is_object_id
+from .objects import HEADER_SIZE, LINKING_TYPES, decompress, links_of, unpack_header
+from .progress import NULL, Progress
+from .refs import ZERO, check_ref_name
+from .repo import Repo
+
+DAY = 86400.0
+BATCH_RE = re.compile(r"^\d{8}T\d{6}Z-\d+-[0-9a-f]{6}$")  # <UTC stamp>-<pid>-<random>
+PURGE_PREFIX = ".purge-"
+#: the order objects go to trash: containers before what they contain
+_TYPE_RANK = {"commit": 0, "checkpoint": 1, "dataset": 2, "tree": 3, "tensor-file": 4, "chunks": 5,
+              "records": 6, "blob": 7}
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def parse_duration(text: str | float | int) -> float:
+    """``14`` (days), ``14d``, ``12h``, ``30m``, ``45s``, ``2w`` -> seconds."""
+    if isinstance(text, (int, float)):
+        value, unit = float(text), "d"
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text))
+        if not m:
+            raise InvalidInput(f"invalid duration {text!r}: use a number of days or e.g. 12h, 30m, 2w")
+        value, unit = float(m.group(1)), m.group(2) or "d"
+    return value * {"s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}[unit]
+
+
+def configured_grace(repo: Repo) -> float:
+    """The grace period from config.toml; a zero grace period is never taken from config."""
+    raw = repo.config.get("gc.grace_days", 14)
+    grace = parse_duration(raw)
+    if grace <= 0:
+        raise InvalidInput(f"gc.grace_days = {raw} in config.toml: a zero grace period is only "
+                           "accepted when given explicitly (lin gc --grace 0)")
+    return grace
+
+
+def reflog_expiry(repo: Repo) -> float:
+    return parse_duration(repo.config.get("gc.reflog_expire_days", 90))
+
+
+# ----------------------------------------------------------------------------- roots, graph
+
+
+@dataclass
+class RefValues:
+    """What every ref and HEAD holds, and the refs that could not be read (gc then refuses)."""
+
+    values: dict[str, str]
+    bad: list[str]
+
+
+def ref_values(repo: Repo) -> RefValues:
+    values: dict[str, str] = {}
+    bad: list[str] = []
+    for name in repo.refs.names("refs/"):
+        try:
+            v = repo.refs.resolve(name)
+        except LinError as e:
+            bad.append(f"{name}: {e}")
+            continue
+        if v is None or not is_object_id(v):
+            bad.append(f"{name}: does not hold an object id ({v!r})")
+        else:
+            values[name] = v
+    try:
+        head = repo.refs.resolve("HEAD")
+    except LinError as e:
+        bad.append(f"HEAD: {e}")
+        head = None
+    if head is not None:
+        if is_object_id(head):
+            values["HEAD"] = head
+        else:
+            bad.append(f"HEAD: does not hold an object id ({head!r})")
+    return RefValues(values, bad)
+
+
+def reflogs(repo: Repo) -> dict[str, list]:
+    """Every readable reflog: ref name -> entries (``reflog_problems`` names the others)."""
+    out: dict[str, list] = {}
+    for name in repo.refs.reflog_names():
+        try:
+            out[name] = repo.refs.reflog(name)
+        except LinError:
+            continue
+    return out
+
+
+def reflog_problems(repo: Repo) -> list[tuple[str, str]]:
+    """(subject, message) for each reflog file with an invalid name or a line that does not
+    parse (the reflog reader skips such lines, so gc cannot know what they named)."""
+    if repo.path is None:
+        return []
+    logs = repo.path / "logs"
+    out: list[tuple[str, str]] = []
+    for p in sorted(logs.rglob("*")) if logs.is_dir() else []:
+        if not p.is_file():
+            continue
+        name = p.relative_to(logs).as_posix()
+        try:
+            check_ref_name(name)
+            lines = p.read_text(encoding="utf-8").splitlines()
+        except (LinError, OSError, UnicodeDecodeError) as e:
+            out.append((f"logs/{name}", f"logs/{name}: not a readable reflog of a valid ref ({e})"))
+            continue
+        for i, line in enumerate(lines, 1):
+            if not _reflog_line_ok(line):
+                out.append((f"logs/{name}:{i}", f"logs/{name} line {i} is malformed: {line[:80]!r}"))
+    return out
+
+
+def _reflog_line_ok(line: str) -> bool:
+    head, tab, _msg = line.partition("\t")
+    parts = head.split(" ")
+    if not tab or len(parts) < 5:
+        return False
+    old, new, ts, tz = parts[0], parts[1], parts[-2], parts[-1]
+    if not all(x == ZERO or is_object_id(x) for x in (old, new)):
+        return False
+    try:
+        float(ts)
+    except ValueError:
+        return False
+    return tz.startswith(("+", "-"))
+
+
+def roots(repo: Repo, *, now: float | None = None, reflog_expire_s: float | None = None,
+          refs: RefValues | None = None, logs: dict[str, list] | None = None) -> dict[str, str]:
+    """Ids that are gc roots -> where each is named (a ref, HEAD, or a live reflog entry)."""
+    now = time.time() if now is None else now
+    expire = reflog_expiry(repo) if reflog_expire_s is None else reflog_expire_s
+    out: dict[str, str] = {}
+    for name, oid in (refs or ref_values(repo)).values.items():
+        out.setdefault(oid, name)
+    for name, entries in (reflogs(repo) if logs is None else logs).items():
+        for e in entries:
+            if now - e.time > expire:
+                continue
+            for x in (e.old, e.new):
+                if x and is_object_id(x):
+                    out.setdefault(x, f"reflog of {name}")
+    return out
+
+
+def last_named(logs: dict[str, list]) -> dict[str, tuple[float, str]]:
+    """id -> (time, why) of the latest reflog entry naming it (expired entries included); ``why``
+    prefers the removal of a name that pointed at it ("refs/tags/v003_x: rm: v003_x")."""
+    latest: dict[str, tuple[float, str]] = {}
+    removed: dict[str, str] = {}
+    for name, entries in logs.items():
+        for e in entries:
+            for x in (e.old, e.new):
+                if x and (x not in latest or latest[x][0] < e.time):
+                    latest[x] = (e.time, f"{name}: {e.message}")
+            if e.old and e.new is None and name.startswith("refs/"):
+                removed[e.old] = f"{name} was removed ({e.message})"
+    return {x: (t, removed.get(x, why)) for x, (t, why) in latest.items()}
+
+
+class Graph:
+    """Types and links of objects, loaded lazily: headers for all, payloads of linking types only."""
+
+    def __init__(self, store):
+        self.store = store
+        self.type: dict[str, str] = {}
+        self.links: dict[str, list[str]] = {}
+        self.missing: set[str] = set()
+        self.broken: dict[str, str] = {}  # linking objects that could not be decoded
+
+    def load(self, oid: str) -> str | None:
+        """The type of ``oid`` (None when missing); decodes its links if it has any."""
+        if oid in self.type:
+            return self.type[oid]
+        if oid in self.missing:
+            return None
+        try:
+            t = self.store.header(oid).type
+        except ObjectNotFound:
+            self.missing.add(oid)
+            return None
+        except LinError as e:
+            self.type[oid] = "?"
+            self.broken[oid] = str(e)
+            return "?"
+        self.type[oid] = t
+        if t in LINKING_TYPES:
+            try:
+                self.links[oid] = [check_object_id(x) for x in self.store.get(oid).links()]
+            except LinError as e:
+                self.broken[oid] = str(e)
+                self.links[oid] = []
+        return t
+
+    def walk(self, start: Iterable[str], stop: set[str] | None = None) -> set[str]:
+        """Every object reachable from ``start`` (present or missing), not entering ``stop``."""
+        seen: set[str] = set()
+        stack = [s for s in start if not stop or s not in stop]
+        while stack:
+            oid = stack.pop()
+            if oid in seen:
+                continue
+            seen.add(oid)
+            if self.load(oid) is None:
+                continue
+            for child in self.links.get(oid, ()):
+                if child not in seen and (not stop or child not in stop):
+                    stack.append(child)
+        return seen
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class GcGroup:
+    """Unreachable objects that belonged to one version (or dataset, checkpoint, or nothing)."""
+
+    label: str  # version name, "dataset FILE", "checkpoint RUN step N" or "(no version)"
+    kind: str  # version | dataset | checkpoint | orphan
+    id: str | None  # the commit / dataset / checkpoint heading the group
+    since: float  # unix time it was last written or named by a reflog entry
+    reason: str  # the last reflog entry that named it, or why it has none
+    eligible_objects: int = 0
+    eligible_bytes: int = 0
+    kept_objects: int = 0
+    kept_bytes: int = 0
+    keep_until: float | None = None  # the end of its grace period, when objects are kept
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrashBatch:
+    name: str
+    created: float
+    objects: int
+    bytes: int
+    expired: bool  # older than the grace period: --empty-trash deletes it
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GcPlan:
+    now: float
+    grace_s: float
+    reflog_expire_s: float
+    objects: int = 0
+    reachable: int = 0
+    unreachable: int = 0
+    eligible_objects: int = 0
+    eligible_bytes: int = 0
+    kept_objects: int = 0
+    kept_bytes: int = 0
+    groups: list[GcGroup] = field(default_factory=list)
+    trash: list[TrashBatch] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    #: eligible ids in the order they go to trash (containers first); not part of the report
+    order: list[str] = field(default_factory=list, repr=False)
+    entries: dict[str, list] = field(default_factory=dict, repr=False)  # id -> [type, bytes, label]
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("order", "entries")}
+        d["groups"] = [g.to_dict() for g in self.groups]
+        d["trash"] = [b.to_dict() for b in self.trash]
+        return d
+
+
+def plan(repo: Repo, *, grace_s: float | None = None, now: float | None = None,
+         progress: Progress = NULL) -> GcPlan:
+    """What ``collect`` would move to trash, and why. Reads only."""
+    now = time.time() if now is None else now
+    grace = configured_grace(repo) if grace_s is None else grace_s
+    expire = reflog_expiry(repo)
+    p = GcPlan(now=now, grace_s=grace, reflog_expire_s=expire)
+    store = repo.objects
+    g = Graph(store)
+
+    refs = ref_values(repo)
+    p.problems.extend(f"unreadable ref {b}" for b in refs.bad)
+    p.problems.extend(f"unreadable reflog: {msg}" for _, msg in reflog_problems(repo))
+    logs = reflogs(repo)
+    root_map = roots(repo, now=now, reflog_expire_s=expire, refs=refs, logs=logs)
+    progress.start("marking reachable objects", None, "objects")
+    reachable = g.walk(root_map)
+    progress.finish()
+    for oid in sorted(reachable & g.missing):
+        p.problems.append(f"object {oid} (named by {root_map.get(oid, 'a reachable object')}) is missing")
+    for oid, err in sorted(g.broken.items()):
+        if oid in reachable:
+            p.problems.append(f"reachable object {oid} cannot be read ({err}); what it links to is unknown")
+
+    all_ids = list(store.iter_ids())
+    p.objects = len(all_ids)
+    p.reachable = len(reachable - g.missing)
+    unreachable = [o for o in all_ids if o not in reachable]
+    p.unreachable = len(unreachable)
+    named = last_named(logs)
+    size: dict[str, int] = {}
+    since: dict[str, float] = {}
+    for oid in unreachable:
+        try:
+            size[oid] = store.stored_size(oid)
+            mtime = store.mtime(oid)
+        except ObjectNotFound:  # removed underneath (only without the exclusive lock)
+            continue
+        since[oid] = max(mtime, named.get(oid, (0.0, ""))[0])
+        g.load(oid)
+    present = [o for o in unreachable if o in since]
+    young = [o for o in present if now - since[o] <= grace]
+    kept = g.walk(young, stop=reachable) - g.missing
+    eligible = {o for o in present if o not in kept}
+
+    groups = _attribute(repo, g, present, since, named, reachable)
+    for oid in present:
+        grp = groups[oid]
+        if oid in eligible:
+            grp.eligible_objects += 1
+            grp.eligible_bytes += size[oid]
+        else:
+            grp.kept_objects += 1
+            grp.kept_bytes += size[oid]
+            until = since[oid] + grace
+            grp.keep_until = max(grp.keep_until or 0.0, until)
+        p.entries[oid] = [g.type.get(oid, "?"), size[oid], grp.label]
+    p.groups = sorted({id(x): x for x in groups.values()}.values(), key=lambda x: (x.kind != "version", x.since))
+    p.eligible_objects = len(eligible)
+    p.eligible_bytes = sum(size[o] for o in eligible)
+    p.kept_objects = len(present) - len(eligible)
+    p.kept_bytes = sum(size[o] for o in present) - p.eligible_bytes
+    p.order = _top_down(g, eligible)
+    if repo.path is not None:
+        p.trash = [_batch_info(b, now, grace) for b in trash_batches(repo)]
+    return p
+
+
+def _attribute(repo: Repo, g: Graph, present: list[str], since: dict[str, float],
+               named: dict[str, tuple[float, str]], reachable: set[str]) -> dict[str, GcGroup]:
+    """Assign each unreachable object to the version (dataset, checkpoint) it belonged to."""
+    pset = set(present)
+    out: dict[str, GcGroup] = {}
+    heads = [o for o in present if g.type.get(o) in ("commit", "checkpoint", "dataset")]
+    rank = {"commit": 0, "checkpoint": 1, "dataset": 2}
+    heads.sort(key=lambda o: (rank[g.type[o]], -since[o]))
+    for h in heads:
+        if h in out:
+            continue
+        t = g.type[h]
+        label, kind = h[:12], {"commit": "version", "checkpoint": "checkpoint", "dataset": "dataset"}[t]
+        try:
+            obj = repo.objects.get(h)
+            label = (obj.name if t == "commit" else
+                     f"checkpoint {obj.run} step {obj.step}" if t == "checkpoint" else f"dataset {obj.filename}")
+        except LinError:
+            pass
+        _, why = named.get(h, (0.0, "never named: left by an interrupted or failed command"))
+        grp = GcGroup(label, kind, h, since[h], why)
+        for oid in g.walk([h], stop=reachable):
+            if oid in pset and oid not in out:
+                out[oid] = grp
+    orphan = None
+    for oid in present:
+        if oid not in out:
+            if orphan is None:
+                orphan = GcGroup("(no version)", "orphan", None, 0.0,
+                                 "not part of any version: left by an interrupted or failed command")
+            orphan.since = max(orphan.since, since[oid])
+            out[oid] = orphan
+    return out
+
+
+def _top_down(g: Graph, ids: set[str]) -> list[str]:
+    """``ids`` ordered so that every object comes before the objects it links to."""
+    indeg = dict.fromkeys(ids, 0)
+    for o in ids:
+        for c in g.links.get(o, ()):
+            if c in indeg:
+                indeg[c] += 1
+    ready = deque(sorted((o for o, n in indeg.items() if n == 0),
+                         key=lambda o: (_TYPE_RANK.get(g.type.get(o, ""), -1), o)))
+    order = []
+    while ready:
+        o = ready.popleft()
+        order.append(o)
+        for c in g.links.get(o, ()):
+            if c in indeg:
+                indeg[c] -= 1
+                if indeg[c] == 0:
+                    ready.append(c)
+    if len(order) != len(ids):  # a cycle cannot happen with content ids; keep what is left last
+        order.extend(sorted(set(ids) - set(order)))
+    return order
+
+
+# ----------------------------------------------------------------------------- trash
+
+
+def trash_dir(repo: Repo) -> Path:
+    if repo.path is None:
+        raise InvalidInput("this store has no trash/ folder (an in-memory store)")
+    return repo.path / "trash"
+
+
+def trash_batches(repo: Repo) -> list[Path]:
+    d = trash_dir(repo)
+    try:
+        return sorted(p for p in d.iterdir() if BATCH_RE.match(p.name) and p.is_dir())
+    except FileNotFoundError:
+        return []
+
+
+def _batch_created(batch: Path) -> float:
+    try:
+        return float(json.loads((batch / "manifest.json").read_text())["created"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return float(calendar.timegm(time.strptime(batch.name.split("-", 1)[0], "%Y%m%dT%H%M%SZ")))
+
+
+def _batch_files(batch: Path) -> Iterator[tuple[str, Path]]:
+    try:
+        dirs = sorted(os.listdir(batch))
+    except FileNotFoundError:
+        return
+    for d in dirs:
+        if len(d) != 2 or not (batch / d).is_dir():
+            continue
+        for n in sorted(os.listdir(batch / d)):
+            if is_object_id(d + n):
+                yield d + n, batch / d / n
+
+
+def _batch_info(batch: Path, now: float, grace: float) -> TrashBatch:
+    created = _batch_created(batch)
+    files = list(_batch_files(batch))
+    total = 0
+    for _, f in files:
+        try:
+            total += f.stat().st_size
+        except FileNotFoundError:
+            pass
+    return TrashBatch(batch.name, created, len(files), total, now - created > grace)
+
+
+def find_in_trash(repo: Repo, prefix: str) -> dict[str, Path]:
+    """Object ids in trash starting with ``prefix`` -> a file holding each."""
+    out: dict[str, Path] = {}
+    for b in reversed(trash_batches(repo)):
+        d = b / prefix[:2]
+        try:
+            names = os.listdir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for n in names:
+            oid = prefix[:2] + n
+            if is_object_id(oid) and oid.startswith(prefix):
+                out.setdefault(oid, d / n)
+    return out
+
+
+def read_trash_object(path: Path, oid: str) -> tuple[str, bytes, bytes]:
+    """(type, decoded content, stored bytes) of an object file in trash, verified against ``oid``."""
+    check_object_id(oid)
+    raw = path.read_bytes()
+    where = f"object {oid} in {path.parent.parent.name}"
+    h = unpack_header(raw, where)
+    data = decompress(h.codec, raw[HEADER_SIZE:], h.size, where)
+    if len(data) != h.size or hash_object(h.type, data) != oid:
+        raise CorruptObject(f"{where} is corrupt: its content does not hash to its id")
+    return h.type, bytes(data), raw
+
+
+def _make_writable(path: Path) -> None:
+    try:
+        os.chmod(path, 0o755)
+    except FileNotFoundError:
+        pass
+
+
+def _rmtree(path: Path) -> None:
+    def onerror(func, p, _exc):
+        _make_writable(Path(p).parent)
+        func(p)
+    if path.exists():
+        for dirpath, dirnames, _ in os.walk(path):
+            for d in dirnames:
+                _make_writable(Path(dirpath) / d)
+        shutil.rmtree(path, onerror=onerror)
+
+
+# ----------------------------------------------------------------------------- collecting
+
+
+@dataclass
+class GcResult:
+    plan: GcPlan
+    batch: str | None = None  # the trash batch objects were moved into
+    moved_objects: int = 0
+    moved_bytes: int = 0
+    purged_batches: list[str] = field(default_factory=list)
+    purged_objects: int = 0
+    purged_bytes: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["plan"] = self.plan.to_dict()
+        return d
+
+
+def collect(repo: Repo, *, grace_s: float | None = None, empty_trash: bool = False,
+            progress: Progress = NULL, on_wait=None, now: float | None = None) -> GcResult:
+    """Move eligible objects to trash (and with ``empty_trash`` delete expired trash batches).
+
+    Holds the store lock exclusively. Refuses (CheckFailed) when a reachable object is missing or
+    unreadable or a ref cannot be read: what is reachable would then be unknown.
+    """
+    trash = trash_dir(repo)
+    with repo.exclusive(on_wait):
+        _finish_purges(trash)
+        _restore_folder_modes(repo)
+        now = time.time() if now is None else now
+        purged = []
+        if empty_trash:  # first, so that a full disk gets space back before anything moves
+            grace = configured_grace(repo) if grace_s is None else grace_s
+            for b in trash_batches(repo):
+                info = _batch_info(b, now, grace)
+                if info.expired:
+                    _purge(b)
+                    purged.append(info)
+        p = plan(repo, grace_s=grace_s, now=now, progress=progress)
+        if p.problems:
+            raise CheckFailed(f"gc refuses to delete anything: {p.problems[0]}"
+                              + (f" (and {len(p.problems) - 1} more problems)" if len(p.problems) > 1 else ""),
+                              hint="run `lin fsck` to see every problem; restore missing objects from a "
+                                   "backup remote or trash/ (lin restore ID) first")
+        res = GcResult(p, purged_batches=[b.name for b in purged],
+                       purged_objects=sum(b.objects for b in purged), purged_bytes=sum(b.bytes for b in purged))
+        if p.order:
+            _move_to_trash(repo, p, res, progress)
+    return res
+
+
+def _move_to_trash(repo: Repo, p: GcPlan, res: GcResult, progress: Progress) -> None:
+    assert repo.path is not None
+    trash = trash_dir(repo)
+    name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(p.now)) + f"-{os.getpid()}-{secrets.token_hex(3)}"
+    batch = trash / name
+    batch.mkdir(parents=True)
+    groups = [g.to_dict() for g in p.groups if g.eligible_objects]
+    manifest = {"format": 1, "created": p.now, "grace_s": p.grace_s, "groups": groups,
+                "objects": [[o, *p.entries[o]] for o in p.order]}
+    try:
+        atomic_write_bytes(batch / "manifest.json", json.dumps(manifest).encode(), repo.tmp_dir)
+    except NoSpace:
+        pass  # the manifest only describes the batch; on a full disk, moving (renames) still works
+    touched: set[Path] = set()
+    progress.start("moving unreachable objects to trash", len(p.order), "objects")
+    try:
+        for oid in p.order:
+            src = repo.objects.path_for(oid)  # type: ignore[attr-defined]
+            dst = batch / oid[:2] / oid[2:]
+            dst.parent.mkdir(exist_ok=True)
+            if src.parent not in touched:
+                _make_writable(src.parent)
+                touched.add(src.parent)
+            try:
+                os.rename(src, dst)
+            except FileNotFoundError:
+                continue
+            kill_point("gc-move")
+            res.moved_objects += 1
+            res.moved_bytes += p.entries[oid][1]
+            progress.advance(1)
+    finally:
+        progress.finish()
+        for folder in touched:
+            os.chmod(folder, 0o555)
+            fsync_dir(folder)
+        for d in {batch} | {batch / o[:2] for o in p.order}:
+            if d.is_dir():
+                fsync_dir(d)
+        fsync_dir(trash)
+    res.batch = name
+
+
+def _purge(batch: Path) -> None:
+    """Delete a trash batch: rename it out of sight first, so it is gone or whole, never half."""
+    gone = batch.with_name(PURGE_PREFIX + batch.name)
+    os.rename(batch, gone)
+    fsync_dir(batch.parent)
+    kill_point("gc-purge")
+    _rmtree(gone)
+
+
+def _finish_purges(trash: Path) -> None:
+    try:
+        leftovers = [p for p in trash.iterdir() if p.name.startswith(PURGE_PREFIX)]
+    except FileNotFoundError:
+        return
+    for p in leftovers:
+        _rmtree(p)
+
+
+def stale_purges(repo: Repo) -> list[Path]:
+    try:
+        return sorted(p for p in trash_dir(repo).iterdir() if p.name.startswith(PURGE_PREFIX))
+    except FileNotFoundError:
+        return []
+
+
+def _restore_folder_modes(repo: Repo) -> None:
+    """Make every object folder read-only again (a killed gc may have left some writable)."""
+    assert repo.path is not None
+    root = repo.path / "objects"
+    try:
+        dirs = os.listdir(root)
+    except FileNotFoundError:
+        return
+    for d in dirs:
+        p = root / d
+        if len(d) == 2 and p.is_dir() and p.stat().st_mode & 0o222:
+            os.chmod(p, 0o555)
+
+
+# ----------------------------------------------------------------------------- restoring
+
+
+@dataclass
+class RestoredObjects:
+    objects: int = 0
+    bytes: int = 0
+    batches: list[str] = field(default_factory=list)
+
+
+def restore_closure(repo: Repo, oid: str) -> RestoredObjects:
+    """Bring ``oid`` and everything it links to back from trash into the store.
+
+    Objects come back children first (the store never holds an object whose links are absent),
+    verified, written atomically and read-only, with a fresh mtime (a new grace period). Raises
+    ObjectNotFound naming the first object that is neither in the store nor in trash.
+    Call under ``repo.writing()``.
+    """
+    out = RestoredObjects()
+    store = repo.objects
+    done: set[str] = set()
+    # iterative post-order: (id, expanded?)
+    stack: list[tuple[str, bool]] = [(check_object_id(oid), False)]
+    pending: dict[str, tuple[Path, bytes]] = {}
+    while stack:
+        cur, expanded = stack.pop()
+        if cur in done:
+            continue
+        if expanded:
+            if cur in pending:
+                path, raw = pending.pop(cur)
+                store.put_stored(cur, raw)
+                path.unlink(missing_ok=True)
+                out.objects += 1
+                out.bytes += len(raw)
+                batch = path.parent.parent.name
+                if batch not in out.batches:
+                    out.batches.append(batch)
+            done.add(cur)
+            continue
+        if store.has(cur):
+            t = store.header(cur).type
+            children = store.get(cur).links() if t in LINKING_TYPES else []
+            store._touch(cur)
+        else:
+            found = find_in_trash(repo, cur).get(cur)
+            if found is None:
+                raise ObjectNotFound(f"object {cur} is neither in the store nor in trash/; it cannot be restored",
+                                     hint="fetch it from a backup remote if one has it")
+            t, data, raw = read_trash_object(found, cur)
+            children = links_of(t, data, f"object {cur}")
+            pending[cur] = (found, raw)
+        stack.append((cur, True))
+        stack.extend((c, False) for c in children if c not in done)
+    return out
