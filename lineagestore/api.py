@@ -49,3 +49,176 @@ class Repo(_BaseRepo):
 
     def fsck(self, *, quick: bool = False, progress: Progress = NULL) -> _fsck.FsckReport:
         return _fsck.check(self, quick=quick, progress=progress)
+
+    # --- guardrails (issue 4) ---
+    def protection(self, name: str):
+        """Why a name is protected (``lin rm`` rules); see lineagestore.protect."""
+        from . import protect
+        return protect.protection(self, name)
+
+    def rm(self, name: str, *, force: bool = False, confirm_lineage: bool = False,
+           confirm_name: str | None = None):
+        """Remove a name (never objects); protected names need force, confirm_lineage and the full name."""
+        from . import protect
+        return protect.remove_name(self, name, force=force, confirm_lineage=confirm_lineage,
+                                   confirm_name=confirm_name)
+
+    def reflog(self, name: str | None = None):
+        from . import protect
+        return protect.reflog(self, name)
+
+    def restore(self, what: str):
+        """Bring back a removed name from the reflog, or objects (by id) from trash."""
+        from . import protect
+        res = protect.restore(self, what)
+        if res.objects:
+            self.audit_notes = [*getattr(self, "audit_notes", []), f"restored {res.objects} objects from trash"]
+        return res
+
+    def gc_plan(self, *, grace: str | float | None = None, progress: Progress = NULL):
+        """What ``gc`` would move to trash; deletes nothing. ``grace``: days, or "12h", "0"."""
+        from . import gc
+        return gc.plan(self, grace_s=None if grace is None else gc.parse_duration(grace), progress=progress)
+
+    def gc(self, *, grace: str | float | None = None, empty_trash: bool = False, progress: Progress = NULL,
+           on_wait=None):
+        """Move unreachable objects older than the grace period to trash/ (exclusive store lock)."""
+        from . import gc
+        res = gc.collect(self, grace_s=None if grace is None else gc.parse_duration(grace),
+                         empty_trash=empty_trash, progress=progress, on_wait=on_wait)
+        notes = []
+        if res.moved_objects:
+            notes.append(f"moved {res.moved_objects} objects ({res.moved_bytes} bytes) to trash/{res.batch}")
+        if res.purged_batches:
+            notes.append(f"deleted trash batches {', '.join(res.purged_batches)} ({res.purged_objects} objects)")
+        self.audit_notes = [*getattr(self, "audit_notes", []), *notes]
+        return res
+
+    def doctor(self):
+        from . import doctor
+        return doctor.diagnose(self)
+
+    def audit_log(self) -> list[dict]:
+        from . import audit
+        return audit.entries(self)
+
+    def audit_verify(self):
+        from . import audit
+        return audit.verify(self)
+    # --- end guardrails (issue 4) ---
+
+    # --- training (issue 5) ---
+    def commit_model(self, model, tokenizer=None, name: str = "", **kw):
+        """Store a model from memory (no folder written) as ``vNNN_<name>``; see train.commit."""
+        from .train.commit import commit_model
+        return commit_model(self, model, tokenizer, name, **kw)[0]
+
+    def plan(self, data, name: str, *, base: str | None = None, settings=None, **kw):
+        """The pre-flight plan of a training run (``settings``: TrainSettings or a dict)."""
+        from .train.plan import make_plan
+        from .train.settings import TrainSettings
+        if not isinstance(settings, TrainSettings):
+            settings = TrainSettings.build(settings or {})
+        return make_plan(self, data=list(data), name=name, base=base, settings=settings, **kw)
+
+    def train(self, data, name: str, *, base: str | None = None, settings=None, progress: Progress = NULL,
+              log=None, message: str = "", code_path=None, **kw):
+        """Plan, then (if every check passes) train and commit; raises Refused with the plan otherwise."""
+        from .train.trainer import train
+        p = self.plan(data, name, base=base, settings=settings, progress=progress, **kw)
+        return train(self, p, progress=progress, log=log, message=message, code_path=code_path)
+
+    def runs(self):
+        from .train import runs
+        return runs.list_runs(self)
+
+    def abandon_run(self, run: str):
+        from .train import runs
+        return runs.abandon(self, run)
+
+    def training_progress(self, rev: str | None = None):
+        """Tokens trained toward ``goal.tokens`` along the lineage of ``rev`` (default HEAD)."""
+        from .train.goal import goal_progress
+        return goal_progress(self, rev)
+    # --- end training (issue 5) ---
+
+    # --- data (issue 3) ---
+    def data_add(self, path: os.PathLike | str, **kw):
+        """Register a JSONL data file (see lineagestore.data.register)."""
+        from . import data as _data
+        return _data.register(self, path, **kw)
+
+    def data_lookup(self, path_or_id: os.PathLike | str):
+        from . import data as _data
+        return _data.lookup(self, path_or_id)
+
+    def data_list(self):
+        from . import data as _data
+        return _data.list_datasets(self)
+
+    def data_show(self, path_or_id: os.PathLike | str):
+        from . import data as _data
+        return _data.show(self, path_or_id)
+
+    def data_verify(self, paths=None, *, progress: Progress = NULL):
+        from . import data as _data
+        return _data.verify(self, paths, progress=progress)
+
+    def data_manifest(self) -> dict:
+        from . import data as _data
+        return _data.manifest(self)
+
+    def data_check(self, paths, *, base: str | None = None, progress: Progress = NULL):
+        """Was this data, or any of its records, already trained into base's lineage (default HEAD)?"""
+        from . import data as _data
+        return _data.check(self, paths, base=base, progress=progress)
+
+    def trained_dataset_ids(self, rev: str = "HEAD") -> list[str]:
+        from . import data as _data
+        return _data.trained_dataset_ids(self, self.resolve(rev))
+    # --- end data (issue 3) ---
+
+    # --- remotes (issue 6) ---
+    def remote_add(self, name: str, url: str, *, endpoint_url: str | None = None, region: str | None = None,
+                   backup: bool = False):
+        """Add a remote (s3://bucket/prefix or a folder); credentials come from the AWS chain, never stored."""
+        from .remote import spec
+        return spec.add_remote(self, name, url, endpoint_url=endpoint_url, region=region, backup=backup)
+
+    def remotes(self):
+        from .remote import spec
+        return spec.list_remotes(self)
+
+    def push(self, remote: str | None = None, revs=(), *, progress: Progress = NULL, recheck: bool = False):
+        """Send versions (default: every branch, tag, run) to a remote; see lineagestore.remote.push."""
+        from .remote import sync
+        return sync.push(self, remote, revs, progress=progress, recheck=recheck)
+
+    def fetch(self, remote: str | None = None, *, progress: Progress = NULL):
+        from .remote import sync
+        return sync.fetch(self, remote, progress=progress)
+
+    def pull(self, remote: str | None = None, *, renumber: bool = False, progress: Progress = NULL):
+        from .remote import sync
+        return sync.pull(self, remote, renumber=renumber, progress=progress)
+
+    @classmethod
+    def clone(cls, url: str, dest: os.PathLike | str, **kw) -> "Repo":
+        """A new store in ``dest/.lineage`` from a remote, HEAD checked out; see lineagestore.remote.clone."""
+        from .remote import sync
+        repo, _ = sync.clone(url, dest, repo_class=cls, **kw)
+        return repo
+
+    def verify_remote(self, remote: str | None = None, *, full: bool = False, progress: Progress = NULL):
+        from .remote import sync
+        return sync.verify(self, remote, full=full, progress=progress)
+
+    def backup(self, *, progress: Progress = NULL):
+        """Push everything to the backup remote now (``backup.remote``)."""
+        from .remote import backup
+        return backup.run_backup(self, progress=progress)
+
+    def backup_status(self) -> dict:
+        from .remote import backup
+        return backup.backup_status(self)
+    # --- end remotes (issue 6) ---
