@@ -73,7 +73,11 @@ def unpack_header(raw: bytes, where: str = "object") -> ObjectHeader:
 
 # ------------------------------------------------------------------------------ compression
 
-_ZSTD_LEVEL = 3
+#: zstd level 1: on model weights it compresses as well as level 3 (bf16 ~0.78 of the size at
+#: either: the gain is entropy coding of the exponent bytes, there are no matches to find) and
+#: about 1.3-1.6x faster; on JSONL text it is even slightly better than 3 and twice as fast.
+DEFAULT_LEVEL = 1
+_ZSTD_LEVEL = DEFAULT_LEVEL
 
 
 def compress(data: bytes | memoryview, level: int = _ZSTD_LEVEL) -> tuple[int, bytes | memoryview]:
@@ -249,7 +253,9 @@ class Dataset(JsonObject):
     format: str
     size: int
     examples: int
-    records: str | None  # id of the sorted record-id set (a ``records`` object), None if empty
+    #: id of the sorted record-id set: a ``records`` object, or for a large set a ``chunks`` object
+    #: whose parts are ``records`` objects (lineagestore.data.ledger); None if empty
+    records: str | None
     tokens: dict = field(default_factory=dict)  # tokenizer id -> token count
     description: str = ""
     first_seen: str = ""

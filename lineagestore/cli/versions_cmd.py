@@ -49,6 +49,14 @@ def _print_commit(o, res, verb: str) -> None:
     o.line(f"  {res.files} files, {res.tensors} tensors, {human_bytes(res.bytes)}; "
            f"{human_bytes(res.new_bytes)} new in the store"
            + (f"; {res.cached_files} unchanged files not re-read" if res.cached_files else ""))
+    # --- remotes (issue 6): report the automatic backup of this commit ---
+    for b in STATE.repo().__dict__.get("backup_outcomes", []):
+        if b.ok:
+            o.line(f"  backed up to {b.remote}: {b.objects_sent} objects, {human_bytes(b.bytes_sent)} sent")
+        else:
+            o.warn(f"backup to {b.remote} failed: {b.error}; the commit is safe here. "
+                   "`lin backup` retries (so does the next commit)")
+    # --- end remotes (issue 6) ---
 
 
 def import_(
@@ -112,9 +120,14 @@ def commit(
 # ------------------------------------------------------------------------------ log
 
 
+_KEY_METRICS = ("final_loss", "loss", "eval_loss", "tokens_trained", "steps", "tokens_per_s", "wall_time_s")
+
+
 def _fmt_metrics(m: dict, limit: int = 6) -> str:
+    """The most telling metrics first (loss, tokens, steps), then the rest in their order."""
+    ordered = [k for k in _KEY_METRICS if k in m] + [k for k in m if k not in _KEY_METRICS]
     items = []
-    for k, v in list(m.items())[:limit]:
+    for k, v in [(k, m[k]) for k in ordered if not isinstance(m[k], (list, dict))][:limit]:
         if isinstance(v, float):
             items.append(f"{k}={v:.4g}")
         elif isinstance(v, (int, str, bool)):
@@ -179,8 +192,16 @@ def log(
     o = out(json_out)
     repo = STATE.repo()
     versions = repo.log(rev, all_versions=all_ or graph)
+    # --- remotes (issue 6): whether each version is on the backup remote (None: no backup remote) ---
+    backed = None
+    if repo.config.get("backup.remote"):
+        from ..remote.backup import backed_up
+        backed = backed_up(repo)
+    mark = (lambda v: "" if backed is None else ("" if backed.get(v.id) else "  (not backed up)"))
+    # --- end remotes (issue 6) ---
     if json_out:
-        o.json([v.to_dict() for v in versions])
+        o.json([{**v.to_dict(), "backed_up": None if backed is None else bool(backed.get(v.id))}
+                for v in versions])
         return
     if not versions:
         o.line("No versions yet. Import a model: lin import DIR --name NAME")
@@ -191,10 +212,12 @@ def log(
             extra = f"  + {data}" if data else ""
             metrics = _fmt_metrics(v.metrics, 3)
             o.line(f"{prefix}* {v.name}  {short(v.id, 8)}{_decorations(v)}{extra}"
-                   + (f"  ({metrics})" if metrics else ""), style="bold" if v.active else None)
+                   + (f"  ({metrics})" if metrics else "") + mark(v), style="bold" if v.active else None)
         return
     for v in versions:
         _version_block(o, v)
+        if backed is not None:  # remotes (issue 6)
+            o.line(f"    backup   {'yes (' + str(repo.config.get('backup.remote')) + ')' if backed.get(v.id) else 'not yet (lin backup)'}")
         o.line()
 
 

@@ -1,0 +1,29 @@
+"""The data registry and the ledger of what was trained (docs/data.md).
+
+* :func:`register` a JSONL file: fingerprint (content id), size, examples, exact token counts
+  keyed by tokenizer, the sorted set of record ids, description, first seen; content stored
+  compressed and deduplicated unless ``store_content=False``.
+* :func:`lookup` / :func:`show` / :func:`list_datasets` / :func:`manifest` / :func:`verify`.
+* :func:`check`: was this file, or any of its records, already trained into a lineage?
+* :func:`trained_dataset_ids`, :func:`datasets_for_commit`, :func:`require_registered`: what the
+  commit and training commands use.
+
+Modules: ``scan`` (reading a file once on every core), ``ledger`` (record-id sets and the
+derived index), ``registry`` (refs/data, derived usage), ``check`` (overlap with a lineage).
+"""
+
+from __future__ import annotations
+
+from .check import (Lineage, OverlapReport, check, check_dataset, datasets_for_commit, lineage,
+                    overlap_warning, trained_dataset_ids)
+from .ledger import Ledger
+from .registry import (DatasetDetail, DatasetInfo, Usage, VerifyEntry, VerifyReport, list_datasets, lookup,
+                       manifest, register, registry, require_registered, resolve, show, usage, verify,
+                       verify_file)
+
+__all__ = [
+    "DatasetDetail", "DatasetInfo", "Ledger", "Lineage", "OverlapReport", "Usage", "VerifyEntry", "VerifyReport",
+    "check", "check_dataset", "datasets_for_commit", "lineage", "list_datasets", "lookup", "manifest",
+    "overlap_warning", "register", "registry", "require_registered", "resolve", "show", "trained_dataset_ids",
+    "usage", "verify", "verify_file",
+]

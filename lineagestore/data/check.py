@@ -1,0 +1,223 @@
+"""The ledger of what was trained: is this data, or any part of it, already in a lineage?
+
+What a model has seen is the union of the datasets of every commit in its ancestry (all parents).
+A file is checked two ways against the lineage of a base version (default: HEAD):
+
+* as a whole, by content: versions of the lineage that trained this exact content, whatever
+  the file's name;
+* per record: how many of its distinct records are in the record-id sets of the lineage's
+  datasets, which versions trained them, and the share. Lookups go through the ledger index
+  (:mod:`lineagestore.data.ledger`) in bounded memory and every hit is confirmed exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import LinError
+from ..names import parse_version
+from ..progress import NULL, Progress
+from ..records import file_content_id, rechunk
+from ..repo import Repo
+from .ledger import Ledger, iter_record_set
+from .registry import DatasetInfo, current, dataset_key, dataset_keys, register
+from .scan import check_file, scan_file
+
+QUERY_BATCH = 2 << 20  # query ids looked up at a time
+
+
+@dataclass
+class OverlapReport:
+    path: str
+    fingerprint: str
+    registered: bool
+    same_file_trained_in: list  # version names that trained this exact content
+    records: int  # distinct records in the file
+    records_seen: int  # of those, records already trained in the lineage
+    share: float  # records_seen / records
+    seen_in: dict  # version name -> records of this file it trained
+    base: str | None = None  # version name the lineage ends at (None: empty store)
+    base_id: str | None = None
+    registered_as: str | None = None  # file name of the registered entry with this content
+    dataset: str | None = None
+    examples: int = 0
+    bad_lines: int = 0
+    changed_since_registration: str | None = None  # a message when the path held other content
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.same_file_trained_in) or self.records_seen > 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Lineage:
+    """The datasets trained into a version's ancestry."""
+
+    base: str | None
+    name: str | None
+    dataset_ids: list = field(default_factory=list)  # oldest first
+    by_fingerprint: dict = field(default_factory=dict)  # content id -> [version names]
+    by_set: dict = field(default_factory=dict)  # record-id set id -> [version names]
+
+
+def _version_key(name: str):
+    p = parse_version(name)
+    return (p[0] if p else 10**9, name)
+
+
+def lineage(repo: Repo, base_id: str | None, memo: dict | None = None) -> Lineage:
+    memo = {} if memo is None else memo
+    if base_id is None:
+        return Lineage(None, None)
+    lin = Lineage(base_id, repo.name_of(base_id))
+    commits = list(repo.all_ancestors(base_id))
+    commits.sort(key=lambda kv: _version_key(kv[1].name))
+    keys = dataset_keys(repo)
+    seen: set[str] = set()
+    for _cid, c in commits:
+        for did in c.datasets:
+            if did not in seen:
+                seen.add(did)
+                lin.dataset_ids.append(did)
+            content, records = dataset_key(repo, did, keys, memo)
+            for key, table in ((content, lin.by_fingerprint), (records, lin.by_set)):
+                if key is None:
+                    continue
+                lst = table.setdefault(key, [])
+                if c.name not in lst:
+                    lst.append(c.name)
+    return lin
+
+
+def trained_dataset_ids(repo: Repo, commit_id: str) -> list[str]:
+    """Dataset ids trained into ``commit_id`` and all its ancestors (oldest first, each once)."""
+    return lineage(repo, commit_id).dataset_ids
+
+
+class _Checker:
+    def __init__(self, repo: Repo, base: str | None, progress: Progress = NULL):
+        self.repo = repo
+        self.base_id = repo.resolve(base) if base else repo.head()
+        self.lin = lineage(repo, self.base_id)
+        self.ledger = Ledger(repo)
+        ordmap = self.ledger.ordinals(self.lin.by_set.keys(), progress) if self.lin.by_set else {}
+        self.ords = np.array(sorted(ordmap.values()), dtype=np.uint32)
+        self.version_ords: dict[str, np.ndarray] = {}
+        for sid, names in self.lin.by_set.items():
+            for n in names:
+                self.version_ords.setdefault(n, []).append(ordmap[sid])  # type: ignore[arg-type]
+        self.version_ords = {n: np.array(sorted(v), dtype=np.uint32)
+                             for n, v in sorted(self.version_ords.items(), key=lambda kv: _version_key(kv[0]))}
+
+    def overlap(self, chunks: Iterable[np.ndarray]) -> tuple[int, int, dict[str, int]]:
+        total = seen = 0
+        per_version = {n: 0 for n in self.version_ords}
+        for batch in rechunk(chunks, QUERY_BATCH):
+            total += len(batch)
+            if not len(self.ords):
+                continue
+            qi, oi = self.ledger.candidates(batch, self.ords)
+            ok = self.ledger.confirm(batch, qi, oi)
+            qi, oi = qi[ok], oi[ok]
+            seen += len(np.unique(qi))
+            for n, ords in self.version_ords.items():
+                m = np.isin(oi, ords)
+                if m.any():
+                    per_version[n] += len(np.unique(qi[m]))
+        return total, seen, {n: c for n, c in per_version.items() if c}
+
+    def report(self, path: str, fingerprint: str, info: DatasetInfo | None,
+               chunks: Iterable[np.ndarray], examples: int, bad: int) -> OverlapReport:
+        total, seen, per_version = self.overlap(chunks)
+        return OverlapReport(
+            path=path, fingerprint=fingerprint, registered=info is not None,
+            same_file_trained_in=list(self.lin.by_fingerprint.get(fingerprint, [])),
+            records=total, records_seen=seen, share=(seen / total) if total else 0.0, seen_in=per_version,
+            base=self.lin.name, base_id=self.base_id, registered_as=info.filename if info else None,
+            dataset=info.id if info else None, examples=examples, bad_lines=bad)
+
+
+def check(repo: Repo, paths: list[os.PathLike | str], *, base: str | None = None,
+          progress: Progress = NULL) -> list[OverlapReport]:
+    """Per file: was it (or any of its records) already trained into ``base``'s lineage (default HEAD)?"""
+    from .registry import verify_file
+    checker = _Checker(repo, base, progress)
+    out = []
+    for x in paths:
+        p = Path(x)
+        check_file(p)
+        fp = file_content_id(p)
+        info = current(repo, fp)
+        if info is not None:
+            rep = checker.report(str(p), fp, info, iter_record_set(repo.objects, info.records),
+                                 info.examples, info.skipped_lines)
+        else:
+            scan = scan_file(p, skip_bad_lines=True, workers=int(repo.config.get("core.workers", 0)),
+                             progress=progress, tmp_dir=repo.tmp_dir if repo.path is not None else None,
+                             description=f"reading {p.name}")
+            try:
+                rep = checker.report(str(p), scan.fingerprint, None, scan.ids.chunks(), scan.examples, scan.bad)
+            finally:
+                scan.ids.cleanup()
+            e = verify_file(repo, p)
+            if e.status == "changed":
+                rep.changed_since_registration = e.message
+        out.append(rep)
+    return out
+
+
+def check_dataset(repo: Repo, info: DatasetInfo, *, base: str | None = None,
+                  progress: Progress = NULL) -> OverlapReport:
+    """The overlap report of a registered dataset (no file needed)."""
+    checker = _Checker(repo, base, progress)
+    return checker.report(info.path or info.filename, info.fingerprint, info,
+                          iter_record_set(repo.objects, info.records), info.examples, info.skipped_lines)
+
+
+def overlap_warning(rep: OverlapReport, name: str) -> str | None:
+    """One line for people when a file overlaps the lineage, else None."""
+    where = f"the lineage of {rep.base}" if rep.base else "the lineage"
+    if rep.same_file_trained_in:
+        also = f" (registered as {rep.registered_as})" if rep.registered_as and rep.registered_as != name else ""
+        return f"{name}: this exact content{also} was already trained in {', '.join(rep.same_file_trained_in)}"
+    if rep.records_seen:
+        by = ", ".join(f"{v}: {n:,}" for v, n in rep.seen_in.items())
+        return (f"{name}: {rep.records_seen:,} of {rep.records:,} records ({rep.share:.1%}) were already "
+                f"trained in {where} ({by})")
+    return None
+
+
+def datasets_for_commit(repo: Repo, paths: list[os.PathLike | str], *, base: str | None,
+                        progress: Progress = NULL) -> tuple[list[str], list[str]]:
+    """Register (if needed) the data files of a commit; (dataset ids, warnings about overlap with base)."""
+    ids: list[str] = []
+    infos: list[tuple[Path, DatasetInfo]] = []
+    for x in paths:
+        p = Path(x)
+        info = register(repo, p, progress=progress)
+        if info.id not in ids:
+            ids.append(info.id)
+        infos.append((p, info))
+    warnings: list[str] = []
+    if base is None:
+        return ids, warnings
+    checker = _Checker(repo, base, progress)
+    for p, info in infos:
+        try:
+            rep = checker.report(str(p), info.fingerprint, info, iter_record_set(repo.objects, info.records),
+                                 info.examples, info.skipped_lines)
+        except LinError as e:  # the commit itself must not fail on a ledger problem
+            warnings.append(f"{p.name}: could not check overlap with the lineage: {e}")
+            continue
+        w = overlap_warning(rep, p.name)
+        if w:
+            warnings.append(w)
+    return ids, warnings

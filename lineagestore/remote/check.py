@@ -1,0 +1,228 @@
+"""``lin verify --remote`` and ``lin fsck --repair``: is the remote whole; heal this store from it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+from ..errors import CorruptObject, LinError
+from ..hashing import is_object_id
+from ..objects import HEADER_SIZE, LINKING_TYPES, links_of
+from ..progress import NULL, Progress
+from ..repo import Repo
+from .cache import KnownObjects
+from .session import FORMAT_KEY, check_stored, object_key, open_session, read_remote_refs, unordered_map
+from .transfer import download_closure
+
+
+@dataclass
+class VerifyResult:
+    remote: str
+    url: str
+    full: bool
+    refs: int = 0
+    objects: int = 0  # objects reachable from the remote's refs
+    objects_present: int = 0  # objects stored on the remote (reachable or not)
+    bytes_verified: int = 0
+    missing: list[dict] = field(default_factory=list)  # id, where
+    corrupt: list[dict] = field(default_factory=list)  # id, where, message
+    bad_refs: list[dict] = field(default_factory=list)  # ref, message
+    not_on_remote: list[str] = field(default_factory=list)  # local versions the remote lacks
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.corrupt or self.bad_refs)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+@dataclass
+class RepairResult:
+    remote: str
+    url: str
+    repaired: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)  # id, reason
+    objects_received: int = 0
+    bytes_received: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+# ------------------------------------------------------------------------------ verify
+
+
+def verify(repo: Repo, remote: str | None = None, *, full: bool = False, progress: Progress = NULL,
+           workers: int | None = None) -> VerifyResult:
+    """Check that the remote holds every object of every ref it has (re-hashing with ``full``).
+
+    Without ``full``, objects are checked for presence; the structure (which objects a tree or
+    commit names) is read from this store where it has the object, else from the remote. With
+    ``full`` every object is downloaded and its hash checked. The remote-known cache is rebuilt
+    from what was found. Local versions the remote lacks are listed in ``not_on_remote``.
+    """
+    rs = open_session(repo, remote, workers)
+    res = VerifyResult(rs.name, rs.url, full)
+    rid = rs.identity(create=False)
+    if rid is None:
+        res.bad_refs.append({"ref": FORMAT_KEY, "message": f"{rs.url} is not a lineage remote (nothing pushed)"})
+        res.not_on_remote = list(repo.versions())
+        return res
+    present: dict[str, int] = {}
+    for e in rs.backend.list("objects/"):
+        oid = e.key[len("objects/"):].replace("/", "")
+        if is_object_id(oid):
+            present[oid] = e.size
+    res.objects_present = len(present)
+    refs, warnings = read_remote_refs(repo, rs)
+    res.bad_refs.extend({"ref": w, "message": w} for w in warnings)
+    res.refs = len(refs)
+    seen: set[str] = set()
+    frontier = []
+    for ref, oid in sorted(refs.items()):
+        if oid not in seen:
+            seen.add(oid)
+            frontier.append((oid, f"{ref}"))
+    bad: set[str] = set()
+    store = repo.objects
+    progress.start(f"verifying {rs.name}", sum(present.values()) if full else None, "B")
+
+    def check(item: tuple[str, str]):
+        oid, where = item
+        if oid not in present:
+            return oid, where, "missing", None, 0
+        try:
+            if full:
+                got = rs.backend.read(object_key(oid))
+                if got is None:
+                    return oid, where, "missing", None, 0
+                progress.advance(len(got[0]))
+                h, data = check_stored(oid, got[0], f"object {oid} on {rs.name}")
+                return oid, where, None, links_of(h.type, data) if h.type in LINKING_TYPES else [], h.size
+            if present[oid] < HEADER_SIZE:
+                return oid, where, f"object {oid} on {rs.name} is truncated ({present[oid]} bytes)", None, 0
+            local_type = None
+            try:
+                local_type = store.header(oid).type if store.has(oid) else None
+            except LinError:
+                local_type = None
+            if local_type is not None and local_type not in LINKING_TYPES:
+                return oid, where, None, [], 0
+            if local_type is not None:
+                try:
+                    return oid, where, None, store.get(oid).links(), 0
+                except LinError:
+                    pass  # damaged here: read the remote's copy
+            got = rs.backend.read(object_key(oid))
+            if got is None:
+                return oid, where, "missing", None, 0
+            h, data = check_stored(oid, got[0], f"object {oid} on {rs.name}")
+            return oid, where, None, links_of(h.type, data) if h.type in LINKING_TYPES else [], 0
+        except CorruptObject as e:
+            return oid, where, str(e), None, 0
+
+    try:
+        while frontier:
+            nxt = []
+            for oid, where, err, links, nbytes in unordered_map(check, frontier, rs.workers):
+                res.objects += 1
+                res.bytes_verified += nbytes
+                if err == "missing":
+                    res.missing.append({"id": oid, "where": where})
+                    bad.add(oid)
+                    continue
+                if err is not None:
+                    res.corrupt.append({"id": oid, "where": where, "message": err})
+                    bad.add(oid)
+                    continue
+                for c in links or []:
+                    if c not in seen:
+                        seen.add(c)
+                        nxt.append((c, where))
+            frontier = nxt
+    finally:
+        progress.finish()
+    res.not_on_remote = [n for n, cid in repo.versions().items() if refs.get(f"refs/tags/{n}") != cid]
+    ok_refs = [] if bad else list(refs.values())
+    KnownObjects(repo, rid).reset(set(present) - bad, set(ok_refs), {c["id"] for c in res.corrupt})
+    return res
+
+
+# ------------------------------------------------------------------------------ repair
+
+
+def repair(repo: Repo, remote_name: str | None, problems: Iterable) -> RepairResult:
+    """Fetch corrupt or missing objects named by fsck problems from a remote, verified.
+
+    ``problems`` are fsck's Problem objects (or dicts) with ``kind`` "corrupt" or "missing" and
+    the object id as ``subject``; others are ignored. A corrupt local copy is replaced only by
+    a remote copy that verifies; objects a restored object names are fetched too when absent.
+    Holds the store lock exclusively (no other command reads the object while it is replaced).
+    """
+    rs = open_session(repo, remote_name)
+    res = RepairResult(rs.name, rs.url)
+    corrupt: list[str] = []
+    missing: dict[str, str] = {}
+    for p in problems:
+        kind = p.get("kind") if isinstance(p, dict) else getattr(p, "kind", None)
+        subject = p.get("subject") if isinstance(p, dict) else getattr(p, "subject", None)
+        if kind not in ("corrupt", "missing") or not isinstance(subject, str) or not is_object_id(subject):
+            continue
+        if kind == "corrupt" and repo.objects.has(subject):
+            if subject not in corrupt:
+                corrupt.append(subject)
+        else:
+            missing.setdefault(subject, "fsck")
+    if not corrupt and not missing:
+        return res
+    rid = rs.identity(create=False)
+    if rid is None:
+        res.failed.extend({"id": i, "reason": f"{rs.url} is empty"} for i in [*corrupt, *missing])
+        return res
+    known = KnownObjects(repo, rid)
+    store = repo.objects
+    with repo.exclusive():
+        for oid in corrupt:
+            try:
+                store.verify(oid)
+                continue  # not corrupt (any more)
+            except LinError:
+                pass
+            got = rs.backend.read(object_key(oid))
+            if got is None:
+                res.failed.append({"id": oid, "reason": f"not on {rs.name} either"})
+                continue
+            try:
+                h, data = check_stored(oid, got[0], f"object {oid} on {rs.name}")
+            except CorruptObject as e:
+                res.failed.append({"id": oid, "reason": f"the copy on {rs.name} is corrupt too ({e})"})
+                continue
+            store.remove(oid)
+            store.put_stored(oid, got[0])
+            res.repaired.append(oid)
+            res.objects_received += 1
+            res.bytes_received += len(got[0])
+            if h.type in LINKING_TYPES:
+                for c in links_of(h.type, data):
+                    if not store.has(c):
+                        missing.setdefault(c, f"object {oid}")
+
+        def on_missing(oid: str, where: str, why: str) -> None:
+            res.failed.append({"id": oid, "reason": f"{why} on {rs.name} (reached from {where})"})
+
+        if missing:
+            n, b, failed = download_closure(repo, rs, missing, known, NULL, on_missing=on_missing)
+            res.objects_received += n
+            res.bytes_received += b
+            for oid in missing:
+                if oid not in failed and store.has(oid):
+                    res.repaired.append(oid)
+                elif oid in failed and not any(f["id"] == oid for f in res.failed):
+                    res.failed.append({"id": oid, "reason": f"objects it names are missing on {rs.name}"})
+        known.save()
+    return res

@@ -1,0 +1,356 @@
+"""``lin fetch``, ``lin pull``, ``lin clone``: receive versions from a remote.
+
+fetch stores every object under the remote's refs that this store lacks (verified, children
+before parents) and then sets the tracking refs; pull moves local names forward (never
+backwards, never across a divergence); clone builds a new store from a remote and checks out
+its active version. None of them writes to the remote.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import NotFound, Refused, RefConflict
+from ..names import parse_version
+from ..progress import NULL, Progress
+from ..refs import SYMREF_PREFIX
+from ..repo import Repo
+from .cache import KnownObjects
+from .push import RefUpdate
+from .session import (HEAD_KEY, NAMESPACES, describe, is_ancestor, namespace_of, open_session, read_remote_refs,
+                      set_tracking, tracking_ref, version_number)
+from .spec import add_remote
+from .transfer import download_closure
+
+
+@dataclass
+class FetchResult:
+    remote: str
+    url: str
+    refs: dict[str, str] = field(default_factory=dict)  # the remote's refs
+    head: str | None = None  # the branch the remote's HEAD names
+    changed: list[dict] = field(default_factory=list)  # tracking refs that moved: ref, old, new
+    objects_received: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PullResult:
+    fetch: FetchResult
+    updated: list[RefUpdate] = field(default_factory=list)  # local refs created or moved
+    conflicts: list[RefUpdate] = field(default_factory=list)  # remote refs not taken, and why
+    renamed: list[dict] = field(default_factory=list)  # with renumber: old name/id -> new name/id
+    checked_out: str | None = None  # the version written into the work folder
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"fetch": asdict(self.fetch), "updated": [u.to_dict() for u in self.updated],
+                "conflicts": [u.to_dict() for u in self.conflicts], "renamed": self.renamed,
+                "checked_out": self.checked_out, "notes": self.notes}
+
+
+@dataclass
+class CloneResult:
+    path: str  # the folder holding .lineage
+    store: str
+    remote: str
+    url: str
+    versions: int
+    refs: int
+    head: str | None
+    head_name: str | None
+    objects_received: int
+    bytes_received: int
+    work_dir: str | None
+    files_written: int
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ fetch
+
+
+def fetch(repo: Repo, remote: str | None = None, *, progress: Progress = NULL,
+          workers: int | None = None) -> FetchResult:
+    """Receive the remote's refs and every object under them that this store lacks.
+
+    Objects are verified as they arrive and stored children first; then the tracking refs
+    ``refs/remotes/<remote>/...`` are set. Local branches and tags are not touched (see pull).
+    """
+    rs = open_session(repo, remote, workers)
+    t0 = time.monotonic()
+    res = FetchResult(rs.name, rs.url)
+    with repo.writing():
+        rid = rs.identity(create=False)
+        if rid is None:
+            res.warnings.append(f"{rs.url} is empty: nothing was pushed there yet")
+            return res
+        known = KnownObjects(repo, rid)
+        res.refs, res.warnings = read_remote_refs(repo, rs)
+        head = rs.backend.read(HEAD_KEY)
+        if head is not None:
+            text = head[0].decode("utf-8", "replace").strip()
+            if text.startswith(SYMREF_PREFIX) and text[len(SYMREF_PREFIX):] in res.refs:
+                res.head = text[len(SYMREF_PREFIX):]
+        roots = {oid: f"{ref} on {rs.name}" for ref, oid in sorted(res.refs.items(), reverse=True)}
+        n, b, failed = download_closure(repo, rs, roots, known, progress)
+        res.objects_received, res.bytes_received = n, b
+        known.add_complete(roots)
+        known.save()
+        values: dict[str, str | None] = dict(res.refs)
+        prefix = f"refs/remotes/{rs.name}/"
+        for tr in repo.refs.names(prefix):
+            ref = "refs/" + tr[len(prefix):]
+            if ref not in values and ref.startswith(NAMESPACES):
+                values[ref] = None
+        res.changed = set_tracking(repo, rs.name, values, f"fetch: {rs.name}")
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+# ------------------------------------------------------------------------------ pull
+
+
+def pull(repo: Repo, remote: str | None = None, *, progress: Progress = NULL, renumber: bool = False,
+         workers: int | None = None, update_work: bool = True) -> PullResult:
+    """Fetch, then bring the remote's versions into the local names.
+
+    New remote tags become local tags; a local branch moves forward to the remote's when it is
+    an ancestor (never backwards, never across a divergence); a run moves forward only if it is
+    already here (another machine's runs stay in ``refs/remotes/``); the work folder follows the
+    active branch when it has no changes. Conflicts are reported, never forced. With ``renumber``,
+    versions that exist only here and whose numbers collide with the remote's are renamed after
+    the remote's highest number first (see :func:`renumber_local`).
+    """
+    from ..versions import checkout
+
+    fr = fetch(repo, remote, progress=progress, workers=workers)
+    res = PullResult(fr)
+    with repo.writing():
+        if renumber:
+            res.renamed, notes = renumber_local(repo, fr.remote, fr.refs)
+            res.notes.extend(notes)
+        tracked_before = {c["ref"]: c["old"] for c in fr.changed}
+        head_branch = repo.head_branch()
+        local_numbers: dict[int, str] = {}
+        for name in repo.versions():
+            local_numbers[parse_version(name)[0]] = name  # type: ignore[index]
+
+        def order(ref: str) -> tuple:
+            return ({"refs/tags/": 0, "refs/data/": 1, "refs/runs/": 2, "refs/heads/": 3}.get(namespace_of(ref), 4),
+                    ref)
+
+        for ref in sorted(fr.refs, key=order):
+            rid = fr.refs[ref]
+            if not repo.objects.has(rid):
+                continue
+            ns = namespace_of(ref)
+            cur = repo.refs.read(ref)
+            if cur == rid or (ns == "refs/runs/" and cur is None):
+                continue  # another machine's training run stays theirs (clone takes it, for recovery)
+            u = RefUpdate(ref, tracking_ref(fr.remote, ref), cur, rid, "new" if cur is None else "updated")
+            if ns == "refs/tags/":
+                n = version_number(ref)
+                if cur is not None:
+                    u.status, u.reason = "rejected", (f"your tag is {describe(repo, cur)}, the remote's is "
+                                                      f"{describe(repo, rid)}; tags never move")
+                elif n is not None and n in local_numbers and f"refs/tags/{local_numbers[n]}" != ref:
+                    u.status, u.reason = "rejected", (
+                        f"version {n:03d} is {local_numbers[n]} here"
+                        f"; the remote's {ref[len('refs/tags/'):]} was not taken "
+                        f"(`lin pull --renumber {fr.remote}` renames yours)")
+            elif cur is not None and ns in ("refs/heads/", "refs/runs/"):
+                if is_ancestor(repo, rid, cur, ns):
+                    continue  # local is ahead: push it
+                if not is_ancestor(repo, cur, rid, ns):
+                    u.status, u.reason = "rejected", (
+                        f"diverged: yours is at {describe(repo, cur)}, the remote's at {describe(repo, rid)}"
+                        + (f" (`lin pull --renumber {fr.remote}` keeps yours on a branch of its own)"
+                           if ns == "refs/heads/" else ""))
+            elif cur is not None:
+                before = tracked_before.get(tracking_ref(fr.remote, ref), rid)
+                if before == rid:
+                    continue  # the remote did not move; yours did: push it
+                if before != cur:
+                    u.status, u.reason = "rejected", f"changed here and on the remote (yours: {describe(repo, cur)})"
+            if u.status == "rejected":
+                res.conflicts.append(u)
+                continue
+            if ref == head_branch and update_work and repo.path is not None and repo.work_dir().exists():
+                # the work folder first (it refuses to overwrite changed files), then the branch
+                try:
+                    checkout(repo, rid, progress=progress, activate=False)
+                    res.checked_out = repo.name_of(rid)
+                except Refused as e:
+                    u.status, u.reason = "rejected", f"{e}; commit your changes, then pull again"
+                    res.conflicts.append(u)
+                    continue
+            repo.update_ref(ref, cur, rid, f"pull: {fr.remote}")
+            u.written = True
+            if ref.startswith("refs/tags/") and version_number(ref) is not None:
+                local_numbers[version_number(ref)] = ref[len("refs/tags/"):]  # type: ignore[index]
+            res.updated.append(u)
+    return res
+
+
+def renumber_local(repo: Repo, remote: str, remote_refs: dict[str, str]) -> tuple[list[dict], list[str]]:
+    """Rename versions that exist only here and whose numbers the remote uses for others.
+
+    Each such version (and every local-only version after it) is written again as a new commit
+    with the same tree, data, metrics and message, named with the next free number after the
+    remote's highest, its parents mapped to the renamed ones; its old name is removed (the
+    reflog keeps it, so nothing is lost). A local branch that diverged from the remote's branch
+    of the same name is kept under ``<branch>-<version>`` and the local branch is set to the
+    remote's; HEAD stays on your line. Returns (renamed, notes).
+    """
+    from ..objects import Commit
+    from ..names import version_name
+
+    remote_ids = set()
+    for ref, rid in remote_refs.items():
+        if ref.startswith(("refs/heads/", "refs/tags/")) and repo.objects.has(rid):
+            remote_ids.update(cid for cid, _ in repo.all_ancestors(rid))
+    remote_numbers = {version_number(r) for r in remote_refs} - {None}
+    versions = repo.versions()
+    local_only = [(n, cid) for n, cid in versions.items() if cid not in remote_ids and f"refs/tags/{n}" not in remote_refs]
+    collide = [n for n, _ in local_only if parse_version(n)[0] in remote_numbers]  # type: ignore[index]
+    notes: list[str] = []
+    if not collide:
+        return [], notes
+    first = min(parse_version(n)[0] for n in collide)  # type: ignore[index]
+    to_rename = [(n, cid) for n, cid in local_only if parse_version(n)[0] >= first]  # type: ignore[index]
+    next_n = max([repo.next_version_number(), *(x + 1 for x in remote_numbers if x is not None)])
+    mapping: dict[str, str] = {}
+    renamed: list[dict] = []
+    with repo.refs.locked():
+        for old_name, old_id in to_rename:
+            c = repo.commit(old_id)
+            slug = parse_version(old_name)[1]  # type: ignore[index]
+            new_name = version_name(next_n, slug)
+            next_n += 1
+            d = c.to_dict()
+            d.update(name=new_name, parents=[mapping.get(p, p) for p in c.parents])
+            d["extra"] = {**(c.extra or {}), "renamed_from": {"name": old_name, "id": old_id}}
+            new_id = repo.objects.put_object(Commit.from_dict(d))
+            mapping[old_id] = new_id
+            repo.update_ref(f"refs/tags/{new_name}", None, new_id, f"renumber: {old_name} -> {new_name}")
+            repo.update_ref(f"refs/tags/{old_name}", old_id, None, f"renumber: {old_name} -> {new_name}")
+            renamed.append({"old_name": old_name, "old_id": old_id, "name": new_name, "id": new_id})
+        # branches and HEAD follow the renamed commits
+        for bname, bid in repo.branches().items():
+            ref = f"refs/heads/{bname}"
+            new = mapping.get(bid)
+            if new is None:
+                continue
+            rid = remote_refs.get(ref)
+            if rid and repo.objects.has(rid) and not is_ancestor(repo, rid, new, "refs/heads/"):
+                keep = f"{bname}-{repo.name_of(new)}"
+                repo.update_ref(f"refs/heads/{keep}", None, new, f"renumber: your line of {bname}")
+                repo.update_ref(ref, bid, rid, f"renumber: {bname} follows {remote}")
+                if repo.head_branch() == ref:
+                    repo.set_head(f"refs/heads/{keep}", new, f"renumber: stay on your line ({keep})")
+                notes.append(f"your line of {bname} is now branch {keep}; {bname} follows {remote}")
+            else:
+                repo.update_ref(ref, bid, new, "renumber")
+        head = repo.head()
+        if repo.head_branch() is None and head in mapping:
+            repo.set_head(None, mapping[head], "renumber")
+    return renamed, notes
+
+
+# ------------------------------------------------------------------------------ clone
+
+
+def clone(url: str, dest: os.PathLike | str, *, endpoint_url: str | None = None, region: str | None = None,
+          name: str = "origin", backup: bool = False, progress: Progress = NULL, checkout: bool = True,
+          workers: int | None = None, repo_class: type[Repo] = Repo) -> tuple[Repo, CloneResult]:
+    """Create ``dest/.lineage`` from a remote: every object, every ref, HEAD; then check out HEAD.
+
+    ``dest`` may exist (recovery after ``rm -rf .lineage``) but must not hold a store. If
+    anything fails before the store is complete, what was created is removed again.
+    """
+    t0 = time.monotonic()
+    dest = Path(dest).absolute()
+    store = dest / ".lineage"
+    if store.exists():
+        raise RefConflict(f"{store} already exists; clone into another folder",
+                          hint="to update an existing store use `lin pull`")
+    created = not dest.exists()
+    try:
+        repo = repo_class.init(store)
+        spec = add_remote(repo, name, url, endpoint_url=endpoint_url, region=region, backup=backup)
+        fr = fetch(repo, name, progress=progress, workers=workers)
+        if not fr.refs:
+            raise NotFound(f"{spec.url}: nothing to clone (no versions were pushed there)",
+                           hint="check the URL and --endpoint-url; `lin push` fills a remote")
+        for ref in sorted(fr.refs):
+            if repo.objects.has(fr.refs[ref]):
+                repo.update_ref(ref, None, fr.refs[ref], f"clone: from {spec.url}")
+        target = fr.head
+        heads = sorted(r for r in fr.refs if r.startswith("refs/heads/"))
+        if target is None and heads:
+            target = "refs/heads/main" if "refs/heads/main" in heads else heads[0]
+        if target is not None:
+            repo.refs.set_symbolic("HEAD", target, f"clone: from {spec.url}")
+        elif repo.versions():
+            latest = list(repo.versions().values())[-1]
+            repo.set_head(None, latest, f"clone: from {spec.url}")
+    except BaseException:
+        _remove_tree(dest if created else store)
+        raise
+    head = repo.head()
+    written = 0
+    work: str | None = None
+    warnings = list(fr.warnings)
+    if checkout and head is not None:
+        from ..versions import checkout as do_checkout
+        try:
+            info = do_checkout(repo, "HEAD", progress=progress, activate=False)
+        except Refused as e:
+            name = repo.name_of(head)
+            raise Refused(f"cloned into {store}, but the work folder was left as it is: {e}",
+                          hint=f"the store is complete; to write {name} over those files: "
+                               f"lin --store {store} checkout {name} --force") from e
+        written, work = info.written, info.target
+    res = CloneResult(str(dest), str(store), name, spec.url, len(repo.versions()), len(fr.refs), head,
+                      repo.name_of(head) if head else None, fr.objects_received, fr.bytes_received, work,
+                      written, time.monotonic() - t0, warnings)
+    return repo, res
+
+
+def _remove_tree(path: Path) -> None:
+    """rm -rf that also removes read-only object folders."""
+    def onerror(func, p, _exc):
+        try:
+            os.chmod(os.path.dirname(p), 0o755)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o755)
+            func(p)
+        except OSError:
+            pass
+    if path.exists():
+        for root, dirs, _files in os.walk(path):
+            for d in dirs:
+                try:
+                    os.chmod(os.path.join(root, d), stat.S_IRWXU)
+                except OSError:
+                    pass
+        shutil.rmtree(path, onerror=onerror)
+
+
+def remove_remote_refs(repo: Repo, name: str) -> int:
+    """Delete the tracking refs ``refs/remotes/<name>/...`` (after ``lin remote rm``)."""
+    n = 0
+    with repo.writing():
+        for tr in repo.refs.names(f"refs/remotes/{name}/"):
+            cur = repo.refs.read(tr)
+            repo.update_ref(tr, cur, None, f"remote rm: {name}")
+            n += 1
+    return n

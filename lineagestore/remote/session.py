@@ -1,0 +1,331 @@
+"""One remote opened for one command, and what push, fetch and verify share.
+
+:class:`RemoteSession` reads the remote's ``format`` marker (its identity), its refs and claims,
+probes conditional writes, and finds which objects it lacks. The helpers below run requests on
+threads with bounded memory, verify objects in stored form, compare histories, and keep the
+tracking refs ``refs/remotes/<remote>/...`` (what the remote held when we last talked to it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Callable, Iterable, Iterator
+
+from ..errors import CorruptObject, InvalidName, LinError, RefConflict, RemoteError, UnsupportedFormat
+from ..hashing import hash_object, is_object_id
+from ..names import parse_version
+from ..objects import HEADER_SIZE, decompress, unpack_header
+from ..refs import check_ref_name
+from ..repo import Repo
+from .backend import Backend, Entry, PreconditionFailed, md5_etag
+from .cache import KnownObjects
+from .spec import RemoteSpec, default_remote, get_remote, open_backend
+
+#: the remote layout version written into ``format`` (see docs/remotes.md, "Remote format")
+REMOTE_FORMAT = 1
+FORMAT_KEY = "format"
+HEAD_KEY = "HEAD"
+#: the local ref namespaces a push sends and a fetch receives
+NAMESPACES = ("refs/heads/", "refs/tags/", "refs/runs/", "refs/data/")
+#: objects checked with one HEAD request each up to this many; above, listed by 2-hex prefix
+#: (a prefix of a big remote takes several listing pages, so HEADs win for small pushes)
+HEAD_CHECK_LIMIT = 1024
+#: conditional-write probe results, per remote URL and endpoint, for this process
+_PROBED: dict[str, bool] = {}
+
+
+def object_key(oid: str) -> str:
+    return f"objects/{oid[:2]}/{oid[2:]}"
+
+
+def claim_key(number: int) -> str:
+    return f"versions/{number:03d}"
+
+
+def tracking_ref(remote: str, ref: str) -> str:
+    """``refs/heads/main`` on remote ``origin`` -> ``refs/remotes/origin/heads/main``."""
+    return f"refs/remotes/{remote}/{ref[len('refs/'):]}"
+
+
+def ref_bytes(oid: str) -> bytes:
+    return f"{oid}\n".encode()
+
+
+def default_workers() -> int:
+    """Parallel requests per command: ``LIN_REMOTE_WORKERS``, default 8."""
+    try:
+        return max(1, int(os.environ.get("LIN_REMOTE_WORKERS") or 8))
+    except ValueError:
+        return 8
+
+
+# ------------------------------------------------------------------------------ the session
+
+
+class RemoteSession:
+    """One remote opened for one command: its spec, backend and identity."""
+
+    def __init__(self, repo: Repo, spec: RemoteSpec, workers: int | None = None):
+        self.repo = repo
+        self.spec = spec
+        self.name = spec.name
+        self.workers = workers or default_workers()
+        self.backend: Backend = open_backend(spec, self.workers)
+        self.url = spec.url
+
+    # -- identity (the format marker)
+
+    def identity(self, create: bool) -> str | None:
+        got = self.backend.read(FORMAT_KEY)
+        if got is None:
+            if not create:
+                return None
+            rid = uuid.uuid4().hex
+            body = json.dumps({"format": REMOTE_FORMAT, "kind": "lineagestore-remote", "id": rid},
+                              sort_keys=True).encode() + b"\n"
+            try:
+                self.backend.create(FORMAT_KEY, body)
+                return rid
+            except PreconditionFailed:
+                got = self.backend.read(FORMAT_KEY)
+                if got is None:
+                    raise RemoteError(f"{self.backend.label}: the format marker vanished while being created") from None
+        try:
+            d = json.loads(got[0])
+            version, kind, rid = int(d["format"]), d["kind"], str(d["id"])
+        except (ValueError, KeyError, TypeError):
+            raise RemoteError(f"{self.backend.label}: not a lineage remote (unreadable '{FORMAT_KEY}' marker)",
+                              hint="point the remote at an empty prefix or folder") from None
+        if kind != "lineagestore-remote":
+            raise RemoteError(f"{self.backend.label}: not a lineage remote ({FORMAT_KEY} says {kind!r})")
+        if version > REMOTE_FORMAT:
+            raise UnsupportedFormat(f"{self.backend.label}: remote format {version} is newer than this lin "
+                                    f"understands ({REMOTE_FORMAT})", hint="upgrade lineagestore")
+        return rid
+
+    # -- refs
+
+    def list_refs(self) -> dict[str, Entry]:
+        return {e.key: e for e in self.backend.list("refs/")}
+
+    def read_ref(self, ref: str) -> tuple[str, str] | None:
+        got = self.backend.read(ref)
+        if got is None:
+            return None
+        text = got[0].decode("utf-8", "replace").strip()
+        if not is_object_id(text):
+            raise CorruptObject(f"remote {self.name}: ref {ref} holds {text[:80]!r}, not an object id")
+        return text, got[1]
+
+    def read_claim(self, number: int) -> tuple[str, str] | None:
+        got = self.backend.read(claim_key(number))
+        if got is None:
+            return None
+        name, _, oid = got[0].decode("utf-8", "replace").strip().partition(" ")
+        return name, oid
+
+    def require_conditional_writes(self) -> None:
+        key = self.url + "|" + (self.spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL", ""))
+        if key not in _PROBED:
+            _PROBED[key] = self.backend.probe_conditional_writes()
+        if not _PROBED[key]:
+            raise RemoteError(
+                f"{self.backend.label}: the server ignores conditional writes (If-None-Match / If-Match): a second "
+                "create of the same key succeeded. lin cannot move refs there without risking overwriting "
+                "another machine's push, so it refuses to update refs on this remote",
+                hint="use a server that honours conditional writes (AWS S3, recent MinIO, SeaweedFS, R2, "
+                     "Ceph RGW), or a folder remote; fetch and clone still work")
+
+    # -- objects
+
+    def missing_objects(self, ids: list[str], known: KnownObjects) -> set[str]:
+        """Which of ``ids`` the remote lacks: HEAD each, or list the 2-hex prefixes they fall in."""
+        if not ids:
+            return set()
+        if len(ids) <= HEAD_CHECK_LIMIT:
+            sizes = dict(zip(ids, parallel_map(lambda i: self.backend.size(object_key(i)), ids, self.workers)))
+            present = {i for i, s in sizes.items() if s is not None and s >= HEADER_SIZE}
+        else:
+            prefixes = sorted({i[:2] for i in ids})
+            present = set()
+            for keys in parallel_map(lambda p: [e.key for e in self.backend.list(f"objects/{p}/")
+                                                if e.size >= HEADER_SIZE], prefixes, self.workers):
+                for k in keys:
+                    oid = k[len("objects/"):].replace("/", "")
+                    if is_object_id(oid):
+                        present.add(oid)
+            known.add(present)
+        known.add(i for i in ids if i in present)
+        return {i for i in ids if i not in present}
+
+
+def open_session(repo: Repo, remote: str | None, workers: int | None = None) -> RemoteSession:
+    return RemoteSession(repo, get_remote(repo, remote or default_remote(repo)), workers)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def parallel_map(fn: Callable, items: Iterable, workers: int) -> list:
+    """``[fn(x) for x in items]`` on threads, in order; the first error cancels the rest."""
+    items = list(items)
+    if len(items) <= 1 or workers <= 1:
+        return [fn(x) for x in items]
+    out: list = [None] * len(items)
+    for i, r in unordered_map(lambda ix: (ix[0], fn(ix[1])), enumerate(items), workers):
+        out[i] = r
+    return out
+
+
+def unordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
+    """Yield ``fn(x)`` as each finishes, at most ``2 * workers`` in flight (memory stays bounded);
+    the first error cancels what has not started and is raised once running tasks end."""
+    it = iter(items)
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="lin-remote")
+    pending: set = set()
+    try:
+        for x in it:
+            pending.add(pool.submit(fn, x))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                yield f.result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.add(pool.submit(fn, nxt))
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True)
+
+
+def check_stored(oid: str, raw: bytes | memoryview, where: str):
+    """Verify an object in stored form; return (header, decoded bytes)."""
+    h = unpack_header(bytes(raw[:HEADER_SIZE]), where)
+    view = memoryview(raw)[HEADER_SIZE:]
+    data = decompress(h.codec, view, h.size, where)  # zstandard reads the buffer without a copy
+    if len(data) != h.size or hash_object(h.type, data) != oid:
+        raise CorruptObject(f"{where} is corrupt: its bytes do not hash to its id")
+    return h, data
+
+
+def describe(repo: Repo, oid: str | None) -> str:
+    if oid is None:
+        return "nothing"
+    try:
+        if repo.objects.has(oid):
+            name = repo.name_of(oid)
+            return f"{oid[:10]} {name}" if name else oid[:10]
+    except LinError:
+        pass
+    return f"{oid[:10]} (not in this store)"
+
+
+def is_ancestor(repo: Repo, ancestor: str, tip: str, namespace: str) -> bool:
+    """Whether ``ancestor`` is ``tip`` or in its history (commits' parents, checkpoints' parent)."""
+    if ancestor == tip:
+        return True
+    if not repo.objects.has(ancestor):
+        return False
+    try:
+        if namespace == "refs/runs/":
+            seen, cur = set(), tip
+            while cur and cur not in seen:
+                seen.add(cur)
+                if cur == ancestor:
+                    return True
+                cur = getattr(repo.objects.get(cur, "checkpoint"), "parent", None)
+            return False
+        return any(cid == ancestor for cid, _ in repo.all_ancestors(tip))
+    except LinError:
+        return False
+
+
+def namespace_of(ref: str) -> str:
+    for ns in NAMESPACES:
+        if ref.startswith(ns):
+            return ns
+    return ""
+
+
+def version_number(ref: str) -> int | None:
+    if not ref.startswith("refs/tags/"):
+        return None
+    p = parse_version(ref[len("refs/tags/"):])
+    return p[0] if p else None
+
+
+# ------------------------------------------------------------------------------ refs
+
+
+def read_remote_refs(repo: Repo, rs: RemoteSession) -> tuple[dict[str, str], list[str]]:
+    listing = rs.list_refs()
+    warnings: list[str] = []
+    names = []
+    for name in sorted(listing):
+        try:
+            check_ref_name(name)
+            if not name.startswith(NAMESPACES):
+                raise InvalidName(name)
+        except InvalidName:
+            warnings.append(f"ignored {name!r} on {rs.name}: not a valid ref name")
+            continue
+        names.append(name)
+    out: dict[str, str] = {}
+    need = []
+    for name in names:
+        seen = repo.refs.read(tracking_ref(rs.name, name)) if _trackable(rs.name, name) else None
+        if seen and listing[name].etag == md5_etag(ref_bytes(seen)):
+            out[name] = seen
+        else:
+            need.append(name)
+
+    def read(name: str):
+        try:
+            return rs.read_ref(name)
+        except CorruptObject as e:
+            return e
+
+    for name, got in zip(need, parallel_map(read, need, rs.workers)):
+        if isinstance(got, CorruptObject):
+            warnings.append(str(got))
+        elif got is not None:
+            out[name] = got[0]
+    return out, warnings
+
+
+def _trackable(remote: str, ref: str) -> bool:
+    try:
+        check_ref_name(tracking_ref(remote, ref))
+        return True
+    except InvalidName:
+        return False
+
+
+def set_tracking(repo: Repo, remote: str, values: dict[str, str | None], why: str) -> list[dict]:
+    """Point refs/remotes/<remote>/... at what the remote holds (None: remove)."""
+    changed = []
+    for ref, value in sorted(values.items()):
+        tr = tracking_ref(remote, ref)
+        try:
+            check_ref_name(tr)
+        except InvalidName:
+            continue  # too deep to track; the ref itself still travels
+        if value is not None and not repo.objects.has(value):
+            continue
+        for _ in range(3):
+            cur = repo.refs.read(tr)
+            if cur == value:
+                break
+            try:
+                repo.update_ref(tr, cur, value, why)
+                changed.append({"ref": tr, "old": cur, "new": value})
+                break
+            except RefConflict:
+                continue  # another command moved it meanwhile: read again
+    return changed

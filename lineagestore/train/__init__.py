@@ -1,0 +1,16 @@
+"""Training: pre-flight plan, fine-tuning with checkpoints in the store, runs, model commits from memory.
+
+Modules (torch and transformers are imported lazily, inside functions):
+
+- ``settings``   the training settings (flags, config file, ``[train]`` in config.toml)
+- ``tensorio``   tensors <-> the store without a folder: safetensors built in memory, tagged JSON
+- ``modelio``    a Hugging Face model in memory <-> a model tree (``save_pretrained``'s files)
+- ``commit``     ``Repo.commit_model``: a model from memory as a new version
+- ``dataset``    JSONL -> tokenized examples (plain text; chat with the loss on assistant turns)
+- ``checkpoint`` a run's checkpoint: weights, optimizer/scheduler/RNG state, data position
+- ``runs``       ``refs/runs/<run>``: listing, status, abandon, the per-run lock
+- ``plan``       the seven pre-flight checks and the estimates
+- ``trainer``    the training loop and the final commit
+- ``distributed`` torchrun / DDP helpers (rank 0 alone writes the store)
+- ``goal``       progress toward ``goal.tokens`` along a lineage (``lin progress``)
+"""

@@ -1,0 +1,147 @@
+"""Several processes (torchrun / accelerate, DDP): who we are, barriers, and small exchanges.
+
+``lin train --gpus N`` plans and asks once, then runs itself again under
+``python -m torch.distributed.run --standalone --nproc_per_node N`` with the accepted plan in a
+file named by ``LIN_TRAIN_PLAN``. Every rank trains; rank 0 alone writes to the store
+(checkpoints, the final commit) while the others wait at a barrier. Exchanges between ranks
+(the plan, RNG states) travel as JSON bytes in tensors: nothing is pickled.
+
+Launched by hand (``torchrun ... -m lineagestore.cli.main train ... --yes``) it works too: rank 0
+runs the plan and sends it to the others.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+PLAN_ENV = "LIN_TRAIN_PLAN"
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def from_env() -> Dist:
+    """The process's place in a torchrun/accelerate launch (rank 0 of 1 when not launched so)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        return Dist()
+    return Dist(rank, world, local) if world > 1 else Dist()
+
+
+def init(dist: Dist, device_type: str) -> None:
+    """Join the process group (NCCL for CUDA, gloo for the CPU); long timeout: rank 0 may be
+    busy writing a checkpoint while the others wait."""
+    if not dist.enabled:
+        return
+    import torch.distributed as td
+    if td.is_initialized():
+        return
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if backend == "nccl":
+        import torch
+        torch.cuda.set_device(dist.local_rank)
+    timeout = _dt.timedelta(minutes=float(os.environ.get("LIN_DIST_TIMEOUT_MIN", "120")))
+    td.init_process_group(backend=backend, timeout=timeout)
+
+
+def shutdown(dist: Dist) -> None:
+    if not dist.enabled:
+        return
+    import torch.distributed as td
+    if td.is_initialized():
+        td.destroy_process_group()
+
+
+def barrier(dist: Dist) -> None:
+    if dist.enabled:
+        import torch.distributed as td
+        td.barrier()
+
+
+def _comm_device(device: Any):
+    import torch
+    import torch.distributed as td
+    return torch.device(device) if td.get_backend() == "nccl" else torch.device("cpu")
+
+
+def broadcast_json(dist: Dist, obj: Any, device: Any = "cpu") -> Any:
+    """Rank 0's ``obj`` on every rank (JSON through a uint8 tensor)."""
+    if not dist.enabled:
+        return obj
+    import torch
+    import torch.distributed as td
+    dev = _comm_device(device)
+    data = json.dumps(obj).encode() if dist.is_main else b""
+    n = torch.tensor([len(data)], dtype=torch.int64, device=dev)
+    td.broadcast(n, 0)
+    buf = (torch.frombuffer(bytearray(data), dtype=torch.uint8).to(dev) if dist.is_main
+           else torch.empty(int(n.item()), dtype=torch.uint8, device=dev))
+    td.broadcast(buf, 0)
+    return json.loads(bytes(buf.cpu().numpy().tobytes()).decode())
+
+
+def gather_json(dist: Dist, obj: Any, device: Any = "cpu") -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if not dist.enabled:
+        return [obj]
+    import torch
+    import torch.distributed as td
+    dev = _comm_device(device)
+    data = json.dumps(obj).encode()
+    n = torch.tensor([len(data)], dtype=torch.int64, device=dev)
+    sizes = [torch.zeros_like(n) for _ in range(dist.world)]
+    td.all_gather(sizes, n)
+    width = int(max(s.item() for s in sizes))
+    buf = torch.zeros(width, dtype=torch.uint8, device=dev)
+    if data:
+        buf[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(dev)
+    outs = [torch.zeros_like(buf) for _ in range(dist.world)]
+    td.all_gather(outs, buf)
+    return [json.loads(bytes(o[:int(s.item())].cpu().numpy().tobytes()).decode()) for o, s in zip(outs, sizes)]
+
+
+def any_flag(dist: Dist, flag: bool, device: Any = "cpu") -> bool:
+    """True on every rank if it is True on any rank (a stop request)."""
+    if not dist.enabled:
+        return flag
+    import torch
+    import torch.distributed as td
+    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_comm_device(device))
+    td.all_reduce(t, op=td.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def sum_floats(dist: Dist, values: list[float], device: Any = "cpu") -> list[float]:
+    if not dist.enabled:
+        return values
+    import torch
+    import torch.distributed as td
+    t = torch.tensor(values, dtype=torch.float64, device=_comm_device(device))
+    td.all_reduce(t)
+    return [float(x) for x in t.cpu().tolist()]
+
+
+def relaunch_command(nproc: int, argv: list[str]) -> list[str]:
+    """The torchrun command that runs ``lin <argv>`` on ``nproc`` processes of this machine."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "lineagestore.cli.main", *argv]

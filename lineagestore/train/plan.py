@@ -1,0 +1,668 @@
+"""The pre-flight plan of a training run: seven checks, the output name, tokens, steps, time.
+
+:func:`make_plan` never trains. It registers data files that are not registered yet (unless
+``register=False``), because a plan about unknown data could not answer "already trained?".
+Every check runs even when an earlier one failed, so one plan shows every problem; a check that
+cannot be answered (no base model, say) fails and says why. The plan is ``ok`` only when every
+check passes (an overlap check overridden by ``allow_overlap`` passes, marked overridden).
+
+The checks, in order: 1 data files, 2 base model, 3 duplicate training, 4 disk space,
+5 device, 6 unfinished runs on the base, 7 store consistency (quick fsck).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInput, LinError, NotFound, RevisionNotFound
+from ..names import check_name, slug_from_user, version_name
+from ..progress import NULL, Progress
+from ..repo import Repo
+from . import runs as _runs
+from .checkpoint import read_checkpoint
+from .dataset import Blocks, TokenizedData, load_data
+from .modelio import materialize, tree_weight_summary
+from .settings import TrainSettings
+
+CHECK_TITLES = {
+    "data": "data files exist and match their registered fingerprints",
+    "base": "base model exists and verifies",
+    "duplicates": "no duplicate training",
+    "disk": "enough disk space",
+    "device": "device available",
+    "runs": "no unfinished run on this base",
+    "store": "store is consistent (quick fsck)",
+}
+CHECK_ORDER = list(CHECK_TITLES)
+
+
+@dataclass
+class Check:
+    key: str
+    number: int
+    title: str
+    ok: bool
+    reason: str
+    details: list[str] = field(default_factory=list)
+    hint: str | None = None
+    overridden: bool = False
+
+
+@dataclass
+class DataItem:
+    path: str
+    exists: bool
+    fingerprint: str | None = None
+    dataset: str | None = None  # dataset object id
+    registered_now: bool = False
+    size: int | None = None
+    examples: int | None = None
+    tokens: int | None = None  # with the base model's tokenizer, as trained (EOS, chat template)
+    targets: int | None = None  # tokens that get a loss
+    skipped_lines: int = 0
+    error: str | None = None  # why it could not be looked up or registered
+
+
+@dataclass
+class Plan:
+    ok: bool
+    checks: list[Check]
+    name: str  # the name asked for (the slug)
+    output: str  # the version name it will get (vNNN_slug) if nothing else is committed first
+    run: str
+    base: str | None
+    base_name: str | None
+    base_explicit: bool
+    base_active: bool
+    data: list[DataItem]
+    datasets: list[str]
+    settings: dict
+    resume: dict | None = None  # {"checkpoint", "step", "status"} when continuing a run
+    units: int | None = None  # training units (packed blocks or examples) per epoch
+    tokens: int | None = None  # tokens per epoch
+    tokens_total: int | None = None  # tokens the run will train on
+    steps: int | None = None  # optimizer steps
+    steps_per_epoch: int | None = None
+    estimate_s: float | None = None
+    estimate_source: str = "unknown"
+    disk: dict = field(default_factory=dict)
+    device: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)  # params, tensors, bytes, dtype of the base
+    allow_overlap: bool = False
+    overlap: list[dict] = field(default_factory=list)
+    world_size: int = 1
+    _job: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def check(self, key: str) -> Check:
+        return next(c for c in self.checks if c.key == key)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        d = dict(d)
+        d["checks"] = [Check(**c) for c in d.get("checks", [])]
+        d["data"] = [DataItem(**x) for x in d.get("data", [])]
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in names and not k.startswith("_")})
+
+
+@dataclass
+class Job:
+    """What a plan loaded that training reuses: the tokenizer, the tokens, a model if measured."""
+
+    tokenizer: Any
+    data: TokenizedData | None
+    meta_dir: Path | None
+    model: Any = None
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def default_run_name(name: str) -> str:
+    """The run of ``--output NAME`` is called NAME (so the same command finds it again)."""
+    from ..names import parse_version
+    parsed = parse_version(name)
+    return parsed[1] if parsed else name
+
+
+def train_cache(repo: Repo) -> Path:
+    d = repo.cache_dir / "train"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def load_tokenizer(repo: Repo, base_tree: str, progress: Progress = NULL):
+    """The base model's tokenizer, from its non-weight files (written once into the cache)."""
+    from transformers import AutoTokenizer
+    meta = materialize(repo.objects, base_tree, train_cache(repo) / f"meta-{base_tree[:24]}", weights=False,
+                       progress=progress)
+    try:
+        with _quiet():
+            tok = AutoTokenizer.from_pretrained(str(meta))
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise InvalidInput(f"the base model has no usable tokenizer ({e})",
+                           hint="store the tokenizer files with the model (tokenizer.json, tokenizer_config.json)") from None
+    if tok.pad_token_id is None and tok.eos_token_id is not None:
+        tok.pad_token = tok.eos_token
+    return tok, meta
+
+
+class _quiet:
+    """Silence transformers' progress bars and advisory logging while loading."""
+
+    def __enter__(self):
+        try:
+            from transformers.utils import logging as hf_logging
+            self._bars = hf_logging.is_progress_bar_enabled()
+            self._level = hf_logging.get_verbosity()
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+        except ImportError:  # pragma: no cover
+            self._bars = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._bars is not None:
+            from transformers.utils import logging as hf_logging
+            hf_logging.set_verbosity(self._level)
+            if self._bars:
+                hf_logging.enable_progress_bar()
+
+
+def steps_for(units: int, settings: TrainSettings, world: int) -> tuple[int, int]:
+    """(steps per epoch, total steps) for ``units`` training units."""
+    per_step = settings.batch_size * settings.grad_accum * world
+    per_epoch = max(1, math.ceil(units / per_step)) if units else 0
+    total = per_epoch * settings.epochs
+    if settings.max_steps is not None:
+        total = min(total, settings.max_steps)
+    return per_epoch, total
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+# ------------------------------------------------------------------------------ the plan
+
+
+def make_plan(repo: Repo, *, data: list[os.PathLike | str], name: str | None, base: str | None = None,
+              settings: TrainSettings | None = None, allow_overlap: bool = False, register: bool = True,
+              resume: bool = False, run: str | None = None, measure: bool = True,
+              progress: Progress = NULL) -> Plan:
+    """Run every pre-flight check; return the plan (never raises for a failed check)."""
+    settings = (settings or TrainSettings()).validate()
+    checks: dict[str, Check] = {}
+
+    def put(key: str, ok: bool, reason: str, details: list[str] | None = None, hint: str | None = None,
+            overridden: bool = False) -> None:
+        checks[key] = Check(key, CHECK_ORDER.index(key) + 1, CHECK_TITLES[key], ok, reason,
+                            list(details or []), hint, overridden)
+
+    # -- which run: an explicit --resume picks its base, data, name and settings from the run
+    resume_run: _runs.RunInfo | None = None
+    if resume:
+        resume_run = _pick_resume(repo, run, base)
+        # the run's own settings; only where it runs may change (a device or GPU count given now)
+        here = {k: v for k, v in (("device", settings.device), ("gpus", settings.gpus))
+                if v != getattr(TrainSettings, k)}
+        settings = TrainSettings.build({k: v for k, v in resume_run.settings.items() if k in TrainSettings.names()},
+                                       here)
+        if not data:
+            data = [d["path"] for d in resume_run.data_paths]
+        name = name or resume_run.output
+        base = base or resume_run.base
+        run = resume_run.name
+    if not name:
+        raise InvalidInput("give the new version a name: --output NAME")
+    check_name(name, "version name")
+    run = run or default_run_name(name)
+    check_name(run, "run name")
+    world = settings.gpus if settings.gpus > 1 else 1
+
+    # -- 2. base
+    base_id = base_tree = base_name = None
+    head = repo.head()
+    base_explicit = base is not None
+    try:
+        base_id = repo.resolve(base or "HEAD")
+        c = repo.commit(base_id)
+        base_tree, base_name = c.tree, c.name
+        bad = _verify_tree(repo, base_tree, progress)
+        how = "named explicitly" if base_explicit else "the active version"
+        if base_explicit and base_id == head:
+            how = "named explicitly; the active version"
+        if bad:
+            put("base", False, f"{base_name}: {len(bad)} object(s) fail verification", bad[:5],
+                hint="run `lin fsck` to see every damaged object")
+        else:
+            put("base", True, f"{base_name} ({how}); every object verifies")
+    except (RevisionNotFound, NotFound) as e:
+        put("base", False, str(e), hint=getattr(e, "hint", None))
+    except LinError as e:
+        put("base", False, f"base {base or 'HEAD'}: {e}")
+
+    model_info: dict = {}
+    tok = meta_dir = None
+    if base_tree:
+        model_info = tree_weight_summary(repo.objects, base_tree)
+        try:
+            tok, meta_dir = load_tokenizer(repo, base_tree)
+        except LinError as e:
+            put("base", False, str(e), hint=e.hint)
+
+    # -- 1. data
+    items = [_data_item(repo, p, base_id if tok is not None else None, register) for p in data]
+    if not items:
+        put("data", False, "no data files given", hint="pass --data FILE (repeatable)")
+    else:
+        missing = [i.path for i in items if not i.exists]
+        broken = [f"{i.path}: {i.error}" for i in items if i.exists and i.error]
+        unregistered = [i.path for i in items if i.exists and not i.dataset and not i.error]
+        det = [f"{Path(i.path).name}: fingerprint {i.fingerprint[:12]}"
+               + (" (registered now)" if i.registered_now else " (registered)") for i in items if i.dataset]
+        if missing:
+            put("data", False, f"missing: {', '.join(missing)}", det)
+        elif broken:
+            put("data", False, "; ".join(broken), det,
+                hint="if the new content is meant to be trained, register it with `lin data add FILE`; "
+                     "otherwise restore the file")
+        elif unregistered:
+            put("data", False, f"not registered: {', '.join(unregistered)}", det,
+                hint="register with `lin data add FILE`, or plan without --no-register")
+        else:
+            put("data", True, f"{len(items)} file(s) verified", det)
+    datasets = [i.dataset for i in items if i.dataset]
+
+    # -- tokens and steps
+    job = Job(tok, None, meta_dir)
+    units = tokens = steps = per_epoch = None
+    if tok is not None and items and all(i.dataset for i in items):
+        try:
+            job.data = load_data([(Path(i.path), i.fingerprint) for i in items], tok, cache_dir=repo.cache_dir,
+                                 skip_bad_lines=any(i.skipped_lines for i in items), progress=progress)
+            for it, tf in zip(items, job.data.files):
+                it.tokens, it.targets, it.examples = tf.tokens, tf.targets, tf.examples
+            units = len(Blocks(job.data, settings.seq_len, settings.packing))
+            tokens = job.data.tokens
+            per_epoch, steps = steps_for(units, settings, world)
+            if not job.data.targets:
+                put("data", False, "the data has no tokens to train on (no targets)")
+        except LinError as e:
+            put("data", False, str(e), hint=e.hint)
+    tokens_total = None
+    if tokens is not None and steps is not None and per_epoch:
+        tokens_total = _tokens_for_steps(job.data, units, settings, world, steps)
+
+    # -- 3. duplicates
+    overlap_rows: list[dict] = []
+    if base_id is None:
+        put("duplicates", False, "not checked: no base model")
+    elif not datasets:
+        put("duplicates", False, "not checked: no registered data")
+    else:
+        put_dup, overlap_rows = _duplicates(repo, items, base_id, allow_overlap, progress)
+        put("duplicates", *put_dup[:2], details=put_dup[2], hint=put_dup[3], overridden=put_dup[4])
+
+    # -- 4. disk
+    disk = _disk(repo, model_info, settings, steps, tokens, job)
+    put("disk", disk["free"] >= disk["need"],
+        f"{_gb(disk['free'])} free, about {_gb(disk['need'])} needed",
+        [f"{k}: {_gb(v)}" for k, v in disk["parts"].items() if v],
+        hint=None if disk["free"] >= disk["need"] else "free disk space, or checkpoint less often (--checkpoint-every)")
+
+    # -- 5. device
+    device = _device(settings, model_info)
+    put("device", device["ok"], device["reason"], device.get("details"), device.get("hint"))
+
+    # -- 6. runs
+    resume_info = None
+    if base_id is None:
+        put("runs", False, "not checked: no base model")
+    else:
+        ok, reason, det, hint, resume_info = _runs_check(repo, base_id, run, datasets, settings, resume_run)
+        put("runs", ok, reason, det, hint)
+
+    # -- 7. store
+    try:
+        from .. import fsck
+        rep = fsck.check(repo, quick=True)
+        if rep.ok:
+            put("store", True, f"{rep.objects} objects, {rep.refs} refs: consistent")
+        else:
+            put("store", False, f"{len(rep.problems)} problem(s) found",
+                [f"{p.kind}: {p.message}" for p in rep.problems[:5]], hint="run `lin fsck` for the full report")
+    except LinError as e:
+        put("store", False, f"fsck failed: {e}")
+
+    # -- output name, estimate
+    number = repo.next_version_number()
+    output = version_name(number, slug_from_user(name, number))
+    est, source = None, "unknown"
+    if steps and tokens_total:
+        done_steps = resume_info["step"] if resume_info else 0
+        left = tokens_total * max(0, steps - done_steps) / steps
+        rate, source = _earlier_rate(repo, model_info, device)
+        if rate is None and measure and world == 1 and device["ok"] and base_tree and job.data is not None:
+            try:
+                rate, source, job.model = _measure(repo, base_tree, job, settings, device["type"])
+            except Exception as e:  # noqa: BLE001 - an estimate must not stop the plan
+                source = f"unknown (measurement failed: {type(e).__name__}: {e})"
+        if rate:
+            est = left / rate
+    ordered = [checks[k] for k in CHECK_ORDER]
+    plan = Plan(ok=all(c.ok for c in ordered), checks=ordered, name=name, output=output, run=run, base=base_id,
+                base_name=base_name, base_explicit=base_explicit, base_active=(base_id is not None and base_id == head),
+                data=items, datasets=datasets, settings=settings.to_dict(), resume=resume_info, units=units,
+                tokens=tokens, tokens_total=tokens_total, steps=steps, steps_per_epoch=per_epoch, estimate_s=est,
+                estimate_source=source, disk=disk, device={k: v for k, v in device.items() if k != "hint"},
+                model=model_info, allow_overlap=allow_overlap, overlap=overlap_rows, world_size=world)
+    plan._job = job
+    return plan
+
+
+def _pick_resume(repo: Repo, run: str | None, base: str | None) -> _runs.RunInfo:
+    if run:
+        return _runs.info(repo, run)
+    candidates = _runs.list_runs(repo)
+    if base:
+        bid = repo.resolve(base)
+        candidates = [r for r in candidates if r.base == bid]
+    candidates = [r for r in candidates if r.status != _runs.LIVE]
+    if not candidates:
+        raise NotFound("no unfinished run to resume" + (f" on {base}" if base else ""),
+                       hint="list runs with `lin runs`")
+    if len(candidates) > 1:
+        raise InvalidInput("several unfinished runs: " + ", ".join(r.name for r in candidates),
+                           hint="pick one with --run NAME")
+    return candidates[0]
+
+
+def _verify_tree(repo: Repo, tree_id: str, progress: Progress) -> list[str]:
+    """Re-hash every object of a stored model; return the problems."""
+    from ..objects import LINKING_TYPES
+    store = repo.objects
+    bad: list[str] = []
+    seen: set[str] = set()
+    stack = [tree_id]
+    ids: list[str] = []
+    while stack:
+        oid = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        try:
+            h = store.header(oid)
+            if h.type in LINKING_TYPES:
+                stack.extend(store.get(oid).links())
+            ids.append(oid)
+        except LinError as e:
+            bad.append(f"{oid[:12]}: {e}")
+    from concurrent.futures import ThreadPoolExecutor
+    total = sum(store.header(i).size for i in ids)
+    progress.start("verifying the base model", total, "B")
+
+    def verify(oid: str) -> str | None:
+        try:
+            store.get_raw(oid)
+            progress.advance(store.header(oid).size)
+            return None
+        except LinError as e:
+            return f"{oid[:12]}: {e}"
+    try:
+        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 2))) as pool:
+            bad.extend(x for x in pool.map(verify, ids) if x)
+    finally:
+        progress.finish()
+    return bad
+
+
+def _data_item(repo: Repo, path: os.PathLike | str, tokenizer_rev: str | None, register: bool) -> DataItem:
+    """Verify a file against the data registry (by content and by the path it was registered
+    from), registering it when it is new and ``register`` is set."""
+    from .. import data as _data
+    p = Path(path).expanduser().absolute()
+    if not p.is_file():
+        return DataItem(str(p), False)
+    item = DataItem(str(p), True, size=p.stat().st_size)
+    try:
+        reg = _data.registry(repo)
+        v = _data.verify_file(repo, p, reg)
+        item.fingerprint = v.current
+        if v.status == "changed":
+            item.error = (f"changed since it was registered (fingerprint {str(v.fingerprint)[:12]}, "
+                          f"now {str(v.current)[:12]})")
+            return item
+        info = reg.get(v.current) if v.current else None
+        if info is None and register:
+            info = _data.register(repo, p, tokenizer=tokenizer_rev if tokenizer_rev else False)
+            item.registered_now = not getattr(info, "already_registered", False)
+    except LinError as e:
+        item.error = str(e)
+        return item
+    if info is not None:
+        item.fingerprint = info.fingerprint
+        item.dataset = info.id
+        item.examples = info.examples
+        item.skipped_lines = int(getattr(info, "skipped_lines", 0) or 0)
+    return item
+
+
+def _tokens_for_steps(data: TokenizedData, units: int, settings: TrainSettings, world: int, steps: int) -> int:
+    """Exactly the tokens the run trains on: whole epochs, then the start of the next epoch's order."""
+    import numpy as np
+    from .dataset import epoch_order
+    blocks = Blocks(data, settings.seq_len, settings.packing)
+    lengths = np.fromiter((b - a for a, b in (blocks.span(i) for i in range(units))), dtype=np.int64, count=units)
+    per_step = settings.batch_size * settings.grad_accum * world
+    per_epoch = max(1, math.ceil(units / per_step))
+    full, rest = divmod(steps, per_epoch)
+    total = int(lengths.sum()) * full
+    if rest:
+        total += int(lengths[epoch_order(units, settings.seed, full)[:rest * per_step]].sum())
+    return total
+
+
+def _duplicates(repo: Repo, items: list[DataItem], base_id: str, allow: bool, progress: Progress):
+    from .. import data as _data
+    threshold = float(repo.config.get("data.overlap_threshold", 0.01))
+    reports = _data.check(repo, [Path(i.path) for i in items if i.dataset], base=base_id, progress=progress)
+    problems: list[str] = []
+    rows = []
+    details = []
+    for r in reports:
+        name = Path(str(r.path)).name
+        trained = list(getattr(r, "same_file_trained_in", []) or [])
+        share = float(getattr(r, "share", 0.0) or 0.0)
+        rows.append({"path": str(r.path), "fingerprint": r.fingerprint, "same_file_trained_in": trained,
+                     "records": r.records, "records_seen": r.records_seen, "share": share,
+                     "seen_in": dict(getattr(r, "seen_in", {}) or {})})
+        if trained or share > threshold:
+            msg = _data.overlap_warning(r, name) or f"{name}: already trained"
+            problems.append(msg + ("" if trained else f" (threshold {threshold:.1%})"))
+        else:
+            details.append(f"{name}: {r.records_seen:,} of {r.records:,} records seen before ({share:.2%})")
+    if not problems:
+        return (True, f"no file or record was trained in the base's lineage above {threshold:.1%}", details,
+                None, False), rows
+    if allow:
+        return (True, "overridden with --allow-overlap: " + "; ".join(problems), details, None, True), rows
+    return (False, "; ".join(problems), details,
+            "train on new data, or pass --allow-overlap to train on it again (recorded in the version)",
+            False), rows
+
+
+def _disk(repo: Repo, model: dict, s: TrainSettings, steps: int | None, tokens: int | None, job: Job) -> dict:
+    params = int(model.get("params", 0) or 0)
+    stored = int(model.get("bytes", 0) or 0)
+    trainable = params  # freeze patterns are resolved only when the model is built: assume all
+    n_ckpt = 1 + (max(0, (steps or 0) - 1) // s.checkpoint_every) + 1  # periodic, plus one on interruption
+    parts = {
+        "checkpoints": n_ckpt * (trainable * 4 + trainable * 8),  # fp32 weights that changed + Adam moments
+        "first checkpoint in fp32": max(0, params * 4 - stored),  # unchanged tensors stored once more in fp32
+        "new version": stored,
+        "token cache": 0 if job.data is not None else (tokens or 0) * 5,
+    }
+    margin = float(repo.config.get("train.disk_margin", 0.2))
+    need = int(sum(parts.values()) * (1 + margin) + 256e6)
+    target = repo.path if repo.path is not None else Path.cwd()
+    free = shutil.disk_usage(target).free
+    return {"free": int(free), "need": need, "margin": margin, "checkpoints": n_ckpt, "parts": parts}
+
+
+def _device(s: TrainSettings, model: dict) -> dict:
+    if s.device == "cpu":
+        return {"ok": True, "type": "cpu", "reason": f"CPU requested (--device cpu), {os.cpu_count()} cores",
+                "count": 0}
+    try:
+        import torch
+        available = torch.cuda.is_available()
+    except ImportError:
+        return {"ok": False, "type": "none", "reason": "torch is not installed",
+                "hint": "pip install 'lineagestore[train]'"}
+    if not available:
+        return {"ok": False, "type": "none", "count": 0,
+                "reason": "no GPU found (torch.cuda.is_available() is False)",
+                "hint": "train on the CPU with --device cpu"}
+    n = torch.cuda.device_count()
+    need = int(model.get("params", 0) or 0) * 16  # fp32 weights + grads + two Adam moments
+    details = []
+    short = []
+    memory = _gpu_memory(n)
+    for i in range(n):
+        free, total = memory[i]
+        details.append(f"cuda:{i} {torch.cuda.get_device_name(i)}: {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
+        if i < s.gpus and free < need:
+            short.append(i)
+    if n < s.gpus:
+        return {"ok": False, "type": "cuda", "count": n, "details": details,
+                "reason": f"{s.gpus} GPUs asked for, {n} found"}
+    if short:
+        return {"ok": False, "type": "cuda", "count": n, "details": details,
+                "reason": f"GPU {', '.join(map(str, short))}: less free memory than the ~{need / 2**30:.1f} GiB "
+                          "that weights, gradients and optimizer state need",
+                "hint": "free the GPU, or freeze part of the model (--freeze)"}
+    return {"ok": True, "type": "cuda", "count": n, "details": details,
+            "reason": f"{n} GPU(s); using {s.gpus}: {torch.cuda.get_device_name(0)}"}
+
+
+def _gpu_memory(n: int) -> list[tuple[int, int]]:
+    """(free, total) bytes per GPU, from nvidia-smi when it answers (no CUDA context is opened
+    in this process: with --gpus N it only launches the training processes)."""
+    import subprocess
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10)
+        rows = [[int(float(x)) * 2**20 for x in line.split(",")] for line in out.stdout.strip().splitlines()]
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible and all(x.strip().isdigit() for x in visible.split(",")):
+            rows = [rows[int(x)] for x in visible.split(",") if int(x) < len(rows)]
+        if out.returncode == 0 and len(rows) >= n:
+            return [(r[0], r[1]) for r in rows[:n]]
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        pass
+    import torch
+    return [torch.cuda.mem_get_info(i) for i in range(n)]
+
+
+def _runs_check(repo: Repo, base_id: str, run: str, datasets: list[str], s: TrainSettings,
+                resume_run: _runs.RunInfo | None):
+    """(ok, reason, details, hint, resume info)."""
+    others = _runs.on_base(repo, base_id)
+    same = next((r for r in others if r.name == run), None)
+    if same is None:
+        try:
+            same = _runs.info(repo, run)  # a run of that name on another base
+        except NotFound:
+            same = None
+        if same is not None:
+            return (False, f"run {run!r} exists on another base ({same.base_name or same.base})", [],
+                    f"choose another --output or --run, or `lin runs abandon {run}`", None)
+    blockers = [r for r in others if r.name != run]
+    details = [f"{r.name}: {r.status} at step {r.step}/{r.total_steps or '?'} (output {r.output})" for r in blockers]
+    if blockers:
+        r = blockers[0]
+        return (False, f"unfinished run {r.name!r} on this base ({r.status}, step {r.step})", details,
+                f"resume it with `lin train --resume --run {r.name}`, or give it up with `lin runs abandon {r.name}`",
+                None)
+    if same is None:
+        return True, "no unfinished run on this base", [], None, None
+    if same.status == _runs.LIVE:
+        return (False, f"run {run!r} is training right now ({_runs.describe_owner({'pid': same.pid, 'host': same.host})})",
+                [], "wait for it to finish", None)
+    diffs = []
+    if sorted(same.datasets) != sorted(datasets):
+        diffs.append("data")
+    theirs = TrainSettings.build({k: v for k, v in same.settings.items() if k in TrainSettings.names()}).result_dict()
+    mine = s.result_dict()
+    diffs += [f"{k} ({theirs[k]!r} -> {mine[k]!r})" for k in mine if theirs.get(k) != mine[k]]
+    if diffs:
+        return (False, f"run {run!r} on this base was started with other settings: {', '.join(diffs)}", [],
+                f"resume it as it was with `lin train --resume --run {run}`, or `lin runs abandon {run}`", None)
+    ck = read_checkpoint(repo, same.checkpoint)
+    how = "--resume" if resume_run is not None else "the same command again"
+    info = {"run": run, "checkpoint": same.checkpoint, "step": ck.step, "status": same.status}
+    return True, f"resumes run {run!r} from step {ck.step} ({same.status}; {how})", [], None, info
+
+
+def _earlier_rate(repo: Repo, model: dict, device: dict) -> tuple[float | None, str]:
+    """tokens/s of the newest train commit of the same model size on the same kind of device."""
+    want = "cpu" if device.get("type") == "cpu" else "cuda"
+    for vname, cid in reversed(list(repo.versions().items())):
+        try:
+            c = repo.commit(cid)
+        except LinError:
+            continue
+        m = c.metrics
+        if c.kind != "train" or not m.get("tokens_per_s"):
+            continue
+        if m.get("model_params") != model.get("params") or not str(m.get("device", "")).startswith(want):
+            continue
+        return float(m["tokens_per_s"]), f"from earlier run {vname} ({float(m['tokens_per_s']):,.0f} tokens/s)"
+    return None, "unknown"
+
+
+def _measure(repo: Repo, base_tree: str, job: Job, s: TrainSettings, device_type: str):
+    """Time two forward+backward passes on real batches (no optimizer step: weights unchanged)."""
+    import torch
+    from .trainer import build_model, compute_loss, resolve_precision
+    dev = torch.device("cuda:0" if device_type == "cuda" else "cpu")
+    model = job.model or build_model(repo, base_tree, job.meta_dir, dev, s)
+    blocks = Blocks(job.data, s.seq_len, s.packing)
+    idx = list(range(min(len(blocks), s.batch_size)))
+    batch = blocks.batch(idx, job.tokenizer.pad_token_id or 0)
+    n_tokens, _ = blocks.tokens_of(idx)
+    prec = resolve_precision(s.precision, dev)
+    model.train()
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        loss, _sum = compute_loss(model, batch, dev, prec, max(1, n_tokens))
+        loss.backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    model.zero_grad(set_to_none=True)
+    rate = n_tokens / max(times[-1], 1e-9) / 1.1  # optimizer step and bookkeeping: ~10%
+    return rate, f"measured ({_human_rate(rate)} over {n_tokens:,} tokens)", model
+
+
+def _human_rate(r: float) -> str:
+    return f"{r:,.0f} tokens/s"
+
+
+__all__ = ["Plan", "Check", "DataItem", "Job", "make_plan", "steps_for", "default_run_name", "load_tokenizer"]

@@ -1,0 +1,202 @@
+"""`lin train`: commits with lineage, checkpoints, kill -9 / SIGTERM / failure and resume (bit-exact)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lineagestore import Repo
+from lineagestore.models import walk_tree
+
+from test_train_support import TRAIN_ARGS, final_state, lin_proc, new_store, train_assets  # noqa: F401
+
+BIBLE = ["--data", "bible.jsonl", "--name", "bible"]
+FAST = [*TRAIN_ARGS, "--no-measure"]
+
+
+@pytest.fixture(scope="module")
+def reference(train_assets, tmp_path_factory):  # noqa: F811 - the fixture
+    """An uninterrupted run in its own process: (tree id, loss curve)."""
+    folder = new_store(tmp_path_factory.mktemp("ref") / "w", train_assets)
+    lin_proc(folder, "train", *BIBLE, *FAST, "--yes", check=True)
+    tree, losses, metrics = final_state(folder)
+    assert metrics["steps"] == 16 and len(losses) == 16
+    return tree, losses
+
+
+def _runs(lin, folder, monkeypatch) -> list[dict]:
+    monkeypatch.chdir(folder)
+    code, out, err = lin("runs", "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_kill_9_and_resume_equals_uninterrupted(tmp_path, train_assets, reference, lin, monkeypatch):  # noqa: F811
+    folder = new_store(tmp_path / "w", train_assets)
+    p = lin_proc(folder, "train", *BIBLE, *FAST, "--yes", env={"LIN_TEST_KILL_AT": "train-step:13"})
+    assert p.returncode == -signal.SIGKILL
+    runs = _runs(lin, folder, monkeypatch)
+    assert [(r["name"], r["status"], r["step"]) for r in runs] == [("bible", "stopped", 10)]
+    repo = Repo.open(folder / ".lineage")
+    assert list(repo.versions()) == ["v001_base"]  # nothing moved
+    # `lin train --resume` alone: base, data, name and settings come from the run
+    p = lin_proc(folder, "train", "--resume", "--device", "cpu", "--yes", check=True)
+    assert "resumed from step 10" in p.stdout
+    tree, losses, metrics = final_state(folder)
+    assert (tree, losses) == reference  # bit-exact weights and the same loss at every step
+    assert metrics["sessions"] == 2 and metrics["steps"] == 16
+    assert _runs(lin, folder, monkeypatch) == []
+    code, out, err = lin("fsck")
+    assert code == 0, out + err
+
+
+def test_sigterm_checkpoints_and_same_command_resumes(tmp_path, train_assets, reference, lin, monkeypatch):  # noqa: F811
+    folder = new_store(tmp_path / "w", train_assets)
+    pause = tmp_path / "paused"
+    env = {**os.environ, "LIN_NO_PROGRESS": "1", "LIN_TEST_PAUSE_AT": "train-step:13",
+           "LIN_TEST_PAUSE_FILE": str(pause)}
+    proc = subprocess.Popen([sys.executable, "-m", "lineagestore.cli.main", "train", *BIBLE, *FAST, "--yes"],
+                            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not pause.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # arrives while step 13 is being finished
+        time.sleep(0.2)
+        pause.unlink()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted at step 13" in err and "--resume" in err
+    runs = _runs(lin, folder, monkeypatch)
+    assert [(r["name"], r["status"], r["step"]) for r in runs] == [("bible", "interrupted", 13)]
+    code, out, err = lin("train", *BIBLE, *FAST, "--yes")  # the same command again
+    assert code == 0, err
+    assert "resumes run 'bible' from step 13" in out
+    assert final_state(folder)[:2] == reference
+
+
+def test_failure_is_recorded_then_resumed_or_abandoned(tmp_path, train_assets, reference, lin, monkeypatch):  # noqa: F811
+    import lineagestore.train.trainer as T
+    folder = new_store(tmp_path / "w", train_assets)
+    monkeypatch.chdir(folder)
+    real = T.compute_loss
+    calls = [0]
+
+    def flaky(*a, **k):
+        calls[0] += 1
+        if calls[0] == 8:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(*a, **k)
+    monkeypatch.setattr(T, "compute_loss", flaky)
+    code, out, err = lin("train", *BIBLE, *FAST, "--yes")
+    assert code == 1 and "illegal memory access" in err and "lin runs abandon bible" in err
+    repo = Repo.open(folder / ".lineage")
+    assert list(repo.versions()) == ["v001_base"] and repo.name_of(repo.head()) == "v001_base"
+    code, out, _ = lin("runs", "--json")
+    (r,) = json.loads(out)
+    assert r["status"] == "failed" and r["step"] == 5 and "illegal memory access" in r["error"]
+    code, out, _ = lin("runs", "show", "bible")
+    assert code == 0 and "failed" in out and "step 5" in out
+    monkeypatch.setattr(T, "compute_loss", real)
+    code, out, err = lin("train", "--resume", "--run", "bible", "--device", "cpu", "--yes")
+    assert code == 0, err
+    assert final_state(folder)[:2] == reference
+    # abandoning: a second failed run goes away, its checkpoints only in the reflog
+    monkeypatch.setattr(T, "compute_loss", flaky)
+    calls[0] = 0
+    code, _, _ = lin("train", "--data", "chat.jsonl", "--name", "chat", *FAST, "--yes")
+    assert code == 1
+    code, out, err = lin("runs", "abandon", "chat")  # not a terminal: refused without --yes
+    assert code == 7 and "--yes" in err
+    code, out, _ = lin("runs", "abandon", "chat", "--yes")
+    assert code == 0 and "Abandoned run chat" in out
+    assert json.loads(lin("runs", "--json")[1]) == []
+    assert Repo.open(folder / ".lineage").refs.reflog("refs/runs/chat")[-1].message.startswith("abandon")
+
+
+def test_train_commits_lineage_data_metrics_code(tmp_path, train_assets, lin, monkeypatch):  # noqa: F811
+    import pygit2
+    from transformers import AutoModelForCausalLM
+    folder = new_store(tmp_path / "w", train_assets)
+    gitrepo = pygit2.init_repository(str(folder))
+    (folder / "train.toml").write_text('lr = 1e-3\nseq_len = 32\nbatch_size = 4\n[train]\nmax_steps = 12\n')
+    gitrepo.index.add("train.toml")
+    gitrepo.index.write()
+    sig = pygit2.Signature("t", "t@example.com")
+    gitrepo.create_commit("HEAD", sig, sig, "code", gitrepo.index.write_tree(), [])
+    monkeypatch.chdir(folder)
+    code, out, err = lin("train", *BIBLE, "--config", "train.toml", "--device", "cpu", "--checkpoint-every", "5",
+                         "--message", "first fine-tune")
+    assert code == 7 and "--yes" in err  # no terminal to ask: refused, nothing trained
+    code, out, err = lin("train", *BIBLE, "--config", "train.toml", "--device", "cpu", "--checkpoint-every", "5",
+                         "--no-measure", "--yes", "--message", "first fine-tune")
+    assert code == 0, err
+    assert "Trained v002_bible" in out and "Active version: v002_bible" in out
+    # chat data on top, only the embeddings frozen: their tensor costs nothing
+    code, out, err = lin("train", "--data", "chat.jsonl", "--name", "chat", *FAST, "--max-steps", "6",
+                         "--freeze", "model.embed_tokens.*", "--yes", "--json")
+    assert code == 0, err
+    res = json.loads(out)["result"]
+    assert res["name"] == "v003_chat" and res["metrics"]["trainable_params"] < res["metrics"]["model_params"]
+    code, out, _ = lin("log", "--json")
+    v3, v2, v1 = json.loads(out)
+    assert [v3["name"], v2["name"], v1["name"]] == ["v003_chat", "v002_bible", "v001_base"]
+    assert v3["active"] and v3["parents"] == [v2["id"]] and v2["parents"] == [v1["id"]]
+    assert v2["kind"] == "train" and v2["message"] == "first fine-tune"
+    assert [d["file"] for d in v2["datasets"]] == ["bible.jsonl"]
+    assert [d["file"] for d in v3["datasets"]] == ["chat.jsonl"]
+    m = v2["metrics"]
+    assert m["steps"] == 12 and m["tokens_trained"] == 12 * 4 * 32 and m["device"] == "cpu"
+    assert m["final_loss"] < m["loss_per_interval"][0] and m["wall_time_s"] > 0 and m["tokens_per_s"] > 0
+    assert v2["params"]["lr"] == 1e-3 and v2["params"]["seq_len"] == 32 and v2["params"]["max_steps"] == 12
+    assert v2["code"]["commit"] == str(gitrepo.head.target)
+    assert v2["env"]["torch"] and v2["env"]["transformers"]
+    repo = Repo.open(folder / ".lineage")
+
+    def embed_id(name):
+        tree = repo.commit(repo.resolve(name)).tree
+        tf = next(f for f in walk_tree(repo.objects, tree) if f.path == "model.safetensors")
+        return {e.name: e.id for e in repo.objects.get(tf.id, "tensor-file").entries()}
+    e2, e3 = embed_id("v002"), embed_id("v003")
+    assert e2["model.embed_tokens.weight"] == e3["model.embed_tokens.weight"]
+    assert e2["model.norm.weight"] != e3["model.norm.weight"]
+    # the new version checks out as a loadable model
+    code, _, err = lin("checkout", "v002")
+    assert code == 0, err
+    model = AutoModelForCausalLM.from_pretrained(repo.work_dir())
+    assert model.model.norm.weight.dtype == torch.float32
+    # progress toward the goal
+    repo.config.set("goal.tokens", 100_000)
+    repo.save_config()
+    code, out, _ = lin("progress", "v003", "--json")
+    g = json.loads(out)
+    assert g["trained"] == 12 * 4 * 32 + res["tokens_trained"] and g["goal"] == 100_000
+    assert g["remaining"] == 100_000 - g["trained"] and g["versions"] == 2 and g["eta_s"] > 0
+    code, out, _ = lin("progress")
+    assert code == 0 and "Remaining" in out and "ETA" in out
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path, train_assets):  # noqa: F811
+    folder = new_store(tmp_path / "w", train_assets)
+    args = [a for a in FAST]
+    args[args.index("--max-steps") + 1] = "4"
+    p = lin_proc(folder, "train", *BIBLE, *args, "--gpus", "2", "--yes", env={"OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    repo = Repo.open(folder / ".lineage")
+    assert list(repo.versions()) == ["v001_base", "v002_bible"]  # one commit: only rank 0 writes
+    m = repo.commit(repo.head()).metrics
+    assert m["world_size"] == 2 and m["steps"] == 4 and m["tokens_trained"] == 4 * 2 * 4 * 32
+    assert repo.refs.names("refs/runs/") == []
