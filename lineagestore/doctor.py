@@ -102,8 +102,8 @@ def diagnose(repo: Repo, *, min_free_ratio: float = 0.10) -> DoctorReport:
                     "No backup remote is configured: this disk holds the only copy of every version. "
                     "A failed disk, or an `rm -rf` of the store, loses all of them."
                     + (f" (remotes exist: {', '.join(sorted(remotes))}, but none is the backup)" if remotes else ""),
-                    "add a remote (S3, MinIO, another disk) with `lin remote add`, and set it as "
-                    "backup.remote in .lineage/config.toml"))
+                    "add a remote on S3, MinIO or another disk and make it the backup: "
+                    "`lin remote add NAME URL --backup` (or `lin backup --set NAME` for an existing one)"))
     elif backup not in remotes:
         add(Finding("risk", "backup-unknown", f"backup.remote is {backup!r}, but no remote of that name exists",
                     "check [remote] in .lineage/config.toml"))
