@@ -240,7 +240,8 @@ class ParallelWriter:
     def __init__(self, workers: int = 0, max_inflight: int | None = None):
         self.workers = workers or 2 * (os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lin-put")
-        self._sem = threading.BoundedSemaphore(max_inflight or self.workers * 2)
+        # at most 32 chunks (512 MiB of input) by default, whatever the core count
+        self._sem = threading.BoundedSemaphore(max_inflight or min(self.workers * 2, 32))
 
     def submit(self, fn, *args) -> Future:
         self._sem.acquire()

@@ -199,7 +199,7 @@ def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
         if tokenizer is False:
             tok_ctx = _no_tokenizer("token counting was turned off")
         else:
-            tok_ctx = open_tokenizer(repo, tokenizer, tmp_root)  # type: ignore[arg-type]
+            tok_ctx = open_tokenizer(repo, tokenizer)  # type: ignore[arg-type]
         with tok_ctx as (tok, why):
             if existing is not None:
                 return _update_existing(repo, p, existing, tok, why, description, store_content,

@@ -248,7 +248,7 @@ def check_file(path: Path) -> os.stat_result:
         raise InvalidInput(f"{path}: not a file")
     detect_format(path.name)
     if st.st_size == 0:
-        raise InvalidInput(f"{path}: file is empty (0 bytes); nothing to register")
+        raise InvalidInput(f"{path}: file is empty (0 bytes)")
     return st
 
 
