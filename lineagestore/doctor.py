@@ -125,7 +125,7 @@ def diagnose(repo: Repo, *, min_free_ratio: float = 0.10) -> DoctorReport:
         add(Finding("risk", "writable-objects",
                     f"{n} object file(s) or folder(s) are writable (e.g. {', '.join(examples)}): a script or "
                     "an editor could change a stored version in place.",
-                    "make them read-only again: chmod -R a-w .lineage/objects (or run lin gc --confirm)"))
+                    "make them read-only again: chmod -R a-w .lineage/objects"))
 
     # same disk
     work = repo.work_dir()

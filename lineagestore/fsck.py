@@ -153,7 +153,8 @@ def check(repo: Repo, *, quick: bool = False, progress: Progress = NULL, now: fl
             name = obj.name if type_name == "commit" else None
             return oid, _Info(type_name, size, _links(type_name, obj), name), h.size, None
         except (LinError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-            return oid, None, 0, Problem("corrupt", oid, f"object {oid}: {e}")
+            msg = str(e) if oid in str(e) else f"object {oid}: {e}"
+            return oid, None, 0, Problem("corrupt", oid, msg)
 
     ids = list(store.iter_ids())
     rep.objects = len(ids)

@@ -163,6 +163,7 @@ class VersionInfo:
     env: dict
     active: bool
     branches: list[str]
+    name_removed: bool = False  # its version name was removed with `lin rm` (the commit stays)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,7 +178,8 @@ def version_info(repo: Repo, cid: str, commit: Commit | None = None, *, head: st
         datasets=[dataset_summary(repo, d) for d in c.datasets], metrics=dict(c.metrics),
         params=dict(c.params), message=c.message, author=c.author, code=c.code, env=dict(c.env),
         active=(cid == (head if head is not None else repo.head())),
-        branches=(branch_map or {}).get(cid, []))
+        branches=(branch_map or {}).get(cid, []),
+        name_removed=repo.refs.resolve(f"refs/tags/{c.name}") != cid)
 
 
 def dataset_summary(repo: Repo, dataset_id: str) -> dict:

@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except LinError as e:
         Output().error(e)
         code = exit_code_for(e)
+        if "--json" in argv:  # scripts get the error as JSON on stdout too
+            Output(json_mode=True).json({"error": str(e), "hint": e.hint, "exit_code": code,
+                                         "type": type(e).__name__})
     except Exit as e:
         code = e.exit_code
     except Abort:

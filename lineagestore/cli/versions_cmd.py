@@ -136,7 +136,7 @@ def _fmt_metrics(m: dict, limit: int = 6) -> str:
 
 
 def _decorations(v) -> str:
-    decs = []
+    decs = ["name removed"] if v.name_removed else []
     if v.active:
         decs.append("HEAD" + (f" -> {v.branches[0]}" if v.branches else ""))
         decs.extend(v.branches[1:])

@@ -331,10 +331,14 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
     last_ckpt: str | None = None
     run_id = secrets.token_hex(8)
     resumed_from = None
+    # the training code's revision is taken when the run starts and kept across resumes
+    code = code_revision(code_path)
     if plan.resume:
         ck = read_checkpoint(repo, plan.resume["checkpoint"])
         last_ckpt = ck.id
         run_id = str(ck.meta.get("run_id", run_id))
+        if code_path is None and ck.meta.get("code") is not None:
+            code = ck.meta["code"]
         if ck.state is None:
             raise CorruptObject(f"checkpoint {ck.id[:12]} of run {plan.run} has no trainer state; "
                                 f"abandon the run (`lin runs abandon {plan.run}`) and start again")
@@ -390,6 +394,7 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
             "settings": s.to_dict(), "total_steps": total, "tokens_trained": st.tokens,
             "created": utc_now(), "pid": os.getpid(), "host": socket.gethostname(), "world_size": dist.world,
             "device": _device_label(device, dist), "precision": precision, "allow_overlap": plan.allow_overlap,
+            "code": code,
             **({"error": error} if error else {}),
         }
 
@@ -554,7 +559,7 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
             kill_point("train-commit")
             cid, commit = repo.write_commit(
                 tree=stored.tree, parents=[plan.base], name=plan.name, kind="train", datasets=plan.datasets,
-                metrics=metrics, params=params, code=code_revision(code_path), env=env, message=message,
+                metrics=metrics, params=params, code=code, env=env, message=message,
                 extra={"run": plan.run, "run_id": run_id, "checkpoint": last_ckpt,
                        **({"allow_overlap": True, "overlap": plan.overlap} if plan.allow_overlap else {})})
             if last_ckpt is not None:
