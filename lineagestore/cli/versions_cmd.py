@@ -154,6 +154,9 @@ def _version_block(o, v, indent: str = "") -> None:
         o.line(f"{pad}data     {d.get('file')} ({short(d.get('hash'))}{tok})")
     if v.metrics:
         o.line(f"{pad}metrics  {_fmt_metrics(v.metrics)}")
+    if v.code and v.code.get("commit"):
+        dirty = " (dirty)" if v.code.get("dirty") else ""
+        o.line(f"{pad}code     {v.code.get('path')} @ {short(v.code.get('commit'), 12)}{dirty}")
     if v.message:
         o.line(f"{pad}message  {v.message.splitlines()[0]}")
 
@@ -239,9 +242,6 @@ def show(rev: str = typer.Argument("HEAD"), json_out: bool = JSON_OPT) -> None:
     o.line(f"{pad}author   {v.author}")
     if v.params:
         o.line(f"{pad}params   {_fmt_metrics(v.params, 50)}")
-    if v.code:
-        dirty = " (dirty)" if v.code.get("dirty") else ""
-        o.line(f"{pad}code     {v.code.get('path')} @ {short(v.code.get('commit'), 12)}{dirty}")
     if v.env:
         o.line(f"{pad}env      " + " ".join(f"{k}={val}" for k, val in v.env.items() if k != "platform"))
     o.line(f"{pad}tree     {info.tree}")
