@@ -31,8 +31,9 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _global(
+    ctx: typer.Context,
     store: Path = typer.Option(None, "--store", envvar="LIN_STORE",
                                help="The store folder (.lineage); default: found by walking up from here."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status messages."),
@@ -44,6 +45,9 @@ def _global(
         raise typer.Exit()
     common.STATE.store = store
     common.STATE.quiet = quiet
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
 
 
 def _register() -> None:
