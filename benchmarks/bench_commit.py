@@ -219,7 +219,7 @@ STEPS = ["first commit", "re-commit unchanged", "child commit", "checkout (empty
 # Each tool is a generator that does its untimed set-up, then yields (step, Step) once per timed
 # step, in STEPS order, and finally ("store bytes", n). The driver advances all tools in lock
 # step (step 1 of every tool, then step 2, ...), so that a burst of load from other processes
-# lands on every tool alike rather than on whichever ran during it.
+# lands on every tool alike rather than on whichever ran during it; each run rotates the order.
 
 
 def bench_cp(work: Path, base: Path, child: Path, cold: bool):
@@ -428,7 +428,10 @@ def main(argv: list[str] | None = None) -> int:
             for step in STEPS + ["store bytes"]:
                 if step != "store bytes":
                     print(f"run {i + 1}/{args.repeat}: {step} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-                for tool, (work, gen) in gens.items():
+                order = list(gens)
+                order = order[i % len(order):] + order[:i % len(order)]  # no tool always goes first
+                for tool in order:
+                    work, gen = gens[tool]
                     got, value = next(gen)
                     assert got == step, (tool, got, step)
                     if step != "store bytes":

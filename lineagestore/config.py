@@ -14,9 +14,9 @@ from .errors import InvalidInput
 DEFAULTS: dict[str, Any] = {
     "core": {
         "work_dir": "model",  # relative to the folder that holds .lineage/
-        "compression_level": 3,
+        "compression_level": 1,  # zstd; 1 compresses weights as well as 3, faster
         "lock_timeout": 300,
-        "workers": 0,  # 0 = one per CPU core
+        "workers": 0,  # 0 = two threads per CPU core
     },
     "gc": {"grace_days": 14, "reflog_expire_days": 90},
     "data": {"overlap_threshold": 0.01},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat as stat_mod
-import threading
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -363,42 +363,45 @@ def _blob(store: ObjectStore, oid: str) -> bytes:
 
 
 class _EarlyWriteback:
-    """Start writing a large file to disk while the rest of it is still being produced.
+    """Ask the kernel to start writing a large file to disk while the rest is still produced.
 
-    Every :attr:`STEP` bytes a helper thread runs ``fdatasync`` (one at a time), so the disk
+    Every :attr:`STEP` bytes, ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` on what was written
+    since: it starts writeback and returns at once (no waiting, no journal commit), so the disk
     works alongside decompression and the final fsync of :class:`AtomicFile` finds little left
-    (1.2 GB checkout: that fsync went from ~0.5 s to ~0.1 s). Durability is unchanged: the final
-    fsync still runs. An error is re-raised by :meth:`finish`, because the kernel reports a
-    writeback error once per open file and the final fsync would not see it again.
+    (1.2 GB checkout in-process: 2.4 s -> 1.4 s; fdatasync on a helper thread gave 1.9 s).
+    Durability is unchanged: the final fsync still runs and reports any write error. Linux
+    only; elsewhere, or if the call fails, it does nothing.
     """
 
     STEP = 64 << 20
+    _call = None  # libc's sync_file_range, looked up on first use; False where there is none
 
     def __init__(self, fd: int):
         self.fd = fd
-        self.pending = 0
-        self.thread: threading.Thread | None = None
-        self.error: OSError | None = None
+        self.done = 0  # bytes handed to the kernel for writeback
+        self.written = 0
+        if _EarlyWriteback._call is None:
+            _EarlyWriteback._call = _load_sync_file_range()
 
     def wrote(self, n: int) -> None:
-        self.pending += n
-        if self.pending >= self.STEP and (self.thread is None or not self.thread.is_alive()):
-            self.pending = 0
-            self.thread = threading.Thread(target=self._sync, name="lin-writeback", daemon=True)
-            self.thread.start()
+        self.written += n
+        if self.written - self.done >= self.STEP and self._call:
+            if self._call(self.fd, self.done, self.written - self.done, 2) != 0:  # SYNC_FILE_RANGE_WRITE
+                _EarlyWriteback._call = False  # unsupported here: the final fsync does it all
+            self.done = self.written
 
-    def _sync(self) -> None:
-        try:
-            os.fdatasync(self.fd)
-        except OSError as e:
-            self.error = e
 
-    def finish(self) -> None:
-        """Wait for a running sync (before the file is closed); raise its error, if any."""
-        if self.thread is not None:
-            self.thread.join()
-        if self.error is not None:
-            raise self.error
+def _load_sync_file_range():
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
 
 
 @dataclass
@@ -545,14 +548,11 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
                 p.unlink()
             with AtomicFile(p, p.parent, prefix=TMP_PREFIX) as out:
                 early = _EarlyWriteback(out.fileno())
-                try:
-                    for piece in iter_file_bytes(store, f):
-                        out.write(piece)
-                        early.wrote(len(piece))
-                        progress.advance(len(piece))
-                        written_bytes += len(piece)
-                finally:
-                    early.finish()
+                for piece in iter_file_bytes(store, f):
+                    out.write(piece)
+                    early.wrote(len(piece))
+                    progress.advance(len(piece))
+                    written_bytes += len(piece)
             os.chmod(p, 0o755 if f.executable else 0o644)
         for p in to_remove:
             p.unlink(missing_ok=True)

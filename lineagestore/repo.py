@@ -96,7 +96,7 @@ class Repo:
                                     f"understands ({FORMAT_VERSION})", hint="upgrade lineagestore")
         config = Config.load(path / "config.toml")
         timeout = float(os.environ.get("LIN_LOCK_TIMEOUT", config.get("core.lock_timeout", 300)))
-        objects = DiskObjectStore(path / "objects", path / "tmp", int(config.get("core.compression_level", 3)))
+        objects = DiskObjectStore(path / "objects", path / "tmp", int(config.get("core.compression_level", 1)))
         refs = DiskRefsContainer(path, path / "tmp", path / "locks" / "refs.lock", timeout)
         return cls(objects, refs, config, path)
 

@@ -233,8 +233,8 @@ class ParallelWriter:
 
     blake3 and zstandard release the GIL, so threads use every core. ``workers=0`` means two
     threads per core: a put spends a good part of its time blocked in fsync (file, then folder),
-    and a second thread per core keeps the core compressing meanwhile (1.2 GB model on 2 cores:
-    2 threads 2.3 s, 4 threads 1.5 s; see docs/benchmarks.md).
+    and a second thread per core keeps the core compressing meanwhile (1.2 GB model on 2 cores,
+    median of 6: 2 threads 1.67 s, 4 threads 1.55 s; see docs/benchmarks.md).
     """
 
     def __init__(self, workers: int = 0, max_inflight: int | None = None):
