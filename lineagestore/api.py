@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-from . import diff as _diff
 from . import fsck as _fsck
 from . import versions as _versions
 from .progress import NULL, Progress
@@ -44,7 +43,8 @@ class Repo(_BaseRepo):
     def registry(self) -> dict:
         return _versions.registry(self)
 
-    def diff(self, rev_a: str, rev_b: str, *, stats: bool = True) -> _diff.DiffResult:
+    def diff(self, rev_a: str, rev_b: str, *, stats: bool = True) -> "_diff.DiffResult":
+        from . import diff as _diff  # numpy: imported only by the commands that need it
         return _diff.diff_versions(self, rev_a, rev_b, stats=stats)
 
     def fsck(self, *, quick: bool = False, progress: Progress = NULL) -> _fsck.FsckReport:
