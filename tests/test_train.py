@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import signal
 import subprocess
@@ -40,7 +41,9 @@ def _runs(lin, folder, monkeypatch) -> list[dict]:
 
 def test_kill_9_and_resume_equals_uninterrupted(tmp_path, train_assets, reference, lin, monkeypatch):  # noqa: F811
     folder = new_store(tmp_path / "w", train_assets)
-    p = lin_proc(folder, "train", *BIBLE, *FAST, "--yes", env={"LIN_TEST_KILL_AT": "train-step:13"})
+    code_repo = Path(__file__).resolve().parent.parent  # this project's git checkout: the "training code"
+    p = lin_proc(folder, "train", *BIBLE, *FAST, "--code", str(code_repo), "--yes",
+                 env={"LIN_TEST_KILL_AT": "train-step:13"})
     assert p.returncode == -signal.SIGKILL
     runs = _runs(lin, folder, monkeypatch)
     assert [(r["name"], r["status"], r["step"]) for r in runs] == [("bible", "stopped", 10)]
@@ -52,6 +55,11 @@ def test_kill_9_and_resume_equals_uninterrupted(tmp_path, train_assets, referenc
     tree, losses, metrics = final_state(folder)
     assert (tree, losses) == reference  # bit-exact weights and the same loss at every step
     assert metrics["sessions"] == 2 and metrics["steps"] == 16
+    # the resumed run (started again from a folder outside any git repo) keeps the code revision
+    # taken when the run started
+    repo = Repo.open(folder / ".lineage")
+    code = repo.commit(repo.head()).code
+    assert code is not None and code["path"] == str(code_repo) and len(code["commit"]) == 40
     assert _runs(lin, folder, monkeypatch) == []
     code, out, err = lin("fsck")
     assert code == 0, out + err
