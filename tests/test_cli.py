@@ -195,3 +195,12 @@ def test_console_script_runs(two_versions, store_dir):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)) == 2
+
+
+def test_checkout_keep_active_exports_without_moving_head(two_versions, store_dir, lin):
+    a, _ = two_versions
+    code, out, _ = lin("checkout", "v001", "--to", store_dir / "export", "--keep-active")
+    assert code == 0 and "Active version unchanged: v002_tuned" in out
+    assert (store_dir / "export" / "model.safetensors").read_bytes() == (a / "model.safetensors").read_bytes()
+    code, out, _ = lin("status")
+    assert "Active version: v002_tuned" in out and "on branch main" in out

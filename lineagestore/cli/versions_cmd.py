@@ -262,20 +262,26 @@ def checkout(
     rev: str = typer.Argument(..., help="Version, branch, tag or id prefix."),
     to: Optional[Path] = typer.Option(None, "--to", help="Folder to write into (default: the work folder)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite files that changed since checkout."),
+    activate: bool = typer.Option(True, "--activate/--keep-active",
+                                  help="Make REV the active version (default), or only write its files "
+                                       "(an export; HEAD stays where it is)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Write REV into the work folder (or --to DIR), byte-identical, and make it the active version."""
     o = out(json_out)
     repo = STATE.repo()
     with repo.writing():
-        res = repo.checkout(rev, to=to, force=force, progress=o.progress())
+        res = repo.checkout(rev, to=to, force=force, progress=o.progress(), activate=activate)
     if json_out:
         o.json(res)
         return
     o.line(f"Checked out {res.name}  {short(res.id)} into {res.target}")
     o.line(f"  {res.written} files written ({human_bytes(res.bytes_written)}), {res.unchanged} unchanged"
            + (f", {res.removed} removed" if res.removed else ""))
-    o.line(f"Active version: {res.name}")
+    if res.active:
+        o.line(f"Active version: {res.name}")
+    else:
+        o.line(f"Active version unchanged: {repo.name_of(repo.head()) or '-'}")
 
 
 def status(
