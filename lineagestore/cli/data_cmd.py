@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress as RichBar,
-                           TaskProgressColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn)
 
 from ..errors import CheckFailed
 from .common import JSON_OPT, STATE, out, short
@@ -22,37 +19,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
 
 
-class _DataProgress(BarProgress):
-    """The progress bar with records/s next to MB/s (fields: ``records=N``)."""
-
-    def start(self, description: str, total: float | None = None, unit: str = "B") -> None:
-        if not self.enabled:
-            return
-        self.finish()
-        if unit == "B":
-            cols = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TextColumn("{task.fields[extra]}"), TimeRemainingColumn()]
-        else:
-            cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TaskProgressColumn(), TimeRemainingColumn()]
-        self._bar = RichBar(*cols, console=self.console, transient=True)
-        self._bar.start()
-        self._task = self._bar.add_task(description, total=total, extra="")
-        self._t0 = time.monotonic()
-
-    def advance(self, amount: float = 1, **fields: object) -> None:
-        if self._bar is None:
-            return
-        records = fields.get("records")
-        if isinstance(records, int):
-            rate = records / max(time.monotonic() - self._t0, 1e-6)
-            self._bar.update(self._task, advance=amount, extra=f"{records:,} records  {rate:,.0f} rec/s")
-        else:
-            self._bar.update(self._task, advance=amount)
-
-
-def _progress(o: Output) -> _DataProgress:
-    return _DataProgress(o.err, o.progress().enabled)
+def _progress(o: Output) -> BarProgress:
+    """Bytes with MB/s, plus records and records/s (the ``records=N`` field)."""
+    return o.progress()
 
 
 def _tokens_text(info, rep=None) -> str:

@@ -115,18 +115,27 @@ class BarProgress:
         self.finish()
         if unit == "B":
             cols = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TimeRemainingColumn()]
+                    TextColumn("{task.fields[extra]}"), TimeRemainingColumn()]
         else:
             cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TaskProgressColumn(), TextColumn("{task.fields[extra]}"), TimeRemainingColumn()]
         self._bar = RichBar(*cols, console=self.console, transient=True)
         self._bar.start()
         self._task = self._bar.add_task(description, total=total, extra="")
+        self._t0 = time.monotonic()
 
     def advance(self, amount: float = 1, **fields: object) -> None:
+        """``records=N`` (a running count) is shown with its rate; other fields as ``name value``."""
         if self._bar is None:
             return
-        extra = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        parts = []
+        for k, v in fields.items():
+            if k == "records" and isinstance(v, int):
+                rate = v / max(time.monotonic() - self._t0, 1e-6)
+                parts.append(f"{v:,} records  {rate:,.0f} rec/s")
+            else:
+                parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+        extra = "  ".join(parts)
         if extra:
             self._bar.update(self._task, advance=amount, extra=extra)
         else:
