@@ -288,6 +288,26 @@ class ParallelWriter:
         self.close()
 
 
+def in_object_folder(folder: Path, action: Callable[[], None]) -> None:
+    """Run ``action`` (which puts one file into ``folder``) with the read-only object folder
+    opened for writing, then make it read-only again.
+
+    Another writer may re-lock the folder between our chmod and the rename: retry.
+    """
+    for attempt in range(50):
+        try:
+            folder.mkdir(mode=0o755, exist_ok=True)
+            if not folder.stat().st_mode & 0o200:
+                os.chmod(folder, 0o755)
+            action()
+            os.chmod(folder, 0o555)  # object folders are read-only between writes
+            return
+        except PermissionError:
+            if attempt == 49:
+                raise
+            time.sleep(0.01)
+
+
 class DiskObjectStore(ObjectStore):
     """Loose objects in ``objects/<2 hex>/<62 hex>``, read-only files in read-only folders."""
 
@@ -320,26 +340,18 @@ class DiskObjectStore(ObjectStore):
 
     def _write_file(self, oid: str, data: list[bytes | memoryview]) -> None:
         path = self.path_for(oid)
-        folder = path.parent
-        for attempt in range(50):
-            try:
-                folder.mkdir(mode=0o755, exist_ok=True)
-                if not folder.stat().st_mode & 0o200:
-                    os.chmod(folder, 0o755)
-                with AtomicFile(path, self.tmp_dir, readonly=True) as f:
-                    for piece in data:
-                        f.write(piece)
-                os.chmod(folder, 0o555)  # object folders are read-only between writes
-                return
-            except PermissionError:
-                # another writer made the folder read-only between our chmod and rename
-                if attempt == 49:
-                    raise
-                time.sleep(0.01)
-            except OSError as e:
-                if is_nospace(e):
-                    raise nospace_error(e, path) from e
-                raise
+
+        def write() -> None:
+            with AtomicFile(path, self.tmp_dir, readonly=True) as f:
+                for piece in data:
+                    f.write(piece)
+
+        try:
+            in_object_folder(path.parent, write)
+        except OSError as e:
+            if is_nospace(e):
+                raise nospace_error(e, path) from e
+            raise
 
     def _touch(self, oid: str) -> None:
         try:

@@ -31,7 +31,7 @@ from ..objects import Checkpoint
 from ..repo import Repo
 from ..hashing import hash_object
 from ..objects import CODEC_RAW, HEADER_SIZE, compress, pack_header
-from ..store import _COUNT_LOCK, DiskObjectStore, ObjectStore, ParallelWriter
+from ..store import _COUNT_LOCK, DiskObjectStore, ObjectStore, ParallelWriter, in_object_folder
 from .tensorio import join_tensors, load_tensors, split_tensors, store_tensors
 
 RUNS_PREFIX = "refs/runs/"
@@ -150,22 +150,9 @@ class BatchObjectStore(DiskObjectStore):
 
     @staticmethod
     def _place(tmp, path):
-        """Rename into a read-only object folder (another writer may re-lock it meanwhile: retry)."""
-        folder = path.parent
-        for attempt in range(50):
-            try:
-                folder.mkdir(mode=0o755, exist_ok=True)
-                if not folder.stat().st_mode & 0o200:
-                    os.chmod(folder, 0o755)
-                os.replace(tmp, path)
-                os.chmod(folder, 0o555)
-                return folder
-            except PermissionError:
-                if attempt == 49:
-                    raise
-                import time
-                time.sleep(0.01)
-        return folder
+        """Rename into its read-only object folder; returns the folder (to fsync)."""
+        in_object_folder(path.parent, lambda: os.replace(tmp, path))
+        return path.parent
 
     def discard(self) -> None:
         """Drop the waiting objects (after an error)."""
