@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	$(PY) -m compileall -q lineagestore  # bytecode now, as pip does for installed packages
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-from . import fsck as _fsck
 from . import versions as _versions
 from .progress import NULL, Progress
 from .repo import Repo as _BaseRepo
@@ -47,7 +46,8 @@ class Repo(_BaseRepo):
         from . import diff as _diff  # numpy: imported only by the commands that need it
         return _diff.diff_versions(self, rev_a, rev_b, stats=stats)
 
-    def fsck(self, *, quick: bool = False, progress: Progress = NULL) -> _fsck.FsckReport:
+    def fsck(self, *, quick: bool = False, progress: Progress = NULL) -> _fsck.FsckReport:  # noqa: F821 - imported lazily
+        from . import fsck as _fsck
         return _fsck.check(self, quick=quick, progress=progress)
 
     # --- guardrails (issue 4) ---

@@ -9,7 +9,6 @@ the version tag, then the branch/HEAD. A crash between steps leaves only unreach
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import os
 import platform
 import re
@@ -17,7 +16,7 @@ import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -382,19 +381,66 @@ def environment() -> dict:
 
 
 def _version(pkg: str) -> str | None:
+    """The installed version of ``pkg``, or None.
+
+    Read from the ``<name>-<version>.dist-info`` folder names on ``sys.path`` (one listing per
+    folder), which is what ``importlib.metadata.version`` finds too but without parsing every
+    METADATA file: every commit records these, and a ``lin`` process should start fast.
+    """
+    v = _dist_versions().get(_norm_dist(pkg))
+    if v is not None:
+        return v
+    import importlib.metadata
     try:
         return importlib.metadata.version(pkg)
     except importlib.metadata.PackageNotFoundError:
         return None
 
 
+def _norm_dist(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+_DIST_VERSIONS: dict[str, str] | None = None
+
+
+def _dist_versions() -> dict[str, str]:
+    global _DIST_VERSIONS
+    if _DIST_VERSIONS is None:
+        found: dict[str, str] = {}
+        for entry in sys.path:
+            try:
+                names = os.listdir(entry or ".")
+            except OSError:
+                continue
+            for n in names:
+                if n.endswith(".dist-info") and "-" in n:
+                    dist, _, ver = n[:-len(".dist-info")].partition("-")
+                    found.setdefault(_norm_dist(dist), ver)  # first on sys.path wins, as imports do
+        _DIST_VERSIONS = found
+    return _DIST_VERSIONS
+
+
+def _in_git_work_tree(start: str) -> bool:
+    """Whether ``start`` or a folder above it has ``.git`` (a folder, or a file in worktrees)."""
+    if os.environ.get("GIT_DIR"):
+        return True
+    p = Path(start)
+    for d in (p, *p.parents):
+        if os.path.lexists(os.path.join(d, ".git")):
+            return True
+    return False
+
+
 def code_revision(path: os.PathLike | str | None = None) -> dict | None:
     """The git revision of the training code's repository (commit, dirty flag), via pygit2."""
+    start = str(Path(path or os.getcwd()).absolute())
+    if not _in_git_work_tree(start):  # no git repository: no need to load pygit2 (~30 ms)
+        return None
     try:
         import pygit2
     except ImportError:  # pragma: no cover - pygit2 is a dependency
         return None
-    start = str(Path(path or os.getcwd()).absolute())
     try:
         found = pygit2.discover_repository(start)
         if not found:

@@ -8,7 +8,9 @@ from pathlib import Path
 import typer
 
 from lineagestore import errors
-from lineagestore.cli.main import app
+from lineagestore.cli.main import register
+
+app = register()  # every command group
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI_MD = (ROOT / "docs" / "cli.md").read_text()

@@ -8,13 +8,11 @@ exists already; 7 refused by a guardrail (protected name, confirmation missing o
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Optional
 
 import typer
 
-from .. import fsutil
 from ..errors import Refused
 from .common import JSON_OPT, STATE, out, short
 from .output import Output, human_bytes
@@ -27,17 +25,6 @@ def register(app: typer.Typer) -> None:
     app.command(name="restore")(restore)
     app.command(name="audit")(audit)
     app.command(name="doctor")(doctor)
-    # every command that waits for the store lock says who holds it (library code never prints)
-    fsutil.set_lock_wait_reporter(_report_wait)
-
-
-def _report_wait(lock_path, holders) -> None:
-    who = "; ".join(h.describe() for h in holders) or "another lin process"
-    repo = STATE.repo_obj
-    limit = getattr(repo, "lock_timeout", None) or float(os.environ.get("LIN_LOCK_TIMEOUT", 300))
-    what = lock_path.name.removesuffix(".lock")
-    Output().err.print(f"waiting for the {what} lock, held by {who}; giving up after {limit:.0f}s "
-                       "(LIN_LOCK_TIMEOUT)")
 
 
 def _when(t: float | None) -> str:

@@ -50,21 +50,61 @@ def _global(
         raise typer.Exit(2)
 
 
-def _register() -> None:
-    from . import versions_cmd, check_cmd
-    versions_cmd.register(app)
-    check_cmd.register(app)
-    for mod in ("data_cmd", "guard_cmd", "train_cmd", "remote_cmd"):
-        try:
-            m = __import__(f"lineagestore.cli.{mod}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name == f"lineagestore.cli.{mod}":
-                continue
-            raise
-        m.register(app)
+#: the modules that define commands, each with ``register(app)``
+MODULES = ("versions_cmd", "check_cmd", "data_cmd", "guard_cmd", "train_cmd", "remote_cmd")
+
+#: which module defines each top-level command. ``main()`` imports only the module of the command
+#: it runs (a ``lin`` process should start fast: a re-commit of an unchanged model is mostly
+#: start-up); anything else (``--help``, a mistyped command) registers all of them.
+#: tests/test_cli_start.py checks this table against what the modules register.
+COMMANDS = {
+    **dict.fromkeys(("init", "import", "commit", "log", "show", "checkout", "status", "diff",
+                     "registry", "tag", "branch"), "versions_cmd"),
+    "fsck": "check_cmd",
+    "data": "data_cmd",
+    **dict.fromkeys(("rm", "gc", "reflog", "restore", "audit", "doctor"), "guard_cmd"),
+    **dict.fromkeys(("plan", "train", "runs", "progress"), "train_cmd"),
+    **dict.fromkeys(("remote", "push", "fetch", "pull", "clone", "backup", "verify"), "remote_cmd"),
+}
+
+_registered: set[str] = set()
 
 
-_register()
+def register(modules: tuple[str, ...] = MODULES) -> typer.Typer:
+    """Add the commands of ``modules`` (default: all) to :data:`app`, once each."""
+    import importlib
+    for mod in modules:
+        if mod not in _registered:
+            importlib.import_module(f"lineagestore.cli.{mod}").register(app)
+            _registered.add(mod)
+    return app
+
+
+def _command_module(argv: list[str]) -> str | None:
+    """The module of the command ``argv`` runs, or None when it names none (then: all)."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--store":
+            i += 2
+        elif a.startswith("--store=") or a in ("-q", "--quiet"):
+            i += 1
+        elif a.startswith("-"):
+            return None
+        else:
+            return COMMANDS.get(a)
+    return None
+
+
+def _report_lock_wait(lock_path, holders) -> None:
+    """Say who holds the store lock a command waits for (library code never prints)."""
+    import os
+    who = "; ".join(h.describe() for h in holders) or "another lin process"
+    repo = common.STATE.repo_obj
+    limit = getattr(repo, "lock_timeout", None) or float(os.environ.get("LIN_LOCK_TIMEOUT", 300))
+    what = lock_path.name.removesuffix(".lock")
+    Output().err.print(f"waiting for the {what} lock, held by {who}; giving up after {limit:.0f}s "
+                       "(LIN_LOCK_TIMEOUT)")
 
 
 def _record_audit(argv: list[str]) -> None:
@@ -84,6 +124,10 @@ def _record_audit(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     common.STATE.__init__()  # fresh state per invocation (tests call main() repeatedly)
+    from .. import fsutil
+    fsutil.set_lock_wait_reporter(_report_lock_wait)
+    mod = _command_module(argv)
+    register((mod,) if mod else MODULES)
     cmd = typer.main.get_command(app)
     code = 0
     try:

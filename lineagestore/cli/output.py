@@ -13,8 +13,6 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress as RichBar,
-                           TaskProgressColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn)
 
 from ..errors import LinError
 
@@ -105,7 +103,7 @@ class BarProgress:
     def __init__(self, console: Console, enabled: bool):
         self.console = console
         self.enabled = enabled
-        self._bar: RichBar | None = None
+        self._bar = None  # rich.progress.Progress, made (and imported) when work starts
         self._task = None
         self._fields: dict = {}
 
@@ -113,6 +111,9 @@ class BarProgress:
         if not self.enabled:
             return
         self.finish()
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress as RichBar,
+                                   TaskProgressColumn, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
         if unit == "B":
             cols = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TextColumn("{task.fields[extra]}"), TimeRemainingColumn()]
