@@ -14,6 +14,7 @@ from .errors import InvalidInput
 DEFAULTS: dict[str, Any] = {
     "core": {
         "work_dir": "model",  # relative to the folder that holds .lineage/
+        "compression": "auto",  # auto | zstd | none: which objects are zstd-compressed (objects.py)
         "compression_level": 1,  # zstd; 1 compresses weights as well as 3, faster
         "lock_timeout": 300,
         "workers": 0,  # 0 = two threads per CPU core

@@ -146,6 +146,49 @@ class AtomicFile:
             pass
 
 
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """``os.pwrite`` until every byte of ``data`` is written at ``offset``."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+_COPY_FILE_RANGE_OK = hasattr(os, "copy_file_range")
+
+
+def copy_range(src_fd: int, src_offset: int, count: int, dst_fd: int, dst_offset: int) -> None:
+    """Copy ``count`` bytes of ``src_fd`` at ``src_offset`` to ``dst_fd`` at ``dst_offset``.
+
+    In the kernel with ``copy_file_range`` where the system has it (no copy through user
+    memory; shared blocks on file systems with reflinks), else ``pread`` + ``pwrite`` in 8 MiB
+    pieces. Neither file position moves, so threads may fill one file in parallel. A source
+    shorter than ``src_offset + count`` is an OSError (EIO), never a short copy.
+    """
+    global _COPY_FILE_RANGE_OK
+    end = src_offset + count
+    while src_offset < end and _COPY_FILE_RANGE_OK:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, end - src_offset, src_offset, dst_offset)
+        except OSError as e:
+            if e.errno in (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                _COPY_FILE_RANGE_OK = False  # not here (old kernel, other file system): copy below
+                break
+            raise
+        if n == 0:
+            raise OSError(errno.EIO, f"source ended {end - src_offset} bytes early")
+        src_offset += n
+        dst_offset += n
+    while src_offset < end:
+        data = os.pread(src_fd, min(8 << 20, end - src_offset), src_offset)
+        if not data:
+            raise OSError(errno.EIO, f"source ended {end - src_offset} bytes early")
+        pwrite_all(dst_fd, data, dst_offset)
+        src_offset += len(data)
+        dst_offset += len(data)
+
+
 def atomic_write_bytes(path: os.PathLike | str, data: bytes, tmp_dir: os.PathLike | str | None = None,
                        *, readonly: bool = False, durable: bool = True) -> None:
     with AtomicFile(path, tmp_dir, readonly=readonly, durable=durable) as f:

@@ -79,6 +79,22 @@ def unpack_header(raw: bytes, where: str = "object") -> ObjectHeader:
 DEFAULT_LEVEL = 1
 _ZSTD_LEVEL = DEFAULT_LEVEL
 
+#: ``core.compression``: which objects writers compress (readers accept every codec, and an
+#: object's id does not depend on it).
+#:
+#: - ``auto`` (default): zstd for what has repeated byte sequences (text, JSON, configs, zero or
+#:   sparse tensors), raw for what has none. Trained float weights have none: zstd gains only by
+#:   entropy-coding their exponent bytes (bf16 to ~0.78 of the size, fp32 ~0.93) and decodes
+#:   that at ~1 GB/s per core, which makes every checkout of a model twice as slow as a copy.
+#:   Objects over 64 KiB are probed first with zstd's fastest mode, which finds repeats but
+#:   codes no entropy (borg's "auto" decides the same way with lz4); smaller ones are compressed.
+#: - ``zstd``: compress everything at ``compression_level`` (smallest store; bf16 weights ~0.78).
+#: - ``none``: store everything raw.
+COMPRESSION_MODES = ("auto", "zstd", "none")
+DEFAULT_COMPRESSION = "auto"
+_PROBE_LEVEL = -5  # zstd's fast mode: matches only, literals left uncoded
+_PROBE_SIZE = 64 << 10  # bytes from each of three places of a large object
+
 
 def compress(data: bytes | memoryview, level: int = _ZSTD_LEVEL) -> tuple[int, bytes | memoryview]:
     """Compress with zstd; keep the raw bytes when compression saves less than 3%."""
@@ -88,6 +104,28 @@ def compress(data: bytes | memoryview, level: int = _ZSTD_LEVEL) -> tuple[int, b
     if len(c) > len(data) * 0.97:
         return CODEC_RAW, data
     return CODEC_ZSTD, c
+
+
+def has_repeats(data: bytes | memoryview) -> bool:
+    """Whether zstd's fast mode (matches, no entropy coding) saves 3% on samples of ``data``."""
+    view = memoryview(data)
+    n = len(view)
+    if n <= 3 * _PROBE_SIZE:
+        sample = view
+    else:
+        mid = (n - _PROBE_SIZE) // 2
+        sample = b"".join((view[:_PROBE_SIZE], view[mid:mid + _PROBE_SIZE], view[n - _PROBE_SIZE:]))
+    return compress(sample, _PROBE_LEVEL)[0] != CODEC_RAW
+
+
+def encode_payload(data: bytes | memoryview, level: int = _ZSTD_LEVEL,
+                   mode: str = DEFAULT_COMPRESSION) -> tuple[int, bytes | memoryview]:
+    """The codec and payload a writer stores ``data`` with, under ``core.compression`` ``mode``."""
+    if mode == "none":
+        return CODEC_RAW, data
+    if mode == "auto" and len(data) > _PROBE_SIZE and not has_repeats(data):
+        return CODEC_RAW, data
+    return compress(data, level)
 
 
 def decompress(codec: int, payload: bytes, size: int, where: str = "object") -> bytes:

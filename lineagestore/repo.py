@@ -26,7 +26,7 @@ from .errors import (AmbiguousRevision, InvalidInput, NotAStore, RefConflict, Re
 from .fsutil import FileLock, atomic_write_bytes, clean_stale_temp
 from .hashing import check_object_id, is_id_prefix
 from .names import check_name, parse_version, slug_from_user, version_name
-from .objects import Commit
+from .objects import COMPRESSION_MODES, Commit
 from .refs import DiskRefsContainer, MemoryRefsContainer, RefsContainer, who
 from .store import DiskObjectStore, MemoryObjectStore, ObjectStore
 
@@ -34,6 +34,15 @@ FORMAT_VERSION = 1
 STORE_DIRNAME = ".lineage"
 DEFAULT_BRANCH = "main"
 _REV_SUFFIX = re.compile(r"^(.*?)((?:~\d*|\^)+)$")
+
+
+def compression_mode(config: Config) -> str:
+    """``core.compression`` (auto | zstd | none), checked."""
+    mode = config.get("core.compression", "auto")
+    if mode not in COMPRESSION_MODES:
+        where = config.path or "config.toml"
+        raise InvalidInput(f"{where}: core.compression = {mode!r} is not one of {', '.join(COMPRESSION_MODES)}")
+    return mode
 
 
 def utc_now() -> str:
@@ -95,7 +104,8 @@ class Repo:
                                     f"understands ({FORMAT_VERSION})", hint="upgrade lineagestore")
         config = Config.load(path / "config.toml")
         timeout = float(os.environ.get("LIN_LOCK_TIMEOUT", config.get("core.lock_timeout", 300)))
-        objects = DiskObjectStore(path / "objects", path / "tmp", int(config.get("core.compression_level", 1)))
+        objects = DiskObjectStore(path / "objects", path / "tmp", int(config.get("core.compression_level", 1)),
+                                  compression_mode(config))
         refs = DiskRefsContainer(path, path / "tmp", path / "locks" / "refs.lock", timeout)
         return cls(objects, refs, config, path)
 

@@ -13,19 +13,20 @@ Contract (tested by tests/test_store_contract.py against both):
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from .errors import CorruptObject, InvalidInput, ObjectNotFound, AmbiguousRevision
-from .fsutil import AtomicFile, is_nospace, nospace_error
+from .fsutil import AtomicFile, copy_range, is_nospace, nospace_error
 from .hashing import check_object_id, hash_object, is_id_prefix
-from .objects import (CHUNK_SIZE, CODEC_RAW, DEFAULT_LEVEL, HEADER_SIZE, Chunks, ObjectHeader, compress,
-                      decode_object, decompress, pack_header, unpack_header)
+from .objects import (CHUNK_SIZE, CODEC_RAW, DEFAULT_COMPRESSION, DEFAULT_LEVEL, HEADER_SIZE, Chunks,
+                      ObjectHeader, decode_object, decompress, encode_payload, pack_header, unpack_header)
 
 
 _COUNT_LOCK = threading.Lock()
@@ -33,6 +34,7 @@ _COUNT_LOCK = threading.Lock()
 
 class ObjectStore(ABC):
     compression_level: int = DEFAULT_LEVEL
+    compression: str = DEFAULT_COMPRESSION  # core.compression: auto | zstd | none
     #: objects and (stored) bytes this instance has written; for reports of store growth
     written_objects: int = 0
     written_bytes: int = 0
@@ -76,7 +78,7 @@ class ObjectStore(ABC):
         if self.has(oid):
             self._touch(oid)
             return oid
-        codec, payload = compress(data, self.compression_level)
+        codec, payload = encode_payload(data, self.compression_level, self.compression)
         self._write_file(oid, [pack_header(type_name, codec, len(data)), payload])
         with _COUNT_LOCK:
             self.written_objects += 1
@@ -114,6 +116,11 @@ class ObjectStore(ABC):
 
     def verify(self, oid: str) -> None:
         self.get_raw(oid)
+
+    def open_raw_blob(self, oid: str) -> "RawBlob | None":
+        """A blob stored raw, verified and open for an in-kernel copy; None where the store
+        cannot offer one (compressed object, another type, not on disk): then use get_raw."""
+        return None
 
     # ---- stored form (header + payload), for copying objects between stores (remotes)
 
@@ -207,6 +214,40 @@ class ObjectStore(ABC):
 
     def read_content(self, oid: str) -> bytes:
         return b"".join(self.iter_content(oid))
+
+
+class RawBlob:
+    """A blob stored raw whose bytes hashed to its id, open for copying without decoding.
+
+    Its content is bytes ``[HEADER_SIZE, HEADER_SIZE + size)`` of the open object file: the
+    same open file the hash was computed from. Close it (or use ``with``).
+    """
+
+    def __init__(self, oid: str, fd: int, size: int):
+        self.oid = oid
+        self.fd = fd
+        self.size = size
+
+    def copy_to(self, dst_fd: int, offset: int) -> None:
+        """Write the content into ``dst_fd`` at ``offset`` (copy_file_range: no user-space copy)."""
+        try:
+            copy_range(self.fd, HEADER_SIZE, self.size, dst_fd, offset)
+        except OSError as e:
+            if is_nospace(e):
+                raise
+            raise CorruptObject(f"object {self.oid}: could not be read ({e})",
+                                hint="run `lin fsck` to list every damaged object") from e
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "RawBlob":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _done(value: str) -> Future:
@@ -311,10 +352,12 @@ def in_object_folder(folder: Path, action: Callable[[], None]) -> None:
 class DiskObjectStore(ObjectStore):
     """Loose objects in ``objects/<2 hex>/<62 hex>``, read-only files in read-only folders."""
 
-    def __init__(self, root: Path, tmp_dir: Path, compression_level: int = DEFAULT_LEVEL):
+    def __init__(self, root: Path, tmp_dir: Path, compression_level: int = DEFAULT_LEVEL,
+                 compression: str = DEFAULT_COMPRESSION):
         self.root = root
         self.tmp_dir = tmp_dir
         self.compression_level = compression_level
+        self.compression = compression
 
     def path_for(self, oid: str) -> Path:
         check_object_id(oid)
@@ -330,6 +373,41 @@ class DiskObjectStore(ObjectStore):
         except FileNotFoundError:
             raise ObjectNotFound(f"object {oid} is missing from the store",
                                  hint="run `lin fsck`; a remote backup can restore it") from None
+
+    def open_raw_blob(self, oid: str) -> RawBlob | None:
+        """Verify a raw-stored blob by hashing its file through mmap (no copy into Python) and
+        return it open; None for compressed objects. A flipped byte raises CorruptObject."""
+        path = self.path_for(oid)
+        where = f"object {oid}"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{where} is missing from the store",
+                                 hint="run `lin fsck`; a remote backup can restore it") from None
+        try:
+            h = unpack_header(os.pread(fd, HEADER_SIZE, 0), where)
+            if h.codec != CODEC_RAW or h.type != "blob":
+                os.close(fd)
+                return None
+            stored = os.fstat(fd).st_size - HEADER_SIZE
+            if stored != h.size:
+                raise CorruptObject(f"{where} is corrupt: {stored} bytes, header says {h.size}",
+                                    hint="run `lin fsck` to list every damaged object")
+            if h.size:
+                # object files are never truncated in place (atomic renames only), so the
+                # mapping cannot shrink under us
+                with mmap.mmap(fd, HEADER_SIZE + h.size, prot=mmap.PROT_READ) as mm:
+                    with memoryview(mm) as whole, whole[HEADER_SIZE:] as content:
+                        actual = hash_object("blob", content)
+            else:
+                actual = hash_object("blob", b"")
+            if actual != oid:
+                raise CorruptObject(f"{where} is corrupt: its content hashes to {actual[:16]}...",
+                                    hint="run `lin fsck` to list every damaged object")
+            return RawBlob(oid, fd, h.size)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _read_header_bytes(self, oid: str) -> bytes:
         try:
@@ -409,8 +487,9 @@ class DiskObjectStore(ObjectStore):
 class MemoryObjectStore(ObjectStore):
     """The in-memory twin: same contract, no disk. For tests and for upper layers' unit tests."""
 
-    def __init__(self, compression_level: int = DEFAULT_LEVEL):
+    def __init__(self, compression_level: int = DEFAULT_LEVEL, compression: str = DEFAULT_COMPRESSION):
         self.compression_level = compression_level
+        self.compression = compression
         self._files: dict[str, bytes] = {}
         self._mtimes: dict[str, float] = {}
         self._lock = threading.Lock()

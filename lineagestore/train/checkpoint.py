@@ -29,9 +29,7 @@ from ..fsutil import fsync_dir, is_nospace, nospace_error, temp_name
 from ..models import _build_trees, walk_tree
 from ..objects import Checkpoint
 from ..repo import Repo
-from ..hashing import hash_object
-from ..objects import CODEC_RAW, HEADER_SIZE, compress, pack_header
-from ..store import _COUNT_LOCK, DiskObjectStore, ObjectStore, ParallelWriter, in_object_folder
+from ..store import DiskObjectStore, ObjectStore, ParallelWriter, in_object_folder
 from .tensorio import join_tensors, load_tensors, split_tensors, store_tensors
 
 RUNS_PREFIX = "refs/runs/"
@@ -47,16 +45,17 @@ def checkpoint_store(repo: Repo) -> ObjectStore:
     """The store to write a checkpoint with: the same objects, written as one batch.
 
     zstd runs at its fastest level (``train.checkpoint_compression_level``, default -5): float
-    tensors gain only ~7% at levels 1-3 and cost 1-2 s per GB while training waits; at -5 a
-    sample of each tensor is tried and incompressible ones are stored raw. Ids do not depend on the level; the final version
-    is written with the store's own level. On disk, objects are made durable together
+    tensors gain only ~7% at levels 1-3 and cost 1-2 s per GB while training waits; with
+    ``core.compression = "auto"`` samples of each large tensor are tried and those without
+    repeats are stored raw (objects.encode_payload). Ids do not depend on the level; the final
+    version is written with the store's own level. On disk, objects are made durable together
     (:class:`BatchObjectStore`) instead of one fsync each. Call ``flush()`` before writing the
     checkpoint object and moving the ref.
     """
     level = int(repo.config.get("train.checkpoint_compression_level", -5))
     objs = repo.objects
     if isinstance(objs, DiskObjectStore):
-        return BatchObjectStore(objs.root, objs.tmp_dir, level)
+        return BatchObjectStore(objs.root, objs.tmp_dir, level, objs.compression)
     return objs
 
 
@@ -71,8 +70,8 @@ class BatchObjectStore(DiskObjectStore):
     A crash before ``flush`` leaves only temp files, which the next writer removes.
     """
 
-    def __init__(self, root, tmp_dir, compression_level: int = 3):
-        super().__init__(root, tmp_dir, compression_level)
+    def __init__(self, root, tmp_dir, compression_level: int = 3, compression: str = "auto"):
+        super().__init__(root, tmp_dir, compression_level, compression)
         self._pending: dict[str, Any] = {}
         self._syncs: list = []
         self._plock = threading.Lock()
@@ -80,23 +79,6 @@ class BatchObjectStore(DiskObjectStore):
 
     def has(self, oid: str) -> bool:
         return oid in self._pending or super().has(oid)
-
-    def put(self, type_name: str, data) -> str:
-        """As ObjectStore.put, but large data whose first 256 KiB do not compress is stored raw
-        without compressing the rest (trained float tensors: a wasted pass otherwise)."""
-        if len(data) < (1 << 20):
-            return super().put(type_name, data)
-        oid = hash_object(type_name, data)
-        if self.has(oid):
-            self._touch(oid)
-            return oid
-        codec, _ = compress(memoryview(data)[:1 << 18], self.compression_level)
-        codec, payload = (CODEC_RAW, data) if codec == CODEC_RAW else compress(data, self.compression_level)
-        self._write_file(oid, [pack_header(type_name, codec, len(data)), payload])
-        with _COUNT_LOCK:
-            self.written_objects += 1
-            self.written_bytes += HEADER_SIZE + len(payload)
-        return oid
 
     def _write_file(self, oid: str, data) -> None:
         with self._plock:
