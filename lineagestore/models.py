@@ -214,26 +214,38 @@ def store_folder(store: ObjectStore, folder: os.PathLike | str, *, progress: Pro
 
 def _store_safetensors(store: ObjectStore, path: Path, writer: ParallelWriter,
                        progress: Progress) -> tuple[Future, int]:
+    """Store a safetensors file tensor by tensor on ``writer``'s threads: each tensor's bytes
+    go to the store as pieces of the open file (:meth:`ObjectStore.put_range`: on disk, copied
+    in the kernel); the tensor-file object follows when every piece is stored."""
     layout = read_layout(path)
-    futures: list[tuple] = []
-    with open(path, "rb") as f:
-        f.seek(layout.data_start)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        before = os.fstat(fd)
+        futures: list[tuple] = []
         progress.advance(layout.data_start)
+        where = str(path)
         for span in layout.tensors:
-            fut = store.put_stream(f, span.size, writer, progress.advance)
-            futures.append((span, fut))
-        # the file may have grown or shrunk while we read it
-        if os.fstat(f.fileno()).st_size != layout.file_size:
-            raise MalformedFile(f"{path}: changed while being stored; run the command again")
+            futures.append((span, store.put_range(fd, layout.data_start + span.begin, span.size, writer,
+                                                  progress.advance, where)))
+    except BaseException:
+        os.close(fd)
+        raise
 
     def finish() -> str:
+        try:
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
         entries = [TensorEntry(name=s.name, dtype=s.dtype, shape=list(s.shape), size=s.size,
-                               id=fu.result() if isinstance(fu, Future) else fu) for s, fu in futures]
+                               id=fu.result()) for s, fu in futures]
+        # the file may have been rewritten while we read it (a training job saving over it)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) \
+                or after.st_size != layout.file_size:
+            raise MalformedFile(f"{path}: changed while being stored; run the command again")
         tf = TensorFile(header=layout.header.decode("utf-8"), tensors=entries, size=layout.file_size)
         return store.put_object(tf)
 
-    deps = [fu for _, fu in futures if isinstance(fu, Future)]
-    return writer.submit_after(deps, finish), len(layout.tensors)
+    return writer.submit_after([fu for _, fu in futures], finish), len(layout.tensors)
 
 
 def _build_trees(store: ObjectStore, files: list[tuple[str, str, str, int, bool]]) -> str:

@@ -13,6 +13,7 @@ Contract (tested by tests/test_store_contract.py against both):
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import threading
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import CorruptObject, InvalidInput, ObjectNotFound, AmbiguousRevision
-from .fsutil import AtomicFile, copy_range, is_nospace, nospace_error
+from .fsutil import (AtomicFile, copy_range, fsync_dir, is_nospace, kill_point, nospace_error, pwrite_all,
+                     temp_name)
 from .hashing import check_object_id, hash_object, is_id_prefix
 from .objects import (CHUNK_SIZE, CODEC_RAW, DEFAULT_COMPRESSION, DEFAULT_LEVEL, HEADER_SIZE, Chunks,
                       ObjectHeader, decode_object, decompress, encode_payload, pack_header, unpack_header)
@@ -190,6 +192,37 @@ class ObjectStore(ABC):
             return self.put_object(Chunks(size=size, parts=[[fu.result(), n] for fu, n in futures]))
 
         return writer.submit_after([fu for fu, _ in futures], finish) if writer else finish()
+
+    def put_file_range(self, src_fd: int, offset: int, size: int, where: str = "input") -> str:
+        """Store ``size`` bytes of an open file from ``offset`` as one blob (at most CHUNK_SIZE).
+
+        Here: read, then :meth:`put`. :class:`DiskObjectStore` copies in the kernel instead.
+        """
+        data = os.pread(src_fd, size, offset)
+        if len(data) != size:
+            raise InvalidInput(f"{where}: file ended early (expected {size - len(data)} more bytes); "
+                               "was it changed while being read?")
+        return self.put("blob", data)
+
+    def put_range(self, src_fd: int, offset: int, size: int, writer: "ParallelWriter",
+                  on_bytes: Callable[[int], None] | None = None, where: str = "input") -> "Future[str]":
+        """Store ``size`` bytes of an open file from ``offset``, chunked, on ``writer``'s threads
+        (each piece with :meth:`put_file_range`; ``on_bytes`` is called as pieces finish).
+        The file must stay open until the returned future is done."""
+        futures = []
+        for start in range(offset, offset + size, CHUNK_SIZE) if size else [offset]:
+            n = min(CHUNK_SIZE, offset + size - start)
+            fu = writer.submit(self.put_file_range, src_fd, start, n, where)
+            if on_bytes:
+                fu.add_done_callback(lambda f, n=n: f.exception() is None and on_bytes(n))
+            futures.append((fu, n))
+        if len(futures) == 1:
+            return futures[0][0]
+
+        def finish() -> str:
+            return self.put_object(Chunks(size=size, parts=[[fu.result(), n] for fu, n in futures]))
+
+        return writer.submit_after([fu for fu, _ in futures], finish)
 
     def content_size(self, oid: str) -> int:
         h = self.header(oid)
@@ -373,6 +406,83 @@ class DiskObjectStore(ObjectStore):
         except FileNotFoundError:
             raise ObjectNotFound(f"object {oid} is missing from the store",
                                  hint="run `lin fsck`; a remote backup can restore it") from None
+
+    def put_file_range(self, src_fd: int, offset: int, size: int, where: str = "input") -> str:
+        """Store a piece of an open file without passing its bytes through Python.
+
+        The bytes are copied in the kernel (copy_file_range) into a temp object file, then hashed
+        and probed there through mmap, so the id is always that of the bytes stored, even if the
+        source changes meanwhile (and a source truncated meanwhile is an error, never a SIGBUS:
+        only our own temp file is mapped). Raw objects are then fsynced and renamed into place;
+        ones that ``core.compression`` compresses are re-encoded; one already stored is dropped.
+        Pieces under 1 MiB are simply read.
+        """
+        if size < (1 << 20):
+            return super().put_file_range(src_fd, offset, size, where)
+        tmp = temp_name(self.tmp_dir)
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as e:
+            if is_nospace(e):
+                raise nospace_error(e, tmp) from e
+            raise
+        try:
+            return self._put_copied(fd, tmp, src_fd, offset, size, where)
+        except OSError as e:
+            if is_nospace(e):
+                raise nospace_error(e, tmp) from e
+            raise
+        finally:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)  # gone already when it became the object
+
+    def _put_copied(self, fd: int, tmp: Path, src_fd: int, offset: int, size: int, where: str) -> str:
+        pwrite_all(fd, pack_header("blob", CODEC_RAW, size), 0)
+        try:
+            copy_range(src_fd, offset, size, fd, HEADER_SIZE)
+        except OSError as e:
+            if e.errno == errno.EIO:
+                raise InvalidInput(f"{where}: file ended early; was it changed while being read?") from e
+            raise
+        payload = None
+        with mmap.mmap(fd, HEADER_SIZE + size, prot=mmap.PROT_READ) as mm:
+            with memoryview(mm) as whole, whole[HEADER_SIZE:] as content:
+                oid = hash_object("blob", content)
+                if self.has(oid):
+                    self._touch(oid)
+                    return oid
+                codec, encoded = encode_payload(content, self.compression_level, self.compression)
+                if codec != CODEC_RAW:
+                    payload = encoded
+        if payload is not None:  # compressible after all: store it encoded, drop the copy
+            self._write_file(oid, [pack_header("blob", codec, size), payload])
+            stored = HEADER_SIZE + len(payload)
+        else:
+            os.fsync(fd)
+            self._install(tmp, oid)
+            stored = HEADER_SIZE + size
+        with _COUNT_LOCK:
+            self.written_objects += 1
+            self.written_bytes += stored
+        return oid
+
+    def _install(self, tmp: Path, oid: str) -> None:
+        """Move a complete, fsynced temp file into place as object ``oid`` (as AtomicFile does)."""
+        path = self.path_for(oid)
+
+        def install() -> None:
+            os.chmod(tmp, 0o444)
+            kill_point("write")
+            os.replace(tmp, path)
+            kill_point("rename")
+            fsync_dir(path.parent)
+
+        try:
+            in_object_folder(path.parent, install)
+        except OSError as e:
+            if is_nospace(e):
+                raise nospace_error(e, path) from e
+            raise
 
     def open_raw_blob(self, oid: str) -> RawBlob | None:
         """Verify a raw-stored blob by hashing its file through mmap (no copy into Python) and

@@ -148,3 +148,75 @@ def test_an_unknown_mode_is_one_clear_error(store_dir, lin):
     assert code == 4
     assert "core.compression = 'lz4' is not one of auto, zstd, none" in err
     assert "config.toml" in err
+
+
+def test_put_file_range_copies_verifies_and_dedupes(tmp_path):
+    from lineagestore.errors import InvalidInput
+    from lineagestore.hashing import hash_object
+    from lineagestore.store import DiskObjectStore, ParallelWriter
+    (tmp_path / "objects").mkdir()
+    (tmp_path / "tmp").mkdir()
+    store = DiskObjectStore(tmp_path / "objects", tmp_path / "tmp")
+    rng = np.random.default_rng(3)
+    weights = _bf16(rng, (CHUNK_SIZE + (3 << 20)) // 2)  # 19 MiB: two pieces
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"HEAD" + weights + bytes(2 << 20))
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        with ParallelWriter(2) as w:
+            whole = store.put_range(fd, 4, len(weights), w).result()
+            zeros = store.put_range(fd, 4 + len(weights), 2 << 20, w).result()
+        assert store.read_content(whole) == weights
+        assert zeros == hash_object("blob", bytes(2 << 20))
+        assert store.header(zeros).codec == CODEC_ZSTD
+        parts = store.get(whole, "chunks").parts
+        assert {store.header(p).codec for p, _ in parts} == {CODEC_RAW}
+        n = store.written_objects
+        with ParallelWriter(2) as w:
+            assert store.put_range(fd, 4, len(weights), w).result() == whole
+        assert store.written_objects == n  # stored once
+        with pytest.raises(InvalidInput, match="ended early"):
+            store.put_file_range(fd, len(weights), 4 << 20, str(src))  # past the end
+    finally:
+        os.close(fd)
+    assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_full_disk_while_copying_weights_in_the_kernel(store_dir, lin, monkeypatch):
+    """ENOSPC at each fsync of a commit whose tensors take the copy_file_range path: exit 9,
+    nothing half-written, no temp file, the store consistent."""
+    import errno
+    import stat as stat_mod
+    import threading
+    from lineagestore.fsck import check
+    base = weights_folder(store_dir / "a", seed=1)
+    new = weights_folder(store_dir / "b", seed=2)
+    assert lin("import", base, "--name", "a")[0] == 0
+    real_fsync = os.fsync
+    seen = []
+    for k in range(1, 8):
+        calls, lock = [0], threading.Lock()
+
+        def failing_fsync(fd, k=k, calls=calls, lock=lock):
+            if stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                with lock:
+                    calls[0] += 1
+                    hit = calls[0] == k
+                if hit:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        code, _, err = lin("commit", new, "--name", f"b{k}")
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        seen.append(code)
+        assert code in (0, 9), err
+        if code == 9:
+            assert "no space left on device" in err and "Traceback" not in err
+        repo = Repo.open(store_dir / ".lineage")
+        rep = check(repo)
+        assert rep.ok, [p.message for p in rep.problems]
+        assert not list((store_dir / ".lineage" / "tmp").iterdir())
+        if code == 0:
+            break
+    assert 9 in seen
