@@ -7,7 +7,12 @@ Contract (tested by tests/test_store_contract.py against both):
   object raises :class:`CorruptObject` naming the id, a missing one :class:`ObjectNotFound`.
 - ``header(id)`` reads only the fixed-size header (type, codec, size) without decompressing.
 - ``put_bytes_chunked`` / ``iter_content`` store and stream byte strings of any size as a blob
-  or, above :data:`CHUNK_SIZE`, as blobs listed by a ``chunks`` object.
+  or, above :data:`CHUNK_SIZE`, as blobs listed by a ``chunks`` object; ``put_range`` does the
+  same for a range of an open file (on disk: copied in the kernel, hashed where stored).
+- ``open_raw_blob(id)`` gives a raw-stored blob, verified, open for an in-kernel copy (on disk;
+  None elsewhere or for compressed objects).
+- Which objects are compressed follows ``compression`` (``core.compression``: auto, zstd, none;
+  see :func:`lineagestore.objects.encode_payload`); ids never depend on it.
 - All methods are safe to call from several threads at once.
 """
 
@@ -123,6 +128,19 @@ class ObjectStore(ABC):
         """A blob stored raw, verified and open for an in-kernel copy; None where the store
         cannot offer one (compressed object, another type, not on disk): then use get_raw."""
         return None
+
+    # ---- batches: many objects made durable together (DiskObjectStore; others write at once)
+
+    def batch(self, compression_level: int | None = None) -> "ObjectStore":
+        """A view of this store whose new objects become visible together at :meth:`flush`."""
+        return self
+
+    def flush(self) -> int:
+        """Make a batch's waiting objects durable and visible; return how many there were."""
+        return 0
+
+    def discard(self) -> None:
+        """Drop a batch's waiting objects (after an error)."""
 
     # ---- stored form (header + payload), for copying objects between stores (remotes)
 
@@ -434,7 +452,7 @@ class DiskObjectStore(ObjectStore):
             raise
         finally:
             os.close(fd)
-            tmp.unlink(missing_ok=True)  # gone already when it became the object
+            tmp.unlink(missing_ok=True)  # gone already when it became an object (or a batch's)
 
     def _put_copied(self, fd: int, tmp: Path, src_fd: int, offset: int, size: int, where: str) -> str:
         pwrite_all(fd, pack_header("blob", CODEC_RAW, size), 0)
@@ -458,16 +476,20 @@ class DiskObjectStore(ObjectStore):
             self._write_file(oid, [pack_header("blob", codec, size), payload])
             stored = HEADER_SIZE + len(payload)
         else:
-            os.fsync(fd)
-            self._install(tmp, oid)
+            self._adopt(fd, tmp, oid)
             stored = HEADER_SIZE + size
         with _COUNT_LOCK:
             self.written_objects += 1
             self.written_bytes += stored
         return oid
 
+    def _adopt(self, fd: int, tmp: Path, oid: str) -> None:
+        """Make the complete temp file ``tmp`` (open as ``fd``) object ``oid``: fsync, rename
+        into place, fsync the folder (as AtomicFile does)."""
+        os.fsync(fd)
+        self._install(tmp, oid)
+
     def _install(self, tmp: Path, oid: str) -> None:
-        """Move a complete, fsynced temp file into place as object ``oid`` (as AtomicFile does)."""
         path = self.path_for(oid)
 
         def install() -> None:
@@ -483,6 +505,11 @@ class DiskObjectStore(ObjectStore):
             if is_nospace(e):
                 raise nospace_error(e, path) from e
             raise
+
+    def batch(self, compression_level: int | None = None) -> "BatchObjectStore":
+        """This store, writing new objects as one batch (see :class:`BatchObjectStore`)."""
+        level = self.compression_level if compression_level is None else compression_level
+        return BatchObjectStore(self.root, self.tmp_dir, level, self.compression)
 
     def open_raw_blob(self, oid: str) -> RawBlob | None:
         """Verify a raw-stored blob by hashing its file through mmap (no copy into Python) and
@@ -592,6 +619,158 @@ class DiskObjectStore(ObjectStore):
         if path.parent.is_dir():
             os.chmod(path.parent, 0o755)
         path.unlink(missing_ok=True)
+
+
+class BatchObjectStore(DiskObjectStore):
+    """A disk store whose new objects wait in ``tmp/`` until :meth:`flush`.
+
+    ``flush`` fsyncs every waiting file (many at once, on threads, each started as soon as the
+    file is written), renames each into ``objects/`` in the order they were put and fsyncs the
+    folders, so an object file that exists is always complete and never names an object that is
+    not there (as with one-at-a-time writes), but the disk is waited for once per batch, not
+    once per object (a 1.2 GB model: 70+ objects). Until then the batch's objects are known
+    only to this instance, which reads them from their temp files; write what names them from
+    outside (a commit, a ref) after ``flush``. A crash before ``flush`` leaves only temp files,
+    which the next writer removes. Used by commits and training checkpoints.
+    """
+
+    def __init__(self, root, tmp_dir, compression_level: int = 3, compression: str = "auto"):
+        super().__init__(root, tmp_dir, compression_level, compression)
+        self._pending: dict[str, Path | None] = {}
+        self._syncs: list = []
+        self._plock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def has(self, oid: str) -> bool:
+        return oid in self._pending or super().has(oid)
+
+    def _pending_file(self, oid: str) -> Path | None:
+        with self._plock:
+            return self._pending.get(oid)
+
+    def _read_file(self, oid: str) -> bytes:
+        tmp = self._pending_file(oid)
+        if tmp is None:
+            return super()._read_file(oid)
+        with open(tmp, "rb") as f:
+            return f.read()
+
+    def _read_header_bytes(self, oid: str) -> bytes:
+        tmp = self._pending_file(oid)
+        if tmp is None:
+            return super()._read_header_bytes(oid)
+        with open(tmp, "rb") as f:
+            return f.read(HEADER_SIZE)
+
+    def open_raw_blob(self, oid: str) -> RawBlob | None:
+        return None if self._pending_file(oid) else super().open_raw_blob(oid)
+
+    def _adopt(self, fd: int, tmp: Path, oid: str) -> None:
+        """Keep a kernel-copied temp file as a waiting object (renamed away from ``tmp`` so that
+        the caller's clean-up leaves it alone)."""
+        with self._plock:
+            if oid in self._pending:
+                return
+            self._pending[oid] = None
+        kept = temp_name(self.tmp_dir)
+        os.rename(tmp, kept)
+        self._wait_for(oid, kept)
+
+    def _write_file(self, oid: str, data) -> None:
+        with self._plock:
+            if oid in self._pending:
+                return
+            self._pending[oid] = None
+        tmp = temp_name(self.tmp_dir)  # "<pid>-...": other writers' clean-up leaves it alone
+        try:
+            with open(tmp, "xb") as f:
+                for piece in data:
+                    f.write(piece)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            with self._plock:
+                self._pending.pop(oid, None)
+            if is_nospace(e):
+                raise nospace_error(e, tmp) from e
+            raise
+        self._wait_for(oid, tmp)
+
+    def _wait_for(self, oid: str, tmp: Path) -> None:
+        with self._plock:
+            self._pending[oid] = tmp
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(8, thread_name_prefix="lin-fsync")
+            self._syncs.append(self._pool.submit(_fsync_file, tmp))  # the disk works while we hash on
+
+    def flush(self) -> int:
+        """Make every waiting object durable and visible; return how many there were.
+
+        On an error (a full disk) the objects not yet in place are removed, and NoSpace or the
+        OSError is raised: nothing half-written remains.
+        """
+        with self._plock:
+            pending = {k: v for k, v in self._pending.items() if v is not None}
+            syncs, self._syncs = self._syncs, []
+            self._pending = {}
+            pool, self._pool = self._pool, None
+        if not pending:
+            if pool is not None:
+                pool.shutdown()
+            return 0
+        placed: set[str] = set()
+        try:
+            errors = [f.exception() for f in syncs]  # wait for every fsync before anything else
+            first = next((e for e in errors if e is not None), None)
+            if first is not None:
+                raise first
+            folders = set()
+            # insertion order is link order (an object is put only after the objects it names),
+            # so objects/ never holds an object without what it links to, even if we die here
+            for oid, tmp in pending.items():
+                os.chmod(tmp, 0o444)
+                folders.add(self._place(tmp, self.path_for(oid)))
+                placed.add(oid)
+            assert pool is not None
+            list(pool.map(fsync_dir, folders))
+        except OSError as e:
+            for oid, tmp in pending.items():
+                if oid not in placed:
+                    tmp.unlink(missing_ok=True)
+            if is_nospace(e):
+                raise nospace_error(e, self.tmp_dir) from e
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        return len(pending)
+
+    @staticmethod
+    def _place(tmp, path):
+        """Rename into its read-only object folder; returns the folder (to fsync)."""
+        in_object_folder(path.parent, lambda: os.replace(tmp, path))
+        return path.parent
+
+    def discard(self) -> None:
+        """Drop the waiting objects (after an error)."""
+        with self._plock:
+            pending, self._pending = self._pending, {}
+            syncs, self._syncs = self._syncs, []
+            pool, self._pool = self._pool, None
+        for f in syncs:
+            f.exception()  # wait: the file must not be synced after it is removed
+        if pool is not None:
+            pool.shutdown()
+        for tmp in pending.values():
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+
+
+def _fsync_file(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class MemoryObjectStore(ObjectStore):

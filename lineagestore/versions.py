@@ -53,8 +53,14 @@ def commit_folder(repo: Repo, folder: os.PathLike | str, name: str, *, message: 
         for p in parents:
             repo.commit(p)  # the parent must exist and verify
         cache = StatCache(repo.cache_dir / "stat.json" if repo.path else None)
-        stored = store_folder(repo.objects, folder, progress=progress, stat_cache=cache, exclude=exclude,
-                              workers=int(repo.config.get("core.workers", 0)))
+        batch = repo.objects.batch()  # one wait for the disk for all the folder's objects
+        try:
+            stored = store_folder(batch, folder, progress=progress, stat_cache=cache, exclude=exclude,
+                                  workers=int(repo.config.get("core.workers", 0)))
+            batch.flush()
+        except BaseException:
+            batch.discard()
+            raise
         cache.save(repo.tmp_dir) if repo.path else None
         cid, commit = repo.write_commit(
             tree=stored.tree, parents=parents, name=name, kind=kind, datasets=datasets,

@@ -18,18 +18,14 @@ A checkpoint is a ``checkpoint`` object (see docs/format.md) naming:
 from __future__ import annotations
 
 import json
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CorruptObject, NotFound
-from ..fsutil import fsync_dir, is_nospace, nospace_error, temp_name
 from ..models import _build_trees, walk_tree
 from ..objects import Checkpoint
 from ..repo import Repo
-from ..store import DiskObjectStore, ObjectStore, ParallelWriter, in_object_folder
+from ..store import DiskObjectStore, ObjectStore, ParallelWriter
 from .tensorio import join_tensors, load_tensors, split_tensors, store_tensors
 
 RUNS_PREFIX = "refs/runs/"
@@ -55,108 +51,8 @@ def checkpoint_store(repo: Repo) -> ObjectStore:
     level = int(repo.config.get("train.checkpoint_compression_level", -5))
     objs = repo.objects
     if isinstance(objs, DiskObjectStore):
-        return BatchObjectStore(objs.root, objs.tmp_dir, level, objs.compression)
+        return objs.batch(level)
     return objs
-
-
-class BatchObjectStore(DiskObjectStore):
-    """A disk store whose new objects wait in ``tmp/`` until :meth:`flush`.
-
-    ``flush`` fsyncs every waiting file (many at once, on threads), renames each into
-    ``objects/`` and fsyncs the folders, so an object file that exists is always complete (as
-    with one-at-a-time writes) but the disk is waited for once per batch, not once per tensor.
-    Until then the batch's objects are only known to this instance (``has`` sees them, nothing
-    can read them): write the objects that name them (trees, the checkpoint) after ``flush``.
-    A crash before ``flush`` leaves only temp files, which the next writer removes.
-    """
-
-    def __init__(self, root, tmp_dir, compression_level: int = 3, compression: str = "auto"):
-        super().__init__(root, tmp_dir, compression_level, compression)
-        self._pending: dict[str, Any] = {}
-        self._syncs: list = []
-        self._plock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-
-    def has(self, oid: str) -> bool:
-        return oid in self._pending or super().has(oid)
-
-    def _write_file(self, oid: str, data) -> None:
-        with self._plock:
-            if oid in self._pending:
-                return
-            self._pending[oid] = None
-        tmp = temp_name(self.tmp_dir)  # "<pid>-...": other writers' clean-up leaves it alone
-        try:
-            with open(tmp, "xb") as f:
-                for piece in data:
-                    f.write(piece)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            with self._plock:
-                self._pending.pop(oid, None)
-            if is_nospace(e):
-                raise nospace_error(e, tmp) from e
-            raise
-        with self._plock:
-            self._pending[oid] = tmp
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(8, thread_name_prefix="lin-fsync")
-            self._syncs.append(self._pool.submit(_fsync_file, tmp))  # the disk works while we hash on
-
-    def flush(self) -> int:
-        """Make every waiting object durable and visible; return how many there were."""
-        with self._plock:
-            pending = {k: v for k, v in self._pending.items() if v is not None}
-            syncs, self._syncs = self._syncs, []
-            self._pending = {}
-            pool, self._pool = self._pool, None
-        if not pending:
-            if pool is not None:
-                pool.shutdown()
-            return 0
-        try:
-            for f in syncs:
-                f.result()
-            folders = set()
-            # insertion order is link order (an object is put only after the objects it names),
-            # so objects/ never holds an object without what it links to, even if we die here
-            for oid, tmp in pending.items():
-                os.chmod(tmp, 0o444)
-                folders.add(self._place(tmp, self.path_for(oid)))
-            assert pool is not None
-            list(pool.map(fsync_dir, folders))
-        finally:
-            if pool is not None:
-                pool.shutdown()
-        return len(pending)
-
-    @staticmethod
-    def _place(tmp, path):
-        """Rename into its read-only object folder; returns the folder (to fsync)."""
-        in_object_folder(path.parent, lambda: os.replace(tmp, path))
-        return path.parent
-
-    def discard(self) -> None:
-        """Drop the waiting objects (after an error)."""
-        with self._plock:
-            pending, self._pending = self._pending, {}
-            syncs, self._syncs = self._syncs, []
-            pool, self._pool = self._pool, None
-        for f in syncs:
-            f.exception()  # wait: the file must not be synced after it is removed
-        if pool is not None:
-            pool.shutdown()
-        for tmp in pending.values():
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-
-
-def _fsync_file(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def flush_checkpoint(store: ObjectStore) -> None:
