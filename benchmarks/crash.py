@@ -150,7 +150,7 @@ class Lab:
     # ------------------------------------------------------------------ content
 
     def new_model(self) -> Path:
-        """A model folder that differs from the last one in one tensor (the rest dedupes)."""
+        """A model folder that differs from the last one in two tensors (the rest dedupes)."""
         self.model_n += 1
         folder = self.src / f"m{self.model_n}"
         rng = np.random.default_rng(self.seed * 100_000 + self.model_n)
@@ -158,6 +158,8 @@ class Lab:
         tensors = {f"layers.{i}.weight": base.standard_normal((48, 64)).astype(np.float32) for i in range(3)}
         tensors[f"layers.{self.model_n % 3}.weight"] = rng.standard_normal((48, 64)).astype(np.float32)
         tensors["head.bias"] = np.full((64,), self.model_n, dtype=np.float16)
+        # > 1 MiB and new in every model: stored raw by an in-kernel copy, checked out the same way
+        tensors["embed.weight"] = rng.standard_normal((600, 512)).astype(np.float32)
         folder.mkdir()
         save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
         (folder / "config.json").write_text(json.dumps({"model_type": "toy", "n": self.model_n}))
