@@ -103,7 +103,7 @@ def _report_lock_wait(lock_path, holders) -> None:
     repo = common.STATE.repo_obj
     limit = getattr(repo, "lock_timeout", None) or float(os.environ.get("LIN_LOCK_TIMEOUT", 300))
     what = lock_path.name.removesuffix(".lock")
-    Output().err.print(f"waiting for the {what} lock, held by {who}; giving up after {limit:.0f}s "
+    Output().diag(f"waiting for the {what} lock, held by {who}; giving up after {limit:.0f}s "
                        "(LIN_LOCK_TIMEOUT)")
 
 

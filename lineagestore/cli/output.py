@@ -12,14 +12,22 @@ import sys
 import time
 from typing import Any
 
-from rich.console import Console
-
 from ..errors import LinError
 
 
-def _console(stderr: bool) -> Console:
+def _console(stderr: bool):
+    from rich.console import Console  # imported when first needed: a plain run prints without it
     return Console(stderr=stderr, markup=False, emoji=False, highlight=False,
                    soft_wrap=True)
+
+
+def _plain(stream) -> bool:
+    """Whether text for ``stream`` goes out as is: not a terminal, where rich would drop any
+    style and print the same line (so a script's ``lin`` does not load rich at all)."""
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):
+        return True
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -42,12 +50,37 @@ class Output:
     def __init__(self, json_mode: bool = False, quiet: bool = False):
         self.json_mode = json_mode
         self.quiet = quiet
-        self.out = _console(False)
-        self.err = _console(True)
+        self._out = None
+        self._err = None
+
+    @property
+    def out(self):
+        """The rich console for stdout (made on first use)."""
+        if self._out is None:
+            self._out = _console(False)
+        return self._out
+
+    @property
+    def err(self):
+        """The rich console for stderr (made on first use)."""
+        if self._err is None:
+            self._err = _console(True)
+        return self._err
+
+    def diag(self, text: str, style: str | None = None) -> None:
+        """A line on stderr, whatever --quiet says."""
+        if _plain(sys.stderr):
+            sys.stderr.write(f"{text}\n")
+        else:
+            self.err.print(text, style=style)
 
     # data
     def line(self, text: str = "", style: str | None = None) -> None:
-        if not self.json_mode:
+        if self.json_mode:
+            return
+        if _plain(sys.stdout):
+            sys.stdout.write(f"{text}\n")
+        else:
             self.out.print(text, style=style)
 
     def json(self, obj: Any) -> None:
@@ -61,20 +94,20 @@ class Output:
     # diagnostics
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.err.print(text)
+            self.diag(text)
 
     def warn(self, text: str) -> None:
-        self.err.print(f"warning: {text}", style="yellow")
+        self.diag(f"warning: {text}", style="yellow")
 
     def error(self, err: BaseException) -> None:
-        self.err.print(f"error: {err}", style="bold red")
+        self.diag(f"error: {err}", style="bold red")
         hint = getattr(err, "hint", None)
         if hint:
-            self.err.print(f"hint: {hint}")
+            self.diag(f"hint: {hint}")
 
     def progress(self) -> "BarProgress":
-        enabled = not self.quiet and self.err.is_terminal and not os.environ.get("LIN_NO_PROGRESS")
-        return BarProgress(self.err, enabled)
+        enabled = not self.quiet and not _plain(sys.stderr) and not os.environ.get("LIN_NO_PROGRESS")
+        return BarProgress(self.err if enabled else None, enabled)
 
     def confirm_typed(self, prompt: str, expected: str) -> bool:
         """Ask the user to type ``expected``; refuse (False) when stdin is not a terminal."""
@@ -100,7 +133,7 @@ class Output:
 class BarProgress:
     """A rich progress bar implementing :class:`lineagestore.progress.Progress`."""
 
-    def __init__(self, console: Console, enabled: bool):
+    def __init__(self, console, enabled: bool):
         self.console = console
         self.enabled = enabled
         self._bar = None  # rich.progress.Progress, made (and imported) when work starts
