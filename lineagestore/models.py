@@ -20,7 +20,7 @@ from typing import Iterator
 import blake3
 
 from .errors import InvalidInput, MalformedFile, NotFound, PickleRefused, Refused
-from .fsutil import AtomicFile, atomic_write_bytes, clean_stale_temp, pwrite_all, temp_name
+from .fsutil import AtomicFile, atomic_write_bytes, clean_stale_temp, pwrite_all
 from .objects import TensorEntry, TensorFile, Tree, TreeEntry
 from .progress import NULL, Progress
 from .safetensors_io import read_layout
@@ -525,26 +525,6 @@ def file_id(path: Path, type_name: str) -> str | None:
         return None
 
 
-def _second_name(p: Path) -> Path | None:
-    """Hard-link a file that a checkout is about to replace, to unlink it after the new one is
-    in place and durable.
-
-    Replacing a file by rename frees its blocks in the same journal commit that AtomicFile's
-    folder fsync forces, so the checkout would wait for the file system to free (and, mounted
-    with ``discard``, to trim) a whole model's blocks: ~2 s for 1.2 GB here. With a second name
-    the old blocks are freed by the unlink afterwards, in a later commit nobody waits for. A
-    crash leaves the link as a temp file that the next checkout removes.
-    """
-    if not p.is_file() or p.is_symlink():
-        return None
-    link = temp_name(p.parent, prefix=TMP_PREFIX, suffix=".old")
-    try:
-        os.link(p, link)
-    except OSError:
-        return None  # no hard links here: replace as usual
-    return link
-
-
 def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *, cache_dir: Path,
                   known: dict[str, str] | None = None, force: bool = False,
                   progress: Progress = NULL, commit_id: str | None = None,
@@ -641,17 +621,12 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
             p.parent.mkdir(parents=True, exist_ok=True)
             if p.is_symlink():
                 p.unlink()
-            old = _second_name(p)
-            try:
-                with AtomicFile(p, p.parent, prefix=TMP_PREFIX) as out:
-                    # written through the descriptor (nothing is buffered in `out`)
-                    written_bytes += _write_file_pieces(store, f, out.fileno(), progress, threads)
-                    if os.fstat(out.fileno()).st_size != f.size:
-                        raise MalformedFile(f"{f.path}: wrote {os.fstat(out.fileno()).st_size} bytes, "
-                                            f"the stored file has {f.size}")
-            finally:
-                if old is not None:
-                    old.unlink(missing_ok=True)
+            with AtomicFile(p, p.parent, prefix=TMP_PREFIX) as out:
+                # written through the descriptor (nothing is buffered in `out`)
+                written_bytes += _write_file_pieces(store, f, out.fileno(), progress, threads)
+                if os.fstat(out.fileno()).st_size != f.size:
+                    raise MalformedFile(f"{f.path}: wrote {os.fstat(out.fileno()).st_size} bytes, "
+                                        f"the stored file has {f.size}")
             os.chmod(p, 0o755 if f.executable else 0o644)
         for p in to_remove:
             p.unlink(missing_ok=True)
