@@ -53,6 +53,27 @@ def make_model_dir(path: Path, seed: int = 0, scale: float = 1.0, n_layers: int 
     return path
 
 
+def enospc_at_fsync(k: int):
+    """An os.fsync that fails with ENOSPC at its k-th call on a regular file (thread-safe)."""
+    import errno
+    import stat
+    import threading
+    real_fsync = os.fsync
+    calls = [0]
+    lock = threading.Lock()
+
+    def failing_fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            with lock:
+                calls[0] += 1
+                hit = calls[0] == k
+            if hit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    return failing_fsync
+
+
 @pytest.fixture
 def store_dir(tmp_path, monkeypatch):
     """A fresh folder with an initialized store; cwd is that folder."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_safetensors
+from conftest import enospc_at_fsync, write_safetensors
 from lineagestore import Repo, fsutil
 from lineagestore.errors import CorruptObject
 from lineagestore.models import walk_tree
@@ -185,9 +185,6 @@ def test_put_file_range_copies_verifies_and_dedupes(tmp_path):
 def test_full_disk_while_copying_weights_in_the_kernel(store_dir, lin, monkeypatch):
     """ENOSPC at each fsync of a commit whose tensors take the copy_file_range path: exit 9,
     nothing half-written, no temp file, the store consistent."""
-    import errno
-    import stat as stat_mod
-    import threading
     from lineagestore.fsck import check
     base = weights_folder(store_dir / "a", seed=1)
     new = weights_folder(store_dir / "b", seed=2)
@@ -195,18 +192,7 @@ def test_full_disk_while_copying_weights_in_the_kernel(store_dir, lin, monkeypat
     real_fsync = os.fsync
     seen = []
     for k in range(1, 8):
-        calls, lock = [0], threading.Lock()
-
-        def failing_fsync(fd, k=k, calls=calls, lock=lock):
-            if stat_mod.S_ISREG(os.fstat(fd).st_mode):
-                with lock:
-                    calls[0] += 1
-                    hit = calls[0] == k
-                if hit:
-                    raise OSError(errno.ENOSPC, "No space left on device")
-            return real_fsync(fd)
-
-        monkeypatch.setattr(os, "fsync", failing_fsync)
+        monkeypatch.setattr(os, "fsync", enospc_at_fsync(k))
         code, _, err = lin("commit", new, "--name", f"b{k}")
         monkeypatch.setattr(os, "fsync", real_fsync)
         seen.append(code)

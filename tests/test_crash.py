@@ -5,19 +5,16 @@ The rounds come from benchmarks/crash.py (which runs 500+ of them); here a few d
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
-import stat
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import make_model_dir
+from conftest import enospc_at_fsync, make_model_dir
 from lineagestore import Repo
 from lineagestore.fsck import check
 from test_guard_helpers import ROOT, folder_bytes, run_lin, version_bytes
@@ -145,19 +142,7 @@ def test_injected_enospc_at_every_write(lin, store_dir, monkeypatch):
         store = store_dir / f"s{k}"
         shutil.copytree(pristine, store, symlinks=True)
         monkeypatch.setenv("LIN_STORE", str(store))
-        calls = [0]
-        lock = threading.Lock()
-
-        def failing_fsync(fd, k=k, calls=calls, lock=lock):
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                with lock:
-                    calls[0] += 1
-                    hit = calls[0] == k
-                if hit:
-                    raise OSError(errno.ENOSPC, "No space left on device")
-            return real_fsync(fd)
-
-        monkeypatch.setattr(os, "fsync", failing_fsync)
+        monkeypatch.setattr(os, "fsync", enospc_at_fsync(k))
         code, out, err = lin("commit", str(new), "--name", "b")
         monkeypatch.setattr(os, "fsync", real_fsync)
         repo = Repo.open(store)
