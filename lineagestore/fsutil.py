@@ -12,7 +12,6 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -79,7 +78,7 @@ def fsync_dir(path: os.PathLike | str) -> None:
 
 def temp_name(tmp_dir: Path, suffix: str = ".tmp", prefix: str = "") -> Path:
     """A fresh temp file name that records the owning pid (so stale ones can be found)."""
-    return tmp_dir / f"{prefix}{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+    return tmp_dir / f"{prefix}{os.getpid()}-{os.urandom(8).hex()}{suffix}"
 
 
 class AtomicFile:
@@ -365,7 +364,7 @@ class FileLock:
         self.holders()  # drops the records of holders killed before they could remove theirs
         try:
             self.holders_dir.mkdir(exist_ok=True)
-            self._info = self.holders_dir / f"{os.getpid()}-{secrets.token_hex(4)}.json"
+            self._info = self.holders_dir / f"{os.getpid()}-{os.urandom(4).hex()}.json"
             self._info.write_text(json.dumps({"pid": os.getpid(), "mode": mode, "command": current_command(),
                                               "host": socket.gethostname(), "since": time.time()}))
         except OSError:

@@ -12,8 +12,6 @@ import datetime as _dt
 import os
 import platform
 import re
-import shutil
-import subprocess
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -369,6 +367,7 @@ class Repo:
 
 def environment() -> dict:
     """Versions of what produced a model, without importing heavy packages."""
+    import shutil
     env = {"python": platform.python_version(), "platform": platform.platform(terse=True),
            "lineagestore": _version("lineagestore")}
     for pkg in ("torch", "transformers", "tokenizers", "safetensors", "accelerate"):
@@ -379,6 +378,7 @@ def environment() -> dict:
     if torch is not None and getattr(torch, "cuda", None) is not None and torch.cuda.is_available():
         env["gpu"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     elif shutil.which("nvidia-smi"):
+        import subprocess
         try:
             out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                                  capture_output=True, text=True, timeout=5)

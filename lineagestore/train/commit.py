@@ -37,9 +37,15 @@ def commit_model(repo: Repo, model: Any, tokenizer: Any = None, name: str = "", 
             more, warnings = datasets_for_commit(repo, [Path(p) for p in data], base=parents[0] if parents else None,
                                                  progress=progress)
             ds += [d for d in more if d not in ds]
-        stored = store_model(repo.objects, model, tokenizer=tokenizer, base_tree=base_tree, dtype=dtype,
-                             tmp_dir=repo.tmp_dir if repo.path else None,
-                             workers=int(repo.config.get("core.workers", 0)), progress=progress)
+        batch = repo.objects.batch()  # the model's objects made durable together, before the commit
+        try:
+            stored = store_model(batch, model, tokenizer=tokenizer, base_tree=base_tree, dtype=dtype,
+                                 tmp_dir=repo.tmp_dir if repo.path else None,
+                                 workers=int(repo.config.get("core.workers", 0)), progress=progress)
+            batch.flush()
+        except BaseException:
+            batch.discard()
+            raise
         cid, commit = repo.write_commit(
             tree=stored.tree, parents=list(parents), name=name, kind=kind or ("train" if ds else "commit"),
             datasets=ds, metrics=metrics, params=params, code=code_revision(code_path), env=environment(),
