@@ -67,4 +67,27 @@ step "11. Progress toward the token goal, and a full consistency check"
 run lin progress
 run lin fsck
 
+step "12. Every read verifies: flip one byte of an object in a copy of the store"
+cp -r .lineage damaged.lineage
+OBJ="$("$PY" - <<'PYEOF'
+from lineagestore import Repo
+from lineagestore.models import walk_tree
+repo = Repo.open("damaged.lineage")
+tf = next(f for f in walk_tree(repo.objects, repo.commit(repo.resolve("v001")).tree) if f.type == "tensor-file")
+oid = repo.objects.get(tf.id, "tensor-file").entries()[0].id
+p = repo.objects.path_for(oid)
+p.chmod(0o644)
+data = bytearray(p.read_bytes())
+data[-1] ^= 0x01
+p.write_bytes(bytes(data))
+print(oid)
+PYEOF
+)"
+echo "(flipped the last byte of object ${OBJ:0:12}..., a tensor of v001)"
+printf '$ lin --store damaged.lineage fsck\n'
+if lin --store damaged.lineage fsck; then echo "unexpected: fsck missed the flipped byte"; exit 1; else echo "(fsck: exit code $?)"; fi
+printf '$ lin --store damaged.lineage checkout v001 --to damaged_out\n'
+if lin --store damaged.lineage checkout v001 --to damaged_out; then echo "unexpected: checkout read a damaged object"; exit 1; else echo "(checkout: exit code $?, nothing written)"; fi
+rm -rf damaged.lineage damaged_out
+
 step "Done in $((SECONDS - START))s. The store is in $DEMO/.lineage; try: cd demo && lin log"
