@@ -69,7 +69,12 @@ def test_plan_missing_unregistered_and_bad_base(lin, store):
     code, p, _ = _plan(lin, "--data", "chat.jsonl", "--name", "x", "--base", "v042", *TRAIN_ARGS)
     c = _checks(p)["base"]
     assert code == 1 and not c["ok"] and "v042" in c["reason"]
-    assert not _checks(p)["duplicates"]["ok"] and "no base" in _checks(p)["duplicates"]["reason"]
+    dup, runs = _checks(p)["duplicates"], _checks(p)["runs"]
+    assert not dup["ok"] and dup["skipped"] and dup["reason"] == "not checked: no base model"
+    assert runs["skipped"] and not _checks(p)["base"]["skipped"]
+    code, out, _ = lin("plan", "--data", "chat.jsonl", "--name", "x", "--base", "v042", *TRAIN_ARGS)
+    assert code == 1 and "  - 3. " in out and "  ✗ 2. " in out
+    assert out.rstrip().endswith("check(s) failed (2); not checked: 3, 6.")
 
 
 def test_plan_refuses_a_file_changed_since_registration(lin, store):

@@ -167,7 +167,7 @@ def print_plan(o, p) -> None:
     o.line(f"  time     {_fmt_s(p.estimate_s)}  ({p.estimate_source})")
     o.line("Pre-flight checks")
     for c in p.checks:
-        mark = "✓" if c.ok else "✗"
+        mark = "✓" if c.ok else ("-" if c.skipped else "✗")
         extra = "  [overridden]" if c.overridden else ""
         o.line(f"  {mark} {c.number}. {c.title}: {c.reason}{extra}")
         for d in c.details:
@@ -178,7 +178,9 @@ def print_plan(o, p) -> None:
         o.line(f"Ready: all {len(p.checks)} checks passed.")
     else:
         nums = ", ".join(str(c.number) for c in p.failed)
-        o.line(f"Not ready: {len(p.failed)} check(s) failed ({nums}).")
+        skipped = ", ".join(str(c.number) for c in p.skipped)
+        o.line(f"Not ready: {len(p.failed)} check(s) failed ({nums})"
+               + (f"; not checked: {skipped}." if skipped else "."))
 
 
 def _plan_exit(p, *, training: bool) -> int:

@@ -52,6 +52,7 @@ class Check:
     details: list[str] = field(default_factory=list)
     hint: str | None = None
     overridden: bool = False
+    skipped: bool = False  # could not run because what it checks is missing (an earlier check failed)
 
 
 @dataclass
@@ -101,7 +102,12 @@ class Plan:
 
     @property
     def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.ok]
+        """Checks that ran and failed (not those skipped for want of a base model or data)."""
+        return [c for c in self.checks if not c.ok and not c.skipped]
+
+    @property
+    def skipped(self) -> list[Check]:
+        return [c for c in self.checks if c.skipped]
 
     def check(self, key: str) -> Check:
         return next(c for c in self.checks if c.key == key)
@@ -213,6 +219,11 @@ def make_plan(repo: Repo, *, data: list[os.PathLike | str], name: str | None, ba
         checks[key] = Check(key, CHECK_ORDER.index(key) + 1, CHECK_TITLES[key], ok, reason,
                             list(details or []), hint, overridden)
 
+    def skip(key: str, why: str) -> None:
+        """A check that cannot run (not a pass: the plan is not ready; not a failure of its own)."""
+        checks[key] = Check(key, CHECK_ORDER.index(key) + 1, CHECK_TITLES[key], False,
+                            f"not checked: {why}", skipped=True)
+
     # -- which run: an explicit --resume picks its base, data, name and settings from the run
     resume_run: _runs.RunInfo | None = None
     if resume:
@@ -311,9 +322,9 @@ def make_plan(repo: Repo, *, data: list[os.PathLike | str], name: str | None, ba
     # -- 3. duplicates
     overlap_rows: list[dict] = []
     if base_id is None:
-        put("duplicates", False, "not checked: no base model")
+        skip("duplicates", "no base model")
     elif not datasets:
-        put("duplicates", False, "not checked: no registered data")
+        skip("duplicates", "no registered data")
     else:
         put_dup, overlap_rows = _duplicates(repo, items, base_id, allow_overlap, progress)
         put("duplicates", *put_dup[:2], details=put_dup[2], hint=put_dup[3], overridden=put_dup[4])
@@ -332,7 +343,7 @@ def make_plan(repo: Repo, *, data: list[os.PathLike | str], name: str | None, ba
     # -- 6. runs
     resume_info = None
     if base_id is None:
-        put("runs", False, "not checked: no base model")
+        skip("runs", "no base model")
     else:
         ok, reason, det, hint, resume_info = _runs_check(repo, base_id, run, datasets, settings, resume_run)
         put("runs", ok, reason, det, hint)
