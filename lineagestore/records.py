@@ -182,8 +182,17 @@ def _canon_escaped(o) -> str:
 _PARSER = _Parser()
 
 
+#: ShareGPT ``from`` values and the chat roles they mean (others are kept as they are)
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "model": "assistant", "bot": "assistant"}
+
+
 def record_kind(obj: dict) -> tuple[str | None, str | None]:
-    """("chat" | "text", None) for a usable record, or (None, reason)."""
+    """("chat" | "text" | "pair", None) for a usable record, or (None, reason).
+
+    chat: ``messages``, or ShareGPT ``conversations`` (``from``/``value``); text: ``text``;
+    pair: ``prompt``/``completion`` or ``instruction``/``output`` (with an optional ``input``).
+    """
     if "messages" in obj:
         msgs = obj["messages"]
         if type(msgs) is not list or not msgs:
@@ -196,7 +205,52 @@ def record_kind(obj: dict) -> tuple[str | None, str | None]:
         if type(obj["text"]) is not str:
             return None, f"'text' is not a string (a {_json_type(obj['text'])})"
         return "text", None
-    return None, "record has neither 'text' nor 'messages'"
+    if "conversations" in obj:
+        conv = obj["conversations"]
+        if type(conv) is not list or not conv:
+            return None, "'conversations' is not a non-empty list"
+        for m in conv:
+            if type(m) is not dict or type(m.get("from")) is not str or type(m.get("value")) is not str:
+                return None, "'conversations' holds an entry without a string 'from' and 'value'"
+        return "chat", None
+    for a, b in (("prompt", "completion"), ("instruction", "output")):
+        if a in obj or b in obj:
+            if type(obj.get(a)) is not str or type(obj.get(b)) is not str:
+                return None, f"'{a}' and '{b}' must both be strings"
+            if a == "instruction" and type(obj.get("input", "")) is not str:
+                return None, "'input' is not a string"
+            return "pair", None
+    return None, ("record has no 'text', 'messages', 'conversations', 'prompt'/'completion' or "
+                  "'instruction'/'output'")
+
+
+def chat_messages(obj: dict) -> list:
+    """The messages of a chat record: ``messages``, or ``conversations`` with ShareGPT roles mapped."""
+    if "messages" in obj:
+        return obj["messages"]
+    return [{"role": SHAREGPT_ROLES.get(m["from"].lower(), m["from"]), "content": m["value"]}
+            for m in obj["conversations"]]
+
+
+def pair_parts(obj: dict) -> tuple[str, str]:
+    """(prompt, completion) of a pair record; for instruction/output, the prompt is the
+    instruction, then the input if any, each followed by a blank line."""
+    if "prompt" in obj or "completion" in obj:
+        return obj["prompt"], obj["completion"]
+    prompt = obj["instruction"] + (f"\n\n{obj['input']}" if obj.get("input") else "") + "\n\n"
+    return prompt, obj["output"]
+
+
+def _collect(obj: dict, kind: str, texts: list, chats: list, plain: list) -> None:
+    """Put a valid record's parts where the token counter wants them."""
+    if kind == "chat":
+        chats.append(chat_messages(obj))
+    elif kind == "text":
+        texts.append(obj["text"])
+    else:
+        prompt, completion = pair_parts(obj)
+        texts.append(prompt)
+        plain.append(completion)
 
 
 # ----------------------------------------------------------------------------- blocks of lines
@@ -239,7 +293,8 @@ def parse_block(data: bytes, *, at_file_start: bool = False, counter=None,
     b3 = blake3.blake3
     ids: list[bytes] = []
     add_id = ids.append
-    texts: list[str] = []
+    texts: list[str] = []  # counted with the tokenizer's special tokens (text, prompts)
+    plain: list[str] = []  # counted without them (completions: they follow their prompt)
     chats: list[list] = []
     bad_first: list = []
     bad = 0
@@ -279,10 +334,8 @@ def parse_block(data: bytes, *, at_file_start: bool = False, counter=None,
                 else:
                     if kind == "chat":
                         n_chat += 1
-                        if counter is not None:
-                            chats.append(obj["messages"])
-                    elif counter is not None:
-                        texts.append(obj["text"])
+                    if counter is not None:
+                        _collect(obj, kind, texts, chats, plain)
                     continue
         rec, reason = parse(line)
         if reason is None:
@@ -298,13 +351,11 @@ def parse_block(data: bytes, *, at_file_start: bool = False, counter=None,
         add_id(rec[0])  # type: ignore[index]
         if kind == "chat":
             n_chat += 1
-            if counter is not None:
-                chats.append(obj["messages"])  # type: ignore[index]
-        elif counter is not None:
-            texts.append(obj["text"])  # type: ignore[index]
+        if counter is not None:
+            _collect(obj, kind, texts, chats, plain)  # type: ignore[arg-type]
     tokens = None
     if counter is not None and (skip_bad_lines or not bad):
-        tokens = counter.count(texts, chats)
+        tokens = counter.count(texts, chats, plain)
     arr = sort_unique(np.frombuffer(b"".join(ids), dtype=ID_DTYPE))
     return BlockResult(arr.tobytes(), n_lines, len(ids), len(ids) - n_chat, n_chat, bad, bad_first, tokens)
 
@@ -318,8 +369,8 @@ def detect_format(name: str) -> str:
         if low.endswith(suffix):
             return fmt
     raise InvalidInput(f"{name}: unsupported data format; lin reads .jsonl, .jsonl.gz and .jsonl.zst files",
-                       hint='convert the data to JSON lines: one {"text": ...} or {"messages": [...]} '
-                            'object per line')
+                       hint='convert the data to JSON lines: one {"text": ...}, {"messages": [...]} or '
+                            '{"prompt": ..., "completion": ...} object per line')
 
 
 class Decoder:

@@ -19,6 +19,11 @@ Counting rules (what :class:`TokenCounter` does, per record):
   ``tokenizer.apply_chat_template(messages, tokenize=True)`` (no generation prompt);
 * ``{"messages": [...]}`` without a chat template: the contents joined with ``"\\n"``, counted
   as text.
+* ``{"conversations": [...]}`` (ShareGPT ``from``/``value``): as the same ``messages``, roles
+  mapped by :data:`lineagestore.records.SHAREGPT_ROLES`;
+* ``{"prompt": ..., "completion": ...}``, ``{"instruction": ..., "input": ..., "output": ...}``:
+  the prompt (:func:`lineagestore.records.pair_parts`) counted as text, plus the ids of the
+  completion encoded without special tokens: the segments training tokenizes.
 
 Texts are encoded in batches by the Rust ``tokenizers`` library (``encode_batch_fast``), which
 releases the GIL and uses every core.
@@ -236,8 +241,10 @@ class TokenCounter:
                                    f"{type(e).__name__}: {e}") from None
         return ["\n".join(_content_text(m.get("content")) for m in conv) for conv in chats]
 
-    def count(self, texts: list[str], chats: list[list]) -> int:
-        n = self.count_texts(texts)
+    def count(self, texts: list[str], chats: list[list], plain: list[str] = ()) -> int:
+        """Tokens of ``texts`` (special tokens added as the tokenizer adds them), ``chats``
+        (rendered) and ``plain`` texts (no special tokens: completions after their prompt)."""
+        n = self.count_texts(texts) + self.count_texts(list(plain), add_special_tokens=False)
         if chats:
             rendered = self.render_chats(chats)
             n += self.count_texts(rendered, add_special_tokens=not self.chat_template)

@@ -19,7 +19,7 @@ from conftest import make_model_dir
 from lineagestore import data
 from lineagestore.data import scan as scan_mod
 from lineagestore.data.ledger import iter_record_set
-from lineagestore.errors import InvalidInput, NotFound, Refused
+from lineagestore.errors import InvalidInput, MalformedFile, NotFound, Refused
 from lineagestore.objects import Checkpoint
 from lineagestore.records import record_id
 from lineagestore.samples import bible_records, chat_records, save_tokenizer, write_jsonl
@@ -89,6 +89,50 @@ def test_chat_tokens_are_counted_through_the_chat_template(mrepo, store_dir, tok
     assert info.kind == "chat" and list(info.tokens.values()) == [want]
 
 
+def test_sharegpt_and_prompt_completion_records_register_with_exact_tokens(mrepo, store_dir, tok):
+    """ShareGPT chats count like the same messages; prompt/completion and instruction/output count
+    the prompt as text and the completion without special tokens, as training tokenizes them."""
+    chats = list(chat_records(count=60))
+    roles = {"user": "human", "assistant": "gpt"}
+    sharegpt = [{"conversations": [{"from": roles[m["role"]], "value": m["content"]} for m in c["messages"]],
+                 "id": i} for i, c in enumerate(chats)]
+    verses = [r["text"] for r in bible_records(0, 80)]
+    pairs = [{"prompt": verses[i], "completion": verses[i + 1]} for i in range(0, 40, 2)]
+    alpaca = [{"instruction": verses[i], "input": verses[i + 1] if i % 4 else "", "output": verses[i + 2]}
+              for i in range(40, 76, 3)]
+    f = store_dir / "mixed_shapes.jsonl"
+    write_jsonl(f, sharegpt + pairs + alpaca)
+    info = data.register(mrepo, f)
+
+    def n(text: str, special: bool = True) -> int:
+        return len(tok(text, add_special_tokens=special)["input_ids"])
+
+    want = sum(len(tok.apply_chat_template(c["messages"], tokenize=True)["input_ids"]) for c in chats)
+    want += sum(n(p["prompt"]) + n(p["completion"], False) for p in pairs)
+    want += sum(n(a["instruction"] + (f"\n\n{a['input']}" if a["input"] else "") + "\n\n") + n(a["output"], False)
+                for a in alpaca)
+    assert info.examples == len(sharegpt) + len(pairs) + len(alpaca)
+    assert info.kind == "mixed" and list(info.tokens.values()) == [want]
+    assert info.distinct_records == len(record_ids(f))
+
+
+def test_training_reads_the_same_shapes_the_registry_accepts(tok):
+    from lineagestore.records import record_kind
+    from lineagestore.train.dataset import record_segments
+    recs = [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+            {"prompt": "Q: 2+2?", "completion": " 4"},
+            {"instruction": "Add.", "input": "2+2", "output": "4"}]
+    for r in recs:
+        assert record_kind(r)[1] is None
+        segs = record_segments(r, tok, "f.jsonl:1")
+        assert any(s.target for s in segs) and any(not s.target for s in segs)
+    assert [s.text for s in record_segments(recs[2], tok, "f")] == ["Add.\n\n2+2\n\n", "4"]
+    bad = {"prompt": "x", "completion": 3}
+    assert record_kind(bad) == (None, "'prompt' and 'completion' must both be strings")
+    with pytest.raises(MalformedFile, match="must both be strings"):
+        record_segments(bad, tok, "f.jsonl:1")
+
+
 def test_another_tokenizer_adds_a_count_and_keeps_the_first(mrepo, store_dir, tmp_path):
     f = store_dir / "chat.jsonl"
     write_jsonl(f, chat_records(count=200))
@@ -154,8 +198,8 @@ BAD = {
     "empty": (b"", InvalidInput, "file is empty"),
     "invalid_json": (b'{"text": "a"}\n{"text": \n{"text": "b"}\nnot json\n', InvalidInput,
                      "2 bad line(s) of 4, nothing registered: line 2: invalid JSON"),
-    "neither": (b'{"text": "a"}\n{"prompt": "x", "completion": "y"}\n', InvalidInput,
-                "line 2: record has neither 'text' nor 'messages'"),
+    "neither": (b'{"text": "a"}\n{"question": "x", "answer": "y"}\n', InvalidInput,
+                "line 2: record has no 'text', 'messages', 'conversations', 'prompt'/'completion' or 'instruction'/'output'"),
     "non_utf8": (b'{"text": "a"}\n{"text": "caf\xe9"}\n', InvalidInput, "line 2: not valid UTF-8"),
     "blank_only": (b"\n\n  \n", InvalidInput, "no records"),
 }
@@ -349,7 +393,7 @@ def test_worker_processes_give_the_same_answers_as_one_process(repo, store_dir, 
         assert many.tokens == (one.tokens if sp else None)
         assert many.ids.array().tobytes() == one.ids.array().tobytes()
         many.ids.cleanup()
-    assert one.bad_first == [(8, one.bad_first[0][1]), (2501, "record has neither 'text' nor 'messages'")]
+    assert one.bad_first == [(8, one.bad_first[0][1]), (2501, "record has no 'text', 'messages', 'conversations', 'prompt'/'completion' or 'instruction'/'output'")]
 
 
 def test_two_processes_registering_the_same_file_make_one_entry(repo, store_dir):

@@ -135,7 +135,7 @@ def test_parse_block_reports_each_kind_of_bad_line_with_its_number():
     assert res.bad == 10 + 1 and len(res.bad_first) == 10  # only the first 10 are described
     assert "invalid JSON" in reasons[2]
     assert reasons[3] == "not a JSON object (a list)"
-    assert reasons[4] == "record has neither 'text' nor 'messages'"
+    assert reasons[4] == "record has no 'text', 'messages', 'conversations', 'prompt'/'completion' or 'instruction'/'output'"
     assert reasons[5] == "'text' is not a string (a number)"
     assert 6 not in reasons and 7 not in reasons  # blank lines are skipped, not bad
     assert reasons[8] == "'messages' is not a non-empty list"

@@ -270,7 +270,8 @@ def _validate(p: Path, scan: ScanResult, skip_bad_lines: bool) -> None:
     if scan.examples == 0:
         why = "every line is blank" if not scan.bad else "no line is a valid record"
         raise InvalidInput(f"{p}: no records ({why}); nothing registered",
-                           hint='each line must be a JSON object with "text" or "messages"')
+                           hint='each line must be a JSON object with "text", "messages", "conversations", '
+                                '"prompt" and "completion", or "instruction" and "output"')
 
 
 def _update_existing(repo: Repo, p: Path, existing: DatasetInfo, tok, why, description: str,

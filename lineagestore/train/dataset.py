@@ -37,10 +37,6 @@ from ..progress import NULL, Progress
 TOKENIZATION_VERSION = 1
 IGNORE = -100
 _END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "</s>", "<end_of_turn>", "<|endoftext|>")
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                   "system": "system", "model": "assistant", "bot": "assistant"}
-
-
 def tokenizer_id(tok: Any) -> str:
     """A fingerprint of a tokenizer's behaviour (vocabulary, merges, specials, chat template)."""
     h = blake3.blake3()
@@ -112,22 +108,18 @@ def record_segments(rec: Any, tok: Any, where: str) -> list[Segment]:
     """Split a record into text segments, each a target or not."""
     if not isinstance(rec, dict):
         raise MalformedFile(f"{where}: expected a JSON object, found {type(rec).__name__}")
-    if isinstance(rec.get("text"), str):
+    from ..records import chat_messages, pair_parts, record_kind
+    kind, reason = record_kind(rec)  # the registry's rules, so both see the same record
+    if kind == "text":
         return [Segment(rec["text"], True, special=True)]
-    msgs = rec.get("messages")
-    if msgs is None and isinstance(rec.get("conversations"), list):
-        msgs = [{"role": _SHAREGPT_ROLES.get(str(m.get("from", "")).lower(), str(m.get("from", ""))),
-                 "content": m.get("value")} for m in rec["conversations"] if isinstance(m, dict)]
-    if isinstance(msgs, list):
-        return _chat_segments(msgs, tok, where)
-    if isinstance(rec.get("prompt"), str) and isinstance(rec.get("completion"), str):
-        return [Segment(rec["prompt"], False, special=True), Segment(rec["completion"], True)]
-    if isinstance(rec.get("instruction"), str) and isinstance(rec.get("output"), str):
-        prompt = rec["instruction"] + (f"\n\n{rec['input']}" if rec.get("input") else "") + "\n\n"
-        return [Segment(prompt, False, special=True), Segment(rec["output"], True)]
-    keys = ", ".join(sorted(map(str, rec))[:8]) or "none"
-    raise MalformedFile(f"{where}: unknown record shape (keys: {keys})",
-                        hint='use {"text": ...}, {"messages": [...]}, or {"prompt": ..., "completion": ...}')
+    if kind == "chat":
+        return _chat_segments(chat_messages(rec), tok, where)
+    if kind == "pair":
+        prompt, completion = pair_parts(rec)
+        return [Segment(prompt, False, special=True), Segment(completion, True)]
+    raise MalformedFile(f"{where}: {reason}",
+                        hint='use {"text": ...}, {"messages": [...]}, {"conversations": [...]}, '
+                             '{"prompt": ..., "completion": ...} or {"instruction": ..., "output": ...}')
 
 
 def _chat_segments(msgs: list, tok: Any, where: str) -> list[Segment]:
