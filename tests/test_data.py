@@ -211,9 +211,12 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_registered(repo, 
     f = store_dir / f"{case}.jsonl"
     if raw is not None:
         _write(f, raw)
+    before = set(repo.objects.iter_ids())
     with pytest.raises(err, match=msg.replace("(", r"\(").replace(")", r"\)")):
         data.register(repo, f)
     assert repo.refs.as_dict("refs/data/") == {}
+    assert set(repo.objects.iter_ids()) == before  # the content was not left behind for gc
+    assert not list((store_dir / ".lineage" / "tmp").iterdir())
 
 
 @pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])

@@ -204,15 +204,20 @@ def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
             if existing is not None:
                 return _update_existing(repo, p, existing, tok, why, description, store_content,
                                         skip_bad_lines, progress)
-            put_blob, finish = _writers(repo, store_content)
-            scan = scan_file(p, put_blob=put_blob, finish_chunks=finish,
-                             counter_spec=tok.spec() if tok else None, skip_bad_lines=skip_bad_lines,
-                             workers=int(repo.config.get("core.workers", 0)), progress=progress,
-                             tmp_dir=tmp_root, description=f"registering {p.name}")
+            put_blob, finish, batch = _writers(repo, store_content)
+            try:
+                scan = scan_file(p, put_blob=put_blob, finish_chunks=finish,
+                                 counter_spec=tok.spec() if tok else None, skip_bad_lines=skip_bad_lines,
+                                 workers=int(repo.config.get("core.workers", 0)), progress=progress,
+                                 tmp_dir=tmp_root, description=f"registering {p.name}")
+            except BaseException:
+                _discard(batch)
+                raise
             try:
                 if scan.fingerprint != fp0:
                     raise InvalidInput(f"{p}: changed while being registered; run the command again")
                 _validate(p, scan, skip_bad_lines)
+                _flush(batch)  # the content is durable before anything names it
                 rs = put_record_set(repo.objects, scan.ids.chunks())
                 extra = {"path": str(p.resolve()), "kind": scan.kind, "distinct": rs.count, "lines": scan.lines}
                 tokens = {}
@@ -230,6 +235,9 @@ def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
                     other = current(repo, scan.fingerprint)
                     assert other is not None
                     return replace(other, already_registered=True)
+            except BaseException:
+                _discard(batch)
+                raise
             finally:
                 scan.ids.cleanup()
             return DatasetInfo.from_object(did, ds, tokenizer_id=tok.id if tok else None, tokens_note=why)
@@ -247,9 +255,15 @@ class _no_tokenizer:
 
 
 def _writers(repo: Repo, store_content: bool):
+    """(put_blob, finish_chunks, batch) for storing a file's content, or Nones.
+
+    The content goes into one batch (:meth:`ObjectStore.batch`): the disk is waited for once,
+    at ``flush`` after the file proved valid; a refused file's content is discarded, not left
+    for gc.
+    """
     if not store_content:
-        return None, None
-    store = repo.objects
+        return None, None, None
+    store = repo.objects.batch()
 
     def put_blob(piece: bytes) -> str:
         return store.put("blob", piece)
@@ -257,7 +271,17 @@ def _writers(repo: Repo, store_content: bool):
     def finish(parts: list[tuple[str, int]]) -> str:
         return store.put_object(Chunks(size=sum(n for _, n in parts), parts=[[i, n] for i, n in parts]))
 
-    return put_blob, finish
+    return put_blob, finish, store
+
+
+def _discard(batch) -> None:
+    if batch is not None:
+        batch.discard()
+
+
+def _flush(batch) -> None:
+    if batch is not None:
+        batch.flush()
 
 
 def _validate(p: Path, scan: ScanResult, skip_bad_lines: bool) -> None:
@@ -286,15 +310,20 @@ def _update_existing(repo: Repo, p: Path, existing: DatasetInfo, tok, why, descr
     tokens = dict(ds.tokens)
     extra = dict(ds.extra)
     if need_tokens or need_store:
-        put_blob, finish = _writers(repo, need_store)
-        scan = scan_file(p, put_blob=put_blob, finish_chunks=finish,
-                         counter_spec=tok.spec() if need_tokens else None,
-                         skip_bad_lines=True, workers=int(repo.config.get("core.workers", 0)),
-                         progress=progress, tmp_dir=repo.tmp_dir if repo.path is not None else None,
-                         description=f"{'counting tokens of' if need_tokens else 'storing'} {p.name}")
-        scan.ids.cleanup()
-        if scan.fingerprint != existing.fingerprint:
-            raise InvalidInput(f"{p}: changed while being read; run the command again")
+        put_blob, finish, batch = _writers(repo, need_store)
+        try:
+            scan = scan_file(p, put_blob=put_blob, finish_chunks=finish,
+                             counter_spec=tok.spec() if need_tokens else None,
+                             skip_bad_lines=True, workers=int(repo.config.get("core.workers", 0)),
+                             progress=progress, tmp_dir=repo.tmp_dir if repo.path is not None else None,
+                             description=f"{'counting tokens of' if need_tokens else 'storing'} {p.name}")
+            scan.ids.cleanup()
+            if scan.fingerprint != existing.fingerprint:
+                raise InvalidInput(f"{p}: changed while being read; run the command again")
+            _flush(batch)
+        except BaseException:
+            _discard(batch)
+            raise
         if need_tokens:
             tokens[tok.id] = scan.tokens
             extra["tokenizers"] = {**extra.get("tokenizers", {}), tok.id: tok.label}
