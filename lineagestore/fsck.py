@@ -156,17 +156,25 @@ def check(repo: Repo, *, quick: bool = False, progress: Progress = NULL, now: fl
             msg = str(e) if oid in str(e) else f"object {oid}: {e}"
             return oid, None, 0, Problem("corrupt", oid, msg)
 
+    def verify_batch(batch: list[str]) -> list:
+        return [verify(oid) for oid in batch]
+
     ids = list(store.iter_ids())
     rep.objects = len(ids)
     progress.start("verifying objects" + (" (metadata only)" if quick else ""), len(ids), "objects")
-    with ThreadPoolExecutor() as pool:
-        for oid, inf, n, prob in pool.map(verify, ids):
-            rep.bytes_verified += n
-            if prob:
-                rep.problems.append(prob)
-            if inf:
-                info[oid] = inf
-            progress.advance(1)
+    # in batches: one future per object cost more than reading a header (150,000 objects: 12 s)
+    batches = [ids[i:i + 256] for i in range(0, len(ids), 256)]
+    # quick: small reads and JSON, bound by the GIL (one thread was fastest: 150,000 objects in
+    # 8.4 s vs 12.4 s on 6); full: hashing big objects, which releases it
+    with ThreadPoolExecutor(1 if quick else None) as pool:
+        for results in pool.map(verify_batch, batches):
+            for oid, inf, n, prob in results:
+                rep.bytes_verified += n
+                if prob:
+                    rep.problems.append(prob)
+                if inf:
+                    info[oid] = inf
+            progress.advance(len(results))
     progress.finish()
     corrupt = {p.subject for p in rep.problems}
 

@@ -133,13 +133,11 @@ def reflog_problems(repo: Repo) -> list[tuple[str, str]]:
         return []
     logs = repo.path / "logs"
     out: list[tuple[str, str]] = []
-    for p in sorted(logs.rglob("*")) if logs.is_dir() else []:
-        if not p.is_file():
-            continue
-        name = p.relative_to(logs).as_posix()
+    for name in repo.refs.reflog_names():
         try:
             check_ref_name(name)
-            lines = p.read_text(encoding="utf-8").splitlines()
+            with open(os.path.join(logs, name), "rb") as f:
+                lines = f.read().decode("utf-8").splitlines()
         except (LinError, OSError, UnicodeDecodeError) as e:
             out.append((f"logs/{name}", f"logs/{name}: not a readable reflog of a valid ref ({e})"))
             continue

