@@ -73,10 +73,11 @@ def add(
     for f in files:
         check_file(f)  # every file is readable before anything is registered
     results = []
+    u = None
     for f in files:
         info = data.register(repo, f, description=description, tokenizer=False if no_tokens else tokenizer,
                              store_content=not no_store, skip_bad_lines=skip_bad_lines, progress=_progress(o))
-        u = data.usage(repo)
+        u = u or data.usage(repo)  # registering changes no version: derived once
         detail = data.DatasetDetail(info, u.status(info.fingerprint), u.trained_in.get(info.fingerprint, []),
                                     u.in_training.get(info.fingerprint, []))
         rep = data.check_dataset(repo, info, progress=_progress(o))

@@ -25,7 +25,7 @@ from ..progress import NULL, Progress
 from ..records import file_content_id, rechunk
 from ..repo import Repo
 from .ledger import Ledger, iter_record_set
-from .registry import DatasetInfo, current, dataset_key, dataset_keys, register
+from .registry import DatasetInfo, current, dataset_key, register
 from .scan import check_file, scan_file
 
 QUERY_BATCH = 2 << 20  # query ids looked up at a time
@@ -80,7 +80,8 @@ def lineage(repo: Repo, base_id: str | None, memo: dict | None = None) -> Lineag
     lin = Lineage(base_id, repo.name_of(base_id))
     commits = list(repo.all_ancestors(base_id))
     commits.sort(key=lambda kv: _version_key(kv[1].name))
-    keys = dataset_keys(repo)
+    # only the lineage's dataset objects are read (not the whole registry: 50,000 files)
+    keys: dict = {}
     seen: set[str] = set()
     for _cid, c in commits:
         for did in c.datasets:
