@@ -64,6 +64,24 @@ def test_log_graph_draws_branches(two_versions, store_dir, lin):
     assert any(l.startswith("└─* v003_side") and "HEAD" in l for l in lines)
 
 
+def test_graph_of_a_long_lineage_is_a_straight_line_and_branches_indent():
+    """Thousands of versions trained file after file: drawn flat, without recursion limits."""
+    from types import SimpleNamespace
+    from lineagestore.cli.versions_cmd import graph_lines
+
+    def v(n, parent=None):
+        return SimpleNamespace(id=f"c{n}", name=f"v{n:03d}_s", parents=[f"c{parent}"] if parent else [])
+
+    chain = [v(1)] + [v(i, i - 1) for i in range(2, 3001)]
+    lines = graph_lines(chain)
+    assert len(lines) == 3000 and all(prefix == "" for prefix, _ in lines)
+    assert [x.name for _, x in lines[:2]] == ["v001_s", "v002_s"]
+    tree = [v(1), v(2, 1), v(3, 2), v(4, 2), v(5, 3), v(6, 4), v(7, 6)]
+    drawn = [(prefix, x.name) for prefix, x in graph_lines(tree)]
+    assert drawn == [("", "v001_s"), ("", "v002_s"), ("├─", "v003_s"), ("│ ", "v005_s"),
+                     ("└─", "v004_s"), ("  ", "v006_s"), ("  ", "v007_s")]
+
+
 def test_checkout_round_trip_and_status(two_versions, store_dir, lin):
     a, b = two_versions
     code, out, _ = lin("checkout", "v001")

@@ -162,26 +162,38 @@ def _version_block(o, v, indent: str = "") -> None:
 
 
 def graph_lines(versions) -> list[tuple[str, object]]:
-    """Draw versions as a tree (first parent = tree parent), roots and children oldest first."""
+    """Draw versions as a tree (first parent = tree parent), roots and children oldest first.
+
+    An only child is drawn under its parent in the same column, so a long lineage (thousands of
+    versions trained file after file) stays a straight line; where a version has several
+    children each gets a branch (``├─`` / ``└─``) and its descendants are drawn inside it.
+    Iterative: the depth of a lineage is not limited by Python's recursion limit.
+    """
     by_id = {v.id: v for v in versions}
     children: dict[str | None, list] = {}
     for v in versions:
         parent = v.parents[0] if v.parents and v.parents[0] in by_id else None
         children.setdefault(parent, []).append(v)
-    for lst in children.values():
-        lst.sort(key=lambda v: (parse_version(v.name) or (10**9, ""))[0] if parse_version(v.name) else 10**9)
-    lines: list[tuple[str, object]] = []
 
-    def walk(v, prefix: str, last: bool, root: bool) -> None:
-        connector = "" if root else ("└─" if last else "├─")
+    def order(v):
+        p = parse_version(v.name)
+        return (p[0] if p else 10**9, v.name)
+
+    for lst in children.values():
+        lst.sort(key=order)
+    lines: list[tuple[str, object]] = []
+    # (version, prefix of its column, connector drawn before it)
+    stack = [(r, "", "") for r in reversed(children.get(None, []))]
+    while stack:
+        v, prefix, connector = stack.pop()
         lines.append((prefix + connector, v))
         kids = children.get(v.id, [])
-        child_prefix = prefix + ("" if root else ("  " if last else "│ "))
-        for i, k in enumerate(kids):
-            walk(k, child_prefix, i == len(kids) - 1, False)
-
-    for r in children.get(None, []):
-        walk(r, "", True, True)
+        column = prefix + {"": "", "├─": "│ ", "└─": "  "}[connector]
+        if len(kids) == 1:
+            stack.append((kids[0], column, ""))
+        else:
+            for i in reversed(range(len(kids))):
+                stack.append((kids[i], column, "└─" if i == len(kids) - 1 else "├─"))
     return lines
 
 
