@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Scale of the data registry: everyday commands on a store that knows ~50,000 data files.
 
-    python benchmarks/bench_scale.py [--files 50000] [--trained 10000] [--workdir DIR] [--keep]
+    python benchmarks/bench_scale.py [--files 50000] [--trained 10000] [--versions 5] [--workdir DIR] [--keep]
 
 The problem lin is built for trains toward a trillion tokens over ~50,000 JSONL files. This
 makes a store with --files registered files (small JSONL files of 2-5 text records each,
 registered in-process with ``lineagestore.data.register``, no tokenizer) and a lineage of five
 versions of a tiny model, the last four trained on --trained of those files between them. Then
-it times, as subprocesses, the commands a user runs every day:
+it times, as subprocesses, the commands a user runs every day (``--versions N`` makes the
+lineage N versions long, one more commit each):
 
   lin data ls / data ls --json     every registered file with its status (trained, in training)
   lin data show FILE               one entry
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=50_000)
     ap.add_argument("--trained", type=int, default=10_000, help="files trained in the lineage")
+    ap.add_argument("--versions", type=int, default=5, help="versions in the lineage (at least 5)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args(argv)
@@ -92,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             infos = [data.register(repo, p, tokenizer=False) for p in chunk]  # already registered
             make_model_dir(model, seed=v + 1)
             repo.commit_folder(model, f"step{v + 1}", datasets=[i.id for i in infos])
+        t0 = time.perf_counter()
+        for v in range(5, args.versions):  # a long lineage: a version per file trained, for years
+            (model / "config.json").write_text(json.dumps({"model_type": "toy", "step": v}))
+            repo.commit_folder(model, f"step{v + 1}", metrics={"loss": 1.0 / v})
+        if args.versions > 5:
+            print(f"{args.versions - 5:,} more versions committed in-process in {time.perf_counter() - t0:.1f} s",
+                  file=sys.stderr, flush=True)
 
         new = work / "new.jsonl"
         new.write_text("".join(json.dumps({"text": f"fresh record {j}"}) + "\n" for j in range(1000))
@@ -111,11 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             ("lin data add FILE (one more)", lin + ["data", "add", str(extra), "--no-tokens"]),
             ("lin registry --json", lin + ["registry", "--json"]),
             ("lin log", lin + ["log"]),
+            ("lin log --graph", lin + ["log", "--graph"]),
             ("lin status", lin + ["status"]),
             ("lin fsck (every object re-hashed)", lin + ["fsck"]),
             ("lin gc (plan only)", lin + ["gc"]),
         ]
-        print(f"\nstore: {args.files + 1:,} registered files, 5 versions, {4 * per:,} files trained; "
+        print(f"\nstore: {args.files + 1:,} registered files, {max(5, args.versions):,} versions, {4 * per:,} files trained; "
               f"{sum(1 for _ in (work / '.lineage' / 'objects').rglob('*') if _.is_file()):,} objects")
         print("| command | seconds, first run | seconds, again | stdout |")
         print("|---|---:|---:|---:|")
