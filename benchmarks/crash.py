@@ -89,6 +89,7 @@ class Lab:
     data: dict[str, str] = field(default_factory=dict)  # data file name -> digest of its bytes
     stats: Counter = field(default_factory=Counter)
     max_point: dict[str, int] = field(default_factory=dict)
+    duration: dict[str, float] = field(default_factory=dict)  # seconds a command takes, unkilled
     model_n: int = 0
     cli_every: int = 10  # every N-th check runs the real `lin fsck --full`
 
@@ -135,10 +136,15 @@ class Lab:
         top = self.max_point.setdefault(scenario, 30)
         if self.rng.random() < 0.8:
             n = self.rng.randint(1, top)
+            t0 = time.monotonic()
             r = self.lin(*args, kill_at=f"any:{n}")
             self.max_point[scenario] = max(top, n) if r.killed else max(2, n - 1)
+            if not r.killed:  # how long the command takes when it runs to the end
+                self.duration[scenario] = time.monotonic() - t0
         else:
-            r = self.lin(*args, kill_after=self.rng.uniform(0.2, 0.6))
+            # a random moment within the command's usual run time (commands got fast: a fixed
+            # 0.2-0.6 s delay came after most of them had finished)
+            r = self.lin(*args, kill_after=self.rng.uniform(0.1, 0.95) * self.duration.get(scenario, 0.4))
         self.stats["rounds"] += 1
         self.stats[f"{scenario} rounds"] += 1
         if r.killed:
