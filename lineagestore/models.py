@@ -228,7 +228,12 @@ def _store_safetensors(store: ObjectStore, path: Path, writer: ParallelWriter,
             futures.append((span, store.put_range(fd, layout.data_start + span.begin, span.size, writer,
                                                   progress.advance, where)))
     except BaseException:
-        os.close(fd)
+        # pieces already submitted still read the file: close it after them, never under them
+        pending = [fu for _, fu in futures]
+        if pending:
+            writer.submit_after(pending, lambda: os.close(fd))
+        else:
+            os.close(fd)
         raise
 
     def finish() -> str:
