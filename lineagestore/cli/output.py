@@ -46,6 +46,18 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def _json_default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        if hasattr(obj, "to_dict"):
+            return obj.to_dict()
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    if hasattr(obj, "__fspath__"):
+        return os.fspath(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
 class Output:
     def __init__(self, json_mode: bool = False, quiet: bool = False):
         self.json_mode = json_mode
@@ -84,7 +96,11 @@ class Output:
             self.out.print(text, style=style)
 
     def json(self, obj: Any) -> None:
-        sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+        try:  # the encoder walks plain data itself and asks _json_default only for the rest
+            text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
+        except (ValueError, TypeError):  # NaN/inf (-> null) or keys json cannot write: the slow way
+            text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False)
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
     def table(self, table) -> None:
