@@ -222,3 +222,24 @@ def test_checkout_keep_active_exports_without_moving_head(two_versions, store_di
     assert (store_dir / "export" / "model.safetensors").read_bytes() == (a / "model.safetensors").read_bytes()
     code, out, _ = lin("status")
     assert "Active version: v002_tuned" in out and "on branch main" in out
+
+
+def test_json_output_is_plain_json_whatever_it_holds(capsys):
+    """Dataclasses, paths, sets, NaN and infinities: always valid JSON (NaN/inf become null)."""
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    from lineagestore.cli.output import Output
+
+    @dataclass
+    class Row:
+        name: str
+        loss: float
+        where: Path
+        tags: set
+
+    Output(json_mode=True).json([Row("a", 0.5, Path("/x/y"), {"t"}), {"n": float("nan"), 3: float("inf")}])
+    got = json.loads(capsys.readouterr().out)  # json.loads would accept NaN; check the text has none
+    assert got == [{"name": "a", "loss": 0.5, "where": "/x/y", "tags": ["t"]}, {"n": None, "3": None}]
+    Output(json_mode=True).json({"n": float("nan")})
+    assert "NaN" not in capsys.readouterr().out
