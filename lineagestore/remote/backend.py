@@ -246,6 +246,16 @@ _CRED_HINT = ("check the credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KE
               "AWS_PROFILE (lin reads them from the usual AWS chain and never stores them)")
 
 
+class _Absent(Exception):
+    """A key that is not there (S3Backend's read and size answer None)."""
+
+
+def _error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError ("" for anything else)."""
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
 class S3Backend(Backend):
     """A remote under ``s3://bucket/prefix`` on AWS S3 or any S3-compatible server."""
 
@@ -322,32 +332,33 @@ class S3Backend(Backend):
                                hint="run the command again: a push resumes where it stopped")
         return exc  # not ours to translate
 
-    def _call(self, op: str, key: str, fn, **kw):
+    @contextmanager
+    def _errors(self, op: str, key: str, absent: BaseException | type | None = None) -> Iterator[None]:
+        """botocore errors in the block as one clear RemoteError (see :meth:`_error`); with
+        ``absent``, a missing key (NoSuchKey, 404) raises that instead."""
         try:
-            return fn(Bucket=self.bucket, **kw)
+            yield
         except Exception as e:  # noqa: BLE001 - translated below
+            if absent is not None and _error_code(e) in ("NoSuchKey", "404", "NotFound"):
+                raise absent from e
             err = self._error(e, op, key)
             if err is e:
                 raise
             raise err from e
 
+    def _call(self, op: str, key: str, fn, **kw):
+        with self._errors(op, key):
+            return fn(Bucket=self.bucket, **kw)
+
     # -- the interface
 
     def read(self, key: str) -> tuple[bytes, str] | None:
-        from botocore.exceptions import ClientError
         try:
-            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            data = r["Body"].read()
-        except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise self._error(e, "read", key) from e
-        except Exception as e:  # noqa: BLE001
-            err = self._error(e, "read", key)
-            if err is e:
-                raise
-            raise err from e
+            with self._errors("read", key, absent=_Absent):
+                r = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+                data = r["Body"].read()
+        except _Absent:
+            return None
         return data, r.get("ETag", "")
 
     def write(self, key: str, data: bytes | memoryview, on_bytes: Callable[[int], None] | None = None) -> None:
@@ -367,79 +378,41 @@ class S3Backend(Backend):
 
         cfg = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK,
                              max_request_concurrency=4)
-        try:
+        with self._errors("write", key):  # s3transfer raises botocore's own errors
             with TransferManager(self.client, cfg) as tm:  # what boto3's upload_fileobj does
                 tm.upload(io.BytesIO(data), self.bucket, full, subscribers=[Progress()]).result()
-        except Exception as e:  # noqa: BLE001 - s3transfer raises botocore's own errors
-            err = self._error(e, "write", key)
-            if err is e:
-                raise
-            raise err from e
 
     def create(self, key: str, data: bytes) -> str:
         r = self._call("create", key, self.client.put_object, Key=self._key(key), Body=data, IfNoneMatch="*")
         return r.get("ETag", "")
 
     def replace(self, key: str, data: bytes, etag: str) -> str:
-        from botocore.exceptions import ClientError
-        try:
+        # AWS answers If-Match on an absent key with 404: for us, the condition failed
+        with self._errors("replace", key, absent=PreconditionFailed(key)):
             r = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=etag)
-        except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchKey", "404"):  # AWS answers If-Match on an absent key with 404
-                raise PreconditionFailed(key) from e
-            raise self._error(e, "replace", key) from e
-        except Exception as e:  # noqa: BLE001
-            err = self._error(e, "replace", key)
-            if err is e:
-                raise
-            raise err from e
         return r.get("ETag", "")
 
     def delete(self, key: str) -> None:
         self._call("delete", key, self.client.delete_object, Key=self._key(key))
 
     def delete_if_match(self, key: str, etag: str) -> None:
-        from botocore.exceptions import ClientError
-        try:
+        with self._errors("delete", key, absent=PreconditionFailed(key)):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=etag)
-        except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "404"):
-                raise PreconditionFailed(key) from e
-            raise self._error(e, "delete", key) from e
-        except Exception as e:  # noqa: BLE001
-            err = self._error(e, "delete", key)
-            if err is e:
-                raise
-            raise err from e
 
     def list(self, prefix: str) -> Iterator[Entry]:
         full = self._key(prefix.rstrip("/")) + "/" if prefix else (self.prefix + "/" if self.prefix else "")
         cut = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
-        try:
+        with self._errors("list", prefix):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for o in page.get("Contents", []):
                     yield Entry(o["Key"][cut:], int(o["Size"]), o.get("ETag", ""))
-        except Exception as e:  # noqa: BLE001
-            err = self._error(e, "list", prefix)
-            if err is e:
-                raise
-            raise err from e
 
     def size(self, key: str) -> int | None:
-        from botocore.exceptions import ClientError
         try:
-            r = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise self._error(e, "head", key) from e
-        except Exception as e:  # noqa: BLE001
-            err = self._error(e, "head", key)
-            if err is e:
-                raise
-            raise err from e
+            with self._errors("head", key, absent=_Absent):
+                r = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except _Absent:
+            return None
         return int(r["ContentLength"])
 
