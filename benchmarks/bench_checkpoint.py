@@ -61,7 +61,7 @@ def baseline(model, optimizer, folder: Path) -> tuple[float, float]:
 def store_checkpoint(repo, model, optimizer, scheduler, base_tree, run: str, parent, step: int,
                      frozen: dict | None = None):
     """As `lin train` checkpoints (``frozen``: the run's frozen tensor ids, filled on the way)."""
-    from lineagestore.train.checkpoint import checkpoint_store, flush_checkpoint, save_state, write_checkpoint
+    from lineagestore.train.checkpoint import checkpoint_store, save_state, write_checkpoint
     from lineagestore.train.modelio import store_model
     t0 = time.perf_counter()
     store = checkpoint_store(repo)
@@ -74,7 +74,7 @@ def store_checkpoint(repo, model, optimizer, scheduler, base_tree, run: str, par
             names = {n for n, p in model.named_parameters() if not p.requires_grad}
             frozen.update({n: i for n, i in stored.tensor_ids.items() if n in names})
         state = save_state(store, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
-        flush_checkpoint(store)
+        store.flush()
         cid = write_checkpoint(repo, run, step=step, model=tree, state=state, parent=parent, meta={"status": "running"},
                                message=f"checkpoint: step {step}")
     return time.perf_counter() - t0, store.written_bytes - before, cid

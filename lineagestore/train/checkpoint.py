@@ -25,7 +25,7 @@ from ..errors import CorruptObject, NotFound
 from ..models import _build_trees, walk_tree
 from ..objects import Checkpoint
 from ..repo import Repo
-from ..store import DiskObjectStore, ObjectStore, ParallelWriter
+from ..store import ObjectStore, ParallelWriter
 from .tensorio import join_tensors, load_tensors, split_tensors, store_tensors
 
 RUNS_PREFIX = "refs/runs/"
@@ -48,23 +48,7 @@ def checkpoint_store(repo: Repo) -> ObjectStore:
     (:class:`BatchObjectStore`) instead of one fsync each. Call ``flush()`` before writing the
     checkpoint object and moving the ref.
     """
-    level = int(repo.config.get("train.checkpoint_compression_level", -5))
-    objs = repo.objects
-    if isinstance(objs, DiskObjectStore):
-        return objs.batch(level)
-    return objs
-
-
-def flush_checkpoint(store: ObjectStore) -> None:
-    flush = getattr(store, "flush", None)
-    if flush is not None:
-        flush()
-
-
-def discard_checkpoint(store: ObjectStore) -> None:
-    discard = getattr(store, "discard", None)
-    if discard is not None:
-        discard()
+    return repo.objects.batch(int(repo.config.get("train.checkpoint_compression_level", -5)))
 
 
 def save_state(store: ObjectStore, parts: dict[str, Any], *, workers: int = 0) -> str:

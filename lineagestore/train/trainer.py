@@ -40,8 +40,8 @@ from ..fsutil import kill_point
 from ..progress import NULL, Progress
 from ..repo import Repo, code_revision, environment, utc_now
 from . import distributed as D
-from .checkpoint import (FAILED, INTERRUPTED, RUNNING, checkpoint_store, discard_checkpoint, flush_checkpoint,
-                         load_state, read_checkpoint, run_ref, save_state, write_checkpoint)
+from .checkpoint import (FAILED, INTERRUPTED, RUNNING, checkpoint_store, load_state,
+                         read_checkpoint, run_ref, save_state, write_checkpoint)
 from .dataset import IGNORE, Blocks, epoch_order, load_data
 from .modelio import load_weights, store_model, tree_weight_summary
 from .plan import Job, Plan, _quiet, load_tokenizer, steps_for
@@ -426,9 +426,9 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
                         # frozen parameters never change in this process: not read again
                         frozen_ids.update({n: i for n, i in stored.tensor_ids.items() if n in frozen_names})
                     state_tree = save_state(ckstore, parts)
-                    flush_checkpoint(ckstore)
+                    ckstore.flush()
                 except BaseException:
-                    discard_checkpoint(ckstore)
+                    ckstore.discard()
                     raise
                 last_ckpt = write_checkpoint(repo, plan.run, step=st.step, model=model_tree, state=state_tree,
                                              parent=last_ckpt, meta=meta(status),
