@@ -139,19 +139,21 @@ def check(repo: Repo, *, quick: bool = False, progress: Progress = NULL, now: fl
     # ---- objects
     def verify(oid: str) -> tuple[str, _Info | None, int, Problem | None]:
         try:
-            h = store.header(oid)
-            if quick and h.type not in LINKING_TYPES:
-                return oid, _Info(h.type, h.size, []), 0, None
-            type_name, data = store.get_raw(oid)
+            if quick:  # the header tells whether the object links to others; only those are read
+                h = store.header(oid)
+                if h.type not in LINKING_TYPES:
+                    return oid, _Info(h.type, h.size, []), 0, None
+            type_name, data = store.get_raw(oid)  # verified: its size is the header's
+            n = len(data)
             if type_name not in LINKING_TYPES:
-                return oid, _Info(type_name, h.size, []), h.size, None
+                return oid, _Info(type_name, n, []), n, None
             obj = decode_object(type_name, data, f"object {oid}")
             bad = _unsafe_names(type_name, obj)
             if bad:
-                return oid, None, h.size, Problem("corrupt", oid, f"tree {oid} has unsafe entry names: {bad[:3]}")
-            size = getattr(obj, "size", h.size)
+                return oid, None, n, Problem("corrupt", oid, f"tree {oid} has unsafe entry names: {bad[:3]}")
+            size = getattr(obj, "size", n)
             name = obj.name if type_name == "commit" else None
-            return oid, _Info(type_name, size, _links(type_name, obj), name), h.size, None
+            return oid, _Info(type_name, size, _links(type_name, obj), name), n, None
         except (LinError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
             msg = str(e) if oid in str(e) else f"object {oid}: {e}"
             return oid, None, 0, Problem("corrupt", oid, msg)
