@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tools/ package
+
 
 def fsync_tree(path: Path) -> None:
     for p in sorted(path.rglob("*")):
@@ -93,7 +95,8 @@ def main() -> int:
     a = ap.parse_args()
 
     import torch
-    from lineagestore import Repo, samples
+    from lineagestore import Repo
+    from tools import samples
 
     work = Path(a.dir or tempfile.mkdtemp(prefix="bench-ckpt-"))
     work.mkdir(parents=True, exist_ok=True)

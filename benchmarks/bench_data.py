@@ -116,7 +116,7 @@ def lin(*args) -> list[str]:
 
 
 def verses() -> list[str]:
-    from lineagestore.samples import bible_records
+    from tools.samples import bible_records
     return [r["text"] for r in bible_records()]
 
 
@@ -207,7 +207,7 @@ def phase_register(args, work: Path, rows: list) -> None:
 
 
 def phase_tokens(args, work: Path, rows: list) -> None:
-    from lineagestore.samples import save_tokenizer
+    from tools.samples import save_tokenizer
     corpus = work / "corpus.jsonl"
     if not corpus.exists():
         write_corpus(corpus, max(args.tokens_mb, 1))
@@ -250,8 +250,8 @@ import os, sys, numpy as np
 from pathlib import Path
 from lineagestore import Repo
 from lineagestore.data.ledger import put_record_set
-from lineagestore.objects import Dataset, Tree
-from lineagestore.records import ID_DTYPE
+from lineagestore.core.objects import Dataset, Tree
+from lineagestore.data.records import ID_DTYPE
 repo = Repo.open(sys.argv[1]); total = int(sys.argv[2]); per = int(sys.argv[3]); seen_fp = sys.argv[4]
 rng = np.random.default_rng(7)
 ids = [repo.refs.resolve("refs/data/" + seen_fp)]

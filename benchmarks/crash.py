@@ -42,13 +42,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lineagestore import fsck  # noqa: E402
+from lineagestore.guard import fsck  # noqa: E402
 from lineagestore.api import Repo as ApiRepo  # noqa: E402
-from lineagestore.fsutil import pid_alive  # noqa: E402
-from lineagestore.models import TMP_PREFIX, iter_file_bytes, walk_tree  # noqa: E402
-from lineagestore.names import parse_version  # noqa: E402
-from lineagestore.protect import descendants  # noqa: E402
-from lineagestore.repo import Repo  # noqa: E402
+from lineagestore.core.fsutil import pid_alive  # noqa: E402
+from lineagestore.versions.models import TMP_PREFIX, iter_file_bytes, walk_tree  # noqa: E402
+from lineagestore.core.names import parse_version  # noqa: E402
+from lineagestore.guard.protect import descendants  # noqa: E402
+from lineagestore.core.repo import Repo  # noqa: E402
 
 SCENARIOS = ("commit", "checkout", "gc", "gc-empty", "data-add")
 

@@ -1,6 +1,6 @@
 """What users import: ``from lineagestore import Repo``.
 
-:class:`Repo` is the store (``lineagestore.repo.Repo``) plus the operations of every feature
+:class:`Repo` is the store (``lineagestore.core.repo.Repo``) plus the operations of every feature
 module as methods. Each returns a dataclass; nothing prints.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from . import versions as _versions
-from .progress import NULL, Progress
-from .repo import Repo as _BaseRepo
+from .versions import history as _versions
+from .core.progress import NULL, Progress
+from .core.repo import Repo as _BaseRepo
 
 
 class Repo(_BaseRepo):
@@ -43,33 +43,33 @@ class Repo(_BaseRepo):
         return _versions.registry(self)
 
     def diff(self, rev_a: str, rev_b: str, *, stats: bool = True) -> "_diff.DiffResult":
-        from . import diff as _diff  # numpy: imported only by the commands that need it
+        from .versions import diff as _diff  # numpy: imported only by the commands that need it
         return _diff.diff_versions(self, rev_a, rev_b, stats=stats)
 
     def fsck(self, *, quick: bool = False, progress: Progress = NULL) -> _fsck.FsckReport:  # noqa: F821 - imported lazily
-        from . import fsck as _fsck
+        from .guard import fsck as _fsck
         return _fsck.check(self, quick=quick, progress=progress)
 
     # --- guardrails (issue 4) ---
     def protection(self, name: str):
-        """Why a name is protected (``lin rm`` rules); see lineagestore.protect."""
-        from . import protect
+        """Why a name is protected (``lin rm`` rules); see lineagestore.guard.protect."""
+        from .guard import protect
         return protect.protection(self, name)
 
     def rm(self, name: str, *, force: bool = False, confirm_lineage: bool = False,
            confirm_name: str | None = None):
         """Remove a name (never objects); protected names need force, confirm_lineage and the full name."""
-        from . import protect
+        from .guard import protect
         return protect.remove_name(self, name, force=force, confirm_lineage=confirm_lineage,
                                    confirm_name=confirm_name)
 
     def reflog(self, name: str | None = None):
-        from . import protect
+        from .guard import protect
         return protect.reflog(self, name)
 
     def restore(self, what: str):
         """Bring back a removed name from the reflog, or objects (by id) from trash."""
-        from . import protect
+        from .guard import protect
         res = protect.restore(self, what)
         if res.objects:
             self.audit_notes = [*getattr(self, "audit_notes", []), f"restored {res.objects} objects from trash"]
@@ -77,13 +77,13 @@ class Repo(_BaseRepo):
 
     def gc_plan(self, *, grace: str | float | None = None, progress: Progress = NULL):
         """What ``gc`` would move to trash; deletes nothing. ``grace``: days, or "12h", "0"."""
-        from . import gc
+        from .guard import gc
         return gc.plan(self, grace_s=None if grace is None else gc.parse_duration(grace), progress=progress)
 
     def gc(self, *, grace: str | float | None = None, empty_trash: bool = False, progress: Progress = NULL,
            on_wait=None):
         """Move unreachable objects older than the grace period to trash/ (exclusive store lock)."""
-        from . import gc
+        from .guard import gc
         res = gc.collect(self, grace_s=None if grace is None else gc.parse_duration(grace),
                          empty_trash=empty_trash, progress=progress, on_wait=on_wait)
         notes = []
@@ -95,15 +95,15 @@ class Repo(_BaseRepo):
         return res
 
     def doctor(self):
-        from . import doctor
+        from .guard import doctor
         return doctor.diagnose(self)
 
     def audit_log(self) -> list[dict]:
-        from . import audit
+        from .core import audit
         return audit.entries(self)
 
     def audit_verify(self):
-        from . import audit
+        from .core import audit
         return audit.verify(self)
     # --- end guardrails (issue 4) ---
 

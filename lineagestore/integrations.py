@@ -33,8 +33,8 @@ except ImportError:  # pragma: no cover - transformers is an optional dependency
     class TrainerCallback:  # type: ignore[no-redef]
         pass
 
-from .errors import Refused
-from .repo import utc_now
+from .core.errors import Refused
+from .core.repo import utc_now
 
 
 class LineageCallback(TrainerCallback):
@@ -42,7 +42,7 @@ class LineageCallback(TrainerCallback):
                  data: list[os.PathLike | str] = (), tokenizer: Any = None, checkpoint_every: int | None = None,
                  checkpoint_on_save: bool = True, commit: bool = True, allow_overlap: bool = False,
                  message: str = "", code_path: os.PathLike | str | None = None, run: str | None = None):
-        from .names import check_name
+        from .core.names import check_name
         check_name(name, "version name")
         self.name = name
         self.store = store

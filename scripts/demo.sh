@@ -71,7 +71,7 @@ step "12. Every read verifies: flip one byte of an object in a copy of the store
 cp -r .lineage damaged.lineage
 OBJ="$("$PY" - <<'PYEOF'
 from lineagestore import Repo
-from lineagestore.models import walk_tree
+from lineagestore.versions.models import walk_tree
 repo = Repo.open("damaged.lineage")
 tf = next(f for f in walk_tree(repo.objects, repo.commit(repo.resolve("v001")).tree) if f.type == "tensor-file")
 oid = repo.objects.get(tf.id, "tensor-file").entries()[0].id

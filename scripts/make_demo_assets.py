@@ -3,7 +3,7 @@
     python scripts/make_demo_assets.py DIR
 
 - DIR/base_model/: a randomly initialised Qwen3 (hidden 64, 2 layers, ~3.3M parameters) with the
-  GPT-2 tokenizer and a ChatML chat template (lineagestore.samples, from installed packages);
+  GPT-2 tokenizer and a ChatML chat template (tools.samples, from installed packages);
 - DIR/bible.jsonl: 200 records of the King James Bible, two verses each ({"text": ...});
 - DIR/chat.jsonl: 200 user/assistant conversations ({"messages": [...]}).
 """
@@ -13,7 +13,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lineagestore import samples
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tools/ package
+
+from tools import samples
 
 
 def main(argv: list[str]) -> int:

@@ -112,5 +112,5 @@ def lin(capsys):
 @pytest.fixture(scope="session")
 def tiny_hf_model(tmp_path_factory):
     """A tiny Qwen3 model folder built from a config with the GPT-2 tokenizer (no downloads)."""
-    from lineagestore.samples import tiny_model_folder
+    from tools.samples import tiny_model_folder
     return tiny_model_folder(tmp_path_factory.mktemp("tiny") / "qwen3", arch="qwen3", seed=0)

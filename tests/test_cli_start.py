@@ -48,7 +48,7 @@ def _modules_loaded_by(args: list[str]) -> set[str]:
 def test_a_command_loads_only_what_it_needs(tmp_path):
     loaded = _modules_loaded_by(["--store", str(tmp_path / ".lineage"), "init"])
     assert "lineagestore.cli.versions_cmd" in loaded
-    for heavy in ("lineagestore.cli.train_cmd", "lineagestore.cli.remote_cmd", "lineagestore.fsck",
+    for heavy in ("lineagestore.cli.train_cmd", "lineagestore.cli.remote_cmd", "lineagestore.guard.fsck",
                   "pydantic", "numpy", "torch"):
         assert heavy not in loaded, heavy
 

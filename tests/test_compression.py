@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import enospc_at_fsync, write_safetensors
-from lineagestore import Repo, fsutil
-from lineagestore.errors import CorruptObject
-from lineagestore.models import walk_tree
-from lineagestore.objects import CHUNK_SIZE, CODEC_RAW, CODEC_ZSTD, encode_payload, has_repeats
+from lineagestore import Repo
+from lineagestore.core import fsutil
+from lineagestore.core.errors import CorruptObject
+from lineagestore.versions.models import walk_tree
+from lineagestore.core.objects import CHUNK_SIZE, CODEC_RAW, CODEC_ZSTD, encode_payload, has_repeats
 
 
 def _bf16(rng, n: int) -> bytes:
@@ -151,9 +152,9 @@ def test_an_unknown_mode_is_one_clear_error(store_dir, lin):
 
 
 def test_put_file_range_copies_verifies_and_dedupes(tmp_path):
-    from lineagestore.errors import InvalidInput
-    from lineagestore.hashing import hash_object
-    from lineagestore.store import DiskObjectStore, ParallelWriter
+    from lineagestore.core.errors import InvalidInput
+    from lineagestore.core.ids import hash_object
+    from lineagestore.core.store import DiskObjectStore, ParallelWriter
     (tmp_path / "objects").mkdir()
     (tmp_path / "tmp").mkdir()
     store = DiskObjectStore(tmp_path / "objects", tmp_path / "tmp")
@@ -185,7 +186,7 @@ def test_put_file_range_copies_verifies_and_dedupes(tmp_path):
 def test_full_disk_while_copying_weights_in_the_kernel(store_dir, lin, monkeypatch):
     """ENOSPC at each fsync of a commit whose tensors take the copy_file_range path: exit 9,
     nothing half-written, no temp file, the store consistent."""
-    from lineagestore.fsck import check
+    from lineagestore.guard.fsck import check
     base = weights_folder(store_dir / "a", seed=1)
     new = weights_folder(store_dir / "b", seed=2)
     assert lin("import", base, "--name", "a")[0] == 0

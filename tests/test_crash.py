@@ -16,7 +16,7 @@ import pytest
 
 from conftest import enospc_at_fsync, make_model_dir
 from lineagestore import Repo
-from lineagestore.fsck import check
+from lineagestore.guard.fsck import check
 from test_guard_helpers import ROOT, folder_bytes, run_lin, version_bytes
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

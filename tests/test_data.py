@@ -19,15 +19,15 @@ from conftest import make_model_dir
 from lineagestore import data
 from lineagestore.data import scan as scan_mod
 from lineagestore.data.ledger import iter_record_set
-from lineagestore.errors import InvalidInput, MalformedFile, NotFound, Refused
-from lineagestore.objects import Checkpoint
-from lineagestore.records import record_id
-from lineagestore.samples import bible_records, chat_records, save_tokenizer, write_jsonl
+from lineagestore.core.errors import InvalidInput, MalformedFile, NotFound, Refused
+from lineagestore.core.objects import Checkpoint
+from lineagestore.data.records import record_id
+from tools.samples import bible_records, chat_records, save_tokenizer, write_jsonl
 
 
 @pytest.fixture(scope="module")
 def tok():
-    from lineagestore.samples import gpt2_tokenizer
+    from tools.samples import gpt2_tokenizer
     return gpt2_tokenizer()
 
 
@@ -117,7 +117,7 @@ def test_sharegpt_and_prompt_completion_records_register_with_exact_tokens(mrepo
 
 
 def test_training_reads_the_same_shapes_the_registry_accepts(tok):
-    from lineagestore.records import record_kind
+    from lineagestore.data.records import record_kind
     from lineagestore.train.dataset import record_segments
     recs = [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
             {"prompt": "Q: 2+2?", "completion": " 4"},

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from lineagestore import Repo
 from lineagestore.data import ledger as ledger_mod
 from lineagestore.data.ledger import Ledger, iter_record_set, put_record_set, record_set_parts
-from lineagestore.records import ID_DTYPE, sort_unique
+from lineagestore.data.records import ID_DTYPE, sort_unique
 
 
 def ids(rng, n):
@@ -62,7 +62,7 @@ def test_record_sets_round_trip_as_one_object_or_chunks_of_records(repo, small_b
 
 
 def test_fsck_accepts_chunked_record_sets(repo, small_blocks):
-    from lineagestore.objects import Dataset
+    from lineagestore.core.objects import Dataset
     rs = put_record_set(repo.objects, [ids(np.random.default_rng(0), 50)])
     d = Dataset(content="0" * 64, filename="x.jsonl", format="jsonl", size=0, examples=50, records=rs.id,
                 stored=False)

@@ -1,4 +1,4 @@
-"""Record ids, block parsing and sorted id sets (lineagestore.records): properties and edge cases."""
+"""Record ids, block parsing and sorted id sets (lineagestore.data.records): properties and edge cases."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import zstandard
 from hypothesis import given, settings, strategies as st
 
-from lineagestore.errors import InvalidInput
-from lineagestore.objects import canonical_json
-from lineagestore.records import (ID_DTYPE, Decoder, line_record_id, merge_sorted, parse_block, rechunk,
+from lineagestore.core.errors import InvalidInput
+from lineagestore.core.objects import canonical_json
+from lineagestore.data.records import (ID_DTYPE, Decoder, line_record_id, merge_sorted, parse_block, rechunk,
                                   record_id, sort_unique)
 
 # JSON values as the json module parses them (no NaN/Infinity: they are not JSON)

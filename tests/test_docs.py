@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lineagestore import errors
+from lineagestore.core import errors
 from lineagestore.cli.main import register
 
 app = register()  # every command group

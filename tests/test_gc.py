@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lineagestore import Repo, gc
-from lineagestore.errors import CheckFailed, ObjectNotFound
-from lineagestore.objects import Checkpoint, Tree, TreeEntry
+from lineagestore import Repo
+from lineagestore.guard import gc
+from lineagestore.core.errors import CheckFailed, ObjectNotFound
+from lineagestore.core.objects import Checkpoint, Tree, TreeEntry
 from test_guard_helpers import folder_bytes, lineage, snapshot, version_bytes
 
 DAY = 86400.0
@@ -160,7 +161,7 @@ def test_a_killed_purge_is_finished_by_the_next_gc(repo, four):
     res = gc.collect(repo, grace_s=0)
     trash = repo.path / "trash"
     os.rename(trash / res.batch, trash / (gc.PURGE_PREFIX + res.batch))  # what a kill mid-purge leaves
-    from lineagestore.fsck import check
+    from lineagestore.guard.fsck import check
     rep = check(repo)
     assert rep.ok and [n.kind for n in rep.notes] == ["stale-purge"]
     gc.collect(repo)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lineagestore import Repo
-from lineagestore.errors import Conflict, NotFound, Refused
+from lineagestore.core.errors import Conflict, NotFound, Refused
 from test_guard_helpers import ROOT, folder_bytes, lineage, snapshot, version_bytes
 
 
@@ -133,7 +133,7 @@ def test_aliases_and_other_branches_go_freely_but_not_a_last_name(repo, four):
 
 
 def test_runs_and_data_names_are_protected(repo, four):
-    from lineagestore.objects import Checkpoint, Dataset
+    from lineagestore.core.objects import Checkpoint, Dataset
     ck = repo.objects.put_object(Checkpoint(run="r1", step=10, model=repo.commit(repo.resolve("v004")).tree))
     blob = repo.objects.put("blob", b'{"text": "x"}\n')
     ds = repo.objects.put_object(Dataset(content=blob, filename="d.jsonl", format="jsonl", size=14,
@@ -218,7 +218,7 @@ def _tamper_cases():
         lines[1] = json.dumps(d, sort_keys=True)
 
     def edit_and_rehash(lines):
-        from lineagestore.audit import _hash
+        from lineagestore.core.audit import _hash
         d = json.loads(lines[1])
         d["argv"] = ["lin", "innocent"]
         d["hash"] = _hash(d)
@@ -266,7 +266,7 @@ def test_doctor_names_each_risk_in_plain_words(lin, repo, four, monkeypatch):
     os.chmod(repo.objects.path_for(obj), 0o644)
     real = shutil.disk_usage
     with monkeypatch.context() as m:
-        m.setattr("lineagestore.doctor.shutil.disk_usage", lambda p: real(p)._replace(free=10_000, total=10**12))
+        m.setattr("lineagestore.guard.doctor.shutil.disk_usage", lambda p: real(p)._replace(free=10_000, total=10**12))
         code, out, _ = lin("doctor")
     assert code == 1
     assert "writable" in out and obj[:2] in out
@@ -317,7 +317,7 @@ def _damage_cases():
         return "bad-reflog", "logs/refs/tags/v002_syllo:2"
 
     def wrong_entry_type(repo):
-        from lineagestore.objects import Tree, TreeEntry
+        from lineagestore.core.objects import Tree, TreeEntry
         tree = repo.commit(repo.resolve("v003")).tree
         items = repo.objects.get(tree, "tree").items()
         blob = next(e for e in items if e.type == "blob")
@@ -327,7 +327,7 @@ def _damage_cases():
         return "bad-link", tid
 
     def dangling(repo):
-        from lineagestore.objects import Tree, TreeEntry
+        from lineagestore.core.objects import Tree, TreeEntry
         blob = repo.objects.put("blob", b"only here")
         tid = repo.objects.put_object(Tree(entries=[TreeEntry("x", "blob", blob, 9)]))
         repo.objects.remove(blob)
@@ -399,8 +399,8 @@ def test_the_work_folder_and_cache_are_disposable(lin, repo, four, store_dir):
 def test_fsck_accepts_every_object_layout_the_project_writes(repo, four):
     """No false alarms: a dataset whose record-id set is split into a chunks of records objects,
     a training checkpoint, a tag alias and a detached HEAD."""
-    from lineagestore.fsck import check
-    from lineagestore.objects import Checkpoint, Chunks, Dataset
+    from lineagestore.guard.fsck import check
+    from lineagestore.core.objects import Checkpoint, Chunks, Dataset
     parts = [repo.objects.put("records", bytes([i]) * 32) for i in (1, 2)]
     rid = repo.objects.put_object(Chunks(size=64, parts=[[p, 32] for p in parts]))
     content = repo.objects.put("blob", b'{"a": 1}\n')

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import make_model_dir, write_safetensors
 from lineagestore import Repo
-from lineagestore.errors import InvalidInput, MalformedFile, NotFound, PickleRefused, Refused
-from lineagestore.models import walk_tree
-from lineagestore.safetensors_io import DTYPE_SIZES
+from lineagestore.core.errors import InvalidInput, MalformedFile, NotFound, PickleRefused, Refused
+from lineagestore.versions.models import walk_tree
+from lineagestore.core.safetensors_io import DTYPE_SIZES
 
 ALL_DTYPES = sorted(DTYPE_SIZES)
 
@@ -267,7 +267,7 @@ def test_diff_reports_relative_norm_and_max_abs(repo, tmp_path):
 
 
 def test_bf16_diff_values(repo, tmp_path):
-    from lineagestore.diff import to_float
+    from lineagestore.versions.diff import to_float
     raw = np.array([0x3F80, 0xC000], dtype="<u2").tobytes()  # 1.0, -2.0
     assert list(to_float("BF16", raw)) == [1.0, -2.0]
     assert list(to_float("F8_E4M3", bytes([0x38, 0x7E]))) == [1.0, 448.0]

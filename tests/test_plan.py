@@ -96,7 +96,7 @@ def test_plan_disk_and_store_checks(lin, store, monkeypatch):
     monkeypatch.undo()
     monkeypatch.chdir(store)
     # damage one blob of the base model: the base check re-hashes every byte of the base
-    from lineagestore.models import walk_tree
+    from lineagestore.versions.models import walk_tree
     repo = Repo.open(store / ".lineage")
     cfg = next(f for f in walk_tree(repo.objects, repo.commit(repo.head()).tree) if f.path == "config.json")
     path = repo.objects.path_for(cfg.id)

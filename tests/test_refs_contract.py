@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lineagestore.errors import InvalidName, RefConflict
-from lineagestore.refs import DiskRefsContainer, MemoryRefsContainer, check_ref_name
+from lineagestore.core.errors import InvalidName, RefConflict
+from lineagestore.core.refs import DiskRefsContainer, MemoryRefsContainer, check_ref_name
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import make_model_dir
 from lineagestore.api import Repo
-from lineagestore.errors import RemoteError
+from lineagestore.core.errors import RemoteError
 from lineagestore.remote.backend import FolderBackend
 from lineagestore.remote.sync import PushRejected, object_key, push
 
@@ -411,7 +411,7 @@ def test_pull_moves_forward_and_updates_the_work_folder(remote, models, tmp_path
 
 
 def test_finished_runs_leave_the_remote(remote, models, tmp_path):
-    from lineagestore.objects import Checkpoint
+    from lineagestore.core.objects import Checkpoint
     from lineagestore.remote.spec import add_remote as add
     a = new_store(tmp_path / "a", models[:1])
     add(a, "origin", remote.url, endpoint_url=remote.endpoint)

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import make_model_dir, write_safetensors
 from lineagestore.api import Repo
-from lineagestore.errors import InvalidInput, RemoteError
+from lineagestore.core.errors import InvalidInput, RemoteError
 from lineagestore.remote import backend as be
 from lineagestore.remote.backend import FolderBackend, PreconditionFailed, S3Backend, md5_etag
 from lineagestore.remote.spec import normalize_url

@@ -1,4 +1,4 @@
-"""Tests for lineagestore.samples: offline tokenizer, tiny models and text corpora."""
+"""Tests for tools.samples: offline tokenizer, tiny models and text corpora."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lineagestore import samples
+from tools import samples
 
 CHAT = [
     {"role": "user", "content": "What is a lineage?"},
@@ -35,7 +35,7 @@ def qwen_folder(tmp_path_factory) -> Path:
 
 def test_import_is_cheap() -> None:
     code = (
-        "import sys, lineagestore.samples\n"
+        "import sys, tools.samples\n"
         "heavy = [m for m in ('torch', 'transformers', 'tokenizers', 'yaml') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

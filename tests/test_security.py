@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import make_model_dir
-from lineagestore.errors import InvalidInput, LinError, MalformedFile, Refused
-from lineagestore.objects import Tree, TreeEntry
+from lineagestore.core.errors import InvalidInput, LinError, MalformedFile, Refused
+from lineagestore.core.objects import Tree, TreeEntry
 from test_guard_helpers import snapshot
 
 BAD_NAMES = ["../x", "../../../../tmp/evil", "/etc/passwd", "a/b", "..", ".", "x\0y", "a" * 101, "v" * 5000,
@@ -55,7 +55,7 @@ def test_trash_files_with_foreign_names_are_ignored(sealed):
     (batch / "ab" / "..evil").write_text("x")
     (batch / "zz").mkdir()
     (batch / "zz" / ("0" * 62)).write_text("x")
-    from lineagestore.gc import find_in_trash
+    from lineagestore.guard.gc import find_in_trash
     assert find_in_trash(sealed, "ab") == {} and find_in_trash(sealed, "zz") == {}
 
 
@@ -73,7 +73,7 @@ def test_a_tree_with_an_escaping_entry_is_never_checked_out(sealed, tmp_path, en
     with pytest.raises((MalformedFile, Refused)):
         sealed.checkout(cid, to=target)
     assert snapshot(tmp_path) == before
-    from lineagestore.fsck import check
+    from lineagestore.guard.fsck import check
     rep = check(sealed)
     assert not rep.ok and any(evil == p.subject for p in rep.problems)
 

@@ -8,10 +8,10 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from lineagestore.errors import CorruptObject, InvalidInput, ObjectNotFound
-from lineagestore.hashing import hash_object
-from lineagestore.objects import CHUNK_SIZE, CODEC_RAW, CODEC_ZSTD, Tree, TreeEntry
-from lineagestore.store import DiskObjectStore, MemoryObjectStore, ParallelWriter
+from lineagestore.core.errors import CorruptObject, InvalidInput, ObjectNotFound
+from lineagestore.core.ids import hash_object
+from lineagestore.core.objects import CHUNK_SIZE, CODEC_RAW, CODEC_ZSTD, Tree, TreeEntry
+from lineagestore.core.store import DiskObjectStore, MemoryObjectStore, ParallelWriter
 
 
 @pytest.fixture(params=["disk", "memory"])

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lineagestore import Repo
-from lineagestore.models import walk_tree
+from lineagestore.versions.models import walk_tree
 
 from test_train_support import TRAIN_ARGS, final_state, lin_proc, new_store, train_assets  # noqa: F401
 

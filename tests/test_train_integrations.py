@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lineagestore import Repo
-from lineagestore.errors import Refused
+from lineagestore.core.errors import Refused
 
 from test_train_support import new_store, train_assets  # noqa: F401 - fixture
 

@@ -11,9 +11,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 from safetensors.torch import save as st_save
 
-from lineagestore import Repo, samples
-from lineagestore.errors import Conflict, InvalidInput, MalformedFile
-from lineagestore.models import FileInfo, iter_file_bytes, walk_tree
+from lineagestore import Repo
+from tools import samples
+from lineagestore.core.errors import Conflict, InvalidInput, MalformedFile
+from lineagestore.versions.models import FileInfo, iter_file_bytes, walk_tree
 from lineagestore.train import dataset as ds
 from lineagestore.train import tensorio
 from lineagestore.train.checkpoint import load_state, save_state
@@ -133,7 +134,7 @@ def test_commit_model_bf16_and_shards(tmp_path):
     names = sorted(f.path for f in walk_tree(repo.objects, stored.tree))
     assert "model.safetensors.index.json" in names and "model.safetensors" not in names
     assert "tokenizer.json" in names  # kept from the base tree
-    from lineagestore.models import checkout_tree
+    from lineagestore.versions.models import checkout_tree
     checkout_tree(repo.objects, stored.tree, tmp_path / "sharded", cache_dir=repo.cache_dir)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "sharded")
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
@@ -178,7 +179,7 @@ def test_compressed_files_and_no_final_newline(tmp_path, tok):
     plain.write_text(text)
     (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(text.encode()))
     (tmp_path / "d.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
-    from lineagestore.records import file_content_id
+    from lineagestore.data.records import file_content_id
     got = [ds.load_data([(p, file_content_id(p))], tok) for p in sorted(tmp_path.iterdir())]
     assert all(g.examples == 2 and np.array_equal(g.ids, got[0].ids) for g in got)
 
@@ -190,7 +191,7 @@ def test_bad_lines_and_changed_files(tmp_path, tok):
         ds.load_data([(path, None)], tok)
     ids, _mask, _off, info = ds.tokenize_file(path, tok, skip_bad_lines=True)
     assert info.examples == 1 and info.skipped_lines == 2
-    from lineagestore.records import file_content_id
+    from lineagestore.data.records import file_content_id
     fp = file_content_id(path)
     path.write_text('{"text": "other"}\n')
     with pytest.raises(Conflict, match="changed since"):
@@ -198,7 +199,7 @@ def test_bad_lines_and_changed_files(tmp_path, tok):
 
 
 def test_token_cache_and_blocks(tmp_path, tok, monkeypatch):
-    from lineagestore.records import file_content_id
+    from lineagestore.data.records import file_content_id
     path = tmp_path / "d.jsonl"
     samples.write_jsonl(path, samples.bible_records(0, 30))
     fp = file_content_id(path)
@@ -223,7 +224,7 @@ def test_token_cache_and_blocks(tmp_path, tok, monkeypatch):
 
 
 def test_checkpoint_batch_is_invisible_until_flushed(tmp_path):
-    from lineagestore.errors import ObjectNotFound
+    from lineagestore.core.errors import ObjectNotFound
     from lineagestore.train.checkpoint import checkpoint_store
     repo = Repo.init(tmp_path / ".lineage")
     batch = checkpoint_store(repo)

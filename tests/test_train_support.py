@@ -1,6 +1,6 @@
 """Shared assets for the training tests (tests/test_train*.py, tests/test_plan*.py): no tests here.
 
-A tiny Qwen3 model (hidden 32, 2 layers; the GPT-2 tokenizer from lineagestore.samples) and two
+A tiny Qwen3 model (hidden 32, 2 layers; the GPT-2 tokenizer from tools.samples) and two
 small data files, built once per session; helpers to start a store with the model imported.
 """
 
@@ -25,7 +25,7 @@ SETTINGS = {"device": "cpu", "batch_size": 4, "seq_len": 32, "max_steps": 16, "c
 
 @pytest.fixture(scope="session")
 def train_assets(tmp_path_factory) -> Path:
-    from lineagestore import samples
+    from tools import samples
     d = tmp_path_factory.getbasetemp() / "train_assets"  # shared by every module that imports this fixture
     if (d / "done").exists():
         return d

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ..errors import InvalidInput
+from ..core.errors import InvalidInput
 from .output import Output
 
 JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import CheckFailed
+from ..core.errors import CheckFailed
 from .common import JSON_OPT, STATE, out, short
 from .output import BarProgress, Output, human_bytes, human_int
 

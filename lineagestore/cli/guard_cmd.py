@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import Refused
+from ..core.errors import Refused
 from .common import JSON_OPT, STATE, out, short
 from .output import Output, human_bytes
 
@@ -94,7 +94,7 @@ def gc(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Plan (default) or, with --confirm, move unreachable objects older than the grace period to trash/."""
-    from ..gc import parse_duration
+    from ..guard.gc import parse_duration
     o = out(json_out)
     repo = STATE.repo()
     if grace is not None and parse_duration(grace) == 0:

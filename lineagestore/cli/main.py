@@ -16,7 +16,7 @@ try:
 except ImportError:  # pragma: no cover
     from click.exceptions import Abort, Exit
 
-from ..errors import EXIT_INTERRUPTED, LinError
+from ..core.errors import EXIT_INTERRUPTED, LinError
 from . import common
 from .output import Output, exit_code_for
 
@@ -114,7 +114,7 @@ def _record_audit(argv: list[str]) -> None:
         return
     if not (repo.changes or st.mutated):
         return
-    from .. import audit
+    from ..core import audit
     try:
         audit.record(repo, ["lin", *argv], repo.changes)
     except LinError as e:
@@ -124,7 +124,7 @@ def _record_audit(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     common.STATE.__init__()  # fresh state per invocation (tests call main() repeatedly)
-    from .. import fsutil
+    from ..core import fsutil
     fsutil.set_lock_wait_reporter(_report_lock_wait)
     mod = _command_module(argv)
     register((mod,) if mod else MODULES)

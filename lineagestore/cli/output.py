@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from ..errors import LinError
+from ..core.errors import LinError
 
 
 def _console(stderr: bool):
@@ -147,7 +147,7 @@ class Output:
 
 
 class BarProgress:
-    """A rich progress bar implementing :class:`lineagestore.progress.Progress`."""
+    """A rich progress bar implementing :class:`lineagestore.core.progress.Progress`."""
 
     def __init__(self, console, enabled: bool):
         self.console = console

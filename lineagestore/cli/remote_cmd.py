@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import InvalidInput
+from ..core.errors import InvalidInput
 from .common import JSON_OPT, STATE, out, short
 from .output import human_bytes
 

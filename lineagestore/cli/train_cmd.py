@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import Refused
+from ..core.errors import Refused
 from .common import JSON_OPT, STATE, out, short
 from .output import human_bytes, human_int
 
@@ -325,7 +325,7 @@ def train(
 
 
 def _null():
-    from ..progress import NULL
+    from ..core.progress import NULL
     return NULL
 
 
@@ -353,7 +353,7 @@ def _plan_distributed(o, repo, opts, dist, yes: bool, json_out: bool):
 
 def _relaunch(o, repo, p) -> int:
     """Run this command again under torchrun with the accepted plan; return its exit code."""
-    from ..fsutil import atomic_write_bytes
+    from ..core.fsutil import atomic_write_bytes
     from ..train import distributed as D
     assert repo.path is not None
     plan_path = repo.tmp_dir / f"{os.getpid()}-train-plan.json"

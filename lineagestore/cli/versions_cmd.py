@@ -7,8 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import InvalidName, RefConflict
-from ..names import check_name, parse_version
+from ..core.errors import InvalidName, RefConflict
+from ..core.names import check_name, parse_version
 from .common import JSON_OPT, STATE, out, parse_pairs, short
 from .output import human_bytes, human_int
 
@@ -111,7 +111,7 @@ def commit(
         return
     _print_commit(o, res, "Committed")
     for d in datasets:
-        from ..versions import dataset_summary
+        from ..versions.history import dataset_summary
         s = dataset_summary(repo, d)
         o.line(f"  data: {s['file']}  fingerprint {short(s['hash'])}  {human_int(s.get('examples'))} examples")
     o.line(f"Active version: {res.name}")

@@ -19,11 +19,11 @@ from typing import Iterable
 
 import numpy as np
 
-from ..errors import LinError
-from ..names import parse_version
-from ..progress import NULL, Progress
-from ..records import file_content_id, rechunk
-from ..repo import Repo
+from ..core.errors import LinError
+from ..core.names import parse_version
+from ..core.progress import NULL, Progress
+from .records import file_content_id, rechunk
+from ..core.repo import Repo
 from .ledger import Ledger, iter_record_set
 from .registry import DatasetInfo, current, dataset_key, register
 from .scan import check_file, scan_file

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import blake3
 
-from ..errors import InvalidInput, LinError, NotFound, RefConflict, Refused
-from ..fsutil import atomic_write_bytes
-from ..hashing import is_id_prefix, is_object_id, short
-from ..objects import Chunks, Dataset
-from ..progress import NULL, Progress
-from ..records import detect_format, file_content_id
-from ..repo import Repo, utc_now
-from ..tokens import open_tokenizer
+from ..core.errors import InvalidInput, LinError, NotFound, RefConflict, Refused
+from ..core.fsutil import atomic_write_bytes
+from ..core.ids import is_id_prefix, is_object_id, short
+from ..core.objects import Chunks, Dataset
+from ..core.progress import NULL, Progress
+from .records import detect_format, file_content_id
+from ..core.repo import Repo, utc_now
+from .tokens import open_tokenizer
 from .ledger import put_record_set
 from .scan import ScanResult, check_file, scan_file
 
@@ -519,7 +519,7 @@ def manifest(repo: Repo) -> dict:
 
 
 def _head_tokenizer_id(repo: Repo) -> str | None:
-    from ..tokens import CORE_FILES, TOKENIZER_FILES, tokenizer_id
+    from .tokens import CORE_FILES, TOKENIZER_FILES, tokenizer_id
     head = repo.head()
     if head is None:
         return None

@@ -26,12 +26,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .. import errors
-from ..errors import InvalidInput, LinError, NotFound
-from ..hashing import hash_object
-from ..objects import CHUNK_SIZE
-from ..progress import NULL, Progress
-from ..records import (ID_BYTES, ID_DTYPE, BlockResult, Decoder, as_ids, content_id, detect_format,
+from ..core import errors
+from ..core.errors import InvalidInput, LinError, NotFound
+from ..core.ids import hash_object
+from ..core.objects import CHUNK_SIZE
+from ..core.progress import NULL, Progress
+from .records import (ID_BYTES, ID_DTYPE, BlockResult, Decoder, as_ids, content_id, detect_format,
                        merge_sorted, parse_block, recv_message, send_message, sort_unique)
 
 BLOCK = 4 << 20  # bytes of lines per parse job
@@ -124,11 +124,11 @@ class _IdCollector:
         return IdSet(runs=list(self.runs))
 
 
-_WORKER = "from lineagestore.records import worker_main; worker_main()"
+_WORKER = "from lineagestore.data.records import worker_main; worker_main()"
 
 
 class Workers:
-    """Worker processes running :func:`lineagestore.records.worker_main`; results come back in order."""
+    """Worker processes running :func:`lineagestore.data.records.worker_main`; results come back in order."""
 
     def __init__(self, n: int, counter_spec: dict | None):
         import lineagestore
@@ -273,7 +273,7 @@ def scan_file(path: os.PathLike | str, *, put_blob: Callable[[bytes], str] | Non
     plain = fmt == "jsonl"
     use_pool = workers > 1 and size > (INLINE_LIMIT if plain else INLINE_LIMIT // 4)
     if counter is None and counter_spec is not None and not use_pool:
-        from ..tokens import counter_for
+        from .tokens import counter_for
         counter = counter_for(counter_spec)
     tokenize = counter_spec is not None or counter is not None
 
@@ -328,7 +328,7 @@ def scan_file(path: os.PathLike | str, *, put_blob: Callable[[bytes], str] | Non
         if use_pool:
             wspec = None
             if tokenize:
-                from ..tokens import counter_for
+                from .tokens import counter_for
                 wspec = (counter or counter_for(counter_spec)).worker_spec()  # type: ignore[arg-type]
             pool = Workers(workers, wspec)
         if put_blob is not None:

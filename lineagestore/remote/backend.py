@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import InvalidInput, RemoteError
-from ..fsutil import AtomicFile, fsync_dir
+from ..core.errors import InvalidInput, RemoteError
+from ..core.fsutil import AtomicFile, fsync_dir
 
 #: objects above this many bytes go to S3 as multipart uploads (parts of this size, in parallel)
 MULTIPART_THRESHOLD = 8 << 20

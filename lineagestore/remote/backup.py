@@ -17,10 +17,10 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from ..errors import LinError, NotFound
-from ..fsutil import atomic_write_bytes
-from ..progress import NULL, Progress
-from ..repo import Repo
+from ..core.errors import LinError, NotFound
+from ..core.fsutil import atomic_write_bytes
+from ..core.progress import NULL, Progress
+from ..core.repo import Repo
 from . import sync
 from .spec import get_remote
 

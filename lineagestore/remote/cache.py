@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
-from ..fsutil import atomic_write_bytes
-from ..hashing import is_object_id
-from ..repo import Repo
+from ..core.fsutil import atomic_write_bytes
+from ..core.ids import is_object_id
+from ..core.repo import Repo
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
-from ..errors import CorruptObject, LinError
-from ..hashing import is_object_id
-from ..objects import HEADER_SIZE, LINKING_TYPES, links_of
-from ..progress import NULL, Progress
-from ..repo import Repo
+from ..core.errors import CorruptObject, LinError
+from ..core.ids import is_object_id
+from ..core.objects import HEADER_SIZE, LINKING_TYPES, links_of
+from ..core.progress import NULL, Progress
+from ..core.repo import Repo
 from .cache import KnownObjects
 from .session import FORMAT_KEY, check_stored, object_key, open_session, read_remote_refs, unordered_map
 from .transfer import download_closure

@@ -15,11 +15,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import NotFound, Refused, RefConflict
-from ..names import parse_version
-from ..progress import NULL, Progress
-from ..refs import SYMREF_PREFIX
-from ..repo import Repo
+from ..core.errors import NotFound, Refused, RefConflict
+from ..core.names import parse_version
+from ..core.progress import NULL, Progress
+from ..core.refs import SYMREF_PREFIX
+from ..core.repo import Repo
 from .cache import KnownObjects
 from .push import RefUpdate
 from .session import (HEAD_KEY, NAMESPACES, describe, is_ancestor, namespace_of, open_session, read_remote_refs,
@@ -129,7 +129,7 @@ def pull(repo: Repo, remote: str | None = None, *, progress: Progress = NULL, re
     versions that exist only here and whose numbers collide with the remote's are renamed after
     the remote's highest number first (see :func:`renumber_local`).
     """
-    from ..versions import checkout
+    from ..versions.history import checkout
 
     fr = fetch(repo, remote, progress=progress, workers=workers)
     res = PullResult(fr)
@@ -210,8 +210,8 @@ def renumber_local(repo: Repo, remote: str, remote_refs: dict[str, str]) -> tupl
     of the same name is kept under ``<branch>-<version>`` and the local branch is set to the
     remote's; HEAD stays on your line. Returns (renamed, notes).
     """
-    from ..objects import Commit
-    from ..names import version_name
+    from ..core.objects import Commit
+    from ..core.names import version_name
 
     remote_ids = set()
     for ref, rid in remote_refs.items():
@@ -310,7 +310,7 @@ def clone(url: str, dest: os.PathLike | str, *, endpoint_url: str | None = None,
     work: str | None = None
     warnings = list(fr.warnings)
     if checkout and head is not None:
-        from ..versions import checkout as do_checkout
+        from ..versions.history import checkout as do_checkout
         try:
             info = do_checkout(repo, "HEAD", progress=progress, activate=False)
         except Refused as e:

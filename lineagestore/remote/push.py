@@ -15,13 +15,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
-from ..errors import InvalidInput, NotFound, RefConflict
-from ..hashing import is_object_id
-from ..names import check_name
-from ..objects import HEADER_SIZE, unpack_header
-from ..progress import NULL, Progress
-from ..refs import SYMREF_PREFIX, check_ref_name
-from ..repo import Repo
+from ..core.errors import InvalidInput, NotFound, RefConflict
+from ..core.ids import is_object_id
+from ..core.names import check_name
+from ..core.objects import HEADER_SIZE, unpack_header
+from ..core.progress import NULL, Progress
+from ..core.refs import SYMREF_PREFIX, check_ref_name
+from ..core.repo import Repo
 from .backend import Entry, PreconditionFailed, md5_etag
 from .cache import KnownObjects
 from .session import (HEAD_KEY, NAMESPACES, RemoteSession, check_stored, claim_key, describe, is_ancestor,

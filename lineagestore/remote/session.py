@@ -14,12 +14,12 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, Iterable, Iterator
 
-from ..errors import CorruptObject, InvalidName, LinError, RefConflict, RemoteError, UnsupportedFormat
-from ..hashing import hash_object, is_object_id
-from ..names import parse_version
-from ..objects import HEADER_SIZE, decompress, unpack_header
-from ..refs import check_ref_name
-from ..repo import Repo
+from ..core.errors import CorruptObject, InvalidName, LinError, RefConflict, RemoteError, UnsupportedFormat
+from ..core.ids import hash_object, is_object_id
+from ..core.names import parse_version
+from ..core.objects import HEADER_SIZE, decompress, unpack_header
+from ..core.refs import check_ref_name
+from ..core.repo import Repo
 from .backend import Backend, Entry, PreconditionFailed, md5_etag
 from .cache import KnownObjects
 from .spec import RemoteSpec, default_remote, get_remote, open_backend

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import InvalidInput, NotFound
-from ..names import check_name
-from ..repo import Repo
+from ..core.errors import InvalidInput, NotFound
+from ..core.names import check_name
+from ..core.repo import Repo
 from .backend import Backend, FolderBackend, S3Backend
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
@@ -117,7 +117,7 @@ def add_remote(repo: Repo, name: str, url: str, *, endpoint_url: str | None = No
                region: str | None = None, backup: bool = False) -> RemoteSpec:
     check_name(name, "remote name")
     if any(r.name == name for r in list_remotes(repo)):
-        from ..errors import RefConflict
+        from ..core.errors import RefConflict
         raise RefConflict(f"remote {name!r} already exists", hint=f"remove it first: lin remote rm {name}")
     url = normalize_url(url, repo.root if repo.path else None)
     if repo.path is not None and not url.startswith("s3://"):

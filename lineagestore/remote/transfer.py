@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from ..errors import CorruptObject, ObjectNotFound
-from ..objects import HEADER_SIZE, LINKING_TYPES, links_of, unpack_header
-from ..progress import Progress
-from ..repo import Repo
+from ..core.errors import CorruptObject, ObjectNotFound
+from ..core.objects import HEADER_SIZE, LINKING_TYPES, links_of, unpack_header
+from ..core.progress import Progress
+from ..core.repo import Repo
 from .cache import KnownObjects
 from .session import RemoteSession, check_stored, object_key, unordered_map
 

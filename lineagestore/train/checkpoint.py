@@ -21,11 +21,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CorruptObject, NotFound
-from ..models import _build_trees, walk_tree
-from ..objects import Checkpoint
-from ..repo import Repo
-from ..store import ObjectStore, ParallelWriter
+from ..core.errors import CorruptObject, NotFound
+from ..versions.models import _build_trees, walk_tree
+from ..core.objects import Checkpoint
+from ..core.repo import Repo
+from ..core.store import ObjectStore, ParallelWriter
 from .tensorio import join_tensors, load_tensors, split_tensors, store_tensors
 
 RUNS_PREFIX = "refs/runs/"

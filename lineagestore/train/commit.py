@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..progress import NULL, Progress
-from ..repo import Repo, code_revision, environment
-from ..versions import CommitResult
+from ..core.progress import NULL, Progress
+from ..core.repo import Repo, code_revision, environment
+from ..versions.history import CommitResult
 from .modelio import store_model
 
 
@@ -58,7 +58,7 @@ def commit_model(repo: Repo, model: Any, tokenizer: Any = None, name: str = "", 
 
 
 def _files(repo: Repo, tree: str):
-    from ..models import walk_tree
+    from ..versions.models import walk_tree
     return walk_tree(repo.objects, tree)
 
 

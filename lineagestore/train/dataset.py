@@ -28,10 +28,10 @@ from typing import Any, Iterator
 import blake3
 import numpy as np
 
-from ..errors import Conflict, MalformedFile, NotFound
-from ..hashing import hash_object
-from ..objects import CHUNK_SIZE, Chunks
-from ..progress import NULL, Progress
+from ..core.errors import Conflict, MalformedFile, NotFound
+from ..core.ids import hash_object
+from ..core.objects import CHUNK_SIZE, Chunks
+from ..core.progress import NULL, Progress
 
 #: bump when the way records become tokens changes (invalidates the token cache)
 TOKENIZATION_VERSION = 1
@@ -59,7 +59,7 @@ def read_verified_lines(path: Path, expect: str | None) -> Iterator[tuple[int, b
         f = open(path, "rb")
     except FileNotFoundError:
         raise NotFound(f"{path}: no such data file") from None
-    from ..records import Decoder, detect_format
+    from ..data.records import Decoder, detect_format
     decoder = Decoder(detect_format(path.name), str(path))  # .jsonl, .jsonl.gz, .jsonl.zst
     parts: list[list] = []
     rest = b""
@@ -108,7 +108,7 @@ def record_segments(rec: Any, tok: Any, where: str) -> list[Segment]:
     """Split a record into text segments, each a target or not."""
     if not isinstance(rec, dict):
         raise MalformedFile(f"{where}: expected a JSON object, found {type(rec).__name__}")
-    from ..records import chat_messages, pair_parts, record_kind
+    from ..data.records import chat_messages, pair_parts, record_kind
     kind, reason = record_kind(rec)  # the registry's rules, so both see the same record
     if kind == "text":
         return [Segment(rec["text"], True, special=True)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import asdict, dataclass
 
-from ..repo import Repo
+from ..core.repo import Repo
 
 
 @dataclass

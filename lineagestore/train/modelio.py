@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorruptObject, InvalidInput
-from ..models import FileInfo, _build_trees, iter_file_bytes, walk_tree
-from ..progress import NULL, Progress
-from ..store import ObjectStore, ParallelWriter
+from ..core.errors import CorruptObject, InvalidInput
+from ..versions.models import FileInfo, _build_trees, iter_file_bytes, walk_tree
+from ..core.progress import NULL, Progress
+from ..core.store import ObjectStore, ParallelWriter
 from .tensorio import iter_tensors, nbytes, store_tensors
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")

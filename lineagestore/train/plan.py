@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput, LinError, NotFound, RevisionNotFound
-from ..names import check_name, slug_from_user, version_name
-from ..progress import NULL, Progress
-from ..repo import Repo
+from ..core.errors import InvalidInput, LinError, NotFound, RevisionNotFound
+from ..core.names import check_name, slug_from_user, version_name
+from ..core.progress import NULL, Progress
+from ..core.repo import Repo
 from . import runs as _runs
 from .checkpoint import read_checkpoint
 from .dataset import Blocks, TokenizedData, load_data
@@ -140,7 +140,7 @@ class Job:
 
 def default_run_name(name: str) -> str:
     """The run of ``--output NAME`` is called NAME (so the same command finds it again)."""
-    from ..names import parse_version
+    from ..core.names import parse_version
     parsed = parse_version(name)
     return parsed[1] if parsed else name
 
@@ -350,7 +350,7 @@ def make_plan(repo: Repo, *, data: list[os.PathLike | str], name: str | None, ba
 
     # -- 7. store
     try:
-        from .. import fsck
+        from ..guard import fsck
         rep = fsck.check(repo, quick=True)
         if rep.ok:
             put("store", True, f"{rep.objects} objects, {rep.refs} refs: consistent")
@@ -405,7 +405,7 @@ def _pick_resume(repo: Repo, run: str | None, base: str | None) -> _runs.RunInfo
 
 def _verify_tree(repo: Repo, tree_id: str, progress: Progress) -> list[str]:
     """Re-hash every object of a stored model; return the problems."""
-    from ..objects import LINKING_TYPES
+    from ..core.objects import LINKING_TYPES
     store = repo.objects
     bad: list[str] = []
     seen: set[str] = set()

@@ -12,10 +12,10 @@ from __future__ import annotations
 import socket
 from dataclasses import asdict, dataclass, field
 
-from ..errors import Conflict, LockTimeout, NotFound, Refused
-from ..fsutil import FileLock, pid_alive
-from ..names import check_name
-from ..repo import Repo
+from ..core.errors import Conflict, LockTimeout, NotFound, Refused
+from ..core.fsutil import FileLock, pid_alive
+from ..core.names import check_name
+from ..core.repo import Repo
 from .checkpoint import FAILED, INTERRUPTED, RUNNING, RUNS_PREFIX, read_checkpoint, run_ref
 
 #: run status shown by ``lin runs``

@@ -19,10 +19,10 @@ import sys
 from concurrent.futures import Future
 from typing import Any, Iterator, Mapping
 
-from ..errors import CorruptObject, InvalidInput
-from ..objects import CHUNK_SIZE, Chunks, TensorEntry, TensorFile
-from ..safetensors_io import DTYPE_SIZES, parse_header
-from ..store import ObjectStore, ParallelWriter
+from ..core.errors import CorruptObject, InvalidInput
+from ..core.objects import CHUNK_SIZE, Chunks, TensorEntry, TensorFile
+from ..core.safetensors_io import DTYPE_SIZES, parse_header
+from ..core.store import ObjectStore, ParallelWriter
 
 #: safetensors dtypes in the order of its Rust ``Dtype`` enum (the file orders widest first)
 _ST_ORDER = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16", "F16", "BF16",

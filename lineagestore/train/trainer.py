@@ -35,10 +35,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import EXIT_INTERRUPTED, CorruptObject, InvalidInput, LinError, Refused
-from ..fsutil import kill_point
-from ..progress import NULL, Progress
-from ..repo import Repo, code_revision, environment, utc_now
+from ..core.errors import EXIT_INTERRUPTED, CorruptObject, InvalidInput, LinError, Refused
+from ..core.fsutil import kill_point
+from ..core.progress import NULL, Progress
+from ..core.repo import Repo, code_revision, environment, utc_now
 from . import distributed as D
 from .checkpoint import (FAILED, INTERRUPTED, RUNNING, checkpoint_store, load_state,
                          read_checkpoint, run_ref, save_state, write_checkpoint)

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .config import Config
+from .settings import Config
 from .errors import (AmbiguousRevision, InvalidInput, NotAStore, RefConflict, RevisionNotFound,
                      UnsupportedFormat)
 from .fsutil import FileLock, atomic_write_bytes, clean_stale_temp
-from .hashing import check_object_id, is_id_prefix
+from .ids import check_object_id, is_id_prefix
 from .names import check_name, parse_version, slug_from_user, version_name
 from .objects import COMPRESSION_MODES, Commit
 from .refs import DiskRefsContainer, MemoryRefsContainer, RefsContainer, who

@@ -4,7 +4,7 @@ A record is one JSON object on one line of a ``.jsonl`` file (also ``.jsonl.gz``
 Its **record id** is the BLAKE3 hash, 16 bytes (128 bits) of output, of the record's canonical
 JSON: keys sorted, no insignificant whitespace, UTF-8, exactly the bytes of
 ``json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` (the store's
-canonical JSON, :func:`lineagestore.objects.canonical_json`). Key order, spacing and escapes
+canonical JSON, :func:`lineagestore.core.objects.canonical_json`). Key order, spacing and escapes
 that decode to the same string do not change a record's id; any change of content does.
 
 A **record-id set** is a sorted array of unique 16-byte ids (bytewise order). In numpy it is an
@@ -12,7 +12,7 @@ array of dtype ``S16`` (fixed 16-byte strings compare like ``memcmp``), so sorti
 binary search run in numpy without converting the ids.
 
 This module is what the parallel scan's worker processes import: it depends on the standard
-library, blake3 and numpy only (the tokenizer is loaded lazily, by :mod:`lineagestore.tokens`).
+library, blake3 and numpy only (the tokenizer is loaded lazily, by :mod:`lineagestore.data.tokens`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Iterable, Iterator
 import blake3
 import numpy as np
 
-from .errors import InvalidInput
-from .hashing import hash_object
-from .objects import CHUNK_SIZE, Chunks, canonical_json
+from ..core.errors import InvalidInput
+from ..core.ids import hash_object
+from ..core.objects import CHUNK_SIZE, Chunks, canonical_json
 
 ID_BYTES = 16
 ID_DTYPE = np.dtype("S16")
@@ -274,7 +274,7 @@ def parse_block(data: bytes, *, at_file_start: bool = False, counter=None,
                 skip_bad_lines: bool = True) -> BlockResult:
     """Parse a block of whole lines: record ids (sorted, unique), counts, bad lines, tokens.
 
-    ``counter`` (a :class:`lineagestore.tokens.TokenCounter`) counts tokens of the valid records.
+    ``counter`` (a :class:`lineagestore.data.tokens.TokenCounter`) counts tokens of the valid records.
     With ``skip_bad_lines=False`` the tokens are not counted once a bad line is seen (the file
     will be refused anyway).
     """

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .models import FileInfo, walk_tree
-from .repo import Repo
-from .store import ObjectStore
+from ..core.repo import Repo
+from ..core.store import ObjectStore
 
 
 @dataclass

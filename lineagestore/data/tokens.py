@@ -20,9 +20,9 @@ Counting rules (what :class:`TokenCounter` does, per record):
 * ``{"messages": [...]}`` without a chat template: the contents joined with ``"\\n"``, counted
   as text.
 * ``{"conversations": [...]}`` (ShareGPT ``from``/``value``): as the same ``messages``, roles
-  mapped by :data:`lineagestore.records.SHAREGPT_ROLES`;
+  mapped by :data:`lineagestore.data.records.SHAREGPT_ROLES`;
 * ``{"prompt": ..., "completion": ...}``, ``{"instruction": ..., "input": ..., "output": ...}``:
-  the prompt (:func:`lineagestore.records.pair_parts`) counted as text, plus the ids of the
+  the prompt (:func:`lineagestore.data.records.pair_parts`) counted as text, plus the ids of the
   completion encoded without special tokens: the segments training tokenizes.
 
 Texts are encoded in batches by the Rust ``tokenizers`` library (``encode_batch_fast``), which
@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from .errors import InvalidInput, NotFound, RevisionNotFound
-from .hashing import hash_object
-from .objects import canonical_json
+from ..core.errors import InvalidInput, NotFound, RevisionNotFound
+from ..core.ids import hash_object
+from ..core.objects import canonical_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .repo import Repo
+    from ..core.repo import Repo
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",

@@ -1,6 +1,6 @@
 """Model versions: import, commit, checkout, status, and reading their history.
 
-Every function takes a :class:`~lineagestore.repo.Repo` and returns dataclasses; none prints.
+Every function takes a :class:`~lineagestore.core.repo.Repo` and returns dataclasses; none prints.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import InvalidInput, NotFound
-from .names import check_name
+from ..core.errors import InvalidInput, NotFound
+from ..core.names import check_name
 from .models import (CheckoutResult, FileInfo, StatCache, WorkStatus, checkout_tree, store_folder,
                      walk_tree, work_status)
-from .objects import Commit
-from .progress import NULL, Progress
-from .repo import Repo, code_revision, environment
+from ..core.objects import Commit
+from ..core.progress import NULL, Progress
+from ..core.repo import Repo, code_revision, environment
 
 
 @dataclass
@@ -69,7 +69,7 @@ def commit_folder(repo: Repo, folder: os.PathLike | str, name: str, *, message: 
     # --- remotes (issue 6): automatic backup once the commit has landed; never raises ---
     if repo.path is not None and repo.config.get("backup.remote"):
         try:
-            from .remote.backup import after_commit
+            from ..remote.backup import after_commit
             after_commit(repo, cid, progress=progress)
         except Exception:  # noqa: BLE001 - after_commit reports its own failures; the commit stands
             pass

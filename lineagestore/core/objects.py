@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import zstandard
 
 from .errors import CorruptObject, UnsupportedFormat
-from .hashing import check_object_id
+from .ids import check_object_id
 
 # ----------------------------------------------------------------------------- file header
 

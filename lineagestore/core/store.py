@@ -12,7 +12,7 @@ Contract (tested by tests/test_store_contract.py against both):
 - ``open_raw_blob(id)`` gives a raw-stored blob, verified, open for an in-kernel copy (on disk;
   None elsewhere or for compressed objects).
 - Which objects are compressed follows ``compression`` (``core.compression``: auto, zstd, none;
-  see :func:`lineagestore.objects.encode_payload`); ids never depend on it.
+  see :func:`lineagestore.core.objects.encode_payload`); ids never depend on it.
 - All methods are safe to call from several threads at once.
 """
 
@@ -31,7 +31,7 @@ from typing import BinaryIO, Callable, Iterator
 from .errors import CorruptObject, InvalidInput, ObjectNotFound, AmbiguousRevision
 from .fsutil import (AtomicFile, copy_range, fsync_dir, is_nospace, kill_point, nospace_error, pwrite_all,
                      temp_name)
-from .hashing import check_object_id, hash_object, is_id_prefix, is_object_id
+from .ids import check_object_id, hash_object, is_id_prefix, is_object_id
 from .objects import (CHUNK_SIZE, CODEC_RAW, DEFAULT_COMPRESSION, DEFAULT_LEVEL, HEADER_SIZE, Chunks,
                       ObjectHeader, decode_object, decompress, encode_payload, pack_header, unpack_header)
 

@@ -24,7 +24,7 @@ from typing import Iterator
 
 from .errors import InvalidName, RefConflict
 from .fsutil import AtomicFile, FileLock, append_line, fsync_dir
-from .hashing import check_object_id
+from .ids import check_object_id
 from .names import check_name
 
 ZERO = "0" * 64

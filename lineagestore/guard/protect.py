@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .errors import AmbiguousRevision, Conflict, InvalidInput, NotFound, Refused, RevisionNotFound
+from ..core.errors import AmbiguousRevision, Conflict, InvalidInput, NotFound, Refused, RevisionNotFound
 from .gc import RestoredObjects, find_in_trash, restore_closure
-from .hashing import is_id_prefix, is_object_id
-from .names import check_name, parse_version
-from .refs import ReflogEntry, check_ref_name
-from .repo import Repo
+from ..core.ids import is_id_prefix, is_object_id
+from ..core.names import check_name, parse_version
+from ..core.refs import ReflogEntry, check_ref_name
+from ..core.repo import Repo
 
 NAMESPACES = ("refs/tags/", "refs/heads/", "refs/runs/", "refs/data/")
 _READ_ONLY = ("refs/remotes/", "refs/backup/")

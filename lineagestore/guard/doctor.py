@@ -12,11 +12,11 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import audit as _audit
-from .errors import LinError
+from ..core import audit as _audit
+from ..core.errors import LinError
 from .fsck import leftovers
 from .gc import configured_grace, parse_duration, trash_batches
-from .repo import Repo
+from ..core.repo import Repo
 
 GIB = 1 << 30
 

@@ -7,7 +7,7 @@ object's age counts from the later of its mtime (refreshed by every put) and the
 entry that named it, so a name removed yesterday keeps its objects for the whole grace period.
 
 The mark phase reads the 16-byte header of each object it reaches and decodes only objects of
-:data:`~lineagestore.objects.LINKING_TYPES` (metadata); it never reads a blob's payload.
+:data:`~lineagestore.core.objects.LINKING_TYPES` (metadata); it never reads a blob's payload.
 
 ``collect`` holds the store lock exclusively (writers hold it shared), so no command can be
 half-way through writing objects that nothing names yet. It moves objects parents-first, so at
@@ -33,13 +33,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import CheckFailed, CorruptObject, InvalidInput, LinError, NoSpace, ObjectNotFound
-from .fsutil import atomic_write_bytes, fsync_dir, kill_point
-from .hashing import check_object_id, hash_object, is_object_id
-from .objects import HEADER_SIZE, LINKING_TYPES, decompress, links_of, unpack_header
-from .progress import NULL, Progress
-from .refs import ZERO, check_ref_name
-from .repo import Repo
+from ..core.errors import CheckFailed, CorruptObject, InvalidInput, LinError, NoSpace, ObjectNotFound
+from ..core.fsutil import atomic_write_bytes, fsync_dir, kill_point
+from ..core.ids import check_object_id, hash_object, is_object_id
+from ..core.objects import HEADER_SIZE, LINKING_TYPES, decompress, links_of, unpack_header
+from ..core.progress import NULL, Progress
+from ..core.refs import ZERO, check_ref_name
+from ..core.repo import Repo
 
 DAY = 86400.0
 BATCH_RE = re.compile(r"^\d{8}T\d{6}Z-\d+-[0-9a-f]{6}$")  # <UTC stamp>-<pid>-<random>

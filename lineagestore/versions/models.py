@@ -19,12 +19,12 @@ from typing import Iterator
 
 import blake3
 
-from .errors import InvalidInput, MalformedFile, NotFound, PickleRefused, Refused
-from .fsutil import AtomicFile, atomic_write_bytes, clean_stale_temp, pwrite_all
-from .objects import TensorEntry, TensorFile, Tree, TreeEntry
-from .progress import NULL, Progress
-from .safetensors_io import read_layout
-from .store import MemoryObjectStore, ObjectStore, ParallelWriter
+from ..core.errors import InvalidInput, MalformedFile, NotFound, PickleRefused, Refused
+from ..core.fsutil import AtomicFile, atomic_write_bytes, clean_stale_temp, pwrite_all
+from ..core.objects import TensorEntry, TensorFile, Tree, TreeEntry
+from ..core.progress import NULL, Progress
+from ..core.safetensors_io import read_layout
+from ..core.store import MemoryObjectStore, ObjectStore, ParallelWriter
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"}
 MODEL_SUFFIXES = {".safetensors", ".gguf"}
@@ -290,7 +290,7 @@ class HashOnlyStore(MemoryObjectStore):
         pass
 
     def header(self, oid):  # chunk detection in store_folder
-        from .objects import ObjectHeader
+        from ..core.objects import ObjectHeader
         return ObjectHeader("blob", 0, 0)
 
 

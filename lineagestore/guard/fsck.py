@@ -27,16 +27,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import audit as _audit
-from .errors import LinError
-from .fsutil import pid_alive
+from ..core import audit as _audit
+from ..core.errors import LinError
+from ..core.fsutil import pid_alive
 from .gc import find_in_trash, ref_values, reflog_expiry, reflog_problems, reflogs, stale_purges
-from .hashing import is_object_id
-from .names import parse_version
-from .objects import LINKING_TYPES, decode_object
-from .progress import NULL, Progress
-from .refs import check_ref_name
-from .repo import Repo
+from ..core.ids import is_object_id
+from ..core.names import parse_version
+from ..core.objects import LINKING_TYPES, decode_object
+from ..core.progress import NULL, Progress
+from ..core.refs import check_ref_name
+from ..core.repo import Repo
 
 REF_TYPES = {"refs/heads/": "commit", "refs/tags/": "commit", "refs/runs/": "checkpoint",
              "refs/data/": "dataset"}
