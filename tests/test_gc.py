@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lineagestore import Repo
-from lineagestore.guard import gc
+from lineagestore.guard import gc, trash
 from lineagestore.core.errors import CheckFailed, ObjectNotFound
 from lineagestore.core.objects import Checkpoint, Tree, TreeEntry
 from test_guard_helpers import folder_bytes, lineage, snapshot, version_bytes
@@ -147,10 +147,10 @@ def test_empty_trash_deletes_only_batches_older_than_the_grace_period(repo, four
     res = gc.collect(repo, grace_s=0, now=now)
     assert res.moved_objects == len(gone)
     res2 = gc.collect(repo, empty_trash=True, now=now + 13 * DAY)  # default grace: 14 days
-    assert res2.purged_batches == [] and len(gc.trash_batches(repo)) == 1
+    assert res2.purged_batches == [] and len(trash.trash_batches(repo)) == 1
     res3 = gc.collect(repo, empty_trash=True, now=now + 15 * DAY)
     assert res3.purged_batches == [res.batch] and res3.purged_objects == len(gone)
-    assert not gc.trash_batches(repo)
+    assert not trash.trash_batches(repo)
     with pytest.raises(ObjectNotFound, match="neither in the store nor in trash"):
         repo.restore("v003_syllo_reasoning")
 
@@ -159,13 +159,13 @@ def test_a_killed_purge_is_finished_by_the_next_gc(repo, four):
     drop(repo, "v003")
     repo.config.set("gc.reflog_expire_days", 0)
     res = gc.collect(repo, grace_s=0)
-    trash = repo.path / "trash"
-    os.rename(trash / res.batch, trash / (gc.PURGE_PREFIX + res.batch))  # what a kill mid-purge leaves
+    folder = repo.path / "trash"
+    os.rename(folder / res.batch, folder / (trash.PURGE_PREFIX + res.batch))  # what a kill mid-purge leaves
     from lineagestore.guard.fsck import check
     rep = check(repo)
     assert rep.ok and [n.kind for n in rep.notes] == ["stale-purge"]
     gc.collect(repo)
-    assert not any(trash.iterdir())
+    assert not any(folder.iterdir())
 
 
 def test_gc_refuses_when_a_reachable_object_is_missing(lin, repo, four):

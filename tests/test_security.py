@@ -55,7 +55,7 @@ def test_trash_files_with_foreign_names_are_ignored(sealed):
     (batch / "ab" / "..evil").write_text("x")
     (batch / "zz").mkdir()
     (batch / "zz" / ("0" * 62)).write_text("x")
-    from lineagestore.guard.gc import find_in_trash
+    from lineagestore.guard.trash import find_in_trash
     assert find_in_trash(sealed, "ab") == {} and find_in_trash(sealed, "zz") == {}
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from ..core import audit as _audit
 from ..core.errors import LinError
 from .fsck import leftovers
-from .gc import configured_grace, parse_duration, trash_batches
+from .gc import configured_grace, parse_duration
+from .trash import trash_batches
 from ..core.repo import Repo
 
 GIB = 1 << 30

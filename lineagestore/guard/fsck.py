@@ -30,7 +30,8 @@ from pathlib import Path
 from ..core import audit as _audit
 from ..core.errors import LinError
 from ..core.fsutil import pid_alive
-from .gc import find_in_trash, ref_values, reflog_expiry, reflog_problems, reflogs, stale_purges
+from .gc import ref_values, reflog_expiry, reflog_problems, reflogs
+from .trash import find_in_trash, stale_purges
 from ..core.ids import is_object_id
 from ..core.names import parse_version
 from ..core.objects import LINKING_TYPES, decode_object

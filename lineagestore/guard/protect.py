@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..core.errors import AmbiguousRevision, Conflict, InvalidInput, NotFound, Refused, RevisionNotFound
-from .gc import RestoredObjects, find_in_trash, restore_closure
+from .trash import RestoredObjects, find_in_trash, restore_closure
 from ..core.ids import is_id_prefix, is_object_id
 from ..core.names import check_name, parse_version
 from ..core.refs import ReflogEntry, check_ref_name
