@@ -8,30 +8,49 @@ from __future__ import annotations
 
 import os
 
+from .versions import checkout as _checkout
+from .versions import commit as _commit
 from .versions import history as _versions
+from .versions import labels as _labels
 from .core.progress import NULL, Progress
 from .core.repo import Repo as _BaseRepo
 
 
 class Repo(_BaseRepo):
+    """A lineage store with every feature's operations; its after-publish hooks back up each version."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        from .remote.hook import BackupHook
+        self.after_publish.append(BackupHook())
+
     def import_model(self, folder: os.PathLike | str, name: str, *, message: str = "",
-                     progress: Progress = NULL, exclude: tuple[str, ...] = ()) -> _versions.CommitResult:
+                     progress: Progress = NULL, exclude: tuple[str, ...] = ()) -> _commit.CommitResult:
         """Store an existing model folder as a root version (the first becomes ``v001_<name>``)."""
-        return _versions.commit_folder(self, folder, name, message=message, parents=[], kind="import",
+        return _commit.commit_folder(self, folder, name, message=message, parents=[], kind="import",
                                        progress=progress, exclude=exclude)
 
     def commit(self, commit_id: str):  # noqa: D401 - keep the base meaning: read a commit object
         return super().commit(commit_id)
 
-    def commit_folder(self, folder: os.PathLike | str, name: str, **kw) -> _versions.CommitResult:
+    def commit_folder(self, folder: os.PathLike | str, name: str, **kw) -> _commit.CommitResult:
         """Store a model folder as a new version (parent: HEAD unless ``parents`` is given)."""
-        return _versions.commit_folder(self, folder, name, **kw)
+        return _commit.commit_folder(self, folder, name, **kw)
 
-    def checkout(self, rev: str, **kw) -> _versions.CheckoutInfo:
-        return _versions.checkout(self, rev, **kw)
+    def checkout(self, rev: str, **kw) -> _checkout.CheckoutInfo:
+        """Write ``rev`` into the work folder (or ``to=``) and make it active, under the store lock."""
+        return _checkout.checkout(self, rev, **kw)
 
-    def status(self, target=None) -> _versions.StatusInfo:
-        return _versions.status(self, target)
+    def status(self, target=None) -> _checkout.StatusInfo:
+        return _checkout.status(self, target)
+
+    def tag(self, name: str, rev: str = "HEAD") -> _labels.Label:
+        """Give the version ``rev`` an extra, immutable name."""
+        return _labels.tag(self, name, rev)
+
+    def branch(self, name: str, rev: str = "HEAD", *, switch: bool = False) -> _labels.Label:
+        """Start a line of training at ``rev`` (``switch``: make it the active line)."""
+        return _labels.branch(self, name, rev, switch=switch)
 
     def log(self, rev: str | None = None, *, all_versions: bool = False) -> list[_versions.VersionInfo]:
         return _versions.log(self, rev, all_versions=all_versions)
@@ -72,7 +91,7 @@ class Repo(_BaseRepo):
         from .guard import protect
         res = protect.restore(self, what)
         if res.objects:
-            self.audit_notes = [*getattr(self, "audit_notes", []), f"restored {res.objects} objects from trash"]
+            self.notes.append(f"restored {res.objects} objects from trash")
         return res
 
     def gc_plan(self, *, grace: str | float | None = None, progress: Progress = NULL):
@@ -91,7 +110,7 @@ class Repo(_BaseRepo):
             notes.append(f"moved {res.moved_objects} objects ({res.moved_bytes} bytes) to trash/{res.batch}")
         if res.purged_batches:
             notes.append(f"deleted trash batches {', '.join(res.purged_batches)} ({res.purged_objects} objects)")
-        self.audit_notes = [*getattr(self, "audit_notes", []), *notes]
+        self.notes.extend(notes)
         return res
 
     def doctor(self):

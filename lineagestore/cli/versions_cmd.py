@@ -7,8 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..core.errors import InvalidName, RefConflict
-from ..core.names import check_name, parse_version
+from ..core.names import parse_version
 from .common import JSON_OPT, STATE, out, parse_pairs, short
 from .output import human_bytes, human_int
 
@@ -49,14 +48,13 @@ def _print_commit(o, res, verb: str) -> None:
     o.line(f"  {res.files} files, {res.tensors} tensors, {human_bytes(res.bytes)}; "
            f"{human_bytes(res.new_bytes)} new in the store"
            + (f"; {res.cached_files} unchanged files not re-read" if res.cached_files else ""))
-    # --- remotes (issue 6): report the automatic backup of this commit ---
-    for b in STATE.repo().__dict__.get("backup_outcomes", []):
-        if b.ok:
-            o.line(f"  backed up to {b.remote}: {b.objects_sent} objects, {human_bytes(b.bytes_sent)} sent")
-        else:
-            o.warn(f"backup to {b.remote} failed: {b.error}; the commit is safe here. "
-                   "`lin backup` retries (so does the next commit)")
-    # --- end remotes (issue 6) ---
+    b = res.after.get("backup")
+    if b is not None and b.ok:
+        o.line(f"  backed up to {b.remote}: {b.objects_sent} objects, {human_bytes(b.bytes_sent)} sent")
+    elif b is not None:
+        where = f" to {b.remote}" if hasattr(b, "remote") else ""  # a HookFailure names no remote
+        o.warn(f"backup{where} failed: {b.error}; the commit is safe here. "
+               "`lin backup` retries (so does the next commit)")
 
 
 def import_(
@@ -282,8 +280,7 @@ def checkout(
     """Write REV into the work folder (or --to DIR), byte-identical, and make it the active version."""
     o = out(json_out)
     repo = STATE.repo()
-    with repo.writing():
-        res = repo.checkout(rev, to=to, force=force, progress=o.progress(), activate=activate)
+    res = repo.checkout(rev, to=to, force=force, progress=o.progress(), activate=activate)
     if json_out:
         o.json(res)
         return
@@ -306,7 +303,7 @@ def status(
     st = repo.status(to)
     extra = {}
     try:
-        from ..remote import backup_status  # present once remotes exist
+        from ..remote.backup import backup_status
         extra = backup_status(repo)
     except ImportError:
         pass
@@ -397,14 +394,7 @@ def tag(
         for n, cid in tags.items():
             o.line(f"{n:<40} {short(cid)}  {repo.name_of(cid) or ''}")
         return
-    check_name(name, "tag name")
-    if parse_version(name):
-        raise InvalidName(f"invalid tag name {name!r}: vNNN_ names are given by lin to new versions")
-    cid = repo.resolve(rev)
-    with repo.writing():
-        if repo.refs.read(f"refs/tags/{name}") is not None:
-            raise RefConflict(f"tag {name!r} already exists; tags never move")
-        repo.update_ref(f"refs/tags/{name}", None, cid, f"tag: {name}")
+    cid = repo.tag(name, rev).id
     if json_out:
         o.json({"tag": name, "id": cid})
         return
@@ -430,14 +420,7 @@ def branch(
             mark = "*" if cur == f"refs/heads/{n}" else " "
             o.line(f"{mark} {n:<30} {short(cid)}  {repo.name_of(cid) or ''}")
         return
-    check_name(name, "branch name")
-    cid = repo.resolve(rev)
-    with repo.writing():
-        if repo.refs.read(f"refs/heads/{name}") is not None:
-            raise RefConflict(f"branch {name!r} already exists")
-        repo.update_ref(f"refs/heads/{name}", None, cid, f"branch: created from {rev}")
-        if switch:
-            repo.set_head(f"refs/heads/{name}", cid, f"branch: switch to {name}")
+    cid = repo.branch(name, rev, switch=switch).id
     if json_out:
         o.json({"branch": name, "id": cid})
         return

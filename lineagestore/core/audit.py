@@ -92,12 +92,13 @@ def record(repo: Repo, argv: list[str], changes: list[RefChange],
            notes: list | None = None) -> AuditEntry | None:
     """Append one entry for a command that changed the store (no-op for a memory repo).
 
-    ``notes`` default to ``repo.audit_notes`` (set by commands such as gc through the API).
+    ``notes`` default to ``repo.notes`` (what the command did besides moving refs: a publish,
+    gc's moves to trash, a restore from trash).
     """
     if repo.path is None:
         return None
     if notes is None:
-        notes = list(getattr(repo, "audit_notes", None) or [])
+        notes = list(repo.notes)
     log, head, lock_path = _paths(repo)
     with FileLock(lock_path).held("exclusive", repo.lock_timeout):
         last = _last_entry(log)

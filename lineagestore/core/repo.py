@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import platform
 import re
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Protocol
 
-from .settings import Config
+from .settings import Config, Settings, env, lock_timeout
 from .errors import (AmbiguousRevision, InvalidInput, NotAStore, RefConflict, RevisionNotFound,
                      UnsupportedFormat)
 from .fsutil import FileLock, atomic_write_bytes, clean_stale_temp
 from .ids import check_object_id, is_id_prefix
 from .names import check_name, parse_version, slug_from_user, version_name
-from .objects import COMPRESSION_MODES, Commit
+from .objects import Commit
 from .refs import DiskRefsContainer, MemoryRefsContainer, RefsContainer, who
 from .store import DiskObjectStore, MemoryObjectStore, ObjectStore
 
@@ -32,15 +30,6 @@ FORMAT_VERSION = 1
 STORE_DIRNAME = ".lineage"
 DEFAULT_BRANCH = "main"
 _REV_SUFFIX = re.compile(r"^(.*?)((?:~\d*|\^)+)$")
-
-
-def compression_mode(config: Config) -> str:
-    """``core.compression`` (auto | zstd | none), checked."""
-    mode = config.get("core.compression", "auto")
-    if mode not in COMPRESSION_MODES:
-        where = config.path or "config.toml"
-        raise InvalidInput(f"{where}: core.compression = {mode!r} is not one of {', '.join(COMPRESSION_MODES)}")
-    return mode
 
 
 def utc_now() -> str:
@@ -54,6 +43,37 @@ class RefChange:
     new: str | None
 
 
+@dataclass
+class PublishEvent:
+    """Something new landed: a ``version`` (published) or a training run's ``checkpoint``."""
+
+    what: str
+    id: str
+    name: str
+    progress: Any = None  # a Progress, for hooks with long work (a backup's upload)
+
+
+@dataclass
+class HookFailure:
+    """An after-publish hook raised; what was published stays."""
+
+    hook: str
+    error: str
+    ok: bool = False
+
+
+class AfterPublish(Protocol):
+    """Work that follows every publish (``core/publish.py``), registered in ``Repo.after_publish``.
+
+    It returns an outcome for the caller to report (or None when it had nothing to do) and
+    should not raise: a raise is reported as a :class:`HookFailure`.
+    """
+
+    name: str
+
+    def __call__(self, repo: "Repo", event: PublishEvent) -> Any: ...
+
+
 class Repo:
     """A lineage store. Build with :meth:`init`, :meth:`open`, :meth:`discover` or :meth:`memory`."""
 
@@ -63,7 +83,9 @@ class Repo:
         self.refs = refs
         self.config = config
         self.path = path  # the store folder; None for a memory repo
-        self.changes: list[RefChange] = []
+        self.changes: list[RefChange] = []  # every ref this Repo object moved: the audit entry's refs
+        self.notes: list[str] = []  # what it did besides moving refs: the audit entry's notes
+        self.after_publish: list[AfterPublish] = []  # hooks run by core/publish.py
         self._lock = FileLock(path / "locks" / "store.lock") if path else None
 
     # ------------------------------------------------------------------ construction
@@ -101,15 +123,14 @@ class Repo:
             raise UnsupportedFormat(f"{path}: store format version {version} is newer than this lin "
                                     f"understands ({FORMAT_VERSION})", hint="upgrade lineagestore")
         config = Config.load(path / "config.toml")
-        timeout = float(os.environ.get("LIN_LOCK_TIMEOUT", config.get("core.lock_timeout", 300)))
-        objects = DiskObjectStore(path / "objects", path / "tmp", int(config.get("core.compression_level", 1)),
-                                  compression_mode(config))
-        refs = DiskRefsContainer(path, path / "tmp", path / "locks" / "refs.lock", timeout)
+        core = config.settings.core
+        objects = DiskObjectStore(path / "objects", path / "tmp", core.compression_level, core.compression)
+        refs = DiskRefsContainer(path, path / "tmp", path / "locks" / "refs.lock", lock_timeout(config.settings))
         return cls(objects, refs, config, path)
 
     @classmethod
     def discover(cls, start: os.PathLike | str | None = None, store: os.PathLike | str | None = None) -> "Repo":
-        explicit = store or os.environ.get("LIN_STORE")
+        explicit = store or env("LIN_STORE")
         if explicit:
             return cls.open(explicit)
         here = Path(start or os.getcwd()).absolute()
@@ -124,7 +145,9 @@ class Repo:
     def memory(cls) -> "Repo":
         refs = MemoryRefsContainer()
         refs._write_raw("HEAD", f"ref: refs/heads/{DEFAULT_BRANCH}")
-        return cls(MemoryObjectStore(), refs, Config())
+        config = Config()
+        core = config.settings.core
+        return cls(MemoryObjectStore(core.compression_level, core.compression), refs, config)
 
     # ------------------------------------------------------------------ paths, locks, config
 
@@ -147,7 +170,7 @@ class Repo:
         return d
 
     def work_dir(self) -> Path:
-        wd = Path(self.config.get("core.work_dir", "model")).expanduser()
+        wd = Path(self.settings.core.work_dir).expanduser()
         return wd if wd.is_absolute() else self.root / wd
 
     def save_config(self) -> None:
@@ -155,8 +178,13 @@ class Repo:
         atomic_write_bytes(self.path / "config.toml", self.config.dumps().encode(), self.tmp_dir)
 
     @property
+    def settings(self) -> Settings:
+        """config.toml, typed and checked (rebuilt when ``config.set`` changes a key)."""
+        return self.config.settings
+
+    @property
     def lock_timeout(self) -> float:
-        return float(os.environ.get("LIN_LOCK_TIMEOUT", self.config.get("core.lock_timeout", 300)))
+        return lock_timeout(self.settings)
 
     @contextmanager
     def writing(self, on_wait=None) -> Iterator[None]:
@@ -360,108 +388,3 @@ class Repo:
                 else:
                     self.set_head(None, cid, f"{kind}: {vname}")
         return cid, commit
-
-
-# ---------------------------------------------------------------------- environment, code
-
-
-def environment() -> dict:
-    """Versions of what produced a model, without importing heavy packages."""
-    import shutil
-    env = {"python": platform.python_version(), "platform": platform.platform(terse=True),
-           "lineagestore": _version("lineagestore")}
-    for pkg in ("torch", "transformers", "tokenizers", "safetensors", "accelerate"):
-        v = _version(pkg)
-        if v:
-            env[pkg] = v
-    torch = sys.modules.get("torch")
-    if torch is not None and getattr(torch, "cuda", None) is not None and torch.cuda.is_available():
-        env["gpu"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    elif shutil.which("nvidia-smi"):
-        import subprocess
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=5)
-            gpus = [x.strip() for x in out.stdout.splitlines() if x.strip()]
-            if gpus:
-                env["gpu"] = gpus
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return env
-
-
-def _version(pkg: str) -> str | None:
-    """The installed version of ``pkg``, or None.
-
-    Read from the ``<name>-<version>.dist-info`` folder names on ``sys.path`` (one listing per
-    folder), which is what ``importlib.metadata.version`` finds too but without parsing every
-    METADATA file: every commit records these, and a ``lin`` process should start fast.
-    """
-    v = _dist_versions().get(_norm_dist(pkg))
-    if v is not None:
-        return v
-    import importlib.metadata
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _norm_dist(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-_DIST_VERSIONS: dict[str, str] | None = None
-
-
-def _dist_versions() -> dict[str, str]:
-    global _DIST_VERSIONS
-    if _DIST_VERSIONS is None:
-        found: dict[str, str] = {}
-        for entry in sys.path:
-            try:
-                names = os.listdir(entry or ".")
-            except OSError:
-                continue
-            for n in names:
-                if n.endswith(".dist-info") and "-" in n:
-                    dist, _, ver = n[:-len(".dist-info")].partition("-")
-                    found.setdefault(_norm_dist(dist), ver)  # first on sys.path wins, as imports do
-        _DIST_VERSIONS = found
-    return _DIST_VERSIONS
-
-
-def _in_git_work_tree(start: str) -> bool:
-    """Whether ``start`` or a folder above it has ``.git`` (a folder, or a file in worktrees)."""
-    if os.environ.get("GIT_DIR"):
-        return True
-    p = Path(start)
-    for d in (p, *p.parents):
-        if os.path.lexists(os.path.join(d, ".git")):
-            return True
-    return False
-
-
-def code_revision(path: os.PathLike | str | None = None) -> dict | None:
-    """The git revision of the training code's repository (commit, dirty flag), via pygit2."""
-    start = str(Path(path or os.getcwd()).absolute())
-    if not _in_git_work_tree(start):  # no git repository: no need to load pygit2 (~30 ms)
-        return None
-    try:
-        import pygit2
-    except ImportError:  # pragma: no cover - pygit2 is a dependency
-        return None
-    try:
-        found = pygit2.discover_repository(start)
-        if not found:
-            return None
-        r = pygit2.Repository(found)
-        if r.head_is_unborn:
-            return {"path": r.workdir, "commit": None, "dirty": True, "branch": None}
-        status = r.status(untracked_files="no")
-        dirty = any(flags != pygit2.GIT_STATUS_CURRENT for flags in status.values())
-        branch = None if r.head_is_detached else r.head.shorthand
-        return {"path": (r.workdir or found).rstrip("/"), "commit": str(r.head.target),
-                "dirty": dirty, "branch": branch}
-    except (pygit2.GitError, KeyError, ValueError):
-        return None

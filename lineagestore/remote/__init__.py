@@ -3,15 +3,7 @@
 - :mod:`.backend`  the key/value interface a remote is stored through (S3, folder)
 - :mod:`.spec`     named remotes in config.toml (url, endpoint, region; never credentials)
 - :mod:`.sync`     push, fetch, pull, clone, verify, repair
-- :mod:`.backup`   automatic backup after each commit, backup status
+- :mod:`.backup`   the backup after each commit (run by :mod:`.hook`), backup status
+
+Submodules load when used: registering the backup hook must not load the push machinery.
 """
-
-from __future__ import annotations
-
-from .backup import after_commit, backup_status, run_backup
-from .spec import RemoteSpec, add_remote, get_remote, list_remotes, remove_remote
-from .sync import (PushRejected, clone, fetch, pull, push, repair, verify)
-
-__all__ = ["after_commit", "backup_status", "run_backup", "RemoteSpec", "add_remote", "get_remote",
-           "list_remotes", "remove_remote", "PushRejected", "clone", "fetch", "pull", "push", "repair",
-           "verify"]

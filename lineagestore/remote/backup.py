@@ -1,5 +1,8 @@
 """Automatic backup: with ``backup.remote`` set, every commit and checkpoint is pushed once it lands.
 
+:class:`~lineagestore.remote.hook.BackupHook` is one of every ``lineagestore.Repo``'s
+after-publish hooks (``core/publish.py``), so every way of making a version or a checkpoint is
+backed up.
 A failed backup never fails or undoes the commit: :func:`after_commit` catches every error,
 records ``.lineage/backup/pending`` (JSON: remote, the ids waiting, the error, when) and returns
 the outcome for the caller to report. ``lin backup`` retries, and so does the next commit's
@@ -46,16 +49,11 @@ def backup_remote(repo: Repo) -> str | None:
     return (repo.config.get("backup.remote") or "") or None
 
 
-def outcomes(repo: Repo) -> list[BackupOutcome]:
-    """Backups attempted through this Repo object, oldest first (the CLI reports them)."""
-    return repo.__dict__.setdefault("backup_outcomes", [])
-
-
 def after_commit(repo: Repo, commit_id: str | None = None, *, progress: Progress = NULL) -> BackupOutcome | None:
     """Push to the backup remote after a commit or checkpoint landed; never raises (but Ctrl-C).
 
-    Returns None when no backup remote is set, else the outcome (also kept in
-    :func:`outcomes`). On failure the pending marker records what waits.
+    Returns None when no backup remote is set, else the outcome. On failure the pending marker
+    records what waits.
     """
     name = backup_remote(repo)
     if not name or repo.path is None:
@@ -77,7 +75,6 @@ def after_commit(repo: Repo, commit_id: str | None = None, *, progress: Progress
             pass
         out = BackupOutcome(name, True, commit_id, objects_sent=res.objects_sent, bytes_sent=res.bytes_sent,
                             seconds=res.seconds)
-    outcomes(repo).append(out)
     return out
 
 

@@ -129,7 +129,7 @@ def pull(repo: Repo, remote: str | None = None, *, progress: Progress = NULL, re
     versions that exist only here and whose numbers collide with the remote's are renamed after
     the remote's highest number first (see :func:`renumber_local`).
     """
-    from ..versions.history import checkout
+    from ..versions.checkout import checkout
 
     fr = fetch(repo, remote, progress=progress, workers=workers)
     res = PullResult(fr)
@@ -310,7 +310,7 @@ def clone(url: str, dest: os.PathLike | str, *, endpoint_url: str | None = None,
     work: str | None = None
     warnings = list(fr.warnings)
     if checkout and head is not None:
-        from ..versions.history import checkout as do_checkout
+        from ..versions.checkout import checkout as do_checkout
         try:
             info = do_checkout(repo, "HEAD", progress=progress, activate=False)
         except Refused as e:

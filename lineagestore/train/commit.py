@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from ..core.progress import NULL, Progress
-from ..core.repo import Repo, code_revision, environment
-from ..versions.history import CommitResult
-from .modelio import store_model
+from ..core.publish import code_revision, publish
+from ..core.repo import Repo
+from ..core.store import ObjectStore
+from ..versions.commit import CommitResult
+from ..versions.models import walk_tree
+from .modelio import StoredModel, store_model
 
 
 def commit_model(repo: Repo, model: Any, tokenizer: Any = None, name: str = "", *,
@@ -26,41 +29,28 @@ def commit_model(repo: Repo, model: Any, tokenizer: Any = None, name: str = "", 
     result and its warnings.
     """
     warnings: list[str] = []
-    with repo.writing():
-        if parents is None:
-            head = repo.head()
-            parents = [head] if head else []
+    if parents is None:
+        head = repo.head()
+        parents = [head] if head else []
+    ds = list(datasets or [])
+    if data:
+        from ..data import datasets_for_commit
+        more, warnings = datasets_for_commit(repo, [Path(p) for p in data], base=parents[0] if parents else None,
+                                             progress=progress)
+        ds += [d for d in more if d not in ds]
+    stored: list[StoredModel] = []
+
+    def content(batch: ObjectStore) -> str:
         base_tree = repo.commit(parents[0]).tree if parents else None
-        ds = list(datasets or [])
-        if data:
-            from ..data import datasets_for_commit
-            more, warnings = datasets_for_commit(repo, [Path(p) for p in data], base=parents[0] if parents else None,
-                                                 progress=progress)
-            ds += [d for d in more if d not in ds]
-        batch = repo.objects.batch()  # the model's objects made durable together, before the commit
-        try:
-            stored = store_model(batch, model, tokenizer=tokenizer, base_tree=base_tree, dtype=dtype,
-                                 tmp_dir=repo.tmp_dir if repo.path else None,
-                                 workers=int(repo.config.get("core.workers", 0)), progress=progress)
-            batch.flush()
-        except BaseException:
-            batch.discard()
-            raise
-        cid, commit = repo.write_commit(
-            tree=stored.tree, parents=list(parents), name=name, kind=kind or ("train" if ds else "commit"),
-            datasets=ds, metrics=metrics, params=params, code=code_revision(code_path), env=environment(),
-            message=message, extra=extra, move_head=activate)
-    res = CommitResult(id=cid, name=commit.name, kind=commit.kind, parents=list(parents),
-                       parent_names=[repo.name_of(p) or p[:12] for p in parents], tree=stored.tree,
-                       files=sum(1 for _ in _files(repo, stored.tree)), bytes=_size(repo, stored.tree),
-                       tensors=stored.tensors, new_bytes=stored.new_bytes, cached_files=0, datasets=ds)
+        stored.append(store_model(batch, model, tokenizer=tokenizer, base_tree=base_tree, dtype=dtype,
+                                  tmp_dir=repo.tmp_dir if repo.path else None,
+                                  workers=int(repo.config.get("core.workers", 0)), progress=progress))
+        return stored[0].tree
+
+    pub = publish(repo, content, name=name, kind=kind or ("train" if ds else "commit"), parents=parents,
+                  datasets=ds, metrics=metrics, params=params, code=code_revision(code_path), message=message,
+                  extra=extra, activate=activate, progress=progress)
+    files = list(walk_tree(repo.objects, pub.tree))
+    res = CommitResult.of(pub, files=len(files), bytes=sum(f.size for f in files), tensors=stored[0].tensors,
+                          new_bytes=stored[0].new_bytes)
     return res, warnings
-
-
-def _files(repo: Repo, tree: str):
-    from ..versions.models import walk_tree
-    return walk_tree(repo.objects, tree)
-
-
-def _size(repo: Repo, tree: str) -> int:
-    return sum(f.size for f in _files(repo, tree))

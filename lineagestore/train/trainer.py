@@ -8,9 +8,10 @@ Checkpoints are taken only between optimizer steps. On a GPU, kernels may be non
 unless ``deterministic`` is set (then CUBLAS_WORKSPACE_CONFIG is set too).
 
 Order of writes. Every checkpoint stores its objects, then the checkpoint object, then moves
-``refs/runs/<run>`` (compare-and-swap). The final version stores the weights, then the commit,
-its tag and HEAD (``Repo.write_commit``), then deletes the run ref. A crash at any point leaves
-the last checkpoint reachable and resumable.
+``refs/runs/<run>`` (compare-and-swap). The final version is published through
+``core/publish.publish``: the weights, then the commit, its tag and HEAD, with the run ref deleted
+under the same lock. A crash at any point leaves the last checkpoint reachable and resumable.
+Checkpoints and the version are announced to the repository's after-publish hooks (the backup).
 
 Signals. SIGTERM and SIGINT set a flag; the loop finishes the current step, writes a checkpoint
 marked "interrupted" and raises :class:`TrainingInterrupted`. A second signal stops at once.
@@ -38,7 +39,9 @@ import numpy as np
 from ..core.errors import EXIT_INTERRUPTED, CorruptObject, InvalidInput, LinError, Refused
 from ..core.fsutil import kill_point
 from ..core.progress import NULL, Progress
-from ..core.repo import Repo, code_revision, environment, utc_now
+from ..core.publish import announce, code_revision, environment, publish
+from ..core.repo import PublishEvent, Repo, utc_now
+from ..core.store import ObjectStore
 from . import distributed as D
 from .checkpoint import (FAILED, INTERRUPTED, RUNNING, checkpoint_store, load_state,
                          read_checkpoint, run_ref, save_state, write_checkpoint)
@@ -435,7 +438,7 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
                                              message=f"checkpoint: step {st.step}/{total} ({status})")
             written[0] += 1
             say(f"checkpoint at step {st.step}/{total} ({status}): {last_ckpt[:10]}")
-            _backup(repo, last_ckpt, say)
+            _report(announce(repo, PublishEvent("checkpoint", last_ckpt, plan.run)), say)
         D.barrier(dist)
 
     def record_failure(err: BaseException) -> None:
@@ -552,25 +555,24 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
     params["world_size"] = dist.world
     result: TrainResult | None = None
     if dist.is_main:
-        with repo.writing():
-            before = repo.objects.written_bytes
-            stored = store_model(repo.objects, model, base_tree=base_tree, dtype=save_dtype,
+        def content(batch: ObjectStore) -> str:
+            stored = store_model(batch, model, base_tree=base_tree, dtype=save_dtype,
                                  tmp_dir=repo.tmp_dir if repo.path else None)
             kill_point("train-commit")
-            cid, commit = repo.write_commit(
-                tree=stored.tree, parents=[plan.base], name=plan.name, kind="train", datasets=plan.datasets,
-                metrics=metrics, params=params, code=code, env=env, message=message,
-                extra={"run": plan.run, "run_id": run_id, "checkpoint": last_ckpt,
-                       **({"allow_overlap": True, "overlap": plan.overlap} if plan.allow_overlap else {})})
-            if last_ckpt is not None:
-                repo.update_ref(run_ref(plan.run), last_ckpt, None, f"committed as {commit.name}")
-            new_bytes = repo.objects.written_bytes - before
-        say(f"committed {commit.name} ({cid[:10]})")
-        _backup(repo, cid, say)
+            return stored.tree
+
+        pub = publish(repo, content, name=plan.name, kind="train", parents=[plan.base], datasets=plan.datasets,
+                      metrics=metrics, params=params, code=code, env=env, message=message,
+                      extra={"run": plan.run, "run_id": run_id, "checkpoint": last_ckpt,
+                             **({"allow_overlap": True, "overlap": plan.overlap} if plan.allow_overlap else {})},
+                      retire={run_ref(plan.run): last_ckpt} if last_ckpt is not None else None)
+        cid, new_bytes = pub.id, pub.new_bytes
+        say(f"committed {pub.name} ({cid[:10]})")
+        _report(pub.after, say)
         if repo.path is not None:
             from .plan import train_cache
             shutil.rmtree(train_cache(repo) / f"base-{base_tree[:24]}", ignore_errors=True)
-        result = TrainResult(id=cid, name=commit.name, base=plan.base, base_name=plan.base_name or "",
+        result = TrainResult(id=cid, name=pub.name, base=plan.base, base_name=plan.base_name or "",
                              run=plan.run, steps=st.step, tokens_trained=st.tokens, final_loss=metrics["final_loss"],
                              metrics=metrics, params=params, datasets=list(plan.datasets), resumed_from=resumed_from,
                              checkpoints=written[0], new_bytes=new_bytes, losses=losses)
@@ -584,12 +586,13 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
     return result
 
 
-def _backup(repo: Repo, oid: str, say: Callable[[str], None]) -> None:
-    """Push a checkpoint or the final version to the backup remote; a failure never stops training."""
-    from ..remote.backup import after_commit
-    out = after_commit(repo, oid)
-    if out is not None and not out.ok:
-        say(f"warning: backup to {out.remote} failed: {out.error}; `lin backup` retries")
+def _report(outcomes: dict, say: Callable[[str], None]) -> None:
+    """Warn of after-publish hooks that failed (a failed backup never stops training)."""
+    for name, out in outcomes.items():
+        if not out.ok:
+            where = f" to {out.remote}" if hasattr(out, "remote") else ""
+            say(f"warning: {name}{where} failed: {out.error}; `lin {name}` retries" if name == "backup"
+                else f"warning: {name} failed: {out.error}")
 
 
 def _device_label(device, dist: D.Dist) -> str:

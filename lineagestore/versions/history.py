@@ -1,156 +1,17 @@
-"""Model versions: import, commit, checkout, status, and reading their history.
+"""Reading the history of versions: log, show, the registry view.
 
 Every function takes a :class:`~lineagestore.core.repo.Repo` and returns dataclasses; none prints.
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
-from ..core.errors import InvalidInput, NotFound
-from ..core.names import check_name
-from .models import (CheckoutResult, FileInfo, StatCache, WorkStatus, checkout_tree, store_folder,
-                     walk_tree, work_status)
+from ..core.errors import NotFound
 from ..core.objects import Commit
-from ..core.progress import NULL, Progress
-from ..core.repo import Repo, code_revision, environment
-
-
-@dataclass
-class CommitResult:
-    id: str
-    name: str
-    kind: str
-    parents: list[str]
-    parent_names: list[str]
-    tree: str
-    files: int
-    bytes: int
-    tensors: int
-    new_bytes: int
-    cached_files: int
-    datasets: list[str] = field(default_factory=list)
-
-
-def commit_folder(repo: Repo, folder: os.PathLike | str, name: str, *, message: str = "",
-                  parents: list[str] | None = None, kind: str = "commit",
-                  datasets: list[str] | None = None, metrics: dict | None = None,
-                  params: dict | None = None, code_path: os.PathLike | str | None = None,
-                  extra: dict | None = None, exclude: tuple[str, ...] = (),
-                  progress: Progress = NULL, activate: bool = True) -> CommitResult:
-    """Store ``folder`` and publish it as a new named version.
-
-    ``parents=None`` means "the active version (HEAD)", or none for an import into an empty
-    store. Objects are written first, the commit and its refs last (see Repo.write_commit).
-    """
-    with repo.writing():
-        if parents is None:
-            head = repo.head()
-            parents = [head] if (head and kind != "import") else []
-        for p in parents:
-            repo.commit(p)  # the parent must exist and verify
-        cache = StatCache(repo.cache_dir / "stat.json" if repo.path else None)
-        batch = repo.objects.batch()  # one wait for the disk for all the folder's objects
-        try:
-            stored = store_folder(batch, folder, progress=progress, stat_cache=cache, exclude=exclude,
-                                  workers=int(repo.config.get("core.workers", 0)))
-            batch.flush()
-        except BaseException:
-            batch.discard()
-            raise
-        cache.save(repo.tmp_dir) if repo.path else None
-        cid, commit = repo.write_commit(
-            tree=stored.tree, parents=parents, name=name, kind=kind, datasets=datasets,
-            metrics=metrics, params=params, code=code_revision(code_path), env=environment(),
-            message=message, extra=extra, move_head=activate)
-    # --- remotes (issue 6): automatic backup once the commit has landed; never raises ---
-    if repo.path is not None and repo.config.get("backup.remote"):
-        try:
-            from ..remote.backup import after_commit
-            after_commit(repo, cid, progress=progress)
-        except Exception:  # noqa: BLE001 - after_commit reports its own failures; the commit stands
-            pass
-    # --- end remotes (issue 6) ---
-    return CommitResult(id=cid, name=commit.name, kind=kind, parents=list(parents),
-                        parent_names=[repo.name_of(p) or p[:12] for p in parents], tree=stored.tree,
-                        files=stored.files, bytes=stored.bytes, tensors=stored.tensors,
-                        new_bytes=stored.new_bytes, cached_files=stored.cached_files,
-                        datasets=list(datasets or []))
-
-
-# --------------------------------------------------------------------------- checkout, status
-
-
-@dataclass
-class CheckoutInfo:
-    id: str
-    name: str
-    target: str
-    written: int
-    unchanged: int
-    removed: int
-    bytes_written: int
-    active: bool
-
-
-def checkout(repo: Repo, rev: str, *, to: os.PathLike | str | None = None, force: bool = False,
-             progress: Progress = NULL, activate: bool = True) -> CheckoutInfo:
-    """Materialize ``rev`` into the work folder (or ``to``) and make it the active version."""
-    cid = repo.resolve(rev)
-    commit = repo.commit(cid)
-    target = Path(to) if to is not None else repo.work_dir()
-    if repo.path is not None:
-        tr = target.absolute()
-        if tr == repo.path or repo.path in tr.parents:
-            raise InvalidInput(f"{target}: is inside the store; check out somewhere else")
-    known: dict[str, str] = {}
-    head = repo.head()
-    if head:
-        known = {f.path: f.id for f in walk_tree(repo.objects, repo.commit(head).tree)}
-    res: CheckoutResult = checkout_tree(repo.objects, commit.tree, target, cache_dir=repo.cache_dir,
-                                        known=known, force=force, progress=progress, commit_id=cid,
-                                        workers=int(repo.config.get("core.workers", 0)))
-    if activate:
-        branch_ref = f"refs/heads/{rev}"
-        if _is_plain_name(rev) and repo.refs.read(branch_ref) is not None:
-            repo.set_head(branch_ref, cid, f"checkout: moving to {rev}")
-        elif head != cid or repo.head_branch() is not None:
-            repo.set_head(None, cid, f"checkout: moving to {commit.name}")
-    return CheckoutInfo(cid, commit.name, res.target, res.written, res.unchanged, res.removed,
-                        res.bytes_written, activate)
-
-
-def _is_plain_name(rev: str) -> bool:
-    try:
-        check_name(rev)
-        return True
-    except InvalidInput:
-        return False
-
-
-@dataclass
-class StatusInfo:
-    head: str | None
-    name: str | None
-    branch: str | None
-    work: WorkStatus | None
-
-
-def status(repo: Repo, target: os.PathLike | str | None = None) -> StatusInfo:
-    head = repo.head()
-    branch = repo.head_branch()
-    branch = branch[len("refs/heads/"):] if branch else None
-    if head is None:
-        return StatusInfo(None, None, branch, None)
-    commit = repo.commit(head)
-    wt = work_status(repo.objects, commit.tree, Path(target) if target else repo.work_dir(), repo.cache_dir)
-    return StatusInfo(head, commit.name, branch, wt)
-
-
-# --------------------------------------------------------------------------- history
+from ..core.repo import Repo
+from .models import FileInfo, walk_tree
 
 
 @dataclass

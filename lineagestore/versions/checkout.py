@@ -1,0 +1,88 @@
+"""Checking out a version into a folder, and the status of that folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import InvalidInput
+from ..core.names import check_name
+from ..core.progress import NULL, Progress
+from ..core.repo import Repo
+from .models import CheckoutResult, WorkStatus, checkout_tree, walk_tree, work_status
+
+
+@dataclass
+class CheckoutInfo:
+    id: str
+    name: str
+    target: str
+    written: int
+    unchanged: int
+    removed: int
+    bytes_written: int
+    active: bool
+
+
+def checkout(repo: Repo, rev: str, *, to: os.PathLike | str | None = None, force: bool = False,
+             progress: Progress = NULL, activate: bool = True) -> CheckoutInfo:
+    """Materialize ``rev`` into the work folder (or ``to``) and make it the active version.
+
+    Holds the store lock (shared) throughout, so gc never collects what is being written out.
+    """
+    with repo.writing():
+        return _checkout(repo, rev, to=to, force=force, progress=progress, activate=activate)
+
+
+def _checkout(repo: Repo, rev: str, *, to: os.PathLike | str | None, force: bool, progress: Progress,
+              activate: bool) -> CheckoutInfo:
+    cid = repo.resolve(rev)
+    commit = repo.commit(cid)
+    target = Path(to) if to is not None else repo.work_dir()
+    if repo.path is not None:
+        tr = target.absolute()
+        if tr == repo.path or repo.path in tr.parents:
+            raise InvalidInput(f"{target}: is inside the store; check out somewhere else")
+    known: dict[str, str] = {}
+    head = repo.head()
+    if head:
+        known = {f.path: f.id for f in walk_tree(repo.objects, repo.commit(head).tree)}
+    res: CheckoutResult = checkout_tree(repo.objects, commit.tree, target, cache_dir=repo.cache_dir,
+                                        known=known, force=force, progress=progress, commit_id=cid,
+                                        workers=int(repo.config.get("core.workers", 0)))
+    if activate:
+        branch_ref = f"refs/heads/{rev}"
+        if _is_plain_name(rev) and repo.refs.read(branch_ref) is not None:
+            repo.set_head(branch_ref, cid, f"checkout: moving to {rev}")
+        elif head != cid or repo.head_branch() is not None:
+            repo.set_head(None, cid, f"checkout: moving to {commit.name}")
+    return CheckoutInfo(cid, commit.name, res.target, res.written, res.unchanged, res.removed,
+                        res.bytes_written, activate)
+
+
+def _is_plain_name(rev: str) -> bool:
+    try:
+        check_name(rev)
+        return True
+    except InvalidInput:
+        return False
+
+
+@dataclass
+class StatusInfo:
+    head: str | None
+    name: str | None
+    branch: str | None
+    work: WorkStatus | None
+
+
+def status(repo: Repo, target: os.PathLike | str | None = None) -> StatusInfo:
+    head = repo.head()
+    branch = repo.head_branch()
+    branch = branch[len("refs/heads/"):] if branch else None
+    if head is None:
+        return StatusInfo(None, None, branch, None)
+    commit = repo.commit(head)
+    wt = work_status(repo.objects, commit.tree, Path(target) if target else repo.work_dir(), repo.cache_dir)
+    return StatusInfo(head, commit.name, branch, wt)

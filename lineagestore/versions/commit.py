@@ -1,0 +1,68 @@
+"""Committing a model folder as a new version (``lin import``, ``lin commit``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.progress import NULL, Progress
+from ..core.publish import Published, code_revision, publish
+from ..core.repo import Repo
+from ..core.store import ObjectStore
+from .models import StatCache, StoredFolder, store_folder
+
+
+@dataclass
+class CommitResult:
+    id: str
+    name: str
+    kind: str
+    parents: list[str]
+    parent_names: list[str]
+    tree: str
+    files: int
+    bytes: int
+    tensors: int
+    new_bytes: int
+    cached_files: int
+    datasets: list[str] = field(default_factory=list)
+    after: dict[str, Any] = field(default_factory=dict)  # after-publish hook outcomes (backup, ...)
+
+    @classmethod
+    def of(cls, pub: Published, *, files: int, bytes: int, tensors: int, new_bytes: int,
+           cached_files: int = 0) -> "CommitResult":
+        return cls(id=pub.id, name=pub.name, kind=pub.kind, parents=pub.parents, parent_names=pub.parent_names,
+                   tree=pub.tree, files=files, bytes=bytes, tensors=tensors, new_bytes=new_bytes,
+                   cached_files=cached_files, datasets=pub.datasets, after=pub.after)
+
+
+def commit_folder(repo: Repo, folder: os.PathLike | str, name: str, *, message: str = "",
+                  parents: list[str] | None = None, kind: str = "commit",
+                  datasets: list[str] | None = None, metrics: dict | None = None,
+                  params: dict | None = None, code_path: os.PathLike | str | None = None,
+                  extra: dict | None = None, exclude: tuple[str, ...] = (),
+                  progress: Progress = NULL, activate: bool = True) -> CommitResult:
+    """Store ``folder`` and publish it as a new named version.
+
+    ``parents=None`` means "the active version (HEAD)", or none for an import into an empty
+    store. See :func:`lineagestore.core.publish.publish` for the write order.
+    """
+    if parents is None and kind == "import":
+        parents = []  # an import is a root version
+    cache = StatCache(repo.cache_dir / "stat.json" if repo.path else None)
+    stored: list[StoredFolder] = []
+
+    def content(batch: ObjectStore) -> str:
+        stored.append(store_folder(batch, folder, progress=progress, stat_cache=cache, exclude=exclude,
+                                   workers=int(repo.config.get("core.workers", 0))))
+        return stored[0].tree
+
+    pub = publish(repo, content, name=name, kind=kind, parents=parents, datasets=datasets, metrics=metrics,
+                  params=params, code=code_revision(code_path), message=message, extra=extra,
+                  activate=activate, progress=progress)
+    if repo.path is not None:
+        cache.save(repo.tmp_dir)
+    s = stored[0]
+    return CommitResult.of(pub, files=s.files, bytes=s.bytes, tensors=s.tensors, new_bytes=s.new_bytes,
+                           cached_files=s.cached_files)

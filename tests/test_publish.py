@@ -1,0 +1,165 @@
+"""The one publish path (core/publish.py): every way of making a version goes through it, its
+after-publish hooks (the automatic backup) run for all of them, and the Python API locks as the
+CLI does."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from lineagestore import Repo
+from lineagestore.core.errors import LockTimeout, RefConflict
+from lineagestore.core.publish import publish
+from lineagestore.core.repo import HookFailure, Repo as CoreRepo
+
+from test_train_support import new_store, train_assets  # noqa: F401 - fixture
+
+
+def _folder_with_file(path, text: str):
+    """A minimal model folder: a config and one small safetensors file."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(text)
+    save_file({"w": np.arange(64, dtype=np.float32) + len(text)}, str(path / "model.safetensors"))
+    return path
+
+
+def _backup_to_folder(repo: Repo, where) -> None:
+    repo.remote_add("origin", str(where), backup=True)
+
+
+def _remote_tags(where) -> set[str]:
+    """Version names the folder remote holds, read from its files (not from our store)."""
+    return {p.name for p in (where / "refs" / "tags").iterdir()} if (where / "refs" / "tags").exists() else set()
+
+
+def _clone_names(where, dest) -> list[str]:
+    return list(Repo.clone(str(where), dest).versions())
+
+
+def test_commit_model_is_backed_up(tmp_path, train_assets):  # noqa: F811 - fixture
+    """Repo.commit_model (the path LineageCallback takes) runs the backup hook."""
+    from transformers import AutoModelForCausalLM
+    folder = new_store(tmp_path / "w", train_assets)
+    repo = Repo.open(folder / ".lineage")
+    _backup_to_folder(repo, tmp_path / "remote")
+    model = AutoModelForCausalLM.from_pretrained(train_assets / "base")
+    res = repo.commit_model(model, name="from_memory")
+    assert res.after["backup"].ok, res.after
+    assert res.name in _clone_names(tmp_path / "remote", tmp_path / "clone")
+
+
+def test_lineage_callback_version_is_on_the_backup_remote(tmp_path, train_assets, monkeypatch):  # noqa: F811
+    pytest.importorskip("accelerate")
+    from lineagestore.integrations import LineageCallback
+    from test_train_integrations import _trainer
+    folder = new_store(tmp_path / "w", train_assets)
+    shutil.copytree(train_assets / "base", folder / "base")
+    _backup_to_folder(Repo.open(folder / ".lineage"), tmp_path / "remote")
+    monkeypatch.chdir(folder)
+    cb = LineageCallback("hf_run", data=[folder / "bible.jsonl"], checkpoint_every=2)
+    _trainer(folder, cb, steps=2).train()
+    assert cb.result.after["backup"].ok
+    names = _clone_names(tmp_path / "remote", tmp_path / "clone")
+    assert names == ["v001_base", "v002_hf_run"]
+
+
+def test_commit_folder_reports_its_backup(tmp_path):
+    repo = Repo.init(tmp_path / "p" / ".lineage")
+    _backup_to_folder(repo, tmp_path / "remote")
+    res = repo.import_model(_folder_with_file(tmp_path / "m", "{}"), "base")
+    assert res.after["backup"].ok and res.after["backup"].remote == "origin"
+    assert _clone_names(tmp_path / "remote", tmp_path / "clone") == ["v001_base"]
+
+
+def test_a_failing_hook_never_undoes_the_publish(tmp_path):
+    repo = Repo.init(tmp_path / ".lineage")
+
+    class Boom:
+        name = "boom"
+
+        def __call__(self, repo, event):
+            raise RuntimeError("no network")
+
+    repo.after_publish.append(Boom())
+    res = repo.import_model(_folder_with_file(tmp_path / "m", "{}"), "base")
+    assert res.after["boom"] == HookFailure("boom", "RuntimeError: no network")
+    assert list(Repo.open(tmp_path / ".lineage").versions()) == ["v001_base"]
+
+
+def test_hooks_see_versions_and_checkpoints_in_order(tmp_path):
+    repo = Repo.init(tmp_path / ".lineage")
+    seen = []
+
+    class Spy:
+        name = "spy"
+
+        def __call__(self, repo, event):
+            seen.append((event.what, event.name))
+            return {"ok": True}
+
+    repo.after_publish.append(Spy())
+    repo.import_model(_folder_with_file(tmp_path / "m", "{}"), "base")
+    repo.commit_folder(_folder_with_file(tmp_path / "m", '{"a": 1}'), "second")
+    assert seen == [("version", "v001_base"), ("version", "v002_second")]
+
+
+def test_a_failed_content_write_leaves_no_objects_and_no_version(tmp_path):
+    repo = CoreRepo.init(tmp_path / ".lineage")
+    before = set(repo.objects.iter_ids())
+
+    def content(batch):
+        batch.put("blob", b"x" * 1000)
+        raise OSError("disk on fire")
+
+    with pytest.raises(OSError, match="disk on fire"):
+        publish(repo, content, name="broken")
+    assert set(repo.objects.iter_ids()) == before
+    assert repo.versions() == {} and repo.head() is None
+    assert not any((tmp_path / ".lineage" / "tmp").iterdir())
+
+
+def test_publish_retires_a_ref_with_the_version_and_notes_the_journal(tmp_path):
+    repo = CoreRepo.init(tmp_path / ".lineage")
+    base = publish(repo, lambda b: _empty_tree(b), name="base")
+    repo.update_ref("refs/runs/r1", None, base.id, "run")
+    pub = publish(repo, lambda b: _empty_tree(b), name="child", retire={"refs/runs/r1": base.id})
+    assert repo.refs.read("refs/runs/r1") is None
+    assert pub.parents == [base.id] and pub.parent_names == ["v001_base"]
+    assert repo.notes[-1].startswith("published v002_child")
+
+
+def _empty_tree(batch) -> str:
+    from lineagestore.core.objects import Tree
+    return batch.put_object(Tree([]))
+
+
+def test_api_tag_and_branch_behave_as_the_cli(tmp_path):
+    repo = Repo.init(tmp_path / ".lineage")
+    v1 = repo.import_model(_folder_with_file(tmp_path / "m", "{}"), "base")
+    t = repo.tag("golden")
+    assert (t.kind, t.name, t.id) == ("tag", "golden", v1.id)
+    with pytest.raises(RefConflict, match="tags never move"):
+        repo.tag("golden")
+    b = repo.branch("exp", "golden", switch=True)
+    assert b.id == v1.id and repo.head_branch() == "refs/heads/exp"
+    assert [e.message for e in repo.refs.reflog("refs/tags/golden")] == ["tag: golden"]
+    assert repo.resolve("golden") == v1.id
+
+
+@pytest.mark.parametrize("op", ["tag", "branch", "checkout"])
+def test_api_writes_wait_for_gc(tmp_path, monkeypatch, op):
+    """The Python API takes the store lock as the CLI does: while gc holds it, a write waits."""
+    repo = Repo.init(tmp_path / ".lineage")
+    repo.import_model(_folder_with_file(tmp_path / "m", "{}"), "base")
+    monkeypatch.setenv("LIN_LOCK_TIMEOUT", "0.2")
+    other = Repo.open(tmp_path / ".lineage")
+    gc_holder = Repo.open(tmp_path / ".lineage")
+    calls = {"tag": lambda: other.tag("t"), "branch": lambda: other.branch("b"),
+             "checkout": lambda: other.checkout("v001", to=tmp_path / "out")}
+    with gc_holder.exclusive():
+        with pytest.raises(LockTimeout):
+            calls[op]()
+    calls[op]()  # and once gc is done, it goes through
