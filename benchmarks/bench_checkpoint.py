@@ -12,7 +12,7 @@ Both sides are measured in the same run on the same model and optimizer state:
 Scenario: a run that trains the upper half of the transformer layers and freezes the rest
 (embeddings, untied lm_head, lower layers), as fine-tunes often do. The first checkpoint of the run stores everything; a later checkpoint (after another
 optimizer step) stores only the tensors that changed, the frozen ones cost one hash each.
-Targets (issue 5): first checkpoint <= 1.3x the baseline; later checkpoints <= 0.5x.
+Targets: first checkpoint <= 1.3x the baseline; later checkpoints <= 0.5x.
 
     python benchmarks/bench_checkpoint.py [--hidden 512 --layers 8 --repeat 3 --json out.json]
 """

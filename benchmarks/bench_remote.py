@@ -15,7 +15,7 @@ In one run, against one `weed mini` server started on 127.0.0.1 (tests/s3server.
 
 lin runs as a subprocess (`python -m lineagestore.cli.main`), so its times include starting
 Python; the baseline runs in this process. Throughput is counted in raw model bytes (the
-safetensors file), whatever lin stores (compressed objects). Targets (issue 6): push >= 0.8x the
+safetensors file), whatever lin stores (compressed objects). Targets: push >= 0.8x the
 baseline upload's throughput; a second push under 1 s. The model is generated like
 benchmarks/bench_commit.py (Qwen3-0.6B shapes, bf16 N(0, 0.02), fixed seed).
 """

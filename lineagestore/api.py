@@ -69,7 +69,7 @@ class Repo(_BaseRepo):
         from .guard import fsck as _fsck
         return _fsck.check(self, quick=quick, progress=progress)
 
-    # --- guardrails (issue 4) ---
+    # guardrails: names, reflog, trash, gc, doctor, audit
     def protection(self, name: str):
         """Why a name is protected (``lin rm`` rules); see lineagestore.guard.protect."""
         from .guard import protect
@@ -97,13 +97,13 @@ class Repo(_BaseRepo):
     def gc_plan(self, *, grace: str | float | None = None, progress: Progress = NULL):
         """What ``gc`` would move to trash; deletes nothing. ``grace``: days, or "12h", "0"."""
         from .guard import gc
-        return gc.plan(self, grace_s=None if grace is None else gc.parse_duration(grace), progress=progress)
+        return gc.plan(self, grace_s=None if grace is None else gc.parse_grace(grace), progress=progress)
 
     def gc(self, *, grace: str | float | None = None, empty_trash: bool = False, progress: Progress = NULL,
            on_wait=None):
         """Move unreachable objects older than the grace period to trash/ (exclusive store lock)."""
         from .guard import gc
-        res = gc.collect(self, grace_s=None if grace is None else gc.parse_duration(grace),
+        res = gc.collect(self, grace_s=None if grace is None else gc.parse_grace(grace),
                          empty_trash=empty_trash, progress=progress, on_wait=on_wait)
         notes = []
         if res.moved_objects:
@@ -124,9 +124,8 @@ class Repo(_BaseRepo):
     def audit_verify(self):
         from .core import audit
         return audit.verify(self)
-    # --- end guardrails (issue 4) ---
 
-    # --- training (issue 5) ---
+    # training
     def commit_model(self, model, tokenizer=None, name: str = "", **kw):
         """Store a model from memory (no folder written) as ``vNNN_<name>``; see train.commit."""
         from .train.commit import commit_model
@@ -159,9 +158,8 @@ class Repo(_BaseRepo):
         """Tokens trained toward ``goal.tokens`` along the lineage of ``rev`` (default HEAD)."""
         from .train.goal import goal_progress
         return goal_progress(self, rev)
-    # --- end training (issue 5) ---
 
-    # --- data (issue 3) ---
+    # the data registry and ledger
     def data_add(self, path: os.PathLike | str, **kw):
         """Register a JSONL data file (see lineagestore.data.register)."""
         from . import data as _data
@@ -195,9 +193,8 @@ class Repo(_BaseRepo):
     def trained_dataset_ids(self, rev: str = "HEAD") -> list[str]:
         from . import data as _data
         return _data.trained_dataset_ids(self, self.resolve(rev))
-    # --- end data (issue 3) ---
 
-    # --- remotes (issue 6) ---
+    # remotes and backup
     def remote_add(self, name: str, url: str, *, endpoint_url: str | None = None, region: str | None = None,
                    backup: bool = False):
         """Add a remote (s3://bucket/prefix or a folder); credentials come from the AWS chain, never stored."""
@@ -240,4 +237,3 @@ class Repo(_BaseRepo):
     def backup_status(self) -> dict:
         from .remote import backup
         return backup.backup_status(self)
-    # --- end remotes (issue 6) ---

@@ -20,17 +20,15 @@ def fsck(
     full: bool = typer.Option(True, "--full/--quick",
                               help="--full (default) re-hashes every byte; --quick reads headers and metadata only."),
     json_out: bool = JSON_OPT,
-    # --- remotes (issue 6): --repair ---
     repair: bool = typer.Option(False, "--repair", help="Fetch corrupt or missing objects from a remote, then check again."),
     remote: str = typer.Option(None, "--remote", help="The remote --repair fetches from (default: the backup remote, or the only one)."),
-    # --- end remotes (issue 6) ---
 ) -> None:
     """Check objects, refs, reflogs, commits and trees, that everything referenced is present, the
     audit chain, and leftovers of killed commands."""
     o = out(json_out)
     repo = STATE.repo()
     rep = repo.fsck(quick=not full, progress=o.progress())
-    # --- remotes (issue 6): --repair fetches damaged objects from a remote, verified, then re-checks ---
+    # --repair fetches damaged objects from a remote, verified, then re-checks
     if repair and not rep.ok:
         from ..remote.sync import repair as remote_repair
         fixed = remote_repair(repo, remote, rep.problems)
@@ -41,7 +39,6 @@ def fsck(
         if fixed.repaired:
             STATE.mutated = True
             rep = repo.fsck(quick=not full, progress=o.progress())
-    # --- end remotes (issue 6) ---
     if json_out:
         o.json(rep)
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -21,13 +21,15 @@ class State:
     quiet: bool = False
     repo_obj: object | None = None
     mutated: bool = False
-    extra_audit: list = field(default_factory=list)
 
-    def repo(self, *, must_exist: bool = True):
+    def repo(self):
         """The store for this command (found like git finds .git/)."""
         from ..api import Repo
         if self.repo_obj is None:
             self.repo_obj = Repo.discover(store=self.store)
+            o = Output(quiet=self.quiet)
+            for warning in self.repo_obj.settings.warnings:  # unknown keys of config.toml, once
+                o.warn(warning)
         return self.repo_obj
 
 

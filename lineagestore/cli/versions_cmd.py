@@ -205,13 +205,12 @@ def log(
     o = out(json_out)
     repo = STATE.repo()
     versions = repo.log(rev, all_versions=all_ or graph)
-    # --- remotes (issue 6): whether each version is on the backup remote (None: no backup remote) ---
+    # whether each version is on the backup remote (None: no backup remote)
     backed = None
-    if repo.config.get("backup.remote"):
+    if repo.settings.backup.remote:
         from ..remote.backup import backed_up
         backed = backed_up(repo)
     mark = (lambda v: "" if backed is None else ("" if backed.get(v.id) else "  (not backed up)"))
-    # --- end remotes (issue 6) ---
     if json_out:
         o.json([{**v.to_dict(), "backed_up": None if backed is None else bool(backed.get(v.id))}
                 for v in versions])
@@ -229,8 +228,8 @@ def log(
         return
     for v in versions:
         _version_block(o, v)
-        if backed is not None:  # remotes (issue 6)
-            o.line(f"    backup   {'yes (' + str(repo.config.get('backup.remote')) + ')' if backed.get(v.id) else 'not yet (lin backup)'}")
+        if backed is not None:
+            o.line(f"    backup   {'yes (' + repo.settings.backup.remote + ')' if backed.get(v.id) else 'not yet (lin backup)'}")
         o.line()
 
 
