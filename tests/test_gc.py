@@ -11,7 +11,7 @@ import pytest
 
 from lineagestore import Repo
 from lineagestore.guard import gc, trash
-from lineagestore.core.errors import CheckFailed, ObjectNotFound
+from lineagestore.core.errors import CheckFailed, InvalidInput, ObjectNotFound
 from lineagestore.core.objects import Checkpoint, Tree, TreeEntry
 from test_guard_helpers import folder_bytes, lineage, snapshot, version_bytes
 
@@ -183,10 +183,12 @@ def test_gc_refuses_when_a_reachable_object_is_missing(lin, repo, four):
 
 
 def test_zero_grace_must_be_explicit(lin, repo, four):
-    repo.config.set("gc.grace_days", 0)
-    repo.save_config()
+    with pytest.raises(InvalidInput, match="only accepted when given explicitly"):
+        repo.config.set("gc.grace_days", 0)
+    (repo.path / "config.toml").write_text("[gc]\ngrace_days = 0\n")
     code, _, err = lin("gc", "--confirm")
-    assert code == 4 and "only accepted when given explicitly" in err
+    assert code == 4 and "gc.grace_days = 0" in err and "only accepted when given explicitly" in err
+    (repo.path / "config.toml").write_text("")
     code, _, err = lin("gc", "--grace", "0")
     assert code == 0 and "warning: --grace 0" in err
     assert gc.parse_duration("12h") == 12 * 3600 and gc.parse_duration("2w") == 14 * DAY

@@ -98,10 +98,10 @@ def _command_module(argv: list[str]) -> str | None:
 
 def _report_lock_wait(lock_path, holders) -> None:
     """Say who holds the store lock a command waits for (library code never prints)."""
-    import os
+    from ..core.settings import lock_timeout
     who = "; ".join(h.describe() for h in holders) or "another lin process"
     repo = common.STATE.repo_obj
-    limit = getattr(repo, "lock_timeout", None) or float(os.environ.get("LIN_LOCK_TIMEOUT", 300))
+    limit = getattr(repo, "lock_timeout", None) or lock_timeout()
     what = lock_path.name.removesuffix(".lock")
     Output().diag(f"waiting for the {what} lock, held by {who}; giving up after {limit:.0f}s "
                        "(LIN_LOCK_TIMEOUT)")

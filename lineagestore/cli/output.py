@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from ..core.errors import LinError
+from ..core.settings import read_env
 
 
 def _console(stderr: bool):
@@ -122,7 +123,7 @@ class Output:
             self.diag(f"hint: {hint}")
 
     def progress(self) -> "BarProgress":
-        enabled = not self.quiet and not _plain(sys.stderr) and not os.environ.get("LIN_NO_PROGRESS")
+        enabled = not self.quiet and not _plain(sys.stderr) and not read_env("LIN_NO_PROGRESS")
         return BarProgress(self.err if enabled else None, enabled)
 
     def confirm_typed(self, prompt: str, expected: str) -> bool:

@@ -67,7 +67,7 @@ def ls(json_out: bool = JSON_OPT) -> None:
     from ..remote.spec import list_remotes
     o = out(json_out)
     repo = STATE.repo()
-    backup_name = repo.config.get("backup.remote") or ""
+    backup_name = repo.settings.backup.remote
     rs = list_remotes(repo)
     if json_out:
         o.json([{**r.to_dict(), "backup": r.name == backup_name} for r in rs])

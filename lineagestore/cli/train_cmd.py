@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from ..core.errors import Refused
+from ..core.settings import read_env
 from .common import JSON_OPT, STATE, out, short
 from .output import human_bytes, human_int
 
@@ -93,7 +94,7 @@ def _settings_and_job(repo, opts: dict):
     file_settings, job = ({}, {})
     if opts.get("config"):
         file_settings, job = load_config_file(Path(opts["config"]))
-    store_defaults = {k: v for k, v in (repo.config.get("train", {}) or {}).items() if k in TrainSettings.names()}
+    store_defaults = repo.settings.train.defaults
     flags = {key: opts.get(key) for key, *_ in _SETTING_FLAGS}
     flags["freeze"] = list(opts.get("freeze") or []) or None
     flags["packing"] = opts.get("packing")
@@ -254,7 +255,7 @@ class LineProgress:
 
 def _progress_for(o):
     bar = o.progress()
-    if bar.enabled or o.quiet or os.environ.get("LIN_NO_PROGRESS"):
+    if bar.enabled or o.quiet or read_env("LIN_NO_PROGRESS"):
         return bar
     return LineProgress(o)
 
@@ -280,7 +281,7 @@ def train(
     dist = D.from_env()
     if opts.get("deterministic"):  # read by cuBLAS when CUDA starts, so before anything touches it
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    plan_file = os.environ.get(D.PLAN_ENV)
+    plan_file = read_env(D.PLAN_ENV)
     if plan_file:  # a rank started by `lin train --gpus N`: the plan was accepted by the parent
         p = Plan.from_dict(json.loads(Path(plan_file).read_text()))
     elif dist.enabled:  # started by torchrun/accelerate directly: rank 0 plans for everyone

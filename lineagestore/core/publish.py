@@ -30,6 +30,7 @@ from typing import Any
 from .ids import check_object_id
 from .progress import NULL, Progress
 from .repo import HookFailure, PublishEvent, Repo
+from .settings import read_env
 from .store import ObjectStore
 
 
@@ -180,7 +181,7 @@ def _dist_versions() -> dict[str, str]:
 
 def _in_git_work_tree(start: str) -> bool:
     """Whether ``start`` or a folder above it has ``.git`` (a folder, or a file in worktrees)."""
-    if os.environ.get("GIT_DIR"):
+    if read_env("GIT_DIR"):
         return True
     p = Path(start)
     for d in (p, *p.parents):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from .settings import Config, Settings, env, lock_timeout
+from .settings import Config, Settings, lock_timeout, read_env
 from .errors import (AmbiguousRevision, InvalidInput, NotAStore, RefConflict, RevisionNotFound,
                      UnsupportedFormat)
 from .fsutil import FileLock, atomic_write_bytes, clean_stale_temp
@@ -130,7 +130,7 @@ class Repo:
 
     @classmethod
     def discover(cls, start: os.PathLike | str | None = None, store: os.PathLike | str | None = None) -> "Repo":
-        explicit = store or env("LIN_STORE")
+        explicit = store or read_env("LIN_STORE")
         if explicit:
             return cls.open(explicit)
         here = Path(start or os.getcwd()).absolute()

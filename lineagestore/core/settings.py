@@ -8,7 +8,7 @@ Each key's default, type and bounds are declared once, on its field below. A bad
 ``Settings.warnings``; the CLI shows them once). :class:`Config` stays the writable view of the
 file: it keeps what the user wrote, unknown keys included, and writes it back.
 
-The environment variables are listed in :data:`ENVIRONMENT` and read through :func:`env` and its
+The environment variables are listed in :data:`ENVIRONMENT` and read through :func:`read_env` and its
 typed twins, so one table says what outside the file changes what lin does.
 """
 
@@ -33,7 +33,7 @@ from .objects import COMPRESSION_MODES, DEFAULT_COMPRESSION, DEFAULT_LEVEL
 # ----------------------------------------------------------------------------- environment
 
 #: Every environment variable lin reads, with who reads it and what it does. Read them with
-#: :func:`env` (or :func:`env_number` / :func:`env_int`); tests/test_settings.py checks that the
+#: :func:`read_env` (or :func:`env_number` / :func:`env_int`); tests/test_settings.py checks that the
 #: package reads ``os.environ`` nowhere else, except in :data:`READ_IN_PLACE`.
 ENVIRONMENT: dict[str, str] = {
     "LIN_STORE": "core.repo: the store to open instead of looking upward for .lineage/",
@@ -56,7 +56,7 @@ ENVIRONMENT: dict[str, str] = {
     "PYTHONPATH": "data.scan: passed on to the scan's worker processes",
 }
 
-#: Variables read where they are, not through :func:`env`: ``core.fsutil`` sits below this
+#: Variables read where they are, not through :func:`read_env`: ``core.fsutil`` sits below this
 #: module (rank 1) and reads its test hooks once at import.
 READ_IN_PLACE: dict[str, str] = {
     "LIN_TEST_KILL_AT": "core/fsutil.py",
@@ -65,7 +65,7 @@ READ_IN_PLACE: dict[str, str] = {
 }
 
 
-def env(name: str) -> str | None:
+def read_env(name: str) -> str | None:
     """The value of an environment variable listed in :data:`ENVIRONMENT` (None when unset)."""
     if name not in ENVIRONMENT:
         raise KeyError(f"{name} is not listed in lineagestore.core.settings.ENVIRONMENT")
@@ -74,7 +74,7 @@ def env(name: str) -> str | None:
 
 def env_number(name: str, default: float, *, low: float = 0.0) -> float:
     """A finite number ``>= low`` from the environment, else ``default``."""
-    raw = env(name)
+    raw = read_env(name)
     if raw is None or not raw.strip():
         return default
     try:
@@ -88,7 +88,7 @@ def env_number(name: str, default: float, *, low: float = 0.0) -> float:
 
 def env_int(name: str, default: int, *, low: int = 0) -> int:
     """A whole number ``>= low`` from the environment, else ``default``."""
-    raw = env(name)
+    raw = read_env(name)
     if raw is None or not raw.strip():
         return default
     try:

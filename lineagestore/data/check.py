@@ -161,7 +161,7 @@ def check(repo: Repo, paths: list[os.PathLike | str], *, base: str | None = None
             rep = checker.report(str(p), fp, info, iter_record_set(repo.objects, info.records),
                                  info.examples, info.skipped_lines)
         else:
-            scan = scan_file(p, skip_bad_lines=True, workers=int(repo.config.get("core.workers", 0)),
+            scan = scan_file(p, skip_bad_lines=True, workers=repo.settings.core.workers,
                              progress=progress, tmp_dir=repo.tmp_dir if repo.path is not None else None,
                              description=f"reading {p.name}")
             try:

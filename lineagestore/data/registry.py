@@ -230,7 +230,7 @@ def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
             try:
                 scan = scan_file(p, put_blob=put_blob, finish_chunks=finish,
                                  counter_spec=tok.spec() if tok else None, skip_bad_lines=skip_bad_lines,
-                                 workers=int(repo.config.get("core.workers", 0)), progress=progress,
+                                 workers=repo.settings.core.workers, progress=progress,
                                  tmp_dir=tmp_root, description=f"registering {p.name}")
             except BaseException:
                 _discard(batch)
@@ -336,7 +336,7 @@ def _update_existing(repo: Repo, p: Path, existing: DatasetInfo, tok, why, descr
         try:
             scan = scan_file(p, put_blob=put_blob, finish_chunks=finish,
                              counter_spec=tok.spec() if need_tokens else None,
-                             skip_bad_lines=True, workers=int(repo.config.get("core.workers", 0)),
+                             skip_bad_lines=True, workers=repo.settings.core.workers,
                              progress=progress, tmp_dir=repo.tmp_dir if repo.path is not None else None,
                              description=f"{'counting tokens of' if need_tokens else 'storing'} {p.name}")
             scan.ids.cleanup()

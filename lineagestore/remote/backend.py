@@ -34,6 +34,7 @@ from typing import Callable, Iterator
 
 from ..core.errors import InvalidInput, RemoteError
 from ..core.fsutil import AtomicFile, fsync_dir
+from ..core.settings import env_int, read_env
 
 #: objects above this many bytes go to S3 as multipart uploads (parts of this size, in parallel)
 MULTIPART_THRESHOLD = 8 << 20
@@ -287,8 +288,8 @@ class S3Backend(Backend):
             from botocore.config import Config
         except ImportError:
             raise RemoteError("S3 remotes need boto3", hint="pip install 'lineagestore[s3]'") from None
-        endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "4"))
+        endpoint = self.endpoint_url or read_env("AWS_ENDPOINT_URL_S3") or read_env("AWS_ENDPOINT_URL")
+        attempts = env_int("AWS_MAX_ATTEMPTS", 4, low=1)
         cfg = Config(retries={"mode": "standard", "max_attempts": attempts},
                      max_pool_connections=max(10, self.workers * 3), connect_timeout=10, read_timeout=120,
                      s3={"addressing_style": "path"} if endpoint else {}, user_agent_appid="lineagestore")
@@ -300,7 +301,7 @@ class S3Backend(Backend):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _where(self) -> str:
-        ep = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        ep = self.endpoint_url or read_env("AWS_ENDPOINT_URL_S3") or read_env("AWS_ENDPOINT_URL")
         return (self.label or self.url) + (f" at {ep}" if ep else "")
 
     def _error(self, exc: BaseException, op: str, key: str = "") -> Exception:

@@ -46,7 +46,7 @@ class BackupOutcome:
 
 
 def backup_remote(repo: Repo) -> str | None:
-    return (repo.config.get("backup.remote") or "") or None
+    return repo.settings.backup.remote or None
 
 
 def after_commit(repo: Repo, commit_id: str | None = None, *, progress: Progress = NULL) -> BackupOutcome | None:

@@ -18,7 +18,7 @@ class BackupHook:
     name = "backup"
 
     def __call__(self, repo: Repo, event: PublishEvent) -> Any:
-        if repo.path is None or not repo.config.get("backup.remote"):
+        if repo.path is None or not repo.settings.backup.remote:
             return None
         from .backup import after_commit
         return after_commit(repo, event.id, progress=event.progress or NULL)

@@ -9,7 +9,6 @@ tracking refs ``refs/remotes/<remote>/...`` (what the remote held when we last t
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, Iterable, Iterator
@@ -20,6 +19,7 @@ from ..core.names import parse_version
 from ..core.objects import HEADER_SIZE, decompress, unpack_header
 from ..core.refs import check_ref_name
 from ..core.repo import Repo
+from ..core.settings import env_int, read_env
 from .backend import Backend, Entry, PreconditionFailed, md5_etag
 from .cache import KnownObjects
 from .spec import RemoteSpec, default_remote, get_remote, open_backend
@@ -56,10 +56,7 @@ def ref_bytes(oid: str) -> bytes:
 
 def default_workers() -> int:
     """Parallel requests per command: ``LIN_REMOTE_WORKERS``, default 8."""
-    try:
-        return max(1, int(os.environ.get("LIN_REMOTE_WORKERS") or 8))
-    except ValueError:
-        return 8
+    return env_int("LIN_REMOTE_WORKERS", 8, low=1)
 
 
 # ------------------------------------------------------------------------------ the session
@@ -128,7 +125,7 @@ class RemoteSession:
         return name, oid
 
     def require_conditional_writes(self) -> None:
-        key = self.url + "|" + (self.spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL", ""))
+        key = self.url + "|" + (self.spec.endpoint_url or (read_env("AWS_ENDPOINT_URL") or ""))
         if key not in _PROBED:
             _PROBED[key] = self.backend.probe_conditional_writes()
         if not _PROBED[key]:

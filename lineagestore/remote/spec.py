@@ -1,4 +1,5 @@
-"""Named remotes in ``config.toml``: ``[remote.NAME]`` with ``url``, ``endpoint_url``, ``region``.
+"""Named remotes in ``config.toml``: ``[remote.NAME]`` with ``url``, ``endpoint_url``, ``region``
+(typed and checked with the other settings, ``repo.settings.remotes``).
 
 Only where the remote is gets stored, never how to log in: credentials come from the usual AWS
 chain (environment, ``AWS_PROFILE``, instance role) at the moment a command runs. A URL or
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from ..core.errors import InvalidInput, NotFound
 from ..core.names import check_name
 from ..core.repo import Repo
+from ..core.settings import check_endpoint
 from .backend import Backend, FolderBackend, S3Backend
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
@@ -70,24 +72,9 @@ def normalize_url(url: str, base: Path | None = None) -> str:
     return os.path.normpath(str(p))
 
 
-def check_endpoint(endpoint: str | None) -> str | None:
-    if not endpoint:
-        return None
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"endpoint URL {endpoint!r}: expected http(s)://host[:port]")
-    if parts.username or parts.password or "@" in parts.netloc:
-        raise InvalidInput(f"endpoint URL {endpoint!r}: credentials are not allowed in it",
-                           hint="credentials come from the AWS environment or profile and are never stored")
-    return endpoint.rstrip("/")
-
-
 def list_remotes(repo: Repo) -> list[RemoteSpec]:
-    out = []
-    for name, d in sorted((repo.config.get("remote") or {}).items()):
-        if isinstance(d, dict) and d.get("url"):
-            out.append(RemoteSpec(name, d["url"], d.get("endpoint_url") or None, d.get("region") or None))
-    return out
+    return [RemoteSpec(name, r.url, r.endpoint_url or None, r.region or None)
+            for name, r in sorted(repo.settings.remotes.items())]
 
 
 def get_remote(repo: Repo, name: str) -> RemoteSpec:
@@ -101,7 +88,7 @@ def get_remote(repo: Repo, name: str) -> RemoteSpec:
 def default_remote(repo: Repo) -> str:
     """The remote a command uses when none is named: the backup remote, the only one, or origin."""
     remotes = list_remotes(repo)
-    backup = repo.config.get("backup.remote") or ""
+    backup = repo.settings.backup.remote
     if backup and any(r.name == backup for r in remotes):
         return backup
     if len(remotes) == 1:
@@ -138,7 +125,7 @@ def add_remote(repo: Repo, name: str, url: str, *, endpoint_url: str | None = No
 def remove_remote(repo: Repo, name: str) -> RemoteSpec:
     spec = get_remote(repo, name)
     repo.config.set(f"remote.{name}", None)
-    if (repo.config.get("backup.remote") or "") == name:
+    if repo.settings.backup.remote == name:
         repo.config.set("backup.remote", None)
     if repo.path is not None:
         repo.save_config()

@@ -48,7 +48,7 @@ def checkpoint_store(repo: Repo) -> ObjectStore:
     (:class:`BatchObjectStore`) instead of one fsync each. Call ``flush()`` before writing the
     checkpoint object and moving the ref.
     """
-    return repo.objects.batch(int(repo.config.get("train.checkpoint_compression_level", -5)))
+    return repo.objects.batch(repo.settings.train.checkpoint_compression_level)
 
 
 def save_state(store: ObjectStore, parts: dict[str, Any], *, workers: int = 0) -> str:

@@ -44,7 +44,7 @@ def commit_model(repo: Repo, model: Any, tokenizer: Any = None, name: str = "", 
         base_tree = repo.commit(parents[0]).tree if parents else None
         stored.append(store_model(batch, model, tokenizer=tokenizer, base_tree=base_tree, dtype=dtype,
                                   tmp_dir=repo.tmp_dir if repo.path else None,
-                                  workers=int(repo.config.get("core.workers", 0)), progress=progress))
+                                  workers=repo.settings.core.workers, progress=progress))
         return stored[0].tree
 
     pub = publish(repo, content, name=name, kind=kind or ("train" if ds else "commit"), parents=parents,

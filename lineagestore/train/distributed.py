@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any
+
+from ..core.settings import env_number, read_env
 
 PLAN_ENV = "LIN_TRAIN_PLAN"
 
@@ -40,9 +41,9 @@ class Dist:
 def from_env() -> Dist:
     """The process's place in a torchrun/accelerate launch (rank 0 of 1 when not launched so)."""
     try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        world = int(read_env("WORLD_SIZE") or "1")
+        rank = int(read_env("RANK") or "0")
+        local = int(read_env("LOCAL_RANK") or rank)
     except ValueError:
         return Dist()
     return Dist(rank, world, local) if world > 1 else Dist()
@@ -60,7 +61,7 @@ def init(dist: Dist, device_type: str) -> None:
     if backend == "nccl":
         import torch
         torch.cuda.set_device(dist.local_rank)
-    timeout = _dt.timedelta(minutes=float(os.environ.get("LIN_DIST_TIMEOUT_MIN", "120")))
+    timeout = _dt.timedelta(minutes=env_number("LIN_DIST_TIMEOUT_MIN", 120.0))
     td.init_process_group(backend=backend, timeout=timeout)
 
 

@@ -43,7 +43,7 @@ def _parse(ts: str) -> float | None:
 
 def goal_progress(repo: Repo, rev: str | None = None) -> GoalProgress:
     cid = repo.resolve(rev or "HEAD")
-    goal = int(float(repo.config.get("goal.tokens", 1e12)))
+    goal = repo.settings.goal.tokens
     trained = 0
     wall = 0.0
     n = 0

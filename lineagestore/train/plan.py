@@ -24,6 +24,7 @@ from ..core.errors import InvalidInput, LinError, NotFound, RevisionNotFound
 from ..core.names import check_name, slug_from_user, version_name
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
+from ..core.settings import read_env
 from . import runs as _runs
 from .checkpoint import read_checkpoint
 from .dataset import Blocks, TokenizedData, load_data
@@ -490,7 +491,7 @@ def _tokens_for_steps(data: TokenizedData, units: int, settings: TrainSettings, 
 
 def _duplicates(repo: Repo, items: list[DataItem], base_id: str, allow: bool, progress: Progress):
     from .. import data as _data
-    threshold = float(repo.config.get("data.overlap_threshold", 0.01))
+    threshold = repo.settings.data.overlap_threshold
     reports = _data.check(repo, [Path(i.path) for i in items if i.dataset], base=base_id, progress=progress)
     problems: list[str] = []
     rows = []
@@ -528,7 +529,7 @@ def _disk(repo: Repo, model: dict, s: TrainSettings, steps: int | None, tokens: 
         "new version": stored,
         "token cache": 0 if job.data is not None else (tokens or 0) * 5,
     }
-    margin = float(repo.config.get("train.disk_margin", 0.2))
+    margin = repo.settings.train.disk_margin
     need = int(sum(parts.values()) * (1 + margin) + 256e6)
     target = repo.path if repo.path is not None else Path.cwd()
     free = shutil.disk_usage(target).free
@@ -579,7 +580,7 @@ def _gpu_memory(n: int) -> list[tuple[int, int]]:
         out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free,memory.total", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=10)
         rows = [[int(float(x)) * 2**20 for x in line.split(",")] for line in out.stdout.strip().splitlines()]
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        visible = read_env("CUDA_VISIBLE_DEVICES")
         if visible and all(x.strip().isdigit() for x in visible.split(",")):
             rows = [rows[int(x)] for x in visible.split(",") if int(x) < len(rows)]
         if out.returncode == 0 and len(rows) >= n:

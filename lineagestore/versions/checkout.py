@@ -50,7 +50,7 @@ def _checkout(repo: Repo, rev: str, *, to: os.PathLike | str | None, force: bool
         known = {f.path: f.id for f in walk_tree(repo.objects, repo.commit(head).tree)}
     res: CheckoutResult = checkout_tree(repo.objects, commit.tree, target, cache_dir=repo.cache_dir,
                                         known=known, force=force, progress=progress, commit_id=cid,
-                                        workers=int(repo.config.get("core.workers", 0)))
+                                        workers=repo.settings.core.workers)
     if activate:
         branch_ref = f"refs/heads/{rev}"
         if _is_plain_name(rev) and repo.refs.read(branch_ref) is not None:

@@ -55,7 +55,7 @@ def commit_folder(repo: Repo, folder: os.PathLike | str, name: str, *, message: 
 
     def content(batch: ObjectStore) -> str:
         stored.append(store_folder(batch, folder, progress=progress, stat_cache=cache, exclude=exclude,
-                                   workers=int(repo.config.get("core.workers", 0))))
+                                   workers=repo.settings.core.workers))
         return stored[0].tree
 
     pub = publish(repo, content, name=name, kind=kind, parents=parents, datasets=datasets, metrics=metrics,
