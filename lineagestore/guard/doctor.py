@@ -14,10 +14,10 @@ from pathlib import Path
 
 from ..core import audit as _audit
 from ..core.errors import LinError
+from ..core.repo import Repo
 from .fsck import leftovers
 from .gc import configured_grace, parse_duration
 from .trash import trash_batches
-from ..core.repo import Repo
 
 GIB = 1 << 30
 
@@ -93,9 +93,20 @@ def writable_objects(repo: Repo, limit: int = 5) -> tuple[int, list[str]]:
 def diagnose(repo: Repo, *, min_free_ratio: float = 0.10) -> DoctorReport:
     assert repo.path is not None
     rep = DoctorReport(str(repo.path))
-    add = rep.findings.append
+    rep.findings += _backup_findings(repo)
+    rep.findings += _disk_findings(repo, min_free_ratio)
+    rep.findings += _writable_findings(repo)
+    rep.findings += _same_disk_findings(repo)
+    rep.findings += _settings_findings(repo)
+    rep.findings += _audit_findings(repo)
+    rep.findings += _leftover_findings(repo)
+    return rep
 
-    # backup
+
+def _backup_findings(repo: Repo) -> list[Finding]:
+    """A backup remote is configured and exists."""
+    out: list[Finding] = []
+    add = out.append
     remotes = repo.config.get("remote", {}) or {}
     backup = repo.config.get("backup.remote", "")
     if not backup:
@@ -108,8 +119,13 @@ def diagnose(repo: Repo, *, min_free_ratio: float = 0.10) -> DoctorReport:
     elif backup not in remotes:
         add(Finding("risk", "backup-unknown", f"backup.remote is {backup!r}, but no remote of that name exists",
                     "check [remote] in .lineage/config.toml"))
+    return out
 
-    # free disk
+
+def _disk_findings(repo: Repo, min_free_ratio: float) -> list[Finding]:
+    """Enough free disk for another version of the active model's size."""
+    out: list[Finding] = []
+    add = out.append
     usage = shutil.disk_usage(repo.path)
     need = 2 * _active_size(repo)
     free_ratio = usage.free / usage.total if usage.total else 1.0
@@ -119,16 +135,26 @@ def diagnose(repo: Repo, *, min_free_ratio: float = 0.10) -> DoctorReport:
         add(Finding("risk", "low-disk", f"Little free disk: {_fmt(usage.free)} free, {why}. "
                     "A commit that runs out of space fails cleanly, but training output may not.",
                     "free some space, or empty trash/ (lin gc --confirm --empty-trash)"))
+    return out
 
-    # writable objects
+
+def _writable_findings(repo: Repo) -> list[Finding]:
+    """Object files and folders are read-only."""
+    out: list[Finding] = []
+    add = out.append
     n, examples = writable_objects(repo)
     if n:
         add(Finding("risk", "writable-objects",
                     f"{n} object file(s) or folder(s) are writable (e.g. {', '.join(examples)}): a script or "
                     "an editor could change a stored version in place.",
                     "make them read-only again: chmod -R a-w .lineage/objects"))
+    return out
 
-    # same disk
+
+def _same_disk_findings(repo: Repo) -> list[Finding]:
+    """The store and the work folder are not on one disk."""
+    out: list[Finding] = []
+    add = out.append
     work = repo.work_dir()
     try:
         same = os.stat(repo.path).st_dev == os.stat(_existing(work)).st_dev
@@ -139,8 +165,13 @@ def diagnose(repo: Repo, *, min_free_ratio: float = 0.10) -> DoctorReport:
                     f"The store ({repo.path}) and the work folder ({work}) are on the same disk: one disk "
                     "failure loses the model you are working on and every stored version together.",
                     "keep a backup remote on another disk or machine (see no-backup)"))
+    return out
 
-    # settings
+
+def _settings_findings(repo: Repo) -> list[Finding]:
+    """The gc settings are valid and not dangerously short."""
+    out: list[Finding] = []
+    add = out.append
     try:
         grace = configured_grace(repo)
         if grace < 86400:
@@ -155,14 +186,24 @@ def diagnose(repo: Repo, *, min_free_ratio: float = 0.10) -> DoctorReport:
                         "stop protecting their versions soon after removal"))
     except LinError as e:
         add(Finding("risk", "bad-reflog-expiry", str(e)))
+    return out
 
-    # audit chain
+
+def _audit_findings(repo: Repo) -> list[Finding]:
+    """The audit chain verifies."""
+    out: list[Finding] = []
+    add = out.append
     chk = _audit.verify(repo)
     if not chk.ok:
         add(Finding("risk", "audit", f"the audit log does not verify: {chk.problems[0]}",
                     "someone edited, reordered or truncated .lineage/audit.log; see `lin audit --verify`"))
+    return out
 
-    # leftovers of killed commands (recovered automatically)
+
+def _leftover_findings(repo: Repo) -> list[Finding]:
+    """Leftovers of killed commands (recovered automatically), and what trash/ holds."""
+    out: list[Finding] = []
+    add = out.append
     for note in leftovers(repo):
         add(Finding("info", note.kind, note.message))
     batches = trash_batches(repo)
@@ -170,7 +211,7 @@ def diagnose(repo: Repo, *, min_free_ratio: float = 0.10) -> DoctorReport:
         total = sum(f.stat().st_size for b in batches for f in b.rglob("*") if f.is_file())
         add(Finding("info", "trash", f"trash/ holds {len(batches)} batch(es), {_fmt(total)}; "
                     "`lin gc` lists them, `lin restore ID` brings objects back"))
-    return rep
+    return out
 
 
 def _fmt(n: int) -> str:

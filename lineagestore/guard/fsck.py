@@ -30,14 +30,15 @@ from pathlib import Path
 from ..core import audit as _audit
 from ..core.errors import LinError
 from ..core.fsutil import pid_alive
-from .gc import ref_values, reflog_expiry, reflog_problems, reflogs
-from .trash import find_in_trash, stale_purges
 from ..core.ids import is_object_id
 from ..core.names import parse_version
 from ..core.objects import LINKING_TYPES, decode_object
 from ..core.progress import NULL, Progress
 from ..core.refs import check_ref_name
 from ..core.repo import Repo
+from .gc import reflog_expiry
+from .reachability import live_reflog_ids, reached_from, ref_values, reflog_problems, reflogs
+from .trash import find_in_trash, stale_purges
 
 REF_TYPES = {"refs/heads/": "commit", "refs/tags/": "commit", "refs/runs/": "checkpoint",
              "refs/data/": "dataset"}
@@ -131,183 +132,212 @@ def _unsafe_names(type_name: str, obj) -> list[str]:
             or len(e.name.encode()) > 255]
 
 
+@dataclass
+class _Objects:
+    """What the object pass found: each readable object's type, size and links, and the ids of
+    the corrupt ones (present, but unreadable)."""
+
+    info: dict[str, _Info]
+    corrupt: set[str]
+
+    def present(self, oid: str) -> bool:
+        return oid in self.info or oid in self.corrupt
+
+    def links(self, oid: str) -> list[str]:
+        inf = self.info.get(oid)
+        return [ln.id for ln in inf.links] if inf is not None else []
+
+
 def check(repo: Repo, *, quick: bool = False, progress: Progress = NULL, now: float | None = None) -> FsckReport:
     now = time.time() if now is None else now
     rep = FsckReport(full=not quick)
-    store = repo.objects
-    info: dict[str, _Info] = {}
-
-    # ---- objects
-    def verify(oid: str) -> tuple[str, _Info | None, int, Problem | None]:
-        try:
-            if quick:  # the header tells whether the object links to others; only those are read
-                h = store.header(oid)
-                if h.type not in LINKING_TYPES:
-                    return oid, _Info(h.type, h.size, []), 0, None
-            type_name, data = store.get_raw(oid)  # verified: its size is the header's
-            n = len(data)
-            if type_name not in LINKING_TYPES:
-                return oid, _Info(type_name, n, []), n, None
-            obj = decode_object(type_name, data, f"object {oid}")
-            bad = _unsafe_names(type_name, obj)
-            if bad:
-                return oid, None, n, Problem("corrupt", oid, f"tree {oid} has unsafe entry names: {bad[:3]}")
-            size = getattr(obj, "size", n)
-            name = obj.name if type_name == "commit" else None
-            return oid, _Info(type_name, size, _links(type_name, obj), name), n, None
-        except (LinError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-            msg = str(e) if oid in str(e) else f"object {oid}: {e}"
-            return oid, None, 0, Problem("corrupt", oid, msg)
-
-    def verify_batch(batch: list[str]) -> list:
-        return [verify(oid) for oid in batch]
-
-    ids = list(store.iter_ids())
+    ids = list(repo.objects.iter_ids())
     rep.objects = len(ids)
+    objs, rep.bytes_verified, problems = _verify_objects(repo.objects, ids, quick, progress)
+    rep.problems.extend(problems)
+    rep.refs, problems = _check_refs(repo, objs)
+    rep.problems.extend(problems)
+    rep.problems.extend(_check_head(repo, objs))
+    rep.reflogs, problems = _check_reflogs(repo)
+    rep.problems.extend(problems)
+    reached, problems, notes = _check_roots(repo, objs, now)
+    rep.problems.extend(problems)
+    rep.notes.extend(notes)
+    rep.reachable = sum(1 for o in reached if objs.present(o))
+    rep.unreachable = len(ids) - rep.reachable
+    rep.problems.extend(_check_links(repo, objs, reached))
+    if repo.path is not None:
+        rep.audit_entries, problems = _check_audit(repo)
+        rep.problems.extend(problems)
+        rep.notes.extend(leftovers(repo))
+        rep.notes.extend(_stray_files(repo))
+    rep.problems = _unique(rep.problems)
+    rep.notes = _unique(rep.notes)
+    return rep
+
+
+# ----------------------------------------------------------------------------- objects
+
+
+def _verify_one(store, oid: str, quick: bool) -> tuple[str, _Info | None, int, Problem | None]:
+    """(id, its info or None, bytes verified, the problem or None) for one object."""
+    try:
+        if quick:  # the header tells whether the object links to others; only those are read
+            h = store.header(oid)
+            if h.type not in LINKING_TYPES:
+                return oid, _Info(h.type, h.size, []), 0, None
+        type_name, data = store.get_raw(oid)  # verified: its size is the header's
+        n = len(data)
+        if type_name not in LINKING_TYPES:
+            return oid, _Info(type_name, n, []), n, None
+        obj = decode_object(type_name, data, f"object {oid}")
+        bad = _unsafe_names(type_name, obj)
+        if bad:
+            return oid, None, n, Problem("corrupt", oid, f"tree {oid} has unsafe entry names: {bad[:3]}")
+        size = getattr(obj, "size", n)
+        name = obj.name if type_name == "commit" else None
+        return oid, _Info(type_name, size, _links(type_name, obj), name), n, None
+    except (LinError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        msg = str(e) if oid in str(e) else f"object {oid}: {e}"
+        return oid, None, 0, Problem("corrupt", oid, msg)
+
+
+def _verify_objects(store, ids: list[str], quick: bool, progress: Progress) -> tuple[_Objects, int, list[Problem]]:
+    """Every object's header (quick) or every byte (full): what was found, bytes verified, problems."""
+    info: dict[str, _Info] = {}
+    problems: list[Problem] = []
+    nbytes = 0
     progress.start("verifying objects" + (" (metadata only)" if quick else ""), len(ids), "objects")
     # in batches: one future per object cost more than reading a header (150,000 objects: 12 s)
     batches = [ids[i:i + 256] for i in range(0, len(ids), 256)]
     # quick: small reads and JSON, bound by the GIL (one thread was fastest: 150,000 objects in
     # 8.4 s vs 12.4 s on 6); full: hashing big objects, which releases it
     with ThreadPoolExecutor(1 if quick else None) as pool:
-        for results in pool.map(verify_batch, batches):
+        for results in pool.map(lambda batch: [_verify_one(store, oid, quick) for oid in batch], batches):
             for oid, inf, n, prob in results:
-                rep.bytes_verified += n
+                nbytes += n
                 if prob:
-                    rep.problems.append(prob)
+                    problems.append(prob)
                 if inf:
                     info[oid] = inf
             progress.advance(len(results))
     progress.finish()
-    corrupt = {p.subject for p in rep.problems}
+    return _Objects(info, {p.subject for p in problems}), nbytes, problems
 
-    def present(oid: str) -> bool:
-        return oid in info or oid in corrupt
 
-    # ---- refs and HEAD
+# ----------------------------------------------------------------------------- refs, HEAD, reflogs
+
+
+def _check_refs(repo: Repo, objs: _Objects) -> tuple[int, list[Problem]]:
+    """How many refs there are, and what is wrong with them (name, value, target type)."""
+    count = 0
+    out: list[Problem] = []
     for name in repo.refs.names("refs/"):
-        rep.refs += 1
+        count += 1
         try:
             check_ref_name(name)
             raw = repo.refs.read(name)
         except LinError as e:
-            rep.problems.append(Problem("bad-ref", name, f"{name}: invalid ref name ({e})"))
+            out.append(Problem("bad-ref", name, f"{name}: invalid ref name ({e})"))
             continue
         if raw is None or not is_object_id(raw):
-            rep.problems.append(Problem("bad-ref", name, f"ref {name} does not hold an object id: {raw!r}"))
+            out.append(Problem("bad-ref", name, f"ref {name} does not hold an object id: {raw!r}"))
             continue
-        if not present(raw):
-            rep.problems.append(Problem("missing", raw, f"object {raw} named by {name} is missing"
-                                        + _in_trash(repo, raw)))
+        if not objs.present(raw):
+            out.append(Problem("missing", raw, f"object {raw} named by {name} is missing" + _in_trash(repo, raw)))
             continue
         want = next((t for p, t in REF_TYPES.items() if name.startswith(p)), None)
-        got = info.get(raw)
+        got = objs.info.get(raw)
         if want and got and got.type != want:
-            rep.problems.append(Problem("bad-ref", name, f"ref {name} points at a {got.type}, expected a {want}"))
+            out.append(Problem("bad-ref", name, f"ref {name} points at a {got.type}, expected a {want}"))
         short = name[len("refs/tags/"):]
         if name.startswith("refs/tags/") and parse_version(short) and got and got.name and got.name != short:
-            rep.problems.append(Problem("bad-ref", name, f"version name {short} points at the commit of {got.name}"))
-    _check_head(repo, rep, info, present)
-
-    # ---- reflogs
-    _check_reflogs(repo, rep)
-
-    # ---- reachability and links
-    refs = ref_values(repo)
-    strong = dict((v, n) for n, v in refs.values.items())
-    expire = reflog_expiry(repo)
-    weak: dict[str, str] = {}
-    for name, entries in reflogs(repo).items():
-        for e in entries:
-            if now - e.time <= expire:
-                for x in (e.old, e.new):
-                    if x and is_object_id(x) and x not in strong:
-                        weak.setdefault(x, f"the reflog of {name}")
-    reached_from = _walk(info, strong, {})
-    for oid, where in weak.items():
-        if not present(oid) and oid not in reached_from:
-            msg = f"object {oid} (named by {where}) is missing"
-            (rep.notes if _in_trash(repo, oid) else rep.problems).append(
-                Problem("missing", oid, msg + _in_trash(repo, oid)))
-    reached_from = _walk(info, weak, reached_from)
-    rep.reachable = sum(1 for o in reached_from if present(o))
-    rep.unreachable = len(ids) - rep.reachable
-    for oid, inf in info.items():
-        for ln in inf.links:
-            if not present(ln.id):
-                where = reached_from.get(oid)
-                if where:
-                    rep.problems.append(Problem("missing", ln.id, f"object {ln.id} ({ln.what} of {inf.type} "
-                                                f"{oid[:12]}, reached from {where}) is missing" + _in_trash(repo, ln.id)))
-                else:
-                    rep.problems.append(Problem("dangling", oid, f"unreachable {inf.type} {oid} links to missing "
-                                                f"object {ln.id} ({ln.what})"))
-                continue
-            child = info.get(ln.id)
-            if child is None:
-                continue  # corrupt: reported already
-            if ln.types is not None and child.type not in ln.types:
-                rep.problems.append(Problem("bad-link", oid, f"{inf.type} {oid[:12]}: {ln.what} is a {child.type} "
-                                            f"({ln.id[:12]}), expected {' or '.join(sorted(ln.types)) or 'a valid type'}"))
-            elif ln.size is not None and child.type in FILE_TYPES | {"records"} and child.size != ln.size:
-                rep.problems.append(Problem("bad-link", oid, f"{inf.type} {oid[:12]}: {ln.what} declares {ln.size} "
-                                            f"bytes, object {ln.id[:12]} holds {child.size}"))
-
-    # ---- audit chain
-    if repo.path is not None:
-        chk = _audit.verify(repo)
-        rep.audit_entries = chk.entries
-        rep.problems.extend(Problem("audit", "audit.log", p) for p in chk.problems)
-        rep.notes.extend(leftovers(repo))
-        rep.notes.extend(_stray_files(repo))
-
-    rep.problems = _unique(rep.problems)
-    rep.notes = _unique(rep.notes)
-    return rep
+            out.append(Problem("bad-ref", name, f"version name {short} points at the commit of {got.name}"))
+    return count, out
 
 
-def _walk(info: dict[str, _Info], start: dict[str, str], reached: dict[str, str]) -> dict[str, str]:
-    """Extend ``reached`` (id -> the root it was reached from) with everything ``start`` reaches."""
-    out = dict(reached)
-    stack = [(oid, where) for oid, where in start.items()]
-    while stack:
-        oid, where = stack.pop()
-        if oid in out:
-            continue
-        out[oid] = where
-        inf = info.get(oid)
-        if inf is not None:
-            stack.extend((ln.id, where) for ln in inf.links if ln.id not in out)
-    return out
-
-
-def _check_head(repo: Repo, rep: FsckReport, info: dict[str, _Info], present) -> None:
+def _check_head(repo: Repo, objs: _Objects) -> list[Problem]:
     try:
         raw = repo.refs.read("HEAD")
     except LinError as e:
-        rep.problems.append(Problem("bad-ref", "HEAD", f"HEAD cannot be read: {e}"))
-        return
+        return [Problem("bad-ref", "HEAD", f"HEAD cannot be read: {e}")]
     if raw is None:
-        rep.problems.append(Problem("bad-ref", "HEAD", "HEAD is missing"))
-    elif raw.startswith("ref: "):
+        return [Problem("bad-ref", "HEAD", "HEAD is missing")]
+    if raw.startswith("ref: "):
         target = raw[5:]
         try:
             check_ref_name(target)
             if not target.startswith("refs/heads/"):
-                rep.problems.append(Problem("bad-ref", "HEAD", f"HEAD points at {target}, which is not a branch"))
+                return [Problem("bad-ref", "HEAD", f"HEAD points at {target}, which is not a branch")]
         except LinError as e:
-            rep.problems.append(Problem("bad-ref", "HEAD", f"HEAD points at an invalid ref ({e})"))
+            return [Problem("bad-ref", "HEAD", f"HEAD points at an invalid ref ({e})")]
     elif not is_object_id(raw):
-        rep.problems.append(Problem("bad-ref", "HEAD", f"HEAD holds neither a ref nor an id: {raw!r}"))
-    elif not present(raw):
-        rep.problems.append(Problem("missing", raw, f"the active version {raw} (HEAD) is missing" + _in_trash(repo, raw)))
-    elif raw in info and info[raw].type != "commit":
-        rep.problems.append(Problem("bad-ref", "HEAD", f"HEAD points at a {info[raw].type}, expected a commit"))
+        return [Problem("bad-ref", "HEAD", f"HEAD holds neither a ref nor an id: {raw!r}")]
+    elif not objs.present(raw):
+        return [Problem("missing", raw, f"the active version {raw} (HEAD) is missing" + _in_trash(repo, raw))]
+    elif raw in objs.info and objs.info[raw].type != "commit":
+        return [Problem("bad-ref", "HEAD", f"HEAD points at a {objs.info[raw].type}, expected a commit")]
+    return []
 
 
-def _check_reflogs(repo: Repo, rep: FsckReport) -> None:
-    rep.reflogs = len(repo.refs.reflog_names())
-    rep.problems.extend(Problem("bad-reflog", subject, msg) for subject, msg in reflog_problems(repo))
+def _check_reflogs(repo: Repo) -> tuple[int, list[Problem]]:
+    """How many reflogs there are, and each unreadable one or malformed line."""
+    return (len(repo.refs.reflog_names()),
+            [Problem("bad-reflog", subject, msg) for subject, msg in reflog_problems(repo)])
+
+
+# ----------------------------------------------------------------------------- reachability, links
+
+
+def _check_roots(repo: Repo, objs: _Objects, now: float) -> tuple[dict[str, str], list[Problem], list[Problem]]:
+    """What the roots reach (id -> the root), and the roots that are missing: a missing object
+    named only by a live reflog entry is a note when trash/ holds it, else a problem."""
+    strong = dict((v, n) for n, v in ref_values(repo).values.items())
+    weak: dict[str, str] = {}
+    for x, name in live_reflog_ids(reflogs(repo), now=now, expire_s=reflog_expiry(repo)):
+        if x not in strong:
+            weak.setdefault(x, f"the reflog of {name}")
+    reached = reached_from(strong, objs.links)
+    problems: list[Problem] = []
+    notes: list[Problem] = []
+    for oid, where in weak.items():
+        if not objs.present(oid) and oid not in reached:
+            msg = f"object {oid} (named by {where}) is missing"
+            (notes if _in_trash(repo, oid) else problems).append(
+                Problem("missing", oid, msg + _in_trash(repo, oid)))
+    return reached_from(weak, objs.links, reached), problems, notes
+
+
+def _check_links(repo: Repo, objs: _Objects, reached: dict[str, str]) -> list[Problem]:
+    """Each link of each object: present (missing when reached from a root, dangling when not),
+    of the type it must have, and of the declared size."""
+    out: list[Problem] = []
+    for oid, inf in objs.info.items():
+        for ln in inf.links:
+            if not objs.present(ln.id):
+                where = reached.get(oid)
+                if where:
+                    out.append(Problem("missing", ln.id, f"object {ln.id} ({ln.what} of {inf.type} "
+                                       f"{oid[:12]}, reached from {where}) is missing" + _in_trash(repo, ln.id)))
+                else:
+                    out.append(Problem("dangling", oid, f"unreachable {inf.type} {oid} links to missing "
+                                       f"object {ln.id} ({ln.what})"))
+                continue
+            child = objs.info.get(ln.id)
+            if child is None:
+                continue  # corrupt: reported already
+            if ln.types is not None and child.type not in ln.types:
+                out.append(Problem("bad-link", oid, f"{inf.type} {oid[:12]}: {ln.what} is a {child.type} "
+                                   f"({ln.id[:12]}), expected {' or '.join(sorted(ln.types)) or 'a valid type'}"))
+            elif ln.size is not None and child.type in FILE_TYPES | {"records"} and child.size != ln.size:
+                out.append(Problem("bad-link", oid, f"{inf.type} {oid[:12]}: {ln.what} declares {ln.size} "
+                                   f"bytes, object {ln.id[:12]} holds {child.size}"))
+    return out
+
+
+def _check_audit(repo: Repo) -> tuple[int, list[Problem]]:
+    chk = _audit.verify(repo)
+    return chk.entries, [Problem("audit", "audit.log", p) for p in chk.problems]
 
 
 def _in_trash(repo: Repo, oid: str) -> str:

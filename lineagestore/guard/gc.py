@@ -1,10 +1,11 @@
 """Garbage collection: a plan first; with confirmation, unreachable objects move to ``trash/``.
 
-Reachable (never collected): every ref (versions, branches, runs, data, remotes, backups), HEAD,
-every reflog entry younger than ``gc.reflog_expire_days`` (90), and every object younger than
-the grace period (``gc.grace_days``, 14) together with everything it reaches. An unreachable
-object's age counts from the later of its mtime (refreshed by every put) and the last reflog
-entry that named it, so a name removed yesterday keeps its objects for the whole grace period.
+Reachable (never collected): what the roots reach (every ref, versions, branches, runs, data,
+remotes and backups alike, HEAD, and every reflog entry younger than ``gc.reflog_expire_days``,
+90: see :mod:`.reachability`), and every object younger than the grace period
+(``gc.grace_days``, 14) together with everything it reaches. An unreachable object's age counts
+from the later of its mtime (refreshed by every put) and the last reflog entry that named it, so
+a name removed yesterday keeps its objects for the whole grace period.
 
 The mark phase reads the 16-byte header of each object it reaches and decodes only objects of
 :data:`~lineagestore.core.objects.LINKING_TYPES` (metadata); it never reads a blob's payload.
@@ -12,11 +13,10 @@ The mark phase reads the 16-byte header of each object it reaches and decodes on
 ``collect`` holds the store lock exclusively (writers hold it shared), so no command can be
 half-way through writing objects that nothing names yet. It moves objects parents-first, so at
 every moment an object in ``objects/`` has every object it links to: a kill at any point leaves
-a consistent store (see docs/safety.md). Trash batches are ``trash/<UTC stamp>-<pid>-<random>/`` with a
-``manifest.json`` and the object files in the ``objects/`` layout; ``--empty-trash`` first
-deletes batches older than the grace period (renamed to ``trash/.purge-*``, then removed; a
-leftover of a killed purge is finished first), then moves what is newly eligible: what goes to
-trash always stays there for a grace period.
+a consistent store (see docs/safety.md). Objects go into a new trash batch (:mod:`.trash`);
+``--empty-trash`` first deletes batches older than the grace period (a leftover of a killed
+purge is finished first), then moves what is newly eligible: what goes to trash always stays
+there for a grace period.
 """
 
 from __future__ import annotations
@@ -29,15 +29,12 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from ..core.errors import CheckFailed, InvalidInput, LinError, NoSpace, ObjectNotFound
 from ..core.fsutil import atomic_write_bytes, fsync_dir, kill_point
-from ..core.ids import check_object_id, is_object_id
-from ..core.objects import LINKING_TYPES
 from ..core.progress import NULL, Progress
-from ..core.refs import ZERO, check_ref_name
 from ..core.repo import Repo
+from .reachability import Graph, last_named, ref_values, reflog_problems, reflogs, roots
 from .trash import TrashBatch, batch_info, finish_purges, make_writable, purge_batch, trash_batches, trash_dir
 
 DAY = 86400.0
@@ -73,174 +70,6 @@ def configured_grace(repo: Repo) -> float:
 
 def reflog_expiry(repo: Repo) -> float:
     return parse_duration(repo.config.get("gc.reflog_expire_days", 90))
-
-
-# ----------------------------------------------------------------------------- roots, graph
-
-
-@dataclass
-class RefValues:
-    """What every ref and HEAD holds, and the refs that could not be read (gc then refuses)."""
-
-    values: dict[str, str]
-    bad: list[str]
-
-
-def ref_values(repo: Repo) -> RefValues:
-    values: dict[str, str] = {}
-    bad: list[str] = []
-    for name in repo.refs.names("refs/"):
-        try:
-            v = repo.refs.resolve(name)
-        except LinError as e:
-            bad.append(f"{name}: {e}")
-            continue
-        if v is None or not is_object_id(v):
-            bad.append(f"{name}: does not hold an object id ({v!r})")
-        else:
-            values[name] = v
-    try:
-        head = repo.refs.resolve("HEAD")
-    except LinError as e:
-        bad.append(f"HEAD: {e}")
-        head = None
-    if head is not None:
-        if is_object_id(head):
-            values["HEAD"] = head
-        else:
-            bad.append(f"HEAD: does not hold an object id ({head!r})")
-    return RefValues(values, bad)
-
-
-def reflogs(repo: Repo) -> dict[str, list]:
-    """Every readable reflog: ref name -> entries (``reflog_problems`` names the others)."""
-    out: dict[str, list] = {}
-    for name in repo.refs.reflog_names():
-        try:
-            out[name] = repo.refs.reflog(name)
-        except LinError:
-            continue
-    return out
-
-
-def reflog_problems(repo: Repo) -> list[tuple[str, str]]:
-    """(subject, message) for each reflog file with an invalid name or a line that does not
-    parse (the reflog reader skips such lines, so gc cannot know what they named)."""
-    if repo.path is None:
-        return []
-    logs = repo.path / "logs"
-    out: list[tuple[str, str]] = []
-    for name in repo.refs.reflog_names():
-        try:
-            check_ref_name(name)
-            with open(os.path.join(logs, name), "rb") as f:
-                lines = f.read().decode("utf-8").splitlines()
-        except (LinError, OSError, UnicodeDecodeError) as e:
-            out.append((f"logs/{name}", f"logs/{name}: not a readable reflog of a valid ref ({e})"))
-            continue
-        for i, line in enumerate(lines, 1):
-            if not _reflog_line_ok(line):
-                out.append((f"logs/{name}:{i}", f"logs/{name} line {i} is malformed: {line[:80]!r}"))
-    return out
-
-
-def _reflog_line_ok(line: str) -> bool:
-    head, tab, _msg = line.partition("\t")
-    parts = head.split(" ")
-    if not tab or len(parts) < 5:
-        return False
-    old, new, ts, tz = parts[0], parts[1], parts[-2], parts[-1]
-    if not all(x == ZERO or is_object_id(x) for x in (old, new)):
-        return False
-    try:
-        float(ts)
-    except ValueError:
-        return False
-    return tz.startswith(("+", "-"))
-
-
-def roots(repo: Repo, *, now: float | None = None, reflog_expire_s: float | None = None,
-          refs: RefValues | None = None, logs: dict[str, list] | None = None) -> dict[str, str]:
-    """Ids that are gc roots -> where each is named (a ref, HEAD, or a live reflog entry)."""
-    now = time.time() if now is None else now
-    expire = reflog_expiry(repo) if reflog_expire_s is None else reflog_expire_s
-    out: dict[str, str] = {}
-    for name, oid in (refs or ref_values(repo)).values.items():
-        out.setdefault(oid, name)
-    for name, entries in (reflogs(repo) if logs is None else logs).items():
-        for e in entries:
-            if now - e.time > expire:
-                continue
-            for x in (e.old, e.new):
-                if x and is_object_id(x):
-                    out.setdefault(x, f"reflog of {name}")
-    return out
-
-
-def last_named(logs: dict[str, list]) -> dict[str, tuple[float, str]]:
-    """id -> (time, why) of the latest reflog entry naming it (expired entries included); ``why``
-    prefers the removal of a name that pointed at it ("refs/tags/v003_x: rm: v003_x")."""
-    latest: dict[str, tuple[float, str]] = {}
-    removed: dict[str, str] = {}
-    for name, entries in logs.items():
-        for e in entries:
-            for x in (e.old, e.new):
-                if x and (x not in latest or latest[x][0] < e.time):
-                    latest[x] = (e.time, f"{name}: {e.message}")
-            if e.old and e.new is None and name.startswith("refs/"):
-                removed[e.old] = f"{name} was removed ({e.message})"
-    return {x: (t, removed.get(x, why)) for x, (t, why) in latest.items()}
-
-
-class Graph:
-    """Types and links of objects, loaded lazily: headers for all, payloads of linking types only."""
-
-    def __init__(self, store):
-        self.store = store
-        self.type: dict[str, str] = {}
-        self.links: dict[str, list[str]] = {}
-        self.missing: set[str] = set()
-        self.broken: dict[str, str] = {}  # linking objects that could not be decoded
-
-    def load(self, oid: str) -> str | None:
-        """The type of ``oid`` (None when missing); decodes its links if it has any."""
-        if oid in self.type:
-            return self.type[oid]
-        if oid in self.missing:
-            return None
-        try:
-            t = self.store.header(oid).type
-        except ObjectNotFound:
-            self.missing.add(oid)
-            return None
-        except LinError as e:
-            self.type[oid] = "?"
-            self.broken[oid] = str(e)
-            return "?"
-        self.type[oid] = t
-        if t in LINKING_TYPES:
-            try:
-                self.links[oid] = [check_object_id(x) for x in self.store.get(oid).links()]
-            except LinError as e:
-                self.broken[oid] = str(e)
-                self.links[oid] = []
-        return t
-
-    def walk(self, start: Iterable[str], stop: set[str] | None = None) -> set[str]:
-        """Every object reachable from ``start`` (present or missing), not entering ``stop``."""
-        seen: set[str] = set()
-        stack = [s for s in start if not stop or s not in stop]
-        while stack:
-            oid = stack.pop()
-            if oid in seen:
-                continue
-            seen.add(oid)
-            if self.load(oid) is None:
-                continue
-            for child in self.links.get(oid, ()):
-                if child not in seen and (not stop or child not in stop):
-                    stack.append(child)
-        return seen
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -296,16 +125,40 @@ def plan(repo: Repo, *, grace_s: float | None = None, now: float | None = None,
     """What ``collect`` would move to trash, and why. Reads only."""
     now = time.time() if now is None else now
     grace = configured_grace(repo) if grace_s is None else grace_s
-    expire = reflog_expiry(repo)
-    p = GcPlan(now=now, grace_s=grace, reflog_expire_s=expire)
+    p = GcPlan(now=now, grace_s=grace, reflog_expire_s=reflog_expiry(repo))
     store = repo.objects
     g = Graph(store)
+    reachable, logs = _mark(repo, g, p, progress)
 
+    all_ids = list(store.iter_ids())
+    p.objects = len(all_ids)
+    p.reachable = len(reachable - g.missing)
+    unreachable = [o for o in all_ids if o not in reachable]
+    p.unreachable = len(unreachable)
+    named = last_named(logs)
+    size, since = _ages(store, g, unreachable, named)
+    present = [o for o in unreachable if o in since]
+    young = [o for o in present if now - since[o] <= grace]
+    kept = g.walk(young, stop=reachable) - g.missing
+    eligible = {o for o in present if o not in kept}
+
+    groups = _attribute(repo, g, present, since, named, reachable)
+    _tally(p, g, groups, present, eligible, size, since)
+    p.order = _top_down(g, eligible)
+    if repo.path is not None:
+        p.trash = [batch_info(b, now, grace) for b in trash_batches(repo)]
+    return p
+
+
+def _mark(repo: Repo, g: Graph, p: GcPlan, progress: Progress) -> tuple[set[str], dict[str, list]]:
+    """Everything the roots reach (missing objects included), and the reflogs read; what makes
+    the result unknown (an unreadable ref or reflog, a missing or unreadable reachable object)
+    goes to ``p.problems``."""
     refs = ref_values(repo)
     p.problems.extend(f"unreadable ref {b}" for b in refs.bad)
     p.problems.extend(f"unreadable reflog: {msg}" for _, msg in reflog_problems(repo))
     logs = reflogs(repo)
-    root_map = roots(repo, now=now, reflog_expire_s=expire, refs=refs, logs=logs)
+    root_map = roots(repo, now=p.now, reflog_expire_s=p.reflog_expire_s, refs=refs, logs=logs)
     progress.start("marking reachable objects", None, "objects")
     reachable = g.walk(root_map)
     progress.finish()
@@ -314,13 +167,13 @@ def plan(repo: Repo, *, grace_s: float | None = None, now: float | None = None,
     for oid, err in sorted(g.broken.items()):
         if oid in reachable:
             p.problems.append(f"reachable object {oid} cannot be read ({err}); what it links to is unknown")
+    return reachable, logs
 
-    all_ids = list(store.iter_ids())
-    p.objects = len(all_ids)
-    p.reachable = len(reachable - g.missing)
-    unreachable = [o for o in all_ids if o not in reachable]
-    p.unreachable = len(unreachable)
-    named = last_named(logs)
+
+def _ages(store, g: Graph, unreachable: list[str],
+          named: dict[str, tuple[float, str]]) -> tuple[dict[str, int], dict[str, float]]:
+    """Stored size and "unreachable since" (the later of its mtime and the last reflog entry that
+    named it) of each unreachable object still present; loads their types and links into ``g``."""
     size: dict[str, int] = {}
     since: dict[str, float] = {}
     for oid in unreachable:
@@ -331,12 +184,12 @@ def plan(repo: Repo, *, grace_s: float | None = None, now: float | None = None,
             continue
         since[oid] = max(mtime, named.get(oid, (0.0, ""))[0])
         g.load(oid)
-    present = [o for o in unreachable if o in since]
-    young = [o for o in present if now - since[o] <= grace]
-    kept = g.walk(young, stop=reachable) - g.missing
-    eligible = {o for o in present if o not in kept}
+    return size, since
 
-    groups = _attribute(repo, g, present, since, named, reachable)
+
+def _tally(p: GcPlan, g: Graph, groups: dict[str, GcGroup], present: list[str], eligible: set[str],
+           size: dict[str, int], since: dict[str, float]) -> None:
+    """Count each present unreachable object as eligible or kept, in its group and in the plan."""
     for oid in present:
         grp = groups[oid]
         if oid in eligible:
@@ -345,7 +198,7 @@ def plan(repo: Repo, *, grace_s: float | None = None, now: float | None = None,
         else:
             grp.kept_objects += 1
             grp.kept_bytes += size[oid]
-            until = since[oid] + grace
+            until = since[oid] + p.grace_s
             grp.keep_until = max(grp.keep_until or 0.0, until)
         p.entries[oid] = [g.type.get(oid, "?"), size[oid], grp.label]
     p.groups = sorted({id(x): x for x in groups.values()}.values(), key=lambda x: (x.kind != "version", x.since))
@@ -353,10 +206,6 @@ def plan(repo: Repo, *, grace_s: float | None = None, now: float | None = None,
     p.eligible_bytes = sum(size[o] for o in eligible)
     p.kept_objects = len(present) - len(eligible)
     p.kept_bytes = sum(size[o] for o in present) - p.eligible_bytes
-    p.order = _top_down(g, eligible)
-    if repo.path is not None:
-        p.trash = [batch_info(b, now, grace) for b in trash_batches(repo)]
-    return p
 
 
 def _attribute(repo: Repo, g: Graph, present: list[str], since: dict[str, float],

@@ -20,11 +20,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..core.errors import AmbiguousRevision, Conflict, InvalidInput, NotFound, Refused, RevisionNotFound
-from .trash import RestoredObjects, find_in_trash, restore_closure
 from ..core.ids import is_id_prefix, is_object_id
 from ..core.names import check_name, parse_version
 from ..core.refs import ReflogEntry, check_ref_name
 from ..core.repo import Repo
+from .reachability import last_removal
+from .trash import RestoredObjects, find_in_trash, restore_closure
 
 NAMESPACES = ("refs/tags/", "refs/heads/", "refs/runs/", "refs/data/")
 _READ_ONLY = ("refs/remotes/", "refs/backup/")
@@ -303,10 +304,8 @@ def _removed(repo: Repo, what: str) -> tuple[str, ReflogEntry] | None:
         return None
     if repo.refs.read(ref) is not None:
         raise Conflict(f"{short_name(ref)} exists (it names {repo.refs.resolve(ref)[:12]}); nothing to restore")
-    for e in reversed(repo.refs.reflog(ref)):
-        if e.new is None and e.old is not None:
-            return ref, e
-    return None
+    entry = last_removal(repo.refs.reflog(ref))
+    return None if entry is None else (ref, entry)
 
 
 def restore(repo: Repo, what: str) -> RestoreResult:

@@ -21,8 +21,9 @@ from typing import Iterator
 from ..core.errors import CorruptObject, InvalidInput, ObjectNotFound
 from ..core.fsutil import fsync_dir, kill_point
 from ..core.ids import check_object_id, hash_object, is_object_id
-from ..core.objects import HEADER_SIZE, LINKING_TYPES, decompress, links_of, unpack_header
+from ..core.objects import HEADER_SIZE, decompress, links_of, unpack_header
 from ..core.repo import Repo
+from .reachability import object_links
 
 BATCH_RE = re.compile(r"^\d{8}T\d{6}Z-\d+-[0-9a-f]{6}$")  # <UTC stamp>-<pid>-<random>
 PURGE_PREFIX = ".purge-"
@@ -199,7 +200,7 @@ def restore_closure(repo: Repo, oid: str) -> RestoredObjects:
             continue
         if store.has(cur):
             t = store.header(cur).type
-            children = store.get(cur).links() if t in LINKING_TYPES else []
+            children = object_links(store, cur, t)
             store._touch(cur)
         else:
             found = find_in_trash(repo, cur).get(cur)
