@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from lineagestore import Repo
 from lineagestore.data import ledger as ledger_mod
 from lineagestore.data.ledger import Ledger, iter_record_set, put_record_set, record_set_parts
-from lineagestore.data.records import ID_DTYPE, sort_unique
+from lineagestore.data.idsets import ID_DTYPE, sort_unique
 
 
 def ids(rng, n):

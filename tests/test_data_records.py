@@ -1,4 +1,5 @@
-"""Record ids, block parsing and sorted id sets (lineagestore.data.records): properties and edge cases."""
+"""Record ids, block parsing and sorted id sets (lineagestore.data.records, .blocks, .idsets): properties and
+edge cases."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from hypothesis import given, settings, strategies as st
 
 from lineagestore.core.errors import InvalidInput
 from lineagestore.core.objects import canonical_json
-from lineagestore.data.records import (ID_DTYPE, Decoder, line_record_id, merge_sorted, parse_block, rechunk,
-                                  record_id, sort_unique)
+from lineagestore.data.blocks import parse_block
+from lineagestore.data.idsets import ID_DTYPE, merge_sorted, rechunk, sort_unique
+from lineagestore.data.records import Decoder, line_record_id, record_id
 
 # JSON values as the json module parses them (no NaN/Infinity: they are not JSON)
 json_scalars = st.one_of(

@@ -22,7 +22,8 @@ import numpy as np
 from ..core.errors import LinError
 from ..core.names import parse_version
 from ..core.progress import NULL, Progress
-from .records import file_content_id, rechunk
+from .idsets import rechunk
+from .records import file_content_id
 from ..core.repo import Repo
 from .ledger import Ledger, iter_record_set
 from .registry import DatasetInfo, current, dataset_key, register

@@ -45,8 +45,9 @@ from ..core.errors import CorruptObject
 from ..core.fsutil import AtomicFile, FileLock, atomic_write_bytes
 from ..core.objects import Chunks
 from ..core.progress import NULL, Progress
-from .records import ID_BYTES, ID_DTYPE, as_ids, merge_sorted, rechunk
 from ..core.store import ObjectStore
+from .idsets import ID_DTYPE, as_ids, merge_sorted, rechunk
+from .records import ID_BYTES
 
 PART_IDS = 1 << 18  # ids per records object (4 MiB)
 FENCE_EVERY = 4096  # entries per block (64 KiB)

@@ -15,8 +15,6 @@ sorted runs spilled to temporary files and merged as a stream (:func:`merge_sort
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,13 +24,15 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..core import errors
-from ..core.errors import InvalidInput, LinError, NotFound
+from ..core.errors import InvalidInput, NotFound
 from ..core.ids import hash_object
 from ..core.objects import CHUNK_SIZE
 from ..core.progress import NULL, Progress
-from .records import (ID_BYTES, ID_DTYPE, BlockResult, Decoder, as_ids, content_id, detect_format,
-                       merge_sorted, parse_block, recv_message, send_message, sort_unique)
+from .blocks import MAX_BAD_SHOWN, BlockResult, parse_block
+from .idsets import ID_DTYPE, as_ids, merge_sorted, sort_unique
+from .records import ID_BYTES, Decoder, content_id, detect_format
+from .tokens import counter_for
+from .workers import Workers
 
 BLOCK = 4 << 20  # bytes of lines per parse job
 INLINE_LIMIT = 24 << 20  # smaller (decompressed) inputs are parsed in this process
@@ -124,96 +124,6 @@ class _IdCollector:
         return IdSet(runs=list(self.runs))
 
 
-_WORKER = "from lineagestore.data.records import worker_main; worker_main()"
-
-
-class Workers:
-    """Worker processes running :func:`lineagestore.data.records.worker_main`; results come back in order."""
-
-    def __init__(self, n: int, counter_spec: dict | None):
-        import lineagestore
-        root = str(Path(lineagestore.__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x)}
-        self.procs: list[subprocess.Popen] = []
-        self.errs: list = []
-        self.next = 0
-        try:
-            for _ in range(n):
-                err = tempfile.TemporaryFile()
-                p = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=err, env=env)
-                self.procs.append(p)
-                self.errs.append(err)
-                spec = dict(counter_spec) if counter_spec else None
-                backend = spec.pop("backend", "").encode() if spec else b""
-                send_message(p.stdin, {"counter": spec}, backend)
-        except BaseException:
-            self.close(kill=True)
-            raise
-
-    def submit(self, header: dict, payload: bytes = b"") -> int:
-        w = self.next % len(self.procs)
-        self.next += 1
-        try:
-            send_message(self.procs[w].stdin, header, payload)
-        except BrokenPipeError:
-            raise self._died(w) from None
-        return w
-
-    def result(self, w: int) -> tuple[dict, bytes]:
-        try:
-            msg = recv_message(self.procs[w].stdout)
-        except EOFError:
-            msg = None
-        if msg is None:
-            raise self._died(w)
-        header, payload = msg
-        if "error" in header:
-            cls = getattr(errors, header.get("type") or "", None)
-            err: LinError = LinError(f"reading the data failed: {header['error']}")
-            if isinstance(cls, type) and issubclass(cls, LinError):
-                try:
-                    err = cls(header["error"], hint=header.get("hint"))
-                except TypeError:  # an error class with another constructor
-                    pass
-            raise err
-        return header, payload
-
-    def _died(self, w: int) -> LinError:
-        p = self.procs[w]
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.errs[w].seek(0)
-        tail = self.errs[w].read()[-2000:].decode("utf-8", "replace").strip()
-        return LinError(f"a data worker process stopped (exit code {p.returncode})" + (f": {tail}" if tail else ""))
-
-    def close(self, kill: bool = False) -> None:
-        for p in self.procs:
-            try:
-                if kill:
-                    p.kill()
-                else:
-                    p.stdin.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
-        for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            for f in (p.stdout, p.stdin):
-                try:
-                    f.close()  # type: ignore[union-attr]
-                except OSError:
-                    pass
-        for e in self.errs:
-            e.close()
-        self.procs = []
-
-
 @dataclass
 class ScanResult:
     path: str
@@ -267,27 +177,168 @@ def scan_file(path: os.PathLike | str, *, put_blob: Callable[[bytes], str] | Non
     path = Path(path)
     st = check_file(path)
     fmt = detect_format(path.name)
-    size = st.st_size
     workers = workers or os.cpu_count() or 1
-    decoder = Decoder(fmt, str(path))
-    plain = fmt == "jsonl"
-    use_pool = workers > 1 and size > (INLINE_LIMIT if plain else INLINE_LIMIT // 4)
+    use_pool = workers > 1 and st.st_size > (INLINE_LIMIT if fmt == "jsonl" else INLINE_LIMIT // 4)
     if counter is None and counter_spec is not None and not use_pool:
-        from .tokens import counter_for
         counter = counter_for(counter_spec)
     tokenize = counter_spec is not None or counter is not None
+    scan = _Scan(path, fmt, st.st_size, workers, counter, skip_bad_lines, progress, tmp_dir)
+    progress.start(description or f"reading {path.name}", st.st_size, "B")
+    try:
+        if use_pool:
+            wspec = (counter or counter_for(counter_spec)).worker_spec() if tokenize else None  # type: ignore[arg-type]
+            scan.pool = Workers(workers, wspec)
+        if put_blob is not None:
+            scan.hasher = ThreadPoolExecutor(max(1, min(2, workers)), thread_name_prefix="lin-data-put")
+        scan.read(put_blob)
+        scan.drain()
+        fingerprint = scan.fingerprint(finish_chunks)
+    except BaseException:
+        scan.abort()
+        raise
+    finally:
+        progress.finish()
+        scan.close()
+    st2 = path.stat()
+    if (st2.st_size, st2.st_mtime_ns, st2.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+        scan.collector.cleanup()
+        raise InvalidInput(f"{path}: changed while being read; run the command again when it is complete")
+    return ScanResult(path=str(path), fingerprint=fingerprint, size=st.st_size, format=fmt,
+                      lines=scan.totals["lines"], examples=scan.totals["examples"], text=scan.totals["text"],
+                      chat=scan.totals["chat"], bad=scan.totals["bad"], bad_first=scan.bad_first,
+                      tokens=scan.totals["tokens"] if tokenize else None, ids=scan.collector.result())
 
-    collector = _IdCollector(tmp_dir)
-    totals = {"lines": 0, "examples": 0, "text": 0, "chat": 0, "bad": 0, "tokens": 0}
-    bad_first: list = []
-    pending: deque[tuple[int, int]] = deque()  # (worker, file bytes it covers) of each job in flight
-    pieces: list[tuple[Future | str, int]] = []
 
-    def collect(res: BlockResult) -> None:
+class _Scan:
+    """One read of a file: its pieces (stored or hashed), its blocks of lines in flight, the totals.
+
+    Blocks are parsed here (``counter`` counts their tokens) or, when ``pool`` is set, by worker
+    processes. A plain file's blocks go to the workers as (offset, length) and the progress
+    counts parsed bytes; other files' blocks are decompressed lines and the progress counts
+    bytes read.
+    """
+
+    def __init__(self, path: Path, fmt: str, size: int, workers: int, counter, skip_bad_lines: bool,
+                 progress: Progress, tmp_dir: Path | None):
+        self.path = path
+        self.size = size
+        self.plain = fmt == "jsonl"
+        self.decoder = Decoder(fmt, str(path))
+        self.counter = counter
+        self.skip_bad_lines = skip_bad_lines
+        self.progress = progress
+        self.pool: Workers | None = None
+        self.hasher: ThreadPoolExecutor | None = None
+        self.collector = _IdCollector(tmp_dir)
+        self.totals = {"lines": 0, "examples": 0, "text": 0, "chat": 0, "bad": 0, "tokens": 0}
+        self.bad_first: list = []
+        self.pending: deque[tuple[int, int]] = deque()  # (worker, file bytes it covers) of each job in flight
+        self.pieces: list[tuple[Future | str, int]] = []  # (id or the store write's future, size)
+        # jobs in flight: a plain file's jobs are (offset, length) and hold no memory, so many can wait
+        # while this thread is busy storing; a compressed file's jobs carry their 4 MiB of lines
+        self.window = (8 if self.plain else 3) * workers
+        self.buf = bytearray()  # decompressed bytes not yet sent (all modes but plain + pool)
+        self.buf_at_start = True
+        self.block_start = 0  # plain + pool: file offset of the first byte not yet sent
+
+    @property
+    def by_offset(self) -> bool:
+        """Workers read the blocks from the file themselves (a plain file and a pool)."""
+        return self.plain and self.pool is not None
+
+    # ---- reading
+
+    def read(self, put_blob: Callable[[bytes], str] | None) -> None:
+        """Read the file once: each piece to the store (or hashed), its lines to the parsers."""
+        offset = 0
+        with open(self.path, "rb") as f:
+            while True:
+                piece = f.read(CHUNK_SIZE)
+                if not piece:
+                    break
+                if self.hasher is not None:
+                    self.pieces.append((self.hasher.submit(put_blob, piece), len(piece)))  # type: ignore[arg-type]
+                    _bound(self.pieces, 3)
+                else:
+                    self.pieces.append((hash_object("blob", piece), len(piece)))
+                if self.by_offset:
+                    self._send_file_blocks(piece, offset)
+                else:
+                    self._send_lines(self.decoder.feed(piece))
+                    self.progress.advance(len(piece))  # compressed files: progress counts bytes read
+                offset += len(piece)
+        if offset != self.size:
+            raise InvalidInput(f"{self.path}: size changed while being read ({self.size} -> {offset} bytes); "
+                               "was it being written?")
+        if self.by_offset:
+            if self.block_start < offset:
+                self._submit_file_block(offset)
+        else:
+            self.buf += self.decoder.finish()
+            if self.buf:
+                self._submit_lines(bytes(self.buf))
+
+    def _send_file_blocks(self, piece: bytes, offset: int) -> None:
+        """Send the whole blocks of lines that end in ``piece`` (at ``offset`` in the file)."""
+        while True:
+            target = self.block_start + BLOCK - 1
+            if target >= offset + len(piece):
+                break
+            nl = piece.find(b"\n", max(target - offset, 0))
+            if nl < 0:
+                break
+            self._submit_file_block(offset + nl + 1)
+
+    def _submit_file_block(self, end: int) -> None:
+        self.submit({"kind": "file", "path": str(self.path.resolve()), "offset": self.block_start,
+                     "length": end - self.block_start}, None, False)
+        self.block_start = end
+
+    def _send_lines(self, data: bytes) -> None:
+        """Buffer decompressed bytes; send each whole block of lines."""
+        self.buf += data
+        while len(self.buf) >= BLOCK:
+            nl = self.buf.find(b"\n", BLOCK - 1)
+            if nl < 0:
+                break
+            block = bytes(self.buf[:nl + 1])
+            del self.buf[:nl + 1]
+            self._submit_lines(block)
+
+    def _submit_lines(self, block: bytes) -> None:
+        self.submit({"kind": "bytes", "at_start": self.buf_at_start}, block, self.buf_at_start)
+        self.buf_at_start = False
+
+    # ---- parsing
+
+    def submit(self, header: dict, data: bytes | None, at_start: bool) -> None:
+        """Parse a block: on a worker (waiting for older results past the window), or here."""
+        if self.pool is not None:
+            header["skip"] = self.skip_bad_lines
+            self.pending.append((self.pool.submit(header, data or b""), header.get("length", 0)))
+            while len(self.pending) > self.window:
+                self.collect_one()
+        else:
+            assert data is not None
+            self.collect(parse_block(data, at_file_start=at_start, counter=self.counter,
+                                     skip_bad_lines=self.skip_bad_lines))
+
+    def collect_one(self) -> None:
+        """Take the oldest worker result."""
+        assert self.pool is not None
+        w, nbytes = self.pending.popleft()
+        header, ids = self.pool.result(w)
+        if nbytes:
+            self.progress.advance(nbytes)  # plain files: progress counts parsed bytes
+        self.collect(BlockResult(ids, header["lines"], header["examples"], header["text"], header["chat"],
+                                 header["bad"], [tuple(x) for x in header["bad_first"]], header["tokens"]))
+
+    def collect(self, res: BlockResult) -> None:
+        totals = self.totals
         base = totals["lines"]
         for rel, reason in res.bad_first:
-            if len(bad_first) < 10:
-                bad_first.append((base + rel, reason))
+            if len(self.bad_first) < MAX_BAD_SHOWN:
+                self.bad_first.append((base + rel, reason))
         totals["lines"] += res.lines
         totals["examples"] += res.examples
         totals["text"] += res.text
@@ -295,122 +346,36 @@ def scan_file(path: os.PathLike | str, *, put_blob: Callable[[bytes], str] | Non
         totals["bad"] += res.bad
         if res.tokens is not None:
             totals["tokens"] += res.tokens
-        collector.add(res.ids)
-        progress.advance(0, records=totals["examples"])
+        self.collector.add(res.ids)
+        self.progress.advance(0, records=totals["examples"])
 
-    def collect_one() -> None:
-        assert pool is not None
-        w, nbytes = pending.popleft()
-        header, ids = pool.result(w)
-        if nbytes:
-            progress.advance(nbytes)  # plain files: progress counts parsed bytes
-        collect(BlockResult(ids, header["lines"], header["examples"], header["text"], header["chat"],
-                            header["bad"], [tuple(x) for x in header["bad_first"]], header["tokens"]))
+    def drain(self) -> None:
+        """Wait for every block in flight."""
+        while self.pending:
+            self.collect_one()
 
-    pool: Workers | None = None
-    hasher: ThreadPoolExecutor | None = None
-    # jobs in flight: a plain file's jobs are (offset, length) and hold no memory, so many can wait
-    # while this thread is busy storing; a compressed file's jobs carry their 4 MiB of lines
-    window = (8 if plain else 3) * workers
+    # ---- the end
 
-    def submit(header: dict, data: bytes | None, at_start: bool) -> None:
-        if pool is not None:
-            header["skip"] = skip_bad_lines
-            pending.append((pool.submit(header, data or b""), header.get("length", 0)))
-            while len(pending) > window:
-                collect_one()
-        else:
-            assert data is not None
-            collect(parse_block(data, at_file_start=at_start, counter=counter, skip_bad_lines=skip_bad_lines))
-
-    progress.start(description or f"reading {path.name}", size, "B")
-    try:
-        if use_pool:
-            wspec = None
-            if tokenize:
-                from .tokens import counter_for
-                wspec = (counter or counter_for(counter_spec)).worker_spec()  # type: ignore[arg-type]
-            pool = Workers(workers, wspec)
-        if put_blob is not None:
-            hasher = ThreadPoolExecutor(max(1, min(2, workers)), thread_name_prefix="lin-data-put")
-        buf = bytearray()  # decompressed bytes not yet sent (all modes but plain + pool)
-        buf_at_start = True
-        block_start = 0  # plain + pool: file offset of the first byte not yet sent
-        offset = 0
-        with open(path, "rb") as f:
-            while True:
-                piece = f.read(CHUNK_SIZE)
-                if not piece:
-                    break
-                if hasher is not None:
-                    pieces.append((hasher.submit(put_blob, piece), len(piece)))  # type: ignore[arg-type]
-                    _bound(pieces, 3)
-                else:
-                    pieces.append((hash_object("blob", piece), len(piece)))
-                if plain and pool is not None:
-                    while True:
-                        target = block_start + BLOCK - 1
-                        if target >= offset + len(piece):
-                            break
-                        nl = piece.find(b"\n", max(target - offset, 0))
-                        if nl < 0:
-                            break
-                        end = offset + nl + 1
-                        submit({"kind": "file", "path": str(path.resolve()), "offset": block_start,
-                                "length": end - block_start}, None, False)
-                        block_start = end
-                else:
-                    buf += decoder.feed(piece)
-                    while len(buf) >= BLOCK:
-                        nl = buf.find(b"\n", BLOCK - 1)
-                        if nl < 0:
-                            break
-                        data = bytes(buf[:nl + 1])
-                        del buf[:nl + 1]
-                        submit({"kind": "bytes", "at_start": buf_at_start}, data, buf_at_start)
-                        buf_at_start = False
-                offset += len(piece)
-                if not (plain and pool is not None):
-                    progress.advance(len(piece))  # compressed files: progress counts bytes read
-        if offset != size:
-            raise InvalidInput(f"{path}: size changed while being read ({size} -> {offset} bytes); "
-                               "was it being written?")
-        if plain and pool is not None:
-            if block_start < offset:
-                submit({"kind": "file", "path": str(path.resolve()), "offset": block_start,
-                        "length": offset - block_start}, None, False)
-        else:
-            buf += decoder.finish()
-            if buf:
-                data = bytes(buf)
-                submit({"kind": "bytes", "at_start": buf_at_start}, data, buf_at_start)
-        while pending:
-            collect_one()
-        piece_ids = [(p.result() if isinstance(p, Future) else p, n) for p, n in pieces]
+    def fingerprint(self, finish_chunks: Callable[[list[tuple[str, int]]], str] | None) -> str:
+        """The content id of the file (the chunks object stored with ``finish_chunks``)."""
+        piece_ids = [(p.result() if isinstance(p, Future) else p, n) for p, n in self.pieces]
         if len(piece_ids) > 1 and finish_chunks is not None:
-            fingerprint = finish_chunks(piece_ids)
-        else:
-            fingerprint = content_id(piece_ids)
-    except BaseException:
-        collector.cleanup()
-        if pool is not None:
-            pool.close(kill=True)
-            pool = None
-        raise
-    finally:
-        progress.finish()
-        if pool is not None:
-            pool.close()
-        if hasher is not None:
-            hasher.shutdown(wait=True)
-    st2 = path.stat()
-    if (st2.st_size, st2.st_mtime_ns, st2.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
-        collector.cleanup()
-        raise InvalidInput(f"{path}: changed while being read; run the command again when it is complete")
-    return ScanResult(path=str(path), fingerprint=fingerprint, size=size, format=fmt,
-                      lines=totals["lines"], examples=totals["examples"], text=totals["text"],
-                      chat=totals["chat"], bad=totals["bad"], bad_first=bad_first,
-                      tokens=totals["tokens"] if tokenize else None, ids=collector.result())
+            return finish_chunks(piece_ids)
+        return content_id(piece_ids)
+
+    def abort(self) -> None:
+        """After a failure: drop the spilled ids, kill the workers."""
+        self.collector.cleanup()
+        if self.pool is not None:
+            self.pool.close(kill=True)
+            self.pool = None
+
+    def close(self) -> None:
+        """Stop the workers (ending their input) and wait for the store writes."""
+        if self.pool is not None:
+            self.pool.close()
+        if self.hasher is not None:
+            self.hasher.shutdown(wait=True)
 
 
 def _bound(pieces: list, depth: int) -> None:
