@@ -219,7 +219,7 @@ def _number(value: Any, whole: bool, lenient: bool) -> int | float:
         if isinstance(value, float) and not value.is_integer():
             raise BadValue("must be a whole number")
         return int(value)
-    return value
+    return float(value)
 
 
 def _bounded(value: int | float, rule: Rule) -> int | float:
@@ -432,6 +432,7 @@ class TrainSettings:
 
 _TABLES: dict[str, type] = {"core": CoreSettings, "gc": GcSettings, "data": DataSettings,
                             "goal": GoalSettings, "backup": BackupSettings}
+_TRAIN_OWN = tuple(f.name for f in fields(TrainTable) if f.name != "defaults")  # the rest: TrainSettings
 
 
 @dataclass(frozen=True)
@@ -472,7 +473,7 @@ class Settings:
             doc[name] = _table_toml(getattr(self, name), every_key)
         train = _table_toml(self.train, every_key)
         train.pop("defaults", None)
-        doc["train"] = {**train, **{k: v for k, v in self.train.defaults.items()}}
+        doc["train"] = {**train, **self.train.defaults}
         doc["remote"] = {n: _table_toml(r, every_key) for n, r in self.remotes.items()}
         return {k: v for k, v in doc.items() if v or every_key}
 
@@ -518,7 +519,7 @@ class _Reader:
     def train(self, raw: Any) -> TrainTable:
         if not isinstance(raw, dict):
             raise self.bad("train", raw, "must be a table")
-        own = {k: v for k, v in raw.items() if k in ("disk_margin", "checkpoint_compression_level")}
+        own = {k: v for k, v in raw.items() if k in _TRAIN_OWN}
         rest = {k: v for k, v in raw.items() if k not in own}
         known = set(TrainSettings.names())
         for k in [k for k in rest if k not in known]:
@@ -593,7 +594,7 @@ class Config:
     def get(self, key_name: str, default: Any = None) -> Any:
         """The file's value of a dotted key, or its default (for library users; lin reads
         :attr:`settings`)."""
-        node: Any = _merge(self.settings.__class__().to_toml(every_key=True), self.user)
+        node: Any = _merge(Settings().to_toml(every_key=True), self.user)
         for part in key_name.split("."):
             if not isinstance(node, dict) or part not in node:
                 return default
