@@ -16,7 +16,6 @@ from ..core import audit as _audit
 from ..core.errors import LinError
 from ..core.repo import Repo
 from .fsck import leftovers
-from .gc import configured_grace, parse_duration
 from .trash import trash_batches
 
 GIB = 1 << 30
@@ -107,8 +106,8 @@ def _backup_findings(repo: Repo) -> list[Finding]:
     """A backup remote is configured and exists."""
     out: list[Finding] = []
     add = out.append
-    remotes = repo.config.get("remote", {}) or {}
-    backup = repo.config.get("backup.remote", "")
+    remotes = repo.settings.remotes
+    backup = repo.settings.backup.remote
     if not backup:
         add(Finding("risk", "no-backup",
                     "No backup remote is configured: this disk holds the only copy of every version. "
@@ -169,23 +168,16 @@ def _same_disk_findings(repo: Repo) -> list[Finding]:
 
 
 def _settings_findings(repo: Repo) -> list[Finding]:
-    """The gc settings are valid and not dangerously short."""
+    """The gc settings are not dangerously short (config.toml is checked when the store opens)."""
     out: list[Finding] = []
-    add = out.append
-    try:
-        grace = configured_grace(repo)
-        if grace < 86400:
-            add(Finding("risk", "short-grace", f"gc.grace_days is {repo.config.get('gc.grace_days')}: "
-                        "objects unreachable for less than a day can be moved to trash",
-                        "use 14 (the default) unless disk space forces otherwise"))
-    except LinError as e:
-        add(Finding("risk", "bad-grace", str(e), "set gc.grace_days to 14 in .lineage/config.toml"))
-    try:
-        if parse_duration(repo.config.get("gc.reflog_expire_days", 90)) < 7 * 86400:
-            add(Finding("info", "short-reflog", "gc.reflog_expire_days is under a week: removed names "
-                        "stop protecting their versions soon after removal"))
-    except LinError as e:
-        add(Finding("risk", "bad-reflog-expiry", str(e)))
+    gc = repo.settings.gc
+    if gc.grace_s < 86400:
+        out.append(Finding("risk", "short-grace", f"gc.grace_days is {gc.grace_days}: "
+                           "objects unreachable for less than a day can be moved to trash",
+                           "use 14 (the default) unless disk space forces otherwise"))
+    if gc.reflog_expire_s < 7 * 86400:
+        out.append(Finding("info", "short-reflog", "gc.reflog_expire_days is under a week: removed names "
+                           "stop protecting their versions soon after removal"))
     return out
 
 

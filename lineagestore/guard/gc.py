@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.errors import CheckFailed, InvalidInput, LinError, NoSpace, ObjectNotFound
+from ..core.errors import CheckFailed, LinError, NoSpace, ObjectNotFound
 from ..core.fsutil import atomic_write_bytes, fsync_dir, kill_point
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
+from ..core.settings import parse_duration, parse_grace  # noqa: F401 - the CLI and api parse --grace with these
 from .reachability import Graph, last_named, ref_values, reflog_problems, reflogs, roots
 from .trash import TrashBatch, batch_info, finish_purges, make_writable, purge_batch, trash_batches, trash_dir
 
@@ -46,30 +46,13 @@ _TYPE_RANK = {"commit": 0, "checkpoint": 1, "dataset": 2, "tree": 3, "tensor-fil
 # ----------------------------------------------------------------------------- settings
 
 
-def parse_duration(text: str | float | int) -> float:
-    """``14`` (days), ``14d``, ``12h``, ``30m``, ``45s``, ``2w`` -> seconds."""
-    if isinstance(text, (int, float)):
-        value, unit = float(text), "d"
-    else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text))
-        if not m:
-            raise InvalidInput(f"invalid duration {text!r}: use a number of days or e.g. 12h, 30m, 2w")
-        value, unit = float(m.group(1)), m.group(2) or "d"
-    return value * {"s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}[unit]
-
-
 def configured_grace(repo: Repo) -> float:
-    """The grace period from config.toml; a zero grace period is never taken from config."""
-    raw = repo.config.get("gc.grace_days", 14)
-    grace = parse_duration(raw)
-    if grace <= 0:
-        raise InvalidInput(f"gc.grace_days = {raw} in config.toml: a zero grace period is only "
-                           "accepted when given explicitly (lin gc --grace 0)")
-    return grace
+    """The grace period from config.toml (checked when the store was opened: never under an hour)."""
+    return repo.settings.gc.grace_s
 
 
 def reflog_expiry(repo: Repo) -> float:
-    return parse_duration(repo.config.get("gc.reflog_expire_days", 90))
+    return repo.settings.gc.reflog_expire_s
 
 
 # ----------------------------------------------------------------------------- the plan
