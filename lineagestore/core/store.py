@@ -640,7 +640,7 @@ class BatchObjectStore(DiskObjectStore):
     which the next writer removes. Used by commits and training checkpoints.
     """
 
-    def __init__(self, root, tmp_dir, compression_level: int = 3, compression: str = "auto"):
+    def __init__(self, root, tmp_dir, compression_level: int, compression: str):
         super().__init__(root, tmp_dir, compression_level, compression)
         self._pending: dict[str, Path | None] = {}
         self._syncs: list = []
