@@ -36,7 +36,6 @@ from ..core.objects import LINKING_TYPES, decode_object
 from ..core.progress import NULL, Progress
 from ..core.refs import check_ref_name
 from ..core.repo import Repo
-from .gc import reflog_expiry
 from .reachability import live_reflog_ids, reached_from, ref_values, reflog_problems, reflogs
 from .trash import find_in_trash, stale_purges
 
@@ -294,7 +293,7 @@ def _check_roots(repo: Repo, objs: _Objects, now: float) -> tuple[dict[str, str]
     named only by a live reflog entry is a note when trash/ holds it, else a problem."""
     strong = dict((v, n) for n, v in ref_values(repo).values.items())
     weak: dict[str, str] = {}
-    for x, name in live_reflog_ids(reflogs(repo), now=now, expire_s=reflog_expiry(repo)):
+    for x, name in live_reflog_ids(reflogs(repo), now=now, expire_s=repo.settings.gc.reflog_expire_s):
         if x not in strong:
             weak.setdefault(x, f"the reflog of {name}")
     reached = reached_from(strong, objs.links)

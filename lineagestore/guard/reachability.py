@@ -137,15 +137,17 @@ def live_reflog_ids(logs: dict[str, list], *, now: float, expire_s: float) -> It
 # ----------------------------------------------------------------------------- roots
 
 
-def roots(repo: Repo, *, reflog_expire_s: float, now: float | None = None,
+def roots(repo: Repo, *, now: float | None = None, reflog_expire_s: float | None = None,
           refs: RefValues | None = None, logs: dict[str, list] | None = None) -> dict[str, str]:
     """Ids that are roots -> where each is named: a ref (training runs in progress included),
-    HEAD, or a reflog entry younger than ``reflog_expire_s`` ("reflog of REF")."""
+    HEAD, or a reflog entry younger than ``reflog_expire_s`` (``gc.reflog_expire_days``) ("reflog
+    of REF")."""
     now = time.time() if now is None else now
+    expire = repo.settings.gc.reflog_expire_s if reflog_expire_s is None else reflog_expire_s
     out: dict[str, str] = {}
     for name, oid in (refs or ref_values(repo)).values.items():
         out.setdefault(oid, name)
-    live = live_reflog_ids(reflogs(repo) if logs is None else logs, now=now, expire_s=reflog_expire_s)
+    live = live_reflog_ids(reflogs(repo) if logs is None else logs, now=now, expire_s=expire)
     for oid, name in live:
         out.setdefault(oid, f"reflog of {name}")
     return out
