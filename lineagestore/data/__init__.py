@@ -8,18 +8,23 @@
 * :func:`trained_dataset_ids`, :func:`datasets_for_commit`, :func:`require_registered`: what the
   commit and training commands use.
 
-Modules: ``scan`` (reading a file once on every core), ``ledger`` (record-id sets and the
-derived index), ``registry`` (refs/data, derived usage), ``check`` (overlap with a lineage).
+Modules, bottom up: ``records`` (what a record is, its id, file formats), ``idsets`` (sorted
+record-id sets), ``blocks`` (parsing blocks of lines), ``tokens`` (tokenizers and counting),
+``workers`` (the scan's worker processes), ``scan`` (reading a file once on every core),
+``ledger`` (record-id sets in the store and the derived index), ``entries`` (the registry's
+entries, read through a derived cache), ``usage`` (what trained each content, derived),
+``registry`` (register, look up, list, show, verify), ``check`` (overlap with a lineage).
 """
 
 from __future__ import annotations
 
 from .check import (Lineage, OverlapReport, check, check_dataset, datasets_for_commit, lineage,
                     overlap_warning, trained_dataset_ids)
+from .entries import DatasetInfo, registry
 from .ledger import Ledger
-from .registry import (DatasetDetail, DatasetInfo, Usage, VerifyEntry, VerifyReport, list_datasets, lookup,
-                       manifest, register, registry, require_registered, resolve, show, usage, verify,
-                       verify_file)
+from .registry import (DatasetDetail, VerifyEntry, VerifyReport, list_datasets, lookup, manifest, register,
+                       require_registered, resolve, show, verify, verify_file)
+from .usage import Usage, usage
 
 __all__ = [
     "DatasetDetail", "DatasetInfo", "Ledger", "Lineage", "OverlapReport", "Usage", "VerifyEntry", "VerifyReport",

@@ -22,12 +22,14 @@ import numpy as np
 from ..core.errors import LinError
 from ..core.names import parse_version
 from ..core.progress import NULL, Progress
-from .idsets import rechunk
-from .records import file_content_id
 from ..core.repo import Repo
+from .entries import DatasetInfo, current
+from .idsets import rechunk
 from .ledger import Ledger, iter_record_set
-from .registry import DatasetInfo, current, dataset_key, register
+from .records import file_content_id
+from .registry import register, verify_file
 from .scan import check_file, scan_file
+from .usage import dataset_key
 
 QUERY_BATCH = 2 << 20  # query ids looked up at a time
 
@@ -150,7 +152,6 @@ class _Checker:
 def check(repo: Repo, paths: list[os.PathLike | str], *, base: str | None = None,
           progress: Progress = NULL) -> list[OverlapReport]:
     """Per file: was it (or any of its records) already trained into ``base``'s lineage (default HEAD)?"""
-    from .registry import verify_file
     checker = _Checker(repo, base, progress)
     out = []
     for x in paths:

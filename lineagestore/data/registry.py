@@ -6,152 +6,27 @@ registering the same content again adds nothing (it says under which name it is 
 A later registration with another tokenizer adds a token count: a new dataset object with the
 same content, records and first-seen date replaces the old one (compare-and-swap on the ref).
 
-What a dataset was trained in (``trained_in``) and its ``status`` are never stored: they are
-derived each time from the commits (``Commit.datasets``) and from the checkpoints of training
-runs in progress (``refs/runs/*``, ``meta["datasets"]``).
+The entries are read by :mod:`lineagestore.data.entries` (through a derived cache); what each
+content was trained in is derived by :mod:`lineagestore.data.usage`, never stored.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import blake3
-
 from ..core.errors import InvalidInput, LinError, NotFound, RefConflict, Refused
-from ..core.fsutil import atomic_write_bytes
-from ..core.ids import is_id_prefix, is_object_id, short
+from ..core.ids import is_id_prefix, short
 from ..core.objects import Chunks, Dataset
 from ..core.progress import NULL, Progress
-from .records import detect_format, file_content_id
 from ..core.repo import Repo, utc_now
-from .tokens import open_tokenizer
+from .entries import DATA_REF, DatasetInfo, current, registry
 from .ledger import put_record_set
+from .records import detect_format, file_content_id
 from .scan import ScanResult, check_file, scan_file
-
-DATA_REF = "refs/data/"
-_CACHE_VERSION = 1
-
-
-@dataclass
-class DatasetInfo:
-    """A registered data file (what register and lookup return)."""
-
-    id: str  # dataset object id
-    fingerprint: str  # content id of the file's bytes
-    filename: str
-    path: str | None  # where it was registered from (absolute)
-    format: str  # jsonl | jsonl.gz | jsonl.zst
-    size: int
-    examples: int
-    tokens: dict  # tokenizer id -> count
-    records: str | None  # id of the sorted record-id set (records or chunks object)
-    description: str
-    first_seen: str
-    stored: bool
-    skipped_lines: int
-    already_registered: bool = False
-    distinct_records: int = 0
-    kind: str = "text"  # text | chat | mixed
-    tokenizers: dict = field(default_factory=dict)  # tokenizer id -> label ("v004_full_stack", a path)
-    #: set by register: the tokenizer used this time, or why no tokens were counted
-    tokenizer_id: str | None = None
-    tokens_note: str | None = None
-
-    @classmethod
-    def from_object(cls, did: str, d: Dataset, **kw) -> "DatasetInfo":
-        ex = d.extra or {}
-        return cls(id=did, fingerprint=d.content, filename=d.filename, path=ex.get("path"), format=d.format,
-                   size=d.size, examples=d.examples, tokens=dict(d.tokens), records=d.records,
-                   description=d.description, first_seen=d.first_seen, stored=d.stored,
-                   skipped_lines=d.skipped_lines, distinct_records=int(ex.get("distinct", 0)),
-                   kind=ex.get("kind", "text"), tokenizers=dict(ex.get("tokenizers", {})), **kw)
-
-    def to_dict(self) -> dict:
-        # not dataclasses.asdict: it deep-copies field by field (3.7 s for 50,000 entries)
-        d = {f: getattr(self, f) for f in _INFO_FIELDS}
-        d["tokens"] = dict(self.tokens)
-        d["tokenizers"] = dict(self.tokenizers)
-        return d
-
-    def token_count(self, tokenizer_id: str | None = None) -> int | None:
-        """The count for ``tokenizer_id``, else the first one recorded."""
-        if tokenizer_id and tokenizer_id in self.tokens:
-            return self.tokens[tokenizer_id]
-        return next(iter(self.tokens.values()), None)
-
-
-_INFO_FIELDS = tuple(f.name for f in fields(DatasetInfo))
-
-# ----------------------------------------------------------------------------- the registry
-
-
-def _cache_path(repo: Repo) -> Path | None:
-    return repo.cache_dir / "data" / "registry.json" if repo.path is not None else None
-
-
-def registry(repo: Repo) -> dict[str, DatasetInfo]:
-    """Every registered dataset by fingerprint, read through a derived cache of dataset objects.
-
-    Remembered on ``repo`` while the data refs stay the same (a command that lists the registry
-    and then derives usage reads it once).
-    """
-    refs = repo.refs.as_dict(DATA_REF)
-    memo = getattr(repo, "_registry_memo", None)
-    if memo is not None and memo[0] == refs:
-        return dict(memo[1])
-    out = _registry(repo, refs)
-    repo._registry_memo = (refs, out)  # type: ignore[attr-defined]
-    return dict(out)
-
-
-def _registry(repo: Repo, refs: dict[str, str]) -> dict[str, DatasetInfo]:
-    cpath = _cache_path(repo)
-    rows: dict = {}
-    if cpath is not None:
-        try:
-            doc = json.loads(cpath.read_text())
-            if doc.get("version") == _CACHE_VERSION:
-                rows = doc["rows"]
-        except (OSError, ValueError, KeyError):
-            rows = {}
-    out: dict[str, DatasetInfo] = {}
-    fresh: dict = {}
-    for ref, did in refs.items():
-        row = rows.get(did)
-        if row is None:
-            info = DatasetInfo.from_object(did, repo.objects.get(did, "dataset"))
-            row = info.to_dict()
-        else:
-            info = DatasetInfo(**row)
-        fresh[did] = row
-        out[ref[len(DATA_REF):]] = info
-    if cpath is not None and fresh.keys() != rows.keys():
-        try:
-            cpath.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(cpath, json.dumps({"version": _CACHE_VERSION, "rows": fresh}).encode(),
-                               repo.tmp_dir, durable=False)
-        except OSError:
-            pass  # a cache that cannot be written costs only time
-    return out
-
-
-def current(repo: Repo, fingerprint: str) -> DatasetInfo | None:
-    did = repo.refs.resolve(DATA_REF + fingerprint)
-    if did is None:
-        return None
-    return DatasetInfo.from_object(did, repo.objects.get(did, "dataset"))
-
-
-def dataset_object(repo: Repo, did: str, memo: dict | None = None) -> Dataset:
-    if memo is not None and did in memo:
-        return memo[did]
-    d = repo.objects.get(did, "dataset")
-    if memo is not None:
-        memo[did] = d
-    return d
+from .tokens import open_tokenizer
+from .usage import usage
 
 
 def lookup(repo: Repo, path_or_id: os.PathLike | str) -> DatasetInfo | None:
@@ -361,105 +236,6 @@ def _update_existing(repo: Repo, p: Path, existing: DatasetInfo, tok, why, descr
                           hint="run the command again") from None
     return DatasetInfo.from_object(did, new, already_registered=True, tokenizer_id=tok.id if tok else None,
                                    tokens_note=note)
-
-
-# ----------------------------------------------------------------------------- usage (derived)
-
-
-@dataclass
-class Usage:
-    """Which versions and runs used which content, derived from commits and run checkpoints."""
-
-    trained_in: dict  # fingerprint -> [version names], oldest first
-    in_training: dict  # fingerprint -> [run names]
-
-    def status(self, fingerprint: str) -> str:
-        if self.trained_in.get(fingerprint):
-            return "trained"
-        if self.in_training.get(fingerprint):
-            return "in training"
-        return "untrained"
-
-
-def dataset_keys(repo: Repo) -> dict[str, tuple[str, str | None]]:
-    """Dataset id -> (fingerprint, record-id set id) for every registered dataset (from the cache)."""
-    return {i.id: (i.fingerprint, i.records) for i in registry(repo).values()}
-
-
-def dataset_key(repo: Repo, did: str, keys: dict, memo: dict) -> tuple[str, str | None]:
-    """(fingerprint, records) of any dataset object, registered now or an older object of one."""
-    k = keys.get(did)
-    if k is None:
-        d = dataset_object(repo, did, memo)
-        k = keys[did] = (d.content, d.records)
-    return k
-
-
-def usage(repo: Repo, memo: dict | None = None) -> Usage:
-    """Which versions trained, and which runs are training, each registered content.
-
-    Derived from the commits and the runs' checkpoints; remembered in ``cache/data/usage.json``
-    under a key of every version tag and run ref (immutable objects behind them), so with
-    50,000 registered files a command does not re-read every commit's dataset list.
-    """
-    versions = repo.versions()
-    runs = repo.refs.as_dict("refs/runs/")
-    key = blake3.blake3(json.dumps([sorted(versions.items()), sorted(runs.items())]).encode()).hexdigest()
-    cpath = repo.cache_dir / "data" / "usage.json" if repo.path is not None else None
-    if cpath is not None:
-        try:
-            doc = json.loads(cpath.read_text())
-            if doc.get("key") == key:
-                return Usage(doc["trained_in"], doc["in_training"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    u = _usage(repo, versions, runs, {} if memo is None else memo)
-    if cpath is not None:
-        try:
-            cpath.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(cpath, json.dumps({"key": key, "trained_in": u.trained_in,
-                                                  "in_training": u.in_training}).encode(),
-                               repo.tmp_dir, durable=False)
-        except OSError:
-            pass  # a cache that cannot be written costs only time
-    return u
-
-
-def _usage(repo: Repo, versions: dict, runs: dict, memo: dict) -> Usage:
-    keys = dataset_keys(repo)
-    trained: dict[str, list[str]] = {}
-    for name, cid in versions.items():
-        for did in repo.commit(cid).datasets:
-            try:
-                fp = dataset_key(repo, did, keys, memo)[0]
-            except LinError:
-                continue
-            lst = trained.setdefault(fp, [])
-            if name not in lst:
-                lst.append(name)
-    running: dict[str, list[str]] = {}
-    for ref, oid in runs.items():
-        try:
-            ck = repo.objects.get(oid, "checkpoint")
-        except LinError:
-            continue
-        for x in (ck.meta or {}).get("datasets", []) or []:
-            fp = _fingerprint_of(repo, str(x), memo)
-            if fp:
-                running.setdefault(fp, []).append(ref[len("refs/runs/"):])
-    return Usage(trained, running)
-
-
-def _fingerprint_of(repo: Repo, x: str, memo: dict) -> str | None:
-    """A run's dataset reference (dataset id or fingerprint) -> fingerprint."""
-    if not is_object_id(x):
-        return None
-    if repo.refs.resolve(DATA_REF + x) is not None:
-        return x
-    try:
-        return dataset_object(repo, x, memo).content
-    except LinError:
-        return None
 
 
 # ----------------------------------------------------------------------------- show, ls, manifest
