@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ..core.errors import CorruptObject, LinError
 from ..core.ids import is_object_id
 from ..core.objects import HEADER_SIZE, LINKING_TYPES, links_of
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
+from ..core.store import ObjectStore
 from .cache import KnownObjects
-from .session import FORMAT_KEY, check_stored, object_key, open_session, read_remote_refs, unordered_map
+from .session import (FORMAT_KEY, RemoteSession, check_stored, object_key, open_session, read_remote_refs,
+                      unordered_map)
 from .transfer import download_closure
 
 
@@ -73,15 +75,35 @@ def verify(repo: Repo, remote: str | None = None, *, full: bool = False, progres
         res.bad_refs.append({"ref": FORMAT_KEY, "message": f"{rs.url} is not a lineage remote (nothing pushed)"})
         res.not_on_remote = list(repo.versions())
         return res
+    present = _listed_objects(rs)
+    res.objects_present = len(present)
+    refs, warnings = read_remote_refs(repo, rs)
+    res.bad_refs.extend({"ref": w, "message": w} for w in warnings)
+    res.refs = len(refs)
+    progress.start(f"verifying {rs.name}", sum(present.values()) if full else None, "B")
+    try:
+        bad = _walk(res, refs, _ObjectCheck(rs, present, repo.objects, full, progress).check, rs.workers)
+    finally:
+        progress.finish()
+    res.not_on_remote = [n for n, cid in repo.versions().items() if refs.get(f"refs/tags/{n}") != cid]
+    ok_refs = [] if bad else list(refs.values())
+    KnownObjects(repo, rid).reset(set(present) - bad, set(ok_refs), {c["id"] for c in res.corrupt})
+    return res
+
+
+def _listed_objects(rs: RemoteSession) -> dict[str, int]:
+    """Object id -> stored size, for every object the remote lists (reachable or not)."""
     present: dict[str, int] = {}
     for e in rs.backend.list("objects/"):
         oid = e.key[len("objects/"):].replace("/", "")
         if is_object_id(oid):
             present[oid] = e.size
-    res.objects_present = len(present)
-    refs, warnings = read_remote_refs(repo, rs)
-    res.bad_refs.extend({"ref": w, "message": w} for w in warnings)
-    res.refs = len(refs)
+    return present
+
+
+def _walk(res: VerifyResult, refs: dict[str, str], check: Callable, workers: int) -> set[str]:
+    """Check the closure of ``refs`` level by level (``workers`` objects at a time), counting into
+    ``res``; the ids found missing or corrupt."""
     seen: set[str] = set()
     frontier = []
     for ref, oid in sorted(refs.items()):
@@ -89,10 +111,44 @@ def verify(repo: Repo, remote: str | None = None, *, full: bool = False, progres
             seen.add(oid)
             frontier.append((oid, f"{ref}"))
     bad: set[str] = set()
-    store = repo.objects
-    progress.start(f"verifying {rs.name}", sum(present.values()) if full else None, "B")
+    while frontier:
+        nxt = []
+        for oid, where, err, links, nbytes in unordered_map(check, frontier, workers):
+            res.objects += 1
+            res.bytes_verified += nbytes
+            if err == "missing":
+                res.missing.append({"id": oid, "where": where})
+                bad.add(oid)
+                continue
+            if err is not None:
+                res.corrupt.append({"id": oid, "where": where, "message": err})
+                bad.add(oid)
+                continue
+            for c in links or []:
+                if c not in seen:
+                    seen.add(c)
+                    nxt.append((c, where))
+        frontier = nxt
+    return bad
 
-    def check(item: tuple[str, str]):
+
+@dataclass
+class _ObjectCheck:
+    """One object of the remote: is it there (whole, with ``full``), and which objects does it name?
+
+    Without ``full`` the names come from this store's copy where it has a sound one, else from
+    the remote's.
+    """
+
+    rs: RemoteSession
+    present: dict[str, int]  # what the remote lists: id -> stored size
+    store: ObjectStore
+    full: bool
+    progress: Progress
+
+    def check(self, item: tuple[str, str]):
+        """(id, where, error, the ids it names, bytes verified); error is None, "missing" or a message."""
+        rs, present, store, full, progress = self.rs, self.present, self.store, self.full, self.progress
         oid, where = item
         if oid not in present:
             return oid, where, "missing", None, 0
@@ -125,32 +181,6 @@ def verify(repo: Repo, remote: str | None = None, *, full: bool = False, progres
             return oid, where, None, links_of(h.type, data) if h.type in LINKING_TYPES else [], 0
         except CorruptObject as e:
             return oid, where, str(e), None, 0
-
-    try:
-        while frontier:
-            nxt = []
-            for oid, where, err, links, nbytes in unordered_map(check, frontier, rs.workers):
-                res.objects += 1
-                res.bytes_verified += nbytes
-                if err == "missing":
-                    res.missing.append({"id": oid, "where": where})
-                    bad.add(oid)
-                    continue
-                if err is not None:
-                    res.corrupt.append({"id": oid, "where": where, "message": err})
-                    bad.add(oid)
-                    continue
-                for c in links or []:
-                    if c not in seen:
-                        seen.add(c)
-                        nxt.append((c, where))
-            frontier = nxt
-    finally:
-        progress.finish()
-    res.not_on_remote = [n for n, cid in repo.versions().items() if refs.get(f"refs/tags/{n}") != cid]
-    ok_refs = [] if bad else list(refs.values())
-    KnownObjects(repo, rid).reset(set(present) - bad, set(ok_refs), {c["id"] for c in res.corrupt})
-    return res
 
 
 # ------------------------------------------------------------------------------ repair
