@@ -53,7 +53,7 @@ ENVIRONMENT: dict[str, str] = {
     "RANK": "train.distributed: set by torchrun/accelerate",
     "LOCAL_RANK": "train.distributed: set by torchrun/accelerate",
     "GIT_DIR": "core.repo: a git repository given this way counts as the training code's",
-    "PYTHONPATH": "data.scan: passed on to the scan's worker processes",
+    "PYTHONPATH": "data.workers: passed on to the scan's worker processes",
 }
 
 #: Variables read where they are, not through :func:`read_env`: ``core.fsutil`` sits below this
