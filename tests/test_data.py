@@ -328,6 +328,7 @@ def test_status_and_trained_in_are_derived_from_commits_and_runs(mrepo, store_di
 def test_usage_and_registry_caches_follow_the_refs(mrepo, store_dir, model_src):
     """The derived caches (cache/data/usage.json, the registry memo) never serve a stale answer:
     a new version, a removed run, a new registration all show at once; a damaged cache is rebuilt."""
+    attributes = set(vars(mrepo))
     a = data.register(mrepo, bible(store_dir / "a.jsonl", 0, 40))
     assert data.usage(mrepo).status(a.fingerprint) == "untrained"
     cache = store_dir / ".lineage" / "cache" / "data" / "usage.json"
@@ -345,6 +346,7 @@ def test_usage_and_registry_caches_follow_the_refs(mrepo, store_dir, model_src):
     assert len(data.registry(mrepo)) == 1
     b = data.register(mrepo, bible(store_dir / "b.jsonl", 40, 40))
     assert set(data.registry(mrepo)) == {a.fingerprint, b.fingerprint}  # same Repo object, new ref
+    assert set(vars(mrepo)) == attributes  # the memo lives beside the Repo, not on it
 
 
 # ------------------------------------------------------------------ verify, lookup
