@@ -25,7 +25,7 @@ from .entries import DATA_REF, DatasetInfo, current, registry
 from .ledger import put_record_set
 from .records import detect_format, file_content_id
 from .scan import ScanResult, check_file, scan_file
-from .tokens import open_tokenizer
+from .tokens import CORE_FILES, TOKENIZER_FILES, open_tokenizer, tokenizer_id
 from .usage import usage
 
 
@@ -295,7 +295,6 @@ def manifest(repo: Repo) -> dict:
 
 
 def _head_tokenizer_id(repo: Repo) -> str | None:
-    from .tokens import CORE_FILES, TOKENIZER_FILES, tokenizer_id
     head = repo.head()
     if head is None:
         return None
