@@ -28,7 +28,14 @@ def test_sixteen_concurrent_committers_beside_gc_lose_nothing(based, tmp_path):
     procs = [spawn_lin(based.path, "commit", str(f), "--name", f"c{i}") for i, f in enumerate(folders)]
     gcs = [spawn_lin(based.path, "gc", "--confirm", "--grace", "0") for _ in range(2)]
     results = [(p.communicate(timeout=300), p.returncode) for p in procs + gcs]
-    assert all(rc == 0 for _, rc in results), [err for (_, err), rc in results if rc]
+    assert all(rc == 0 for _, rc in results[16:]), [err for (_, err), rc in results[16:] if rc]
+    # a committer whose branch moved meanwhile keeps its version and says so (exit 6), never
+    # moving the branch sideways onto its own line
+    committed = [rc for _, rc in results[:16]]
+    assert set(committed) <= {0, 6} and 0 in committed, [err for (_, err), rc in results[:16] if rc not in (0, 6)]
+    for (_, err), rc in results[:16]:
+        if rc == 6:
+            assert "was committed, but main moved to" in err and "lin branch NAME" in err, err
     repo = Repo.open(based.path)
     versions = repo.versions()
     assert len(versions) == 17
@@ -37,6 +44,12 @@ def test_sixteen_concurrent_committers_beside_gc_lose_nothing(based, tmp_path):
     for i, f in enumerate(folders):
         (name,) = [n for n in versions if n.endswith(f"_c{i}")]
         assert version_bytes(repo, name) == folder_bytes(f)
+    # `lin log` reaches every version on main and names how many are on no branch
+    log = run_lin(repo.path, "log").stdout
+    line, _, side = log.partition("Versions on no branch")
+    on_line = [n for n in versions if n in line]
+    side_count = int(side.split(")")[0].strip(" (")) if side else 0
+    assert len(on_line) + side_count == 17 and side_count == committed.count(6), log
     assert check(repo).ok
     assert run_lin(repo.path, "audit", "--verify").returncode == 0
 

@@ -323,7 +323,7 @@ def _damage_cases():
         blob = next(e for e in items if e.type == "blob")
         bad = [TreeEntry(e.name, "tree" if e is blob else e.type, e.id, e.size, e.executable) for e in items]
         tid = repo.objects.put_object(Tree(entries=bad))
-        cid, _ = repo.write_commit(tree=tid, parents=[], name="bad", move_head=False)
+        cid, _, _ = repo.write_commit(tree=tid, parents=[], name="bad", move_head=False)
         return "bad-link", tid
 
     def dangling(repo):

@@ -163,3 +163,43 @@ def test_api_writes_wait_for_gc(tmp_path, monkeypatch, op):
         with pytest.raises(LockTimeout):
             calls[op]()
     calls[op]()  # and once gc is done, it goes through
+
+
+# ------------------------------------------------------------------ a branch never moves sideways
+
+
+def test_a_branch_that_moved_meanwhile_stays_and_the_version_keeps_its_name(tmp_path):
+    from lineagestore.core.publish import BranchMoved
+    repo = Repo.init(tmp_path / ".lineage")
+    v1 = repo.import_model(_folder_with_file(tmp_path / "m", "{}"), "base")
+    seen_at_start = (repo.head_branch(), repo.head())
+    v2 = repo.commit_folder(_folder_with_file(tmp_path / "m", '{"a": 1}'), "other")  # main moves to v2
+    with pytest.raises(BranchMoved) as e:
+        publish(repo, lambda b: _empty_tree(b), name="late", parents=[v1.id], expect_head=seen_at_start)
+    assert e.value.exit_code == 6
+    assert "v003_late was committed, but main moved to v002_other" in str(e.value)
+    assert "lin branch NAME v003_late" in e.value.hint
+    assert repo.branches()["main"] == v2.id and repo.head() == v2.id
+    assert repo.resolve("v003_late") == e.value.published.id
+    assert repo.commit(e.value.published.id).parents == [v1.id]
+    from lineagestore.versions.history import off_branch
+    assert off_branch(repo) == ["v003_late"]
+
+
+def test_a_version_that_descends_from_the_moved_tip_still_advances_the_branch(tmp_path):
+    repo = Repo.init(tmp_path / ".lineage")
+    repo.import_model(_folder_with_file(tmp_path / "m", "{}"), "base")
+    seen_at_start = (repo.head_branch(), repo.head())
+    v2 = repo.commit_folder(_folder_with_file(tmp_path / "m", '{"a": 1}'), "other")
+    pub = publish(repo, lambda b: _empty_tree(b), name="on_top", parents=[v2.id], expect_head=seen_at_start)
+    assert repo.branches()["main"] == pub.id and pub.head_moved is None
+
+
+def test_an_explicit_older_parent_still_moves_the_branch_it_found(tmp_path):
+    """`lin commit --parent OLDER` (and `lin train --base OLDER`) start a side line on purpose:
+    the branch was where the command found it, so it moves."""
+    repo = Repo.init(tmp_path / ".lineage")
+    v1 = repo.import_model(_folder_with_file(tmp_path / "m", "{}"), "base")
+    repo.commit_folder(_folder_with_file(tmp_path / "m", '{"a": 1}'), "other")
+    v3 = repo.commit_folder(_folder_with_file(tmp_path / "m", '{"b": 2}'), "side", parents=[v1.id])
+    assert repo.branches()["main"] == v3.id

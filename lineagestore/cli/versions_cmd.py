@@ -231,6 +231,12 @@ def log(
         if backed is not None:
             o.line(f"    backup   {'yes (' + repo.settings.backup.remote + ')' if backed.get(v.id) else 'not yet (lin backup)'}")
         o.line()
+    if not all_:
+        from ..versions.history import off_branch
+        side = off_branch(repo)
+        if side:
+            shown = ", ".join(side[:8]) + (f" and {len(side) - 8} more" if len(side) > 8 else "")
+            o.line(f"Versions on no branch ({len(side)}): {shown}. See them with `lin log --all --graph`.")
 
 
 # ------------------------------------------------------------------------------ show

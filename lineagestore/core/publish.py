@@ -29,7 +29,8 @@ from typing import Any
 
 from .ids import check_object_id
 from .progress import NULL, Progress
-from .repo import HookFailure, PublishEvent, Repo
+from .errors import Conflict
+from .repo import HeadMoved, HookFailure, PublishEvent, Repo
 from .settings import read_env
 from .store import ObjectStore
 
@@ -48,6 +49,15 @@ class Published:
     new_objects: int
     new_bytes: int
     after: dict[str, Any] = field(default_factory=dict)
+    head_moved: HeadMoved | None = None  # set when HEAD stayed where another command moved it
+
+
+class BranchMoved(Conflict):
+    """A version was published, but HEAD's branch moved meanwhile and does not lead to it."""
+
+    def __init__(self, published: Published, message: str, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.published = published
 
 
 def publish(repo: Repo, content: Callable[[ObjectStore], str], *, name: str, kind: str = "commit",
@@ -55,15 +65,22 @@ def publish(repo: Repo, content: Callable[[ObjectStore], str], *, name: str, kin
             metrics: dict | None = None, params: dict | None = None, code: dict | None = None,
             env: dict | None = None, message: str = "", extra: dict | None = None,
             activate: bool = True, retire: dict[str, str] | None = None, compression_level: int | None = None,
-            progress: Progress = NULL) -> Published:
+            expect_head: tuple[str | None, str | None] | None = None, progress: Progress = NULL) -> Published:
     """Store a version's objects with ``content(batch) -> tree id``, then name and announce it.
 
     ``parents=None`` means the active version (HEAD), or none in an empty store. ``env`` defaults
     to :func:`environment`. ``retire`` maps refs to the value they must still have; they are
     deleted together with the publish (a committed training run). ``activate=False`` leaves HEAD
     and its branch where they are.
+
+    HEAD's branch moves only if it is where it was when this publish began (or where
+    ``expect_head`` says the caller's work began: a training run), or if the new version descends
+    from where it is now. Otherwise the version is kept under its name, the branch stays, and
+    :class:`BranchMoved` (exit 6) is raised after the hooks ran; it carries the result.
     """
     with repo.writing():
+        if expect_head is None:
+            expect_head = (repo.head_branch(), repo.head())
         if parents is None:
             head = repo.head()
             parents = [head] if head else []
@@ -79,18 +96,30 @@ def publish(repo: Repo, content: Callable[[ObjectStore], str], *, name: str, kin
             batch.discard()
             raise
         new = (batch.written_objects - before[0], batch.written_bytes - before[1])
-        cid, commit = repo.write_commit(
+        cid, commit, moved = repo.write_commit(
             tree=tree, parents=list(parents), name=name, kind=kind, datasets=datasets,
             metrics=metrics, params=params, code=code, env=environment() if env is None else env,
-            message=message, extra=extra, move_head=activate)
+            message=message, extra=extra, move_head=activate, expect_head=expect_head)
         for ref, old in (retire or {}).items():
             repo.update_ref(ref, old, None, f"{kind}: published as {commit.name}")
         repo.notes.append(f"published {commit.name} ({cid[:12]}), {new[1]} new bytes")
     result = Published(id=cid, name=commit.name, kind=kind, parents=list(parents),
                        parent_names=[repo.name_of(p) or p[:12] for p in parents], tree=tree,
-                       datasets=list(commit.datasets), new_objects=new[0], new_bytes=new[1])
+                       datasets=list(commit.datasets), new_objects=new[0], new_bytes=new[1], head_moved=moved)
     result.after = announce(repo, PublishEvent("version", cid, commit.name, progress))
+    if moved is not None:
+        raise _branch_moved(repo, result, moved)
     return result
+
+
+def _branch_moved(repo: Repo, result: Published, moved: HeadMoved) -> BranchMoved:
+    where = moved.branch.removeprefix("refs/heads/") if moved.branch else "HEAD"
+    tip = repo.name_of(moved.tip) or moved.tip[:12]
+    return BranchMoved(
+        result,
+        f"{result.name} was committed, but {where} moved to {tip} while it ran: {where} stays at {tip} "
+        f"and {result.name} is kept under its name",
+        hint=f"continue its line with `lin branch NAME {result.name}`, or check out {where} and commit again")
 
 
 def announce(repo: Repo, event: PublishEvent) -> dict[str, Any]:

@@ -44,6 +44,15 @@ class RefChange:
 
 
 @dataclass
+class HeadMoved:
+    """HEAD's branch (or a detached HEAD) moved to ``tip`` while a commit ran, away from ``expected``."""
+
+    branch: str | None
+    tip: str
+    expected: str | None
+
+
+@dataclass
 class PublishEvent:
     """Something new landed: a ``version`` (published) or a training run's ``checkpoint``."""
 
@@ -359,11 +368,16 @@ class Repo:
                      datasets: list[str] | None = None, metrics: dict | None = None,
                      params: dict | None = None, code: dict | None = None, env: dict | None = None,
                      message: str = "", extra: dict | None = None, move_head: bool = True,
-                     author: str | None = None) -> tuple[str, Commit]:
+                     expect_head: tuple[str | None, str | None] | None = None,
+                     author: str | None = None) -> tuple[str, Commit, HeadMoved | None]:
         """Name, write and publish a commit whose tree and data objects are already stored.
 
         Under the refs lock: allocate ``vNNN``, write the commit object, create the immutable
         tag, then advance HEAD (the branch it points at, or HEAD itself when detached).
+        ``expect_head`` is (HEAD's branch, its tip) as the caller saw them when its work began.
+        HEAD advances only if it is still there, or if the new commit descends from where it is
+        now; otherwise the version stays under its name, HEAD does not move, and the third
+        value says where HEAD went meanwhile (a branch never moves sideways).
         """
         check_object_id(tree)
         for p in parents:
@@ -380,11 +394,24 @@ class Repo:
                             extra=dict(extra or {}))
             cid = self.objects.put_object(commit)
             self.update_ref(f"refs/tags/{vname}", None, cid, f"{kind}: {vname}")
-            if move_head:
-                branch = self.head_branch()
-                if branch is not None:
-                    old = self.refs.resolve(branch)
-                    self.update_ref(branch, old, cid, f"{kind}: {vname}")
-                else:
-                    self.set_head(None, cid, f"{kind}: {vname}")
-        return cid, commit
+            moved = self._advance_head(cid, commit, expect_head, f"{kind}: {vname}") if move_head else None
+        return cid, commit, moved
+
+    def _advance_head(self, cid: str, commit: Commit, expect: tuple[str | None, str | None] | None,
+                      message: str) -> HeadMoved | None:
+        branch = self.head_branch()
+        tip = self.refs.resolve(branch) if branch is not None else self.head()
+        if expect is not None and (branch, tip) != expect and tip is not None and not self._descends(commit, tip):
+            return HeadMoved(branch, tip, expect[1])
+        if branch is not None:
+            self.update_ref(branch, tip, cid, message)
+        else:
+            self.set_head(None, cid, message)
+        return None
+
+    def _descends(self, commit: Commit, ancestor: str) -> bool:
+        """Whether ``ancestor`` is among the ancestors of ``commit`` (all parents)."""
+        for p in commit.parents:
+            if p == ancestor or any(cid == ancestor for cid, _ in self.all_ancestors(p)):
+                return True
+        return False

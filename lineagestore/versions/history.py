@@ -124,6 +124,21 @@ def show(repo: Repo, rev: str) -> ShowInfo:
                     {"count": count, "bytes": nbytes, "dtypes": dict(sorted(dtypes.items()))})
 
 
+def off_branch(repo: Repo) -> list[str]:
+    """Version names on no branch's line (nor HEAD's): side lines, e.g. a commit that found its
+    branch moved by another command while it ran."""
+    starts = list(repo.branches().values()) + ([repo.head()] if repo.head() else [])
+    seen: set[str] = set()
+    stack = [c for c in starts if c]
+    while stack:
+        cur = stack.pop()
+        if cur in seen:
+            continue
+        seen.add(cur)
+        stack.extend(p for p in repo.commit(cur).parents if p not in seen)
+    return [name for name, cid in repo.versions().items() if cid not in seen]
+
+
 def registry(repo: Repo) -> dict[str, dict]:
     """All versions in the shape of the ``registry.json`` people kept by hand."""
     head = repo.head()
