@@ -4,9 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-EXTRAS := train,s3,samples,test
+EXTRAS := train,s3,samples,test,lint
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test lint venv bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -p no:cacheprovider tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lineagestore tests benchmarks scripts tools
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) demo
