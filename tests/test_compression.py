@@ -154,7 +154,8 @@ def test_an_unknown_mode_is_one_clear_error(store_dir, lin):
 def test_put_file_range_copies_verifies_and_dedupes(tmp_path):
     from lineagestore.core.errors import InvalidInput
     from lineagestore.core.ids import hash_object
-    from lineagestore.core.store import DiskObjectStore, ParallelWriter
+    from lineagestore.core.content import ParallelWriter
+    from lineagestore.core.store import DiskObjectStore
     (tmp_path / "objects").mkdir()
     (tmp_path / "tmp").mkdir()
     store = DiskObjectStore(tmp_path / "objects", tmp_path / "tmp")
@@ -177,7 +178,7 @@ def test_put_file_range_copies_verifies_and_dedupes(tmp_path):
             assert store.put_range(fd, 4, len(weights), w).result() == whole
         assert store.written_objects == n  # stored once
         with pytest.raises(InvalidInput, match="ended early"):
-            store.put_file_range(fd, len(weights), 4 << 20, str(src))  # past the end
+            store.put_range(fd, len(weights), 4 << 20, where=str(src))  # past the end
     finally:
         os.close(fd)
     assert not list((tmp_path / "tmp").iterdir())

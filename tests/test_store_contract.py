@@ -1,4 +1,5 @@
-"""One contract, two object stores: every test runs against the disk store and its memory twin."""
+"""One contract, three object stores: every test runs against the disk store, a batch of it (its
+objects waiting in temp files until flush) and the memory twin."""
 
 from __future__ import annotations
 
@@ -10,24 +11,39 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 from lineagestore.core.errors import CorruptObject, InvalidInput, ObjectNotFound
 from lineagestore.core.ids import hash_object
-from lineagestore.core.objects import CHUNK_SIZE, CODEC_RAW, CODEC_ZSTD, Tree, TreeEntry
-from lineagestore.core.store import DiskObjectStore, MemoryObjectStore, ParallelWriter
+from lineagestore.core.content import content_id, file_content_id
+from lineagestore.core.objects import CHUNK_SIZE, CODEC_RAW, CODEC_ZSTD, RECORDS_MAX, Tree, TreeEntry
+from lineagestore.core.content import ParallelWriter
+from lineagestore.core.store import BatchObjectStore, DiskObjectStore, MemoryObjectStore
 
 
-@pytest.fixture(params=["disk", "memory"])
+@pytest.fixture(params=["disk", "batch", "memory"])
 def store(request, tmp_path):
     if request.param == "memory":
-        return MemoryObjectStore()
+        yield MemoryObjectStore()
+        return
     (tmp_path / "objects").mkdir()
     (tmp_path / "tmp").mkdir()
-    return DiskObjectStore(tmp_path / "objects", tmp_path / "tmp")
+    disk = DiskObjectStore(tmp_path / "objects", tmp_path / "tmp")
+    if request.param == "disk":
+        yield disk
+        return
+    batch = disk.batch()
+    yield batch
+    batch.discard()
+
+
+def file_of(store, oid: str):
+    """Where the bytes of ``oid`` are: its object file, or a batch's temp file until flush."""
+    waiting = store.waiting_file(oid) if isinstance(store, BatchObjectStore) else None
+    return waiting or store.path_for(oid)
 
 
 def flip_byte(store, oid: str, offset: int = -1) -> None:
     if isinstance(store, MemoryObjectStore):
         store.corrupt(oid, offset)
         return
-    p = store.path_for(oid)
+    p = file_of(store, oid)
     os.chmod(p, 0o644)
     b = bytearray(p.read_bytes())
     b[offset] ^= 0x01
@@ -59,7 +75,7 @@ def test_put_twice_stores_once_and_refreshes_mtime(store):
     before = store.written_objects
     if isinstance(store, DiskObjectStore):
         old = time.time() - 3600
-        os.utime(store.path_for(oid), (old, old))
+        os.utime(file_of(store, oid), (old, old))
     m0 = store.mtime(oid)
     store.put("blob", b"x" * 100)
     assert store.written_objects == before
@@ -114,6 +130,32 @@ def test_large_content_is_chunked_and_streams_back(store, tmp_path):
     pieces = list(store.iter_content(oid))
     assert len(pieces) == 3 and b"".join(pieces) == data
     assert store.put_bytes_chunked(data) == oid
+    assert store.get(oid, "chunks").parts == [[hash_object("blob", data[i:i + CHUNK_SIZE]), len(pieces[i // CHUNK_SIZE])]
+                                               for i in range(0, len(data), CHUNK_SIZE)]
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        with ParallelWriter(2) as w:
+            assert store.put_range(fd, 0, len(data), w).result() == oid
+        assert store.put_range(fd, 0, len(data)) == oid
+    finally:
+        os.close(fd)
+    with ParallelWriter(2) as w:
+        assert store.put_bytes_chunked(data, w).result() == oid
+    assert content_id([(hash_object("blob", data[i:i + CHUNK_SIZE]), len(data[i:i + CHUNK_SIZE]))
+                       for i in range(0, len(data), CHUNK_SIZE)]) == oid == file_content_id(p)
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1])
+def test_chunking_rule_at_the_edges(store, tmp_path, size):
+    """Up to CHUNK_SIZE bytes (empty included) are one blob; one byte more is a chunks object."""
+    data = (b"\x01\x02" * (size // 2 + 1))[:size]
+    p = tmp_path / "f.bin"
+    p.write_bytes(data)
+    oid = store.put_bytes_chunked(data)
+    assert store.header(oid).type == ("blob" if size <= CHUNK_SIZE else "chunks")
+    assert store.read_content(oid) == data and file_content_id(p) == oid
+    with open(p, "rb") as f:
+        assert store.put_stream(f, size) == oid
 
 
 def test_stored_form_copies_between_stores_with_verification(store):
@@ -131,6 +173,27 @@ def test_iter_ids_and_prefix(store):
     assert set(store.iter_ids()) == ids
     one = sorted(ids)[0]
     assert one in store.resolve_prefix(one[:6])
+    assert store.stored_size(one) == len(store.get_stored(one))
+
+
+def test_objects_over_their_types_limit_are_never_written(store):
+    with pytest.raises(InvalidInput, match="a records object holds at most"):
+        store.put("records", bytes(RECORDS_MAX + 1))
+    with pytest.raises(InvalidInput, match="a blob object holds at most"):
+        store.put("blob", bytes(CHUNK_SIZE + 1))
+    assert store.put("records", bytes(RECORDS_MAX)) == hash_object("records", bytes(RECORDS_MAX))
+    assert list(store.iter_ids()) == [hash_object("records", bytes(RECORDS_MAX))]
+
+
+def test_a_batch_shows_its_objects_only_after_flush(tmp_path):
+    (tmp_path / "objects").mkdir()
+    (tmp_path / "tmp").mkdir()
+    disk = DiskObjectStore(tmp_path / "objects", tmp_path / "tmp")
+    batch = disk.batch()
+    oid = batch.put("blob", b"waiting" * 20)
+    assert batch.has(oid) and not disk.has(oid) and list(disk.iter_ids()) == []
+    assert batch.flush() == 1
+    assert disk.get_raw(oid) == ("blob", b"waiting" * 20) and batch.waiting_file(oid) is None
 
 
 def test_disk_objects_are_read_only(tmp_path):

@@ -54,7 +54,8 @@ def test_store_tensors_is_byte_identical_to_safetensors(spec):
 
 
 def test_large_tensor_is_chunked_and_unchanged_tensors_cost_nothing(monkeypatch):
-    monkeypatch.setattr(tensorio, "CHUNK_SIZE", 1000)
+    from lineagestore.core import content
+    monkeypatch.setattr(content, "CHUNK_SIZE", 1000)  # the chunking rule, shrunk to see chunks
     repo = Repo.memory()
     t = {"w": torch.arange(1000, dtype=torch.float32), "b": torch.ones(3)}
     tf1, _ = tensorio.store_tensors(repo.objects, t)
@@ -179,7 +180,7 @@ def test_compressed_files_and_no_final_newline(tmp_path, tok):
     plain.write_text(text)
     (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(text.encode()))
     (tmp_path / "d.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
-    from lineagestore.data.records import file_content_id
+    from lineagestore.core.content import file_content_id
     got = [ds.load_data([(p, file_content_id(p))], tok) for p in sorted(tmp_path.iterdir())]
     assert all(g.examples == 2 and np.array_equal(g.ids, got[0].ids) for g in got)
 
@@ -191,7 +192,7 @@ def test_bad_lines_and_changed_files(tmp_path, tok):
         ds.load_data([(path, None)], tok)
     ids, _mask, _off, info = ds.tokenize_file(path, tok, skip_bad_lines=True)
     assert info.examples == 1 and info.skipped_lines == 2
-    from lineagestore.data.records import file_content_id
+    from lineagestore.core.content import file_content_id
     fp = file_content_id(path)
     path.write_text('{"text": "other"}\n')
     with pytest.raises(Conflict, match="changed since"):
@@ -199,7 +200,7 @@ def test_bad_lines_and_changed_files(tmp_path, tok):
 
 
 def test_token_cache_and_blocks(tmp_path, tok, monkeypatch):
-    from lineagestore.data.records import file_content_id
+    from lineagestore.core.content import file_content_id
     path = tmp_path / "d.jsonl"
     samples.write_jsonl(path, samples.bible_records(0, 30))
     fp = file_content_id(path)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import zstandard
 
-from .errors import CorruptObject, UnsupportedFormat
+from .errors import CorruptObject, InvalidInput, UnsupportedFormat
 from .ids import check_object_id
 
 # ----------------------------------------------------------------------------- file header
@@ -44,6 +44,17 @@ CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd"}
 
 #: files (and tensors) larger than this are split into blobs of this size listed by a chunks object
 CHUNK_SIZE = 16 << 20
+#: a ``records`` object holds at most 262,144 ids of 16 bytes (lineagestore.data.ledger.PART_IDS)
+RECORDS_MAX = 4 << 20
+#: JSON objects (commits, trees, ...). The largest are tensor files, ~300 bytes per tensor (its
+#: safetensors header entry plus its list entry): 64 MiB holds 200,000 tensors in one file.
+JSON_MAX = 64 << 20
+#: the largest decoded size each type may have. A header declaring more is corrupt: readers refuse
+#: it before allocating or decoding anything, and writers never make such an object.
+MAX_SIZE: dict[str, int] = {
+    "blob": CHUNK_SIZE, "records": RECORDS_MAX,
+    **{t: JSON_MAX for t in ("chunks", "tensor-file", "tree", "commit", "dataset", "checkpoint")},
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,9 @@ class ObjectHeader:
 
 
 def pack_header(type_name: str, codec: int, size: int) -> bytes:
+    if size > MAX_SIZE[type_name]:
+        raise InvalidInput(f"a {type_name} object holds at most {MAX_SIZE[type_name]:,} bytes; "
+                           f"this one would hold {size:,}")
     return HEADER.pack(MAGIC, TYPE_CODES[type_name], codec, 0, size)
 
 
@@ -69,7 +83,12 @@ def unpack_header(raw: bytes, where: str = "object") -> ObjectHeader:
         raise CorruptObject(f"{where}: unknown object type code {code}")
     if codec not in CODEC_NAMES:
         raise CorruptObject(f"{where}: unknown codec {codec}")
-    return ObjectHeader(TYPE_NAMES[code], codec, size)
+    type_name = TYPE_NAMES[code]
+    if size > MAX_SIZE[type_name]:
+        raise CorruptObject(f"{where} is corrupt: its header declares {size:,} bytes, "
+                            f"more than a {type_name} may hold ({MAX_SIZE[type_name]:,})",
+                            hint="run `lin fsck` to list every damaged object")
+    return ObjectHeader(type_name, codec, size)
 
 
 # ------------------------------------------------------------------------------ compression
@@ -147,10 +166,18 @@ def encode_payload(data: bytes | memoryview, level: int = _ZSTD_LEVEL,
     return compress(data, level)
 
 
-def decompress(codec: int, payload: bytes, size: int, where: str = "object") -> bytes:
+def decompress(codec: int, payload: bytes | memoryview, size: int, where: str = "object") -> bytes | memoryview:
+    """The decoded content of a payload whose header declares ``size`` (already bounded by
+    :func:`unpack_header`). Never produces more than ``size`` bytes: zstd allocates what the
+    frame declares, so a frame declaring more than the header is refused before decoding.
+    Raw payloads come back as given (callers check the length and hash)."""
     if codec == CODEC_RAW:
         return payload
     try:
+        declared = zstandard.frame_content_size(payload)
+        if declared > size:  # -1: not declared, then max_output_size bounds the output
+            raise CorruptObject(f"{where} is corrupt: its zstd frame declares {declared:,} bytes, "
+                                f"its header {size:,}", hint="run `lin fsck` to list every damaged object")
         return _decompressor().decompress(payload, max_output_size=size)
     except zstandard.ZstdError as e:
         raise CorruptObject(f"{where}: payload does not decompress ({e})") from e

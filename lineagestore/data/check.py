@@ -19,6 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ..core.content import file_content_id
 from ..core.errors import LinError
 from ..core.names import parse_version
 from ..core.progress import NULL, Progress
@@ -26,7 +27,6 @@ from ..core.repo import Repo
 from .entries import DatasetInfo, current
 from .idsets import rechunk
 from .ledger import Ledger, iter_record_set
-from .records import file_content_id
 from .registry import register, verify_file
 from .scan import check_file, scan_file
 from .usage import dataset_key

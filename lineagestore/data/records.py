@@ -15,15 +15,13 @@ core only. Blocks of lines are parsed by :mod:`lineagestore.data.blocks`, sets o
 from __future__ import annotations
 
 import json
-import os
 import re
 import zlib
 
 import blake3
 
 from ..core.errors import InvalidInput
-from ..core.ids import hash_object
-from ..core.objects import CHUNK_SIZE, Chunks, canonical_json
+from ..core.objects import canonical_json
 
 ID_BYTES = 16
 #: the suffixes lin reads, longest first
@@ -289,26 +287,3 @@ class Decoder:
         kind = "gzip" if self.fmt == "jsonl.gz" else "zstd"
         return InvalidInput(f"{self.name}: truncated or corrupt {kind} file ({why})",
                             hint="the file was probably cut short while copying; copy it again")
-
-
-# ----------------------------------------------------------------------------- content ids
-
-
-def content_id(piece_ids: list[tuple[str, int]]) -> str:
-    """The id of a file's bytes from the ids of its CHUNK_SIZE pieces (blob, or chunks above)."""
-    if len(piece_ids) == 1:
-        return piece_ids[0][0]
-    size = sum(n for _, n in piece_ids)
-    return hash_object("chunks", Chunks(size=size, parts=[[i, n] for i, n in piece_ids]).encode())
-
-
-def file_content_id(path: os.PathLike | str) -> str:
-    """The id the store gives a file's bytes (without storing anything)."""
-    pieces: list[tuple[str, int]] = []
-    with open(path, "rb") as f:
-        while True:
-            piece = f.read(CHUNK_SIZE)
-            if not piece:
-                break
-            pieces.append((hash_object("blob", piece), len(piece)))
-    return content_id(pieces) if pieces else hash_object("blob", b"")

@@ -16,6 +16,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..core.content import file_content_id
 from ..core.errors import InvalidInput, LinError, NotFound, RefConflict, Refused
 from ..core.ids import is_id_prefix, short
 from ..core.objects import Chunks, Dataset
@@ -23,7 +24,7 @@ from ..core.progress import NULL, Progress
 from ..core.repo import Repo, utc_now
 from .entries import DATA_REF, DatasetInfo, current, registry
 from .ledger import put_record_set
-from .records import detect_format, file_content_id
+from .records import detect_format
 from .scan import ScanResult, check_file, scan_file
 from .tokens import CORE_FILES, TOKENIZER_FILES, open_tokenizer, tokenizer_id
 from .usage import usage

@@ -24,13 +24,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..core.content import content_id
 from ..core.errors import InvalidInput, NotFound
 from ..core.ids import hash_object
 from ..core.objects import CHUNK_SIZE
 from ..core.progress import NULL, Progress
 from .blocks import MAX_BAD_SHOWN, BlockResult, parse_block
 from .idsets import ID_DTYPE, as_ids, merge_sorted, sort_unique
-from .records import ID_BYTES, Decoder, content_id, detect_format
+from .records import ID_BYTES, Decoder, detect_format
 from .tokens import counter_for
 from .workers import Workers
 

@@ -138,7 +138,7 @@ def _from_revision(repo: "Repo", commit_id: str, stack: contextlib.ExitStack,
 
 
 def _from_path(path: Path) -> TokenizerSource:
-    from .records import file_content_id
+    from ..core.content import file_content_id
     if path.is_file():
         if not path.name.endswith(".json"):
             raise InvalidInput(f"--tokenizer {path}: give a folder with tokenizer files or a tokenizer.json file")

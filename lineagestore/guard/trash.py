@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..core.errors import CorruptObject, InvalidInput, ObjectNotFound
+from ..core.content import decode_stored
+from ..core.errors import InvalidInput, ObjectNotFound
 from ..core.fsutil import fsync_dir, kill_point
-from ..core.ids import check_object_id, hash_object, is_object_id
-from ..core.objects import HEADER_SIZE, decompress, links_of, unpack_header
+from ..core.ids import check_object_id, is_object_id
+from ..core.objects import links_of
 from ..core.repo import Repo
 from .reachability import object_links
 
@@ -106,14 +107,9 @@ def find_in_trash(repo: Repo, prefix: str) -> dict[str, Path]:
 
 def read_trash_object(path: Path, oid: str) -> tuple[str, bytes, bytes]:
     """(type, decoded content, stored bytes) of an object file in trash, verified against ``oid``."""
-    check_object_id(oid)
     raw = path.read_bytes()
-    where = f"object {oid} in {path.parent.parent.name}"
-    h = unpack_header(raw, where)
-    data = decompress(h.codec, raw[HEADER_SIZE:], h.size, where)
-    if len(data) != h.size or hash_object(h.type, data) != oid:
-        raise CorruptObject(f"{where} is corrupt: its content does not hash to its id")
-    return h.type, bytes(data), raw
+    h, data = decode_stored(oid, raw, f"object {oid} in {path.parent.parent.name}")
+    return h.type, data, raw
 
 
 def make_writable(path: Path) -> None:

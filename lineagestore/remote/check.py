@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
+from ..core.content import decode_stored
 from ..core.errors import CorruptObject, LinError
 from ..core.ids import is_object_id
 from ..core.objects import HEADER_SIZE, LINKING_TYPES, links_of
@@ -12,7 +13,7 @@ from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..core.store import ObjectStore
 from .cache import KnownObjects
-from .session import (FORMAT_KEY, RemoteSession, check_stored, object_key, open_session, read_remote_refs,
+from .session import (FORMAT_KEY, RemoteSession, object_key, open_session, read_remote_refs,
                       unordered_map)
 from .transfer import download_closure
 
@@ -158,7 +159,7 @@ class _ObjectCheck:
                 if got is None:
                     return oid, where, "missing", None, 0
                 progress.advance(len(got[0]))
-                h, data = check_stored(oid, got[0], f"object {oid} on {rs.name}")
+                h, data = decode_stored(oid, got[0], f"object {oid} on {rs.name}")
                 return oid, where, None, links_of(h.type, data) if h.type in LINKING_TYPES else [], h.size
             if present[oid] < HEADER_SIZE:
                 return oid, where, f"object {oid} on {rs.name} is truncated ({present[oid]} bytes)", None, 0
@@ -177,7 +178,7 @@ class _ObjectCheck:
             got = rs.backend.read(object_key(oid))
             if got is None:
                 return oid, where, "missing", None, 0
-            h, data = check_stored(oid, got[0], f"object {oid} on {rs.name}")
+            h, data = decode_stored(oid, got[0], f"object {oid} on {rs.name}")
             return oid, where, None, links_of(h.type, data) if h.type in LINKING_TYPES else [], 0
         except CorruptObject as e:
             return oid, where, str(e), None, 0
@@ -228,7 +229,7 @@ def repair(repo: Repo, remote_name: str | None, problems: Iterable) -> RepairRes
                 res.failed.append({"id": oid, "reason": f"not on {rs.name} either"})
                 continue
             try:
-                h, data = check_stored(oid, got[0], f"object {oid} on {rs.name}")
+                h, data = decode_stored(oid, got[0], f"object {oid} on {rs.name}")
             except CorruptObject as e:
                 res.failed.append({"id": oid, "reason": f"the copy on {rs.name} is corrupt too ({e})"})
                 continue

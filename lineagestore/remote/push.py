@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
+from ..core.content import decode_stored
 from ..core.errors import InvalidInput, NotFound, RefConflict
 from ..core.ids import is_object_id
 from ..core.names import check_name
@@ -24,7 +25,7 @@ from ..core.refs import SYMREF_PREFIX, check_ref_name
 from ..core.repo import Repo
 from .backend import Entry, PreconditionFailed, md5_etag
 from .cache import KnownObjects
-from .session import (HEAD_KEY, NAMESPACES, RemoteSession, check_stored, claim_key, describe, is_ancestor,
+from .session import (HEAD_KEY, NAMESPACES, RemoteSession, claim_key, describe, is_ancestor,
                       namespace_of, object_key, open_session, parallel_map, ref_bytes, set_tracking, tracking_ref,
                       unordered_map, version_number)
 from .transfer import local_closure
@@ -325,7 +326,7 @@ def _send_objects(repo: Repo, rs: RemoteSession, roots: dict[str, str], stop: se
     def send(oid: str) -> tuple[int, int]:
         raw = store.get_stored(oid)
         if verify:
-            h, _ = check_stored(oid, raw, f"object {oid} in this store")
+            h, _ = decode_stored(oid, raw, f"object {oid} in this store")
         else:
             h = unpack_header(raw[:HEADER_SIZE])
         rs.backend.write(object_key(oid), raw, on_bytes=progress.advance)

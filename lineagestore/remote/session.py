@@ -2,7 +2,7 @@
 
 :class:`RemoteSession` reads the remote's ``format`` marker (its identity), its refs and claims,
 probes conditional writes, and finds which objects it lacks. The helpers below run requests on
-threads with bounded memory, verify objects in stored form, compare histories, and keep the
+threads with bounded memory, compare histories, and keep the
 tracking refs ``refs/remotes/<remote>/...`` (what the remote held when we last talked to it).
 """
 
@@ -14,9 +14,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable, Iterable, Iterator
 
 from ..core.errors import CorruptObject, InvalidName, LinError, RefConflict, RemoteError, UnsupportedFormat
-from ..core.ids import hash_object, is_object_id
+from ..core.ids import is_object_id
 from ..core.names import parse_version
-from ..core.objects import HEADER_SIZE, decompress, unpack_header
+from ..core.objects import HEADER_SIZE
 from ..core.refs import check_ref_name
 from ..core.repo import Repo
 from ..core.settings import env_int, read_env
@@ -199,16 +199,6 @@ def unordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
         for f in pending:
             f.cancel()
         pool.shutdown(wait=True)
-
-
-def check_stored(oid: str, raw: bytes | memoryview, where: str):
-    """Verify an object in stored form; return (header, decoded bytes)."""
-    h = unpack_header(bytes(raw[:HEADER_SIZE]), where)
-    view = memoryview(raw)[HEADER_SIZE:]
-    data = decompress(h.codec, view, h.size, where)  # zstandard reads the buffer without a copy
-    if len(data) != h.size or hash_object(h.type, data) != oid:
-        raise CorruptObject(f"{where} is corrupt: its bytes do not hash to its id")
-    return h, data
 
 
 def describe(repo: Repo, oid: str | None) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
+from ..core.content import decode_stored
 from ..core.errors import CorruptObject, ObjectNotFound
 from ..core.objects import HEADER_SIZE, LINKING_TYPES, links_of, unpack_header
 from ..core.progress import Progress
 from ..core.repo import Repo
 from .cache import KnownObjects
-from .session import RemoteSession, check_stored, object_key, unordered_map
+from .session import RemoteSession, object_key, unordered_map
 
 
 def local_closure(repo: Repo, roots: dict[str, str], stop: set[str]) -> tuple[list[str], list[str]]:
@@ -72,7 +73,7 @@ def download_closure(repo: Repo, rs: RemoteSession, roots: dict[str, str], known
         try:
             h = unpack_header(raw[:HEADER_SIZE], what)
             if h.type in LINKING_TYPES:
-                _, data = check_stored(oid, raw, what)
+                _, data = decode_stored(oid, raw, what)
                 return oid, where, raw, links_of(h.type, data, what), None
             store.put_stored(oid, raw)  # verifies the hash before storing
         except CorruptObject as e:

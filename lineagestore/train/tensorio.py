@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from typing import Any, Iterator, Mapping
 
 from ..core.errors import CorruptObject, InvalidInput
-from ..core.objects import CHUNK_SIZE, Chunks, TensorEntry, TensorFile
+from ..core.objects import TensorEntry, TensorFile
 from ..core.safetensors_io import DTYPE_SIZES, parse_header
 from ..core.store import ObjectStore, ParallelWriter
 
@@ -102,22 +102,6 @@ def build_header(specs: list[tuple[str, str, list[int], int]],
     return header, ordered
 
 
-def _put_view(store: ObjectStore, writer: ParallelWriter, view: memoryview) -> "Future[str]":
-    """Store bytes as a blob, or as 16 MiB blobs plus a chunks object; hashing runs on the writer."""
-    if len(view) <= CHUNK_SIZE:
-        return writer.submit(store.put, "blob", view)
-    futures = []
-    for i in range(0, len(view), CHUNK_SIZE):
-        piece = view[i:i + CHUNK_SIZE]
-        futures.append((writer.submit(store.put, "blob", piece), len(piece)))
-    size = len(view)
-
-    def finish() -> str:
-        return store.put_object(Chunks(size=size, parts=[[f.result(), n] for f, n in futures]))
-
-    return writer.submit_after([f for f, _ in futures], finish)
-
-
 def nbytes(t, cast=None) -> int:
     """The stored size of a tensor (after ``cast``)."""
     import torch
@@ -159,7 +143,7 @@ def store_tensors(store: ObjectStore, tensors: Mapping[str, Any], *, metadata: M
             view = tensor_bytes(tensors[spec[0]], cast)
             if len(view) != spec[3]:
                 raise InvalidInput(f"tensor {spec[0]}: {len(view)} bytes, expected {spec[3]}")
-            futures.append((spec, _put_view(store, w, view)))
+            futures.append((spec, store.put_bytes_chunked(view, w)))
         entries = [TensorEntry(name=n, dtype=d, shape=list(s), size=size, id=f.result())
                    for (n, d, s, size), f in futures]
         if ids_out is not None:

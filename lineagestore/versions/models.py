@@ -21,10 +21,11 @@ import blake3
 
 from ..core.errors import InvalidInput, MalformedFile, NotFound, PickleRefused, Refused
 from ..core.fsutil import AtomicFile, atomic_write_bytes, clean_stale_temp, pwrite_all
-from ..core.objects import TensorEntry, TensorFile, Tree, TreeEntry
+from ..core.content import ParallelWriter, file_id, tensor_file, tensor_file_of
+from ..core.objects import Tree, TreeEntry
 from ..core.progress import NULL, Progress
 from ..core.safetensors_io import read_layout
-from ..core.store import MemoryObjectStore, ObjectStore, ParallelWriter
+from ..core.store import ObjectStore
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"}
 MODEL_SUFFIXES = {".safetensors", ".gguf"}
@@ -241,14 +242,12 @@ def _store_safetensors(store: ObjectStore, path: Path, writer: ParallelWriter,
             after = os.fstat(fd)
         finally:
             os.close(fd)
-        entries = [TensorEntry(name=s.name, dtype=s.dtype, shape=list(s.shape), size=s.size,
-                               id=fu.result()) for s, fu in futures]
+        ids = [fu.result() for _, fu in futures]
         # the file may have been rewritten while we read it (a training job saving over it)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) \
                 or after.st_size != layout.file_size:
             raise MalformedFile(f"{path}: changed while being stored; run the command again")
-        tf = TensorFile(header=layout.header.decode("utf-8"), tensors=entries, size=layout.file_size)
-        return store.put_object(tf)
+        return store.put_object(tensor_file(layout, ids))
 
     return writer.submit_after([fu for _, fu in futures], finish), len(layout.tensors)
 
@@ -278,20 +277,6 @@ def _build_trees(store: ObjectStore, files: list[tuple[str, str, str, int, bool]
         return store.put_object(Tree(entries=entries)), total
 
     return write(root)[0]
-
-
-class HashOnlyStore(MemoryObjectStore):
-    """Computes ids like a store would, keeps nothing (for status: what *would* the ids be)."""
-
-    def has(self, oid: str) -> bool:
-        return False
-
-    def _write_file(self, oid, data) -> None:
-        pass
-
-    def header(self, oid):  # chunk detection in store_folder
-        from ..core.objects import ObjectHeader
-        return ObjectHeader("blob", 0, 0)
 
 
 # ------------------------------------------------------------------------------ reading trees
@@ -515,21 +500,6 @@ def _safe_target(target: Path, rel: str) -> Path:
     return cur
 
 
-def file_id(path: Path, type_name: str) -> str | None:
-    """The id a file would have in the store (None if it cannot be read as that type)."""
-    hs = HashOnlyStore()
-    try:
-        if type_name == "tensor-file":
-            with ParallelWriter() as w:
-                fut, _ = _store_safetensors(hs, path, w, NULL)
-                return fut.result()
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            return hs.put_stream(f, size)  # type: ignore[return-value]
-    except (MalformedFile, OSError, InvalidInput):
-        return None
-
-
 def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *, cache_dir: Path,
                   known: dict[str, str] | None = None, force: bool = False,
                   progress: Progress = NULL, commit_id: str | None = None,
@@ -703,16 +673,10 @@ def work_status(store: ObjectStore, tree_id: str, target: os.PathLike | str, cac
 
 
 def _changed_tensors(store: ObjectStore, tf_id: str, path: Path) -> list[str]:
-    hs = HashOnlyStore()
     try:
-        layout = read_layout(path)
-    except (MalformedFile, OSError):
+        new = {t.name: t.id for t in tensor_file_of(path).entries()}
+    except (MalformedFile, OSError, InvalidInput):
         return ["(unreadable safetensors file)"]
     old = {t.name: t.id for t in store.get(tf_id, "tensor-file").entries()}
-    new = {}
-    with open(path, "rb") as f:
-        f.seek(layout.data_start)
-        for s in layout.tensors:
-            new[s.name] = hs.put_stream(f, s.size)
     names = sorted(set(old) | set(new))
     return [n for n in names if old.get(n) != new.get(n)]
