@@ -100,8 +100,12 @@ def files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def new_store(root: Path, models: list[Path], names: list[str] | None = None) -> Repo:
+def new_store(root: Path, models: list[Path], names: list[str] | None = None, compression: str = "auto") -> Repo:
     repo = Repo.init(root / ".lineage")
+    if compression != "auto":  # core.compression: which objects are stored raw (remotes keep them so)
+        with open(root / ".lineage" / "config.toml", "a") as f:
+            f.write(f'\n[core]\ncompression = "{compression}"\n')
+        repo = Repo.open(root / ".lineage")
     for i, m in enumerate(models):
         name = (names or [f"m{j}" for j in range(len(models))])[i]
         if i == 0:
@@ -124,8 +128,9 @@ def models(tmp_path) -> list[Path]:
 # ------------------------------------------------------------------------------ push, clone
 
 
-def test_push_then_clone_is_byte_exact(remote, models, tmp_path, lin):
-    new_store(tmp_path / "a", models[:2], ["base", "tuned"])
+@pytest.mark.parametrize("compression", ["auto", "zstd", "none"])
+def test_push_then_clone_is_byte_exact(remote, models, tmp_path, lin, compression):
+    new_store(tmp_path / "a", models[:2], ["base", "tuned"], compression)
     add_remote(lin, tmp_path / "a", remote)
     code, out, err = lin("--store", tmp_path / "a/.lineage", "push")
     assert code == 0, err
@@ -330,8 +335,9 @@ def test_automatic_backup_failure_and_recovery(remote, models, tmp_path, lin, mo
 # ------------------------------------------------------------------------------ repair, verify
 
 
-def test_fsck_repair_and_verify_remote(remote, models, tmp_path, lin):
-    new_store(tmp_path / "a", models[:2])
+@pytest.mark.parametrize("compression", ["auto", "none"])
+def test_fsck_repair_and_verify_remote(remote, models, tmp_path, lin, compression):
+    new_store(tmp_path / "a", models[:2], compression=compression)
     st = ["--store", tmp_path / "a/.lineage"]
     add_remote(lin, tmp_path / "a", remote)
     a = Repo.open(tmp_path / "a/.lineage")
@@ -378,8 +384,9 @@ def test_fsck_repair_and_verify_remote(remote, models, tmp_path, lin):
 # ------------------------------------------------------------------------------ pull, runs
 
 
-def test_pull_moves_forward_and_updates_the_work_folder(remote, models, tmp_path, lin):
-    new_store(tmp_path / "a", models[:1], ["base"])
+@pytest.mark.parametrize("compression", ["auto", "none"])
+def test_pull_moves_forward_and_updates_the_work_folder(remote, models, tmp_path, lin, compression):
+    new_store(tmp_path / "a", models[:1], ["base"], compression)
     add_remote(lin, tmp_path / "a", remote)
     a = Repo.open(tmp_path / "a/.lineage")
     push(a, "origin")
