@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import CorruptObject, InvalidInput
-from ..versions.models import FileInfo, _build_trees, iter_file_bytes, walk_tree
+from ..versions.models import FileInfo, build_trees, iter_file_bytes, walk_tree
 from ..core.progress import NULL, Progress
 from ..core.store import ObjectStore, ParallelWriter
 from .tensorio import iter_tensors, nbytes, store_tensors
@@ -182,7 +182,7 @@ def store_model(store: ObjectStore, model: Any, *, tokenizer: Any = None, base_t
                  "weight_map": {k: n for n, shard in zip(names, shards) for k in shard}}
         data = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
         files["model.safetensors.index.json"] = ("blob", store.put_bytes_chunked(data), len(data), False)
-    tree = _build_trees(store, [(rel, *v) for rel, v in sorted(files.items())])
+    tree = build_trees(store, [(rel, *v) for rel, v in sorted(files.items())])
     return StoredModel(tree=tree, tensors=len(state), weight_bytes=total,
                        new_objects=store.written_objects - before[0], new_bytes=store.written_bytes - before[1],
                        tensor_ids=tensor_ids)

@@ -205,7 +205,7 @@ def store_folder(store: ObjectStore, folder: os.PathLike | str, *, progress: Pro
                 cache.record(job.path.absolute(), job.st, job.type, oid)
     finally:
         progress.finish()
-    tree = _build_trees(store, [(j.rel, j.type, ids[j.rel], j.size, j.executable) for j in jobs])
+    tree = build_trees(store, [(j.rel, j.type, ids[j.rel], j.size, j.executable) for j in jobs])
     if tensors == 0:
         tensors = sum(len(store.get(ids[j.rel], "tensor-file").tensors) for j in jobs if j.type == "tensor-file")
     return StoredFolder(tree=tree, files=len(jobs), bytes=sum(j.size for j in jobs), tensors=tensors,
@@ -252,8 +252,13 @@ def _store_safetensors(store: ObjectStore, path: Path, writer: ParallelWriter,
     return writer.submit_after([fu for _, fu in futures], finish), len(layout.tensors)
 
 
-def _build_trees(store: ObjectStore, files: list[tuple[str, str, str, int, bool]]) -> str:
-    """Write tree objects for a list of (relative path, type, id, size, executable)."""
+def build_trees(store: ObjectStore, files: list[tuple[str, str, str, int, bool]]) -> str:
+    """Write the tree objects of a folder whose file objects are already stored; return the root id.
+
+    ``files`` holds (relative path with ``/``, entry type, object id, size, executable) per file;
+    the folders in between are made from the paths, each tree's entries sorted by name and its
+    size the sum of its entries' sizes (as :func:`store_folder` writes them).
+    """
     root: dict = {}
     for rel, type_name, oid, size, exe in files:
         node = root
