@@ -9,8 +9,11 @@ Modules (torch and transformers are imported lazily, inside functions):
 - ``dataset``    JSONL -> tokenized examples (plain text; chat with the loss on assistant turns)
 - ``checkpoint`` a run's checkpoint: weights, optimizer/scheduler/RNG state, data position
 - ``runs``       ``refs/runs/<run>``: listing, status, abandon, the per-run lock
-- ``plan``       the seven pre-flight checks and the estimates
-- ``trainer``    the training loop and the final commit
+- ``job``        what plan and training share: the base's tokenizer, the training cache, steps
+- ``model``      the model being trained: device, precision, building it, the loss, the LR schedule
+- ``plan``       the seven pre-flight checks
+- ``estimate``   the plan's estimates: tokens trained, tokens/s, time
+- ``trainer``    the training loop in phases (set up, resume, steps, checkpoints, the new version)
 - ``distributed`` torchrun / DDP helpers (rank 0 alone writes the store)
 - ``goal``       progress toward ``goal.tokens`` along a lineage (``lin progress``)
 """

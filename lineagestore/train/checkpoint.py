@@ -18,14 +18,17 @@ A checkpoint is a ``checkpoint`` object (see docs/format.md) naming:
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..core.errors import CorruptObject, NotFound
-from ..versions.models import _build_trees, walk_tree
 from ..core.objects import Checkpoint
 from ..core.repo import Repo
 from ..core.store import ObjectStore, ParallelWriter
+from ..versions.models import build_trees, walk_tree
 from .tensorio import join_tensors, load_tensors, split_tensors, store_tensors
 
 RUNS_PREFIX = "refs/runs/"
@@ -62,7 +65,7 @@ def save_state(store: ObjectStore, parts: dict[str, Any], *, workers: int = 0) -
             if tensors:
                 tf_id, size = store_tensors(store, tensors, writer=writer)
                 files.append((f"{name}.safetensors", "tensor-file", tf_id, size, False))
-    return _build_trees(store, files)
+    return build_trees(store, files)
 
 
 def load_state(store: ObjectStore, tree_id: str) -> dict[str, Any]:
@@ -81,6 +84,47 @@ def load_state(store: ObjectStore, tree_id: str) -> dict[str, Any]:
         tensors = load_tensors(store, st.id) if st is not None else {}
         out[name] = join_tensors(doc, tensors)
     return out
+
+
+# ------------------------------------------------------------------------------ RNG state
+
+
+def rng_state(device) -> dict:
+    """This process's Python, NumPy and torch (CPU, and CUDA on a GPU) generator states."""
+    import torch
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def set_rng_state(st: dict, device) -> None:
+    """Restore what :func:`rng_state` took (JSON turned its tuples into lists)."""
+    import torch
+    random.setstate(_tuplify(st["python"]))
+    np.random.set_state(_tuplify(st["numpy"]))
+    torch.set_rng_state(st["torch"])
+    if device.type == "cuda" and st.get("cuda") is not None:
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def _tuplify(v: Any) -> Any:
+    return tuple(_tuplify(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def rng_to_json(st: dict) -> dict:
+    """A rank's RNG state as plain JSON (to send it to rank 0)."""
+    doc, tensors = split_tensors(st, "rng")
+    return {"doc": doc, "tensors": {k: v.tolist() for k, v in tensors.items()}}
+
+
+def rng_from_json(d: dict) -> dict:
+    """The RNG state :func:`rng_to_json` sent, with its generator states as uint8 tensors again."""
+    import torch
+    return join_tensors(d["doc"], {k: torch.tensor(v, dtype=torch.uint8) for k, v in d["tensors"].items()})
+
+
+# ------------------------------------------------------------------------------ checkpoint objects
 
 
 @dataclass

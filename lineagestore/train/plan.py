@@ -7,15 +7,14 @@ cannot be answered (no base model, say) fails and says why. The plan is ``ok`` o
 check passes (an overlap check overridden by ``allow_overlap`` passes, marked overridden).
 
 The checks, in order: 1 data files, 2 base model, 3 duplicate training, 4 disk space,
-5 device, 6 unfinished runs on the base, 7 store consistency (quick fsck).
+5 device, 6 unfinished runs on the base, 7 store consistency (quick fsck); each is one
+function ``_check_*`` returning its :class:`Check`. The estimates are in :mod:`.estimate`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,10 @@ from ..core.repo import Repo
 from ..core.settings import read_env
 from . import runs as _runs
 from .checkpoint import read_checkpoint
-from .dataset import Blocks, TokenizedData, load_data
-from .modelio import materialize, tree_weight_summary
+from .dataset import Blocks, load_data
+from .estimate import estimate_time, tokens_for_steps
+from .job import Job, load_tokenizer, steps_for
+from .modelio import tree_weight_summary
 from .settings import TrainSettings
 
 CHECK_TITLES = {
@@ -118,22 +119,12 @@ class Plan:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
+    def from_dict(cls, d: dict) -> Plan:
         d = dict(d)
         d["checks"] = [Check(**c) for c in d.get("checks", [])]
         d["data"] = [DataItem(**x) for x in d.get("data", [])]
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in names and not k.startswith("_")})
-
-
-@dataclass
-class Job:
-    """What a plan loaded that training reuses: the tokenizer, the tokens, a model if measured."""
-
-    tokenizer: Any
-    data: TokenizedData | None
-    meta_dir: Path | None
-    model: Any = None
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -144,60 +135,6 @@ def default_run_name(name: str) -> str:
     from ..core.names import parse_version
     parsed = parse_version(name)
     return parsed[1] if parsed else name
-
-
-def train_cache(repo: Repo) -> Path:
-    d = repo.cache_dir / "train"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def load_tokenizer(repo: Repo, base_tree: str, progress: Progress = NULL):
-    """The base model's tokenizer, from its non-weight files (written once into the cache)."""
-    from transformers import AutoTokenizer
-    meta = materialize(repo.objects, base_tree, train_cache(repo) / f"meta-{base_tree[:24]}", weights=False,
-                       progress=progress)
-    try:
-        with _quiet():
-            tok = AutoTokenizer.from_pretrained(str(meta))
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise InvalidInput(f"the base model has no usable tokenizer ({e})",
-                           hint="store the tokenizer files with the model (tokenizer.json, tokenizer_config.json)") from None
-    if tok.pad_token_id is None and tok.eos_token_id is not None:
-        tok.pad_token = tok.eos_token
-    return tok, meta
-
-
-class _quiet:
-    """Silence transformers' progress bars and advisory logging while loading."""
-
-    def __enter__(self):
-        try:
-            from transformers.utils import logging as hf_logging
-            self._bars = hf_logging.is_progress_bar_enabled()
-            self._level = hf_logging.get_verbosity()
-            hf_logging.disable_progress_bar()
-            hf_logging.set_verbosity_error()
-        except ImportError:  # pragma: no cover
-            self._bars = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._bars is not None:
-            from transformers.utils import logging as hf_logging
-            hf_logging.set_verbosity(self._level)
-            if self._bars:
-                hf_logging.enable_progress_bar()
-
-
-def steps_for(units: int, settings: TrainSettings, world: int) -> tuple[int, int]:
-    """(steps per epoch, total steps) for ``units`` training units."""
-    per_step = settings.batch_size * settings.grad_accum * world
-    per_epoch = max(1, math.ceil(units / per_step)) if units else 0
-    total = per_epoch * settings.epochs
-    if settings.max_steps is not None:
-        total = min(total, settings.max_steps)
-    return per_epoch, total
 
 
 def _gb(n: float) -> str:
@@ -213,18 +150,6 @@ def make_plan(repo: Repo, *, data: list[os.PathLike | str], name: str | None, ba
               progress: Progress = NULL) -> Plan:
     """Run every pre-flight check; return the plan (never raises for a failed check)."""
     settings = (settings or TrainSettings()).validate()
-    checks: dict[str, Check] = {}
-
-    def put(key: str, ok: bool, reason: str, details: list[str] | None = None, hint: str | None = None,
-            overridden: bool = False) -> None:
-        checks[key] = Check(key, CHECK_ORDER.index(key) + 1, CHECK_TITLES[key], ok, reason,
-                            list(details or []), hint, overridden)
-
-    def skip(key: str, why: str) -> None:
-        """A check that cannot run (not a pass: the plan is not ready; not a failure of its own)."""
-        checks[key] = Check(key, CHECK_ORDER.index(key) + 1, CHECK_TITLES[key], False,
-                            f"not checked: {why}", skipped=True)
-
     # -- which run: an explicit --resume picks its base, data, name and settings from the run
     resume_run: _runs.RunInfo | None = None
     if resume:
@@ -246,145 +171,154 @@ def make_plan(repo: Repo, *, data: list[os.PathLike | str], name: str | None, ba
     check_name(run, "run name")
     world = settings.gpus if settings.gpus > 1 else 1
 
-    # -- 2. base
-    base_id = base_tree = base_name = None
+    # the checks run in the order each needs the last: the base's tokenizer counts the data's tokens,
+    # the tokens size the disk check; the plan lists them by number
+    checks: dict[str, Check] = {}
     head = repo.head()
-    base_explicit = base is not None
-    try:
-        base_id = repo.resolve(base or "HEAD")
-        c = repo.commit(base_id)
-        base_tree, base_name = c.tree, c.name
-        bad = _verify_tree(repo, base_tree, progress)
-        how = "named explicitly" if base_explicit else "the active version"
-        if base_explicit and base_id == head:
-            how = "named explicitly; the active version"
-        if bad:
-            put("base", False, f"{base_name}: {len(bad)} object(s) fail verification", bad[:5],
-                hint="run `lin fsck` to see every damaged object")
-        else:
-            put("base", True, f"{base_name} ({how}); every object verifies")
-    except (RevisionNotFound, NotFound) as e:
-        put("base", False, str(e), hint=getattr(e, "hint", None))
-    except LinError as e:
-        put("base", False, f"base {base or 'HEAD'}: {e}")
-
-    model_info: dict = {}
-    tok = meta_dir = None
-    if base_tree:
-        model_info = tree_weight_summary(repo.objects, base_tree)
-        try:
-            tok, meta_dir = load_tokenizer(repo, base_tree)
-        except LinError as e:
-            put("base", False, str(e), hint=e.hint)
-
-    # -- 1. data
-    items = [_data_item(repo, p, base_id if tok is not None else None, register) for p in data]
-    if not items:
-        put("data", False, "no data files given", hint="pass --data FILE (repeatable)")
-    else:
-        missing = [i.path for i in items if not i.exists]
-        broken = [f"{i.path}: {i.error}" for i in items if i.exists and i.error]
-        unregistered = [i.path for i in items if i.exists and not i.dataset and not i.error]
-        det = [f"{Path(i.path).name}: fingerprint {i.fingerprint[:12]}"
-               + (" (registered now)" if i.registered_now else " (registered)") for i in items if i.dataset]
-        if missing:
-            put("data", False, f"missing: {', '.join(missing)}", det)
-        elif broken:
-            put("data", False, "; ".join(broken), det,
-                hint="if the new content is meant to be trained, register it with `lin data add FILE`; "
-                     "otherwise restore the file")
-        elif unregistered:
-            put("data", False, f"not registered: {', '.join(unregistered)}", det,
-                hint="register with `lin data add FILE`, or plan without --no-register")
-        else:
-            put("data", True, f"{len(items)} file(s) verified", det)
+    checks["base"], b = _check_base(repo, base, head, progress)
+    items = [_data_item(repo, p, b.id if b.tokenizer is not None else None, register) for p in data]
+    checks["data"] = _check_data(items)
     datasets = [i.dataset for i in items if i.dataset]
-
-    # -- tokens and steps
-    job = Job(tok, None, meta_dir)
-    units = tokens = steps = per_epoch = None
-    if tok is not None and items and all(i.dataset for i in items):
-        try:
-            job.data = load_data([(Path(i.path), i.fingerprint) for i in items], tok, cache_dir=repo.cache_dir,
-                                 skip_bad_lines=any(i.skipped_lines for i in items), progress=progress)
-            for it, tf in zip(items, job.data.files):
-                it.tokens, it.targets, it.examples = tf.tokens, tf.targets, tf.examples
-            units = len(Blocks(job.data, settings.seq_len, settings.packing))
-            tokens = job.data.tokens
-            per_epoch, steps = steps_for(units, settings, world)
-            if not job.data.targets:
-                put("data", False, "the data has no tokens to train on (no targets)")
-        except LinError as e:
-            put("data", False, str(e), hint=e.hint)
-    tokens_total = None
-    if tokens is not None and steps is not None and per_epoch:
-        tokens_total = _tokens_for_steps(job.data, units, settings, world, steps)
-
-    # -- 3. duplicates
-    overlap_rows: list[dict] = []
-    if base_id is None:
-        skip("duplicates", "no base model")
-    elif not datasets:
-        skip("duplicates", "no registered data")
-    else:
-        put_dup, overlap_rows = _duplicates(repo, items, base_id, allow_overlap, progress)
-        put("duplicates", *put_dup[:2], details=put_dup[2], hint=put_dup[3], overridden=put_dup[4])
-
-    # -- 4. disk
-    disk = _disk(repo, model_info, settings, steps, tokens, job)
-    put("disk", disk["free"] >= disk["need"],
-        f"{_gb(disk['free'])} free, about {_gb(disk['need'])} needed",
-        [f"{k}: {_gb(v)}" for k, v in disk["parts"].items() if v],
-        hint=None if disk["free"] >= disk["need"] else "free disk space, or checkpoint less often (--checkpoint-every)")
-
-    # -- 5. device
-    device = _device(settings, model_info)
-    put("device", device["ok"], device["reason"], device.get("details"), device.get("hint"))
-
-    # -- 6. runs
-    resume_info = None
-    if base_id is None:
-        skip("runs", "no base model")
-    else:
-        ok, reason, det, hint, resume_info = _runs_check(repo, base_id, run, datasets, settings, resume_run)
-        put("runs", ok, reason, det, hint)
-
-    # -- 7. store
-    try:
-        from ..guard import fsck
-        rep = fsck.check(repo, quick=True)
-        if rep.ok:
-            put("store", True, f"{rep.objects} objects, {rep.refs} refs: consistent")
-        else:
-            put("store", False, f"{len(rep.problems)} problem(s) found",
-                [f"{p.kind}: {p.message}" for p in rep.problems[:5]], hint="run `lin fsck` for the full report")
-    except LinError as e:
-        put("store", False, f"fsck failed: {e}")
+    size = _count_tokens(repo, items, b, settings, world, progress)
+    if size.problem is not None:
+        checks["data"] = size.problem
+    checks["duplicates"], overlap_rows = _check_duplicates(repo, items, b.id, datasets, allow_overlap, progress)
+    checks["disk"], disk = _check_disk(repo, b.model, settings, size.steps, size.tokens, size.job)
+    checks["device"], device = _check_device(settings, b.model)
+    checks["runs"], resume_info = _check_runs(repo, b.id, run, datasets, settings, resume_run)
+    checks["store"] = _check_store(repo)
 
     # -- output name, estimate
     number = repo.next_version_number()
     output = version_name(number, slug_from_user(name, number))
-    est, source = None, "unknown"
-    if steps and tokens_total:
-        done_steps = resume_info["step"] if resume_info else 0
-        left = tokens_total * max(0, steps - done_steps) / steps
-        rate, source = _earlier_rate(repo, model_info, device)
-        if rate is None and measure and world == 1 and device["ok"] and base_tree and job.data is not None:
-            try:
-                rate, source, job.model = _measure(repo, base_tree, job, settings, device["type"])
-            except Exception as e:  # noqa: BLE001 - an estimate must not stop the plan
-                source = f"unknown (measurement failed: {type(e).__name__}: {e})"
-        if rate:
-            est = left / rate
+    est, source = estimate_time(repo, size.job, settings, base_tree=b.tree, model=b.model, device=device,
+                                steps=size.steps, tokens_total=size.tokens_total,
+                                done_steps=resume_info["step"] if resume_info else 0, measure=measure, world=world)
     ordered = [checks[k] for k in CHECK_ORDER]
-    plan = Plan(ok=all(c.ok for c in ordered), checks=ordered, name=name, output=output, run=run, base=base_id,
-                base_name=base_name, base_explicit=base_explicit, base_active=(base_id is not None and base_id == head),
-                data=items, datasets=datasets, settings=settings.to_dict(), resume=resume_info, units=units,
-                tokens=tokens, tokens_total=tokens_total, steps=steps, steps_per_epoch=per_epoch, estimate_s=est,
-                estimate_source=source, disk=disk, device={k: v for k, v in device.items() if k != "hint"},
-                model=model_info, allow_overlap=allow_overlap, overlap=overlap_rows, world_size=world)
-    plan._job = job
+    plan = Plan(ok=all(c.ok for c in ordered), checks=ordered, name=name, output=output, run=run, base=b.id,
+                base_name=b.name, base_explicit=b.explicit, base_active=(b.id is not None and b.id == head),
+                data=items, datasets=datasets, settings=settings.to_dict(), resume=resume_info, units=size.units,
+                tokens=size.tokens, tokens_total=size.tokens_total, steps=size.steps,
+                steps_per_epoch=size.per_epoch, estimate_s=est, estimate_source=source, disk=disk,
+                device={k: v for k, v in device.items() if k != "hint"}, model=b.model,
+                allow_overlap=allow_overlap, overlap=overlap_rows, world_size=world)
+    plan._job = size.job
     return plan
+
+
+def _check(key: str, ok: bool, reason: str, details: list[str] | None = None, hint: str | None = None,
+           overridden: bool = False) -> Check:
+    return Check(key, CHECK_ORDER.index(key) + 1, CHECK_TITLES[key], ok, reason, list(details or []), hint,
+                 overridden)
+
+
+def _skipped(key: str, why: str) -> Check:
+    """A check that cannot run (not a pass: the plan is not ready; not a failure of its own)."""
+    return Check(key, CHECK_ORDER.index(key) + 1, CHECK_TITLES[key], False, f"not checked: {why}", skipped=True)
+
+
+# ------------------------------------------------------------------------------ the checks
+
+
+@dataclass
+class _Base:
+    """The base model as check 2 found it (any part may be missing when it failed)."""
+
+    explicit: bool
+    id: str | None = None
+    tree: str | None = None
+    name: str | None = None
+    model: dict = field(default_factory=dict)  # tree_weight_summary
+    tokenizer: Any = None
+    meta_dir: Path | None = None
+
+
+def _check_base(repo: Repo, base: str | None, head: str | None, progress: Progress) -> tuple[Check, _Base]:
+    """2. The base resolves, every object of it verifies, and its tokenizer loads."""
+    b = _Base(explicit=base is not None)
+    check: Check
+    try:
+        b.id = repo.resolve(base or "HEAD")
+        c = repo.commit(b.id)
+        b.tree, b.name = c.tree, c.name
+        bad = _verify_tree(repo, b.tree, progress)
+        how = "named explicitly" if b.explicit else "the active version"
+        if b.explicit and b.id == head:
+            how = "named explicitly; the active version"
+        if bad:
+            check = _check("base", False, f"{b.name}: {len(bad)} object(s) fail verification", bad[:5],
+                           hint="run `lin fsck` to see every damaged object")
+        else:
+            check = _check("base", True, f"{b.name} ({how}); every object verifies")
+    except (RevisionNotFound, NotFound) as e:
+        check = _check("base", False, str(e), hint=getattr(e, "hint", None))
+    except LinError as e:
+        check = _check("base", False, f"base {base or 'HEAD'}: {e}")
+    if b.tree:
+        b.model = tree_weight_summary(repo.objects, b.tree)
+        try:
+            b.tokenizer, b.meta_dir = load_tokenizer(repo, b.tree)
+        except LinError as e:
+            check = _check("base", False, str(e), hint=e.hint)
+    return check, b
+
+
+def _check_data(items: list[DataItem]) -> Check:
+    """1. Every data file exists, matches its registered fingerprint and is registered."""
+    if not items:
+        return _check("data", False, "no data files given", hint="pass --data FILE (repeatable)")
+    missing = [i.path for i in items if not i.exists]
+    broken = [f"{i.path}: {i.error}" for i in items if i.exists and i.error]
+    unregistered = [i.path for i in items if i.exists and not i.dataset and not i.error]
+    det = [f"{Path(i.path).name}: fingerprint {i.fingerprint[:12]}"
+           + (" (registered now)" if i.registered_now else " (registered)") for i in items if i.dataset]
+    if missing:
+        return _check("data", False, f"missing: {', '.join(missing)}", det)
+    if broken:
+        return _check("data", False, "; ".join(broken), det,
+                      hint="if the new content is meant to be trained, register it with `lin data add FILE`; "
+                           "otherwise restore the file")
+    if unregistered:
+        return _check("data", False, f"not registered: {', '.join(unregistered)}", det,
+                      hint="register with `lin data add FILE`, or plan without --no-register")
+    return _check("data", True, f"{len(items)} file(s) verified", det)
+
+
+@dataclass
+class _Size:
+    """The data in tokens and steps (None where it could not be counted)."""
+
+    job: Job
+    units: int | None = None
+    tokens: int | None = None
+    steps: int | None = None
+    per_epoch: int | None = None
+    tokens_total: int | None = None
+    problem: Check | None = None  # a failed data check, when tokenizing fails or finds nothing to train
+
+
+def _count_tokens(repo: Repo, items: list[DataItem], b: _Base, settings: TrainSettings, world: int,
+                  progress: Progress) -> _Size:
+    """Tokenize the data with the base's tokenizer (kept in the job for training); count units and steps."""
+    size = _Size(Job(b.tokenizer, None, b.meta_dir))
+    job = size.job
+    if b.tokenizer is not None and items and all(i.dataset for i in items):
+        try:
+            job.data = load_data([(Path(i.path), i.fingerprint) for i in items], b.tokenizer,
+                                 cache_dir=repo.cache_dir, skip_bad_lines=any(i.skipped_lines for i in items),
+                                 progress=progress)
+            for it, tf in zip(items, job.data.files, strict=True):
+                it.tokens, it.targets, it.examples = tf.tokens, tf.targets, tf.examples
+            size.units = len(Blocks(job.data, settings.seq_len, settings.packing))
+            size.tokens = job.data.tokens
+            size.per_epoch, size.steps = steps_for(size.units, settings, world)
+            if not job.data.targets:
+                size.problem = _check("data", False, "the data has no tokens to train on (no targets)")
+        except LinError as e:
+            size.problem = _check("data", False, str(e), hint=e.hint)
+    if size.tokens is not None and size.steps is not None and size.per_epoch:
+        size.tokens_total = tokens_for_steps(job.data, size.units, settings, world, size.steps)
+    return size
 
 
 def _pick_resume(repo: Repo, run: str | None, base: str | None) -> _runs.RunInfo:
@@ -474,23 +408,14 @@ def _data_item(repo: Repo, path: os.PathLike | str, tokenizer_rev: str | None, r
     return item
 
 
-def _tokens_for_steps(data: TokenizedData, units: int, settings: TrainSettings, world: int, steps: int) -> int:
-    """Exactly the tokens the run trains on: whole epochs, then the start of the next epoch's order."""
-    import numpy as np
-    from .dataset import epoch_order
-    blocks = Blocks(data, settings.seq_len, settings.packing)
-    lengths = np.fromiter((b - a for a, b in (blocks.span(i) for i in range(units))), dtype=np.int64, count=units)
-    per_step = settings.batch_size * settings.grad_accum * world
-    per_epoch = max(1, math.ceil(units / per_step))
-    full, rest = divmod(steps, per_epoch)
-    total = int(lengths.sum()) * full
-    if rest:
-        total += int(lengths[epoch_order(units, settings.seed, full)[:rest * per_step]].sum())
-    return total
-
-
-def _duplicates(repo: Repo, items: list[DataItem], base_id: str, allow: bool, progress: Progress):
+def _check_duplicates(repo: Repo, items: list[DataItem], base_id: str | None, datasets: list[str], allow: bool,
+                      progress: Progress) -> tuple[Check, list[dict]]:
+    """3. No file, and no share of records above the threshold, was trained in the base's lineage."""
     from .. import data as _data
+    if base_id is None:
+        return _skipped("duplicates", "no base model"), []
+    if not datasets:
+        return _skipped("duplicates", "no registered data"), []
     threshold = repo.settings.data.overlap_threshold
     reports = _data.check(repo, [Path(i.path) for i in items if i.dataset], base=base_id, progress=progress)
     problems: list[str] = []
@@ -509,13 +434,30 @@ def _duplicates(repo: Repo, items: list[DataItem], base_id: str, allow: bool, pr
         else:
             details.append(f"{name}: {r.records_seen:,} of {r.records:,} records seen before ({share:.2%})")
     if not problems:
-        return (True, f"no file or record was trained in the base's lineage above {threshold:.1%}", details,
-                None, False), rows
+        return _check("duplicates", True,
+                      f"no file or record was trained in the base's lineage above {threshold:.1%}", details), rows
     if allow:
-        return (True, "overridden with --allow-overlap: " + "; ".join(problems), details, None, True), rows
-    return (False, "; ".join(problems), details,
-            "train on new data, or pass --allow-overlap to train on it again (recorded in the version)",
-            False), rows
+        return _check("duplicates", True, "overridden with --allow-overlap: " + "; ".join(problems), details,
+                      overridden=True), rows
+    return _check("duplicates", False, "; ".join(problems), details,
+                  hint="train on new data, or pass --allow-overlap to train on it again (recorded in the version)"
+                  ), rows
+
+
+def _check_disk(repo: Repo, model: dict, s: TrainSettings, steps: int | None, tokens: int | None,
+                job: Job) -> tuple[Check, dict]:
+    """4. Enough free disk for the checkpoints, the new version and the token cache, with a margin."""
+    disk = _disk(repo, model, s, steps, tokens, job)
+    enough = disk["free"] >= disk["need"]
+    return _check("disk", enough, f"{_gb(disk['free'])} free, about {_gb(disk['need'])} needed",
+                  [f"{k}: {_gb(v)}" for k, v in disk["parts"].items() if v],
+                  hint=None if enough else "free disk space, or checkpoint less often (--checkpoint-every)"), disk
+
+
+def _check_device(s: TrainSettings, model: dict) -> tuple[Check, dict]:
+    """5. The device asked for is there, and each GPU has memory for weights, gradients and Adam."""
+    device = _device(s, model)
+    return _check("device", device["ok"], device["reason"], device.get("details"), device.get("hint")), device
 
 
 def _disk(repo: Repo, model: dict, s: TrainSettings, steps: int | None, tokens: int | None, job: Job) -> dict:
@@ -591,9 +533,13 @@ def _gpu_memory(n: int) -> list[tuple[int, int]]:
     return [torch.cuda.mem_get_info(i) for i in range(n)]
 
 
-def _runs_check(repo: Repo, base_id: str, run: str, datasets: list[str], s: TrainSettings,
-                resume_run: _runs.RunInfo | None):
-    """(ok, reason, details, hint, resume info)."""
+def _check_runs(repo: Repo, base_id: str | None, run: str, datasets: list[str], s: TrainSettings,
+                resume_run: _runs.RunInfo | None) -> tuple[Check, dict | None]:
+    """6. No other unfinished run on the base; a run of this name resumes only as it was started.
+
+    Returns the check and, when the run resumes, {"run", "checkpoint", "step", "status"}."""
+    if base_id is None:
+        return _skipped("runs", "no base model"), None
     others = _runs.on_base(repo, base_id)
     same = next((r for r in others if r.name == run), None)
     if same is None:
@@ -602,20 +548,21 @@ def _runs_check(repo: Repo, base_id: str, run: str, datasets: list[str], s: Trai
         except NotFound:
             same = None
         if same is not None:
-            return (False, f"run {run!r} exists on another base ({same.base_name or same.base})", [],
-                    f"choose another --output or --run, or `lin runs abandon {run}`", None)
+            return _check("runs", False, f"run {run!r} exists on another base ({same.base_name or same.base})",
+                          hint=f"choose another --output or --run, or `lin runs abandon {run}`"), None
     blockers = [r for r in others if r.name != run]
     details = [f"{r.name}: {r.status} at step {r.step}/{r.total_steps or '?'} (output {r.output})" for r in blockers]
     if blockers:
         r = blockers[0]
-        return (False, f"unfinished run {r.name!r} on this base ({r.status}, step {r.step})", details,
-                f"resume it with `lin train --resume --run {r.name}`, or give it up with `lin runs abandon {r.name}`",
-                None)
+        return _check("runs", False, f"unfinished run {r.name!r} on this base ({r.status}, step {r.step})", details,
+                      f"resume it with `lin train --resume --run {r.name}`, "
+                      f"or give it up with `lin runs abandon {r.name}`"), None
     if same is None:
-        return True, "no unfinished run on this base", [], None, None
+        return _check("runs", True, "no unfinished run on this base"), None
     if same.status == _runs.LIVE:
-        return (False, f"run {run!r} is training right now ({_runs.describe_owner({'pid': same.pid, 'host': same.host})})",
-                [], "wait for it to finish", None)
+        owner = _runs.describe_owner({"pid": same.pid, "host": same.host})
+        return _check("runs", False, f"run {run!r} is training right now ({owner})",
+                      hint="wait for it to finish"), None
     diffs = []
     if sorted(same.datasets) != sorted(datasets):
         diffs.append("data")
@@ -623,58 +570,26 @@ def _runs_check(repo: Repo, base_id: str, run: str, datasets: list[str], s: Trai
     mine = s.result_dict()
     diffs += [f"{k} ({theirs[k]!r} -> {mine[k]!r})" for k in mine if theirs.get(k) != mine[k]]
     if diffs:
-        return (False, f"run {run!r} on this base was started with other settings: {', '.join(diffs)}", [],
-                f"resume it as it was with `lin train --resume --run {run}`, or `lin runs abandon {run}`", None)
+        return _check("runs", False, f"run {run!r} on this base was started with other settings: {', '.join(diffs)}",
+                      hint=f"resume it as it was with `lin train --resume --run {run}`, or `lin runs abandon {run}`"
+                      ), None
     ck = read_checkpoint(repo, same.checkpoint)
     how = "--resume" if resume_run is not None else "the same command again"
     info = {"run": run, "checkpoint": same.checkpoint, "step": ck.step, "status": same.status}
-    return True, f"resumes run {run!r} from step {ck.step} ({same.status}; {how})", [], None, info
+    return _check("runs", True, f"resumes run {run!r} from step {ck.step} ({same.status}; {how})"), info
 
 
-def _earlier_rate(repo: Repo, model: dict, device: dict) -> tuple[float | None, str]:
-    """tokens/s of the newest train commit of the same model size on the same kind of device."""
-    want = "cpu" if device.get("type") == "cpu" else "cuda"
-    for vname, cid in reversed(list(repo.versions().items())):
-        try:
-            c = repo.commit(cid)
-        except LinError:
-            continue
-        m = c.metrics
-        if c.kind != "train" or not m.get("tokens_per_s"):
-            continue
-        if m.get("model_params") != model.get("params") or not str(m.get("device", "")).startswith(want):
-            continue
-        return float(m["tokens_per_s"]), f"from earlier run {vname} ({float(m['tokens_per_s']):,.0f} tokens/s)"
-    return None, "unknown"
+def _check_store(repo: Repo) -> Check:
+    """7. A quick fsck finds the store consistent."""
+    try:
+        from ..guard import fsck
+        rep = fsck.check(repo, quick=True)
+        if rep.ok:
+            return _check("store", True, f"{rep.objects} objects, {rep.refs} refs: consistent")
+        return _check("store", False, f"{len(rep.problems)} problem(s) found",
+                      [f"{p.kind}: {p.message}" for p in rep.problems[:5]], hint="run `lin fsck` for the full report")
+    except LinError as e:
+        return _check("store", False, f"fsck failed: {e}")
 
 
-def _measure(repo: Repo, base_tree: str, job: Job, s: TrainSettings, device_type: str):
-    """Time two forward+backward passes on real batches (no optimizer step: weights unchanged)."""
-    import torch
-    from .trainer import build_model, compute_loss, resolve_precision
-    dev = torch.device("cuda:0" if device_type == "cuda" else "cpu")
-    model = job.model or build_model(repo, base_tree, job.meta_dir, dev, s)
-    blocks = Blocks(job.data, s.seq_len, s.packing)
-    idx = list(range(min(len(blocks), s.batch_size)))
-    batch = blocks.batch(idx, job.tokenizer.pad_token_id or 0)
-    n_tokens, _ = blocks.tokens_of(idx)
-    prec = resolve_precision(s.precision, dev)
-    model.train()
-    times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        loss, _sum = compute_loss(model, batch, dev, prec, max(1, n_tokens))
-        loss.backward()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    model.zero_grad(set_to_none=True)
-    rate = n_tokens / max(times[-1], 1e-9) / 1.1  # optimizer step and bookkeeping: ~10%
-    return rate, f"measured ({_human_rate(rate)} over {n_tokens:,} tokens)", model
-
-
-def _human_rate(r: float) -> str:
-    return f"{r:,.0f} tokens/s"
-
-
-__all__ = ["Plan", "Check", "DataItem", "Job", "make_plan", "steps_for", "default_run_name", "load_tokenizer"]
+__all__ = ["Plan", "Check", "DataItem", "make_plan", "default_run_name"]

@@ -29,10 +29,10 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -43,11 +43,26 @@ from ..core.publish import announce, code_revision, environment, publish
 from ..core.repo import PublishEvent, Repo, utc_now
 from ..core.store import ObjectStore
 from . import distributed as D
-from .checkpoint import (FAILED, INTERRUPTED, RUNNING, checkpoint_store, load_state,
-                         read_checkpoint, run_ref, save_state, write_checkpoint)
+from .checkpoint import (
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    checkpoint_store,
+    load_state,
+    read_checkpoint,
+    rng_from_json,
+    rng_state,
+    rng_to_json,
+    run_ref,
+    save_state,
+    set_rng_state,
+    write_checkpoint,
+)
 from .dataset import IGNORE, Blocks, epoch_order, load_data
+from .job import Job, load_tokenizer, steps_for, train_cache
+from .model import build_model, compute_loss, lr_lambda, param_groups, resolve_device, resolve_precision
 from .modelio import load_weights, store_model, tree_weight_summary
-from .plan import Job, Plan, _quiet, load_tokenizer, steps_for
+from .plan import Plan
 from .runs import hold_run
 from .settings import TrainSettings
 
@@ -89,151 +104,6 @@ class TrainResult:
 # ------------------------------------------------------------------------------ building blocks
 
 
-def resolve_device(setting: str, dist: D.Dist):
-    import torch
-    if setting == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device(f"cuda:{dist.local_rank}")
-    if setting == "cuda":
-        raise InvalidInput("--device cuda: no GPU found", hint="train on the CPU with --device cpu")
-    return torch.device("cpu")
-
-
-def resolve_precision(setting: str, device) -> str:
-    """fp32 | bf16 | fp16: ``auto`` is bf16 on a GPU that supports it, fp32 otherwise."""
-    import torch
-    if setting == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return "bf16"
-        return "fp32"
-    if setting == "fp16" and device.type != "cuda":
-        raise InvalidInput("fp16 needs a GPU (its loss scaling is CUDA-only); use bf16 or fp32 on the CPU")
-    return setting
-
-
-def _autocast(device, precision: str):
-    import torch
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def compute_loss(model, batch: dict, device, precision: str, denominator: int):
-    """(loss to backpropagate = summed token cross-entropy / denominator, the summed cross-entropy)."""
-    import torch
-    import torch.nn.functional as F
-    ids = torch.from_numpy(batch["input_ids"]).to(device)
-    att = torch.from_numpy(batch["attention_mask"]).to(device)
-    labels = torch.from_numpy(batch["labels"]).to(device)
-    with _autocast(device, precision):
-        logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits
-    logits = logits[:, :-1, :].float()
-    target = labels[:, 1:]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                         ignore_index=IGNORE, reduction="sum")
-    return ce / denominator, ce
-
-
-def build_model(repo: Repo, base_tree: str, meta_dir: Path | None, device, s: TrainSettings):
-    """The base model in fp32 (master weights), built from its config and filled from the store.
-
-    Weights go from the store into memory without a copy of the model on disk; for architectures
-    whose stored names differ from the module names it falls back to ``from_pretrained`` on a
-    checked-out folder.
-    """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
-    from .modelio import materialize
-    from .plan import train_cache
-    if meta_dir is None:
-        meta_dir = materialize(repo.objects, base_tree, train_cache(repo) / f"meta-{base_tree[:24]}", weights=False)
-    with _quiet():
-        config = AutoConfig.from_pretrained(str(meta_dir))
-        with torch.random.fork_rng(devices=[]):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        try:
-            load_weights(repo.objects, base_tree, model)
-        except CorruptObject:
-            folder = materialize(repo.objects, base_tree, train_cache(repo) / f"base-{base_tree[:24]}")
-            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-        if (meta_dir / "generation_config.json").is_file():
-            try:
-                model.generation_config = GenerationConfig.from_pretrained(str(meta_dir))
-            except (OSError, ValueError):
-                pass
-    if s.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    return model.to(device)
-
-
-def _param_groups(model, s: TrainSettings) -> tuple[list[dict], list[str]]:
-    """Trainable parameters (not frozen by pattern) in two groups: with and without weight decay."""
-    decay, no_decay, names = [], [], []
-    for name, p in model.named_parameters():
-        if any(fnmatch(name, pat) for pat in s.freeze):
-            p.requires_grad_(False)
-        if not p.requires_grad:
-            continue
-        (decay if p.ndim >= 2 else no_decay).append(p)
-        names.append(name)
-    if not names:
-        raise InvalidInput("every parameter is frozen: nothing to train", hint="check the --freeze patterns")
-    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]], names
-
-
-def _lr_lambda(s: TrainSettings, total: int) -> Callable[[int], float]:
-    warm = s.warmup_steps
-    floor = s.min_lr_ratio
-
-    def f(step: int) -> float:
-        if warm and step < warm:
-            return (step + 1) / warm
-        if s.scheduler == "constant" or total <= warm:
-            return 1.0
-        progress = min(1.0, (step - warm) / max(1, total - warm))
-        if s.scheduler == "cosine":
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-        return floor + (1 - floor) * (1 - progress)
-    return f
-
-
-def rng_state(device) -> dict:
-    import torch
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        st["cuda"] = torch.cuda.get_rng_state(device)
-    return st
-
-
-def set_rng_state(st: dict, device) -> None:
-    import torch
-    random.setstate(_tuplify(st["python"]))
-    np.random.set_state(_tuplify(st["numpy"]))
-    torch.set_rng_state(st["torch"])
-    if device.type == "cuda" and st.get("cuda") is not None:
-        torch.cuda.set_rng_state(st["cuda"], device)
-
-
-def _tuplify(v: Any) -> Any:
-    return tuple(_tuplify(x) for x in v) if isinstance(v, (list, tuple)) else v
-
-
-def _rng_to_json(st: dict) -> dict:
-    """A rank's RNG state as plain JSON (to send it to rank 0)."""
-    from .tensorio import split_tensors
-    doc, tensors = split_tensors(st, "rng")
-    return {"doc": doc, "tensors": {k: v.tolist() for k, v in tensors.items()}}
-
-
-def _rng_from_json(d: dict) -> dict:
-    import torch
-    from .tensorio import join_tensors
-    return join_tensors(d["doc"], {k: torch.tensor(v, dtype=torch.uint8) for k, v in d["tensors"].items()})
-
-
 class _StopFlag:
     """SIGTERM/SIGINT -> finish the step, checkpoint, stop; a second signal stops at once."""
 
@@ -241,7 +111,7 @@ class _StopFlag:
         self.signal: int | None = None
         self._old: dict = {}
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -270,6 +140,48 @@ class _State:
     wall_time_s: float = 0.0
     sessions: int = 0
     checkpoints: int = 0
+
+
+@dataclass
+class _Run:
+    """What the phases of one training session share: set up first, then restored or seeded."""
+
+    repo: Repo
+    plan: Plan
+    s: TrainSettings
+    device: Any
+    precision: str
+    dist: D.Dist
+    progress: Progress
+    say: Callable[[str], None]
+    base_tree: str
+    blocks: Blocks
+    pad_id: int
+    per_epoch: int
+    total: int  # optimizer steps of the whole run
+    per_step: int  # training units per optimizer step, all ranks together
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any  # fp16 only
+    names: list[str]  # trainable parameters, in the optimizer's order
+    trainable_params: int
+    save_dtype: Any
+    code: Any = None
+    st: _State = field(default_factory=_State)
+    losses: list[float] = field(default_factory=list)
+    last_ckpt: str | None = None
+    run_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    resumed_from: int | None = None  # step the run continued from (None: a fresh run)
+    # set when the session starts (after restoring)
+    ddp_model: Any = None
+    env: dict = field(default_factory=dict)
+    ckstore: ObjectStore | None = None
+    frozen_names: set[str] = field(default_factory=set)
+    frozen_ids: dict[str, str] = field(default_factory=dict)  # frozen tensors' ids, stored once
+    written: int = 0  # checkpoints written by this process
+    session_start: float = 0.0
+    wall_before: float = 0.0
 
 
 def train(repo: Repo, plan: Plan, *, progress: Progress = NULL, log: Callable[[str], None] | None = None,
@@ -301,9 +213,28 @@ def train(repo: Repo, plan: Plan, *, progress: Progress = NULL, log: Callable[[s
 
 def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dist: D.Dist, progress: Progress,
            say: Callable[[str], None], code_path, message: str) -> TrainResult:
+    r = _set_up(repo, plan, s, device, precision, dist, progress, say)
+    # the training code's revision is taken when the run starts and kept across resumes
+    r.code = code_revision(code_path)
+    if plan.resume:
+        _resume(r, keep_code=code_path is None)
+    else:
+        random.seed(s.seed + dist.rank)
+        np.random.seed((s.seed + dist.rank) & 0xFFFFFFFF)
+        import torch
+        torch.manual_seed(s.seed + dist.rank)
+    r.st.sessions += 1
+    _start_session(r)
+    _run_steps(r)
+    metrics, params = _final_metrics(r)
+    return _publish(r, metrics, params, message)
+
+
+def _set_up(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dist: D.Dist, progress: Progress,
+            say: Callable[[str], None]) -> _Run:
+    """The data as training units, the base model, optimizer, LR schedule and loss scaler (nothing restored)."""
     import torch
-    base_commit = repo.commit(plan.base)
-    base_tree = base_commit.tree
+    base_tree = repo.commit(plan.base).tree
     job: Job | None = plan._job
     if job is None or job.data is None:
         tok, meta_dir = load_tokenizer(repo, base_tree)
@@ -316,243 +247,290 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
     if not len(blocks):
         raise InvalidInput("no training data: the files have no tokens")
     per_epoch, total = steps_for(len(blocks), s, dist.world)
-    per_step = s.batch_size * s.grad_accum * dist.world
 
     model = job.model if job.model is not None else build_model(repo, base_tree, job.meta_dir, device, s)
     job.model = None
     model.to(device)
     model.train()
-    groups, names = _param_groups(model, s)
+    groups, names = param_groups(model, s)
     optimizer = torch.optim.AdamW(groups, lr=s.lr, betas=(s.adam_beta1, s.adam_beta2), eps=s.adam_eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(s, total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(s, total))
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    save_dtype = _save_dtype(repo, base_tree)
+    return _Run(repo=repo, plan=plan, s=s, device=device, precision=precision, dist=dist, progress=progress,
+                say=say, base_tree=base_tree, blocks=blocks, pad_id=pad_id, per_epoch=per_epoch, total=total,
+                per_step=s.batch_size * s.grad_accum * dist.world, model=model, optimizer=optimizer,
+                scheduler=scheduler, scaler=scaler, names=names,
+                trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                save_dtype=_save_dtype(repo, base_tree))
 
-    st = _State()
-    losses: list[float] = []
-    last_ckpt: str | None = None
-    run_id = secrets.token_hex(8)
-    resumed_from = None
-    # the training code's revision is taken when the run starts and kept across resumes
-    code = code_revision(code_path)
-    if plan.resume:
-        ck = read_checkpoint(repo, plan.resume["checkpoint"])
-        last_ckpt = ck.id
-        run_id = str(ck.meta.get("run_id", run_id))
-        if code_path is None and ck.meta.get("code") is not None:
-            code = ck.meta["code"]
-        if ck.state is None:
-            raise CorruptObject(f"checkpoint {ck.id[:12]} of run {plan.run} has no trainer state; "
-                                f"abandon the run (`lin runs abandon {plan.run}`) and start again")
-        if ck.model != base_tree:  # a step-0 checkpoint names the base itself: already loaded
-            load_weights(repo.objects, ck.model, model)
-        parts = load_state(repo.objects, ck.state)
-        tr = parts["trainer"]
-        if tr.get("param_names") != names:
-            raise CorruptObject(f"checkpoint {ck.id[:12]}: its optimizer state is for other parameters "
-                                "(different --freeze or model)")
-        if int(tr.get("world_size", 1)) != dist.world:
-            say(f"warning: run {plan.run} was trained on {tr.get('world_size')} process(es), now {dist.world}: "
-                "the data order continues, the result will not be bit-identical")
-        if "optimizer" in parts:
-            optimizer.load_state_dict(parts["optimizer"])
-        if "scheduler" in parts:
-            scheduler.load_state_dict(parts["scheduler"])
-        if scaler is not None and parts.get("scaler"):
-            scaler.load_state_dict(parts["scaler"])
-        ranks = parts["rng"]["ranks"]
-        set_rng_state(ranks[dist.rank] if dist.rank < len(ranks) else ranks[0], device)
-        st = _State(step=int(tr["step"]), epoch=int(tr["epoch"]), position=int(tr["position"]),
-                    tokens=int(tr["tokens"]), targets=int(tr["targets"]), wall_time_s=float(tr["wall_time_s"]),
-                    sessions=int(tr.get("sessions", 1)), checkpoints=int(tr.get("checkpoints", 0)))
-        losses = [float(x) for x in parts["losses"]["loss"].tolist()] if "losses" in parts else []
-        resumed_from = st.step
-        say(f"resuming run {plan.run} from step {st.step} (checkpoint {ck.id[:10]})")
-    else:
-        random.seed(s.seed + dist.rank)
-        np.random.seed((s.seed + dist.rank) & 0xFFFFFFFF)
-        torch.manual_seed(s.seed + dist.rank)
-    st.sessions += 1
 
-    if dist.enabled:
+def _resume(r: _Run, *, keep_code: bool) -> None:
+    """Continue the run from its checkpoint: weights, optimizer, schedule, scaler, RNG, counters, losses.
+
+    ``keep_code``: no training code was named now, so the revision recorded at the start stands."""
+    plan, dist = r.plan, r.dist
+    ck = read_checkpoint(r.repo, plan.resume["checkpoint"])
+    r.last_ckpt = ck.id
+    r.run_id = str(ck.meta.get("run_id", r.run_id))
+    if keep_code and ck.meta.get("code") is not None:
+        r.code = ck.meta["code"]
+    if ck.state is None:
+        raise CorruptObject(f"checkpoint {ck.id[:12]} of run {plan.run} has no trainer state; "
+                            f"abandon the run (`lin runs abandon {plan.run}`) and start again")
+    if ck.model != r.base_tree:  # a step-0 checkpoint names the base itself: already loaded
+        load_weights(r.repo.objects, ck.model, r.model)
+    parts = load_state(r.repo.objects, ck.state)
+    tr = parts["trainer"]
+    if tr.get("param_names") != r.names:
+        raise CorruptObject(f"checkpoint {ck.id[:12]}: its optimizer state is for other parameters "
+                            "(different --freeze or model)")
+    if int(tr.get("world_size", 1)) != dist.world:
+        r.say(f"warning: run {plan.run} was trained on {tr.get('world_size')} process(es), now {dist.world}: "
+              "the data order continues, the result will not be bit-identical")
+    if "optimizer" in parts:
+        r.optimizer.load_state_dict(parts["optimizer"])
+    if "scheduler" in parts:
+        r.scheduler.load_state_dict(parts["scheduler"])
+    if r.scaler is not None and parts.get("scaler"):
+        r.scaler.load_state_dict(parts["scaler"])
+    ranks = parts["rng"]["ranks"]
+    set_rng_state(ranks[dist.rank] if dist.rank < len(ranks) else ranks[0], r.device)
+    r.st = _State(step=int(tr["step"]), epoch=int(tr["epoch"]), position=int(tr["position"]),
+                  tokens=int(tr["tokens"]), targets=int(tr["targets"]), wall_time_s=float(tr["wall_time_s"]),
+                  sessions=int(tr.get("sessions", 1)), checkpoints=int(tr.get("checkpoints", 0)))
+    r.losses = [float(x) for x in parts["losses"]["loss"].tolist()] if "losses" in parts else []
+    r.resumed_from = r.st.step
+    r.say(f"resuming run {plan.run} from step {r.st.step} (checkpoint {ck.id[:10]})")
+
+
+def _start_session(r: _Run) -> None:
+    """Wrap the model for DDP, open the checkpoint store, start this session's clock."""
+    if r.dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        r.ddp_model = DDP(r.model, device_ids=[r.device.index] if r.device.type == "cuda" else None)
     else:
-        ddp_model = model
+        r.ddp_model = r.model
+    r.env = environment()
+    r.ckstore = checkpoint_store(r.repo)
+    r.frozen_names = {n for n, p in r.model.named_parameters() if not p.requires_grad}
+    r.session_start = time.monotonic()
+    r.wall_before = r.st.wall_time_s
 
-    env = environment()
-    ckstore = checkpoint_store(repo)
-    frozen_names = {n for n, p in model.named_parameters() if not p.requires_grad}
-    frozen_ids: dict[str, str] = {}
-    written = [0]
-    session_start = time.monotonic()
-    wall_before = st.wall_time_s
 
-    def meta(status: str, error: str | None = None) -> dict:
-        return {
-            "status": status, "run_id": run_id, "base": plan.base, "base_name": plan.base_name,
-            "datasets": list(plan.datasets), "output": plan.name,
-            "data_paths": [{"path": d.path, "fingerprint": d.fingerprint, "dataset": d.dataset} for d in plan.data],
-            "settings": s.to_dict(), "total_steps": total, "tokens_trained": st.tokens,
-            "created": utc_now(), "pid": os.getpid(), "host": socket.gethostname(), "world_size": dist.world,
-            "device": _device_label(device, dist), "precision": precision, "allow_overlap": plan.allow_overlap,
-            "code": code,
-            **({"error": error} if error else {}),
-        }
+# ------------------------------------------------------------------------------ the steps
 
-    def trainer_state() -> dict:
-        st.wall_time_s = wall_before + (time.monotonic() - session_start)
-        return {**asdict(st), "param_names": names, "world_size": dist.world, "total_steps": total,
-                "units": len(blocks), "seed": s.seed}
 
-    def checkpoint(status: str) -> None:
-        nonlocal last_ckpt
-        ranks = D.gather_json(dist, _rng_to_json(rng_state(device)), device)
-        if dist.is_main:
-            st.checkpoints += 1
-            parts = {
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": {"ranks": [_rng_from_json(r) for r in ranks]}, "trainer": trainer_state(),
-                "losses": {"loss": torch.tensor(losses, dtype=torch.float64)},
-            }
-            if scaler is not None:
-                parts["scaler"] = scaler.state_dict()
-            with repo.writing():
-                try:
-                    if st.step == 0:
-                        model_tree = base_tree  # nothing trained yet: the weights are the base's
-                    else:
-                        stored = store_model(ckstore, model, base_tree=base_tree, hf_format=False,
-                                             tmp_dir=repo.tmp_dir if repo.path else None, known=frozen_ids)
-                        model_tree = stored.tree
-                        # frozen parameters never change in this process: not read again
-                        frozen_ids.update({n: i for n, i in stored.tensor_ids.items() if n in frozen_names})
-                    state_tree = save_state(ckstore, parts)
-                    ckstore.flush()
-                except BaseException:
-                    ckstore.discard()
-                    raise
-                last_ckpt = write_checkpoint(repo, plan.run, step=st.step, model=model_tree, state=state_tree,
-                                             parent=last_ckpt, meta=meta(status),
-                                             message=f"checkpoint: step {st.step}/{total} ({status})")
-            written[0] += 1
-            say(f"checkpoint at step {st.step}/{total} ({status}): {last_ckpt[:10]}")
-            _report(announce(repo, PublishEvent("checkpoint", last_ckpt, plan.run)), say)
-        D.barrier(dist)
-
-    def record_failure(err: BaseException) -> None:
-        if not dist.is_main:
-            return
-        text = f"{type(err).__name__}: {err}"
-        try:
-            with repo.writing():
-                if last_ckpt is not None:
-                    prev = read_checkpoint(repo, last_ckpt)
-                    m = {**prev.meta, **meta(FAILED, text), "tokens_trained": prev.meta.get("tokens_trained", 0),
-                         "failed_at_step": st.step}
-                    write_checkpoint(repo, plan.run, step=prev.step, model=prev.model, state=prev.state,
-                                     parent=last_ckpt, meta=m, message=f"failed at step {st.step}: {text[:200]}")
-        except LinError as e:  # the original error matters more
-            say(f"warning: could not record the failure: {e}")
-
-    order_epoch, order = -1, None
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    progress.start(f"training {plan.output or plan.name}", total, "steps")
+def _run_steps(r: _Run) -> None:
+    """Train to the last step; a failure is recorded on the run's last checkpoint, then raised."""
+    plan = r.plan
+    r.progress.start(f"training {plan.output or plan.name}", r.total, "steps")
     try:
         with _StopFlag() as stop:
-            if last_ckpt is None:
-                checkpoint(RUNNING)  # step 0: the run exists (and shows in `lin runs`) from now on
-            progress.advance(st.step)
-            t_last, tok_last = time.monotonic(), st.tokens
-            while st.step < total:
-                if D.any_flag(dist, stop.signal is not None, device):
-                    checkpoint(INTERRUPTED)
-                    raise TrainingInterrupted(
-                        f"interrupted at step {st.step}/{total}; checkpoint saved in run {plan.run}",
-                        hint=f"continue with `lin train --resume --run {plan.run}` (or the same command again)")
-                if order_epoch != st.epoch:
-                    order, order_epoch = epoch_order(len(blocks), s.seed, st.epoch), st.epoch
-                chunk = order[st.position:st.position + per_step]
-                n_tokens, n_targets = blocks.tokens_of(chunk)
-                denom = max(1, n_targets)
-                local_sum = 0.0
-                for k in range(s.grad_accum):
-                    a = (k * dist.world + dist.rank) * s.batch_size
-                    idx = chunk[a:a + s.batch_size]
-                    batch = blocks.batch(idx if len(idx) else chunk[:1], pad_id)
-                    if not len(idx):
-                        batch["labels"][:] = IGNORE  # keeps this rank in step with the others
-                    sync = (contextlib.nullcontext() if (not dist.enabled or k == s.grad_accum - 1)
-                            else ddp_model.no_sync())
-                    with sync:
-                        loss, ce = compute_loss(ddp_model, batch, device, precision, denom)
-                        loss = loss * dist.world  # DDP averages gradients over ranks
-                        (scaler.scale(loss) if scaler is not None else loss).backward()
-                    local_sum += float(ce.detach())
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if s.max_grad_norm and s.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(trainable, s.max_grad_norm)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step_loss = D.sum_floats(dist, [local_sum], device)[0] / denom
-                if not math.isfinite(step_loss):
-                    raise TrainingFailed(f"the loss became {step_loss} at step {st.step + 1}",
-                                         hint="lower the learning rate (--lr) and resume or start again")
-                losses.append(step_loss)
-                st.tokens += n_tokens
-                st.targets += n_targets
-                st.position += len(chunk)
-                if st.position >= len(blocks):
-                    st.epoch += 1
-                    st.position = 0
-                st.step += 1
-                now = time.monotonic()
-                rate = (st.tokens - tok_last) / max(now - t_last, 1e-9)
-                progress.advance(1, **{"loss": step_loss, "tokens/s": round(rate)})
-                kill_point("train-step")
-                if st.step % s.checkpoint_every == 0 and st.step < total:
-                    checkpoint(RUNNING)
-                    t_last, tok_last = time.monotonic(), st.tokens
+            _loop(r, stop)
     except TrainingInterrupted:
         raise
     except BaseException as e:
         if isinstance(e, (Exception,)):
-            record_failure(e)
+            _record_failure(r, e)
             if isinstance(e, LinError):
                 raise
-            raise TrainingFailed(f"training failed at step {st.step}: {type(e).__name__}: {e}",
+            raise TrainingFailed(f"training failed at step {r.st.step}: {type(e).__name__}: {e}",
                                  hint=f"the run is recorded as failed; fix the cause and resume with "
                                       f"`lin train --resume --run {plan.run}`, or `lin runs abandon {plan.run}`") from e
         raise
     finally:
-        progress.finish()
+        r.progress.finish()
 
-    # -- commit the new version (rank 0), the others wait
-    st.wall_time_s = wall_before + (time.monotonic() - session_start)
+
+def _loop(r: _Run, stop: _StopFlag) -> None:
+    """Optimizer steps in the epoch's order; a checkpoint every ``checkpoint_every`` and on a signal."""
+    s, dist, blocks, st = r.s, r.dist, r.blocks, r.st
+    order_epoch, order = -1, None
+    trainable = [p for p in r.model.parameters() if p.requires_grad]
+    if r.last_ckpt is None:
+        _checkpoint(r, RUNNING)  # step 0: the run exists (and shows in `lin runs`) from now on
+    r.progress.advance(st.step)
+    t_last, tok_last = time.monotonic(), st.tokens
+    while st.step < r.total:
+        if D.any_flag(dist, stop.signal is not None, r.device):
+            _checkpoint(r, INTERRUPTED)
+            raise TrainingInterrupted(
+                f"interrupted at step {st.step}/{r.total}; checkpoint saved in run {r.plan.run}",
+                hint=f"continue with `lin train --resume --run {r.plan.run}` (or the same command again)")
+        if order_epoch != st.epoch:
+            order, order_epoch = epoch_order(len(blocks), s.seed, st.epoch), st.epoch
+        chunk = order[st.position:st.position + r.per_step]
+        n_tokens, n_targets = blocks.tokens_of(chunk)
+        step_loss = _step(r, chunk, max(1, n_targets), trainable)
+        r.losses.append(step_loss)
+        st.tokens += n_tokens
+        st.targets += n_targets
+        st.position += len(chunk)
+        if st.position >= len(blocks):
+            st.epoch += 1
+            st.position = 0
+        st.step += 1
+        now = time.monotonic()
+        rate = (st.tokens - tok_last) / max(now - t_last, 1e-9)
+        r.progress.advance(1, **{"loss": step_loss, "tokens/s": round(rate)})
+        kill_point("train-step")
+        if st.step % s.checkpoint_every == 0 and st.step < r.total:
+            _checkpoint(r, RUNNING)
+            t_last, tok_last = time.monotonic(), st.tokens
+
+
+def _step(r: _Run, chunk, denom: int, trainable: list) -> float:
+    """One optimizer step over ``chunk`` (all ranks' units), gradients accumulated; the step's mean loss."""
+    import torch
+    s, dist, optimizer, scaler = r.s, r.dist, r.optimizer, r.scaler
+    local_sum = 0.0
+    for k in range(s.grad_accum):
+        a = (k * dist.world + dist.rank) * s.batch_size
+        idx = chunk[a:a + s.batch_size]
+        batch = r.blocks.batch(idx if len(idx) else chunk[:1], r.pad_id)
+        if not len(idx):
+            batch["labels"][:] = IGNORE  # keeps this rank in step with the others
+        sync = (contextlib.nullcontext() if (not dist.enabled or k == s.grad_accum - 1)
+                else r.ddp_model.no_sync())
+        with sync:
+            loss, ce = compute_loss(r.ddp_model, batch, r.device, r.precision, denom)
+            loss = loss * dist.world  # DDP averages gradients over ranks
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        local_sum += float(ce.detach())
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if s.max_grad_norm and s.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(trainable, s.max_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    r.scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    step_loss = D.sum_floats(dist, [local_sum], r.device)[0] / denom
+    if not math.isfinite(step_loss):
+        raise TrainingFailed(f"the loss became {step_loss} at step {r.st.step + 1}",
+                             hint="lower the learning rate (--lr) and resume or start again")
+    return step_loss
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def _meta(r: _Run, status: str, error: str | None = None) -> dict:
+    """The checkpoint's meta: status, run, base, data, settings, where it trains."""
+    plan, s, dist = r.plan, r.s, r.dist
+    return {
+        "status": status, "run_id": r.run_id, "base": plan.base, "base_name": plan.base_name,
+        "datasets": list(plan.datasets), "output": plan.name,
+        "data_paths": [{"path": d.path, "fingerprint": d.fingerprint, "dataset": d.dataset} for d in plan.data],
+        "settings": s.to_dict(), "total_steps": r.total, "tokens_trained": r.st.tokens,
+        "created": utc_now(), "pid": os.getpid(), "host": socket.gethostname(), "world_size": dist.world,
+        "device": _device_label(r.device, dist), "precision": r.precision, "allow_overlap": plan.allow_overlap,
+        "code": r.code,
+        **({"error": error} if error else {}),
+    }
+
+
+def _trainer_state(r: _Run) -> dict:
+    st = r.st
+    st.wall_time_s = r.wall_before + (time.monotonic() - r.session_start)
+    return {**asdict(st), "param_names": r.names, "world_size": r.dist.world, "total_steps": r.total,
+            "units": len(r.blocks), "seed": r.s.seed}
+
+
+def _checkpoint(r: _Run, status: str) -> None:
+    """Every rank sends its RNG state; rank 0 stores weights and state, then moves the run ref."""
+    import torch
+    repo, plan, st = r.repo, r.plan, r.st
+    ranks = D.gather_json(r.dist, rng_to_json(rng_state(r.device)), r.device)
+    if r.dist.is_main:
+        st.checkpoints += 1
+        parts = {
+            "optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
+            "rng": {"ranks": [rng_from_json(x) for x in ranks]}, "trainer": _trainer_state(r),
+            "losses": {"loss": torch.tensor(r.losses, dtype=torch.float64)},
+        }
+        if r.scaler is not None:
+            parts["scaler"] = r.scaler.state_dict()
+        ckstore = r.ckstore
+        assert ckstore is not None  # opened by _start_session
+        with repo.writing():
+            try:
+                if st.step == 0:
+                    model_tree = r.base_tree  # nothing trained yet: the weights are the base's
+                else:
+                    stored = store_model(ckstore, r.model, base_tree=r.base_tree, hf_format=False,
+                                         tmp_dir=repo.tmp_dir if repo.path else None, known=r.frozen_ids)
+                    model_tree = stored.tree
+                    # frozen parameters never change in this process: not read again
+                    r.frozen_ids.update({n: i for n, i in stored.tensor_ids.items() if n in r.frozen_names})
+                state_tree = save_state(ckstore, parts)
+                ckstore.flush()
+            except BaseException:
+                ckstore.discard()
+                raise
+            r.last_ckpt = write_checkpoint(repo, plan.run, step=st.step, model=model_tree, state=state_tree,
+                                           parent=r.last_ckpt, meta=_meta(r, status),
+                                           message=f"checkpoint: step {st.step}/{r.total} ({status})")
+        r.written += 1
+        r.say(f"checkpoint at step {st.step}/{r.total} ({status}): {r.last_ckpt[:10]}")
+        _report(announce(repo, PublishEvent("checkpoint", r.last_ckpt, plan.run)), r.say)
+    D.barrier(r.dist)
+
+
+def _record_failure(r: _Run, err: BaseException) -> None:
+    """Rank 0 marks the run failed: the last checkpoint again, with the error and the failed step."""
+    if not r.dist.is_main:
+        return
+    repo, plan, st = r.repo, r.plan, r.st
+    text = f"{type(err).__name__}: {err}"
+    try:
+        with repo.writing():
+            if r.last_ckpt is not None:
+                prev = read_checkpoint(repo, r.last_ckpt)
+                m = {**prev.meta, **_meta(r, FAILED, text), "tokens_trained": prev.meta.get("tokens_trained", 0),
+                     "failed_at_step": st.step}
+                write_checkpoint(repo, plan.run, step=prev.step, model=prev.model, state=prev.state,
+                                 parent=r.last_ckpt, meta=m, message=f"failed at step {st.step}: {text[:200]}")
+    except LinError as e:  # the original error matters more
+        r.say(f"warning: could not record the failure: {e}")
+
+
+# ------------------------------------------------------------------------------ the new version
+
+
+def _final_metrics(r: _Run) -> tuple[dict, dict]:
+    """(metrics, params) of the new version."""
+    s, st, dist, plan = r.s, r.st, r.dist, r.plan
+    st.wall_time_s = r.wall_before + (time.monotonic() - r.session_start)
+    losses = r.losses
     intervals = [float(np.mean(losses[i:i + s.log_every])) for i in range(0, len(losses), s.log_every)]
     metrics = {
         "final_loss": intervals[-1] if intervals else None,
         "loss_per_interval": intervals, "loss_interval_steps": s.log_every,
-        "steps": st.step, "epochs": round(st.step / per_epoch, 4) if per_epoch else 0,
+        "steps": st.step, "epochs": round(st.step / r.per_epoch, 4) if r.per_epoch else 0,
         "tokens_trained": st.tokens, "target_tokens": st.targets,
         "wall_time_s": round(st.wall_time_s, 3),
         "tokens_per_s": round(st.tokens / st.wall_time_s, 2) if st.wall_time_s > 0 else None,
-        "device": _device_label(device, dist), "precision": precision, "world_size": dist.world,
-        "model_params": tree_weight_summary(repo.objects, base_tree)["params"],
-        "trainable_params": trainable_params, "sessions": st.sessions, "checkpoints": st.checkpoints,
+        "device": _device_label(r.device, dist), "precision": r.precision, "world_size": dist.world,
+        "model_params": tree_weight_summary(r.repo.objects, r.base_tree)["params"],
+        "trainable_params": r.trainable_params, "sessions": st.sessions, "checkpoints": st.checkpoints,
     }
     params = {**s.to_dict(), "optimizer": "adamw", "allow_overlap": plan.allow_overlap,
               "data": [Path(d.path).name for d in plan.data]}
     params.pop("device", None)
     params.pop("gpus", None)
     params["world_size"] = dist.world
+    return metrics, params
+
+
+def _publish(r: _Run, metrics: dict, params: dict, message: str) -> TrainResult:
+    """Rank 0 commits the new version (the others wait); every rank returns the result."""
+    repo, plan, st, dist = r.repo, r.plan, r.st, r.dist
+    model, base_tree, save_dtype, code, env = r.model, r.base_tree, r.save_dtype, r.code, r.env
+    run_id, last_ckpt, say = r.run_id, r.last_ckpt, r.say
     result: TrainResult | None = None
     if dist.is_main:
         def content(batch: ObjectStore) -> str:
@@ -570,19 +548,18 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
         say(f"committed {pub.name} ({cid[:10]})")
         _report(pub.after, say)
         if repo.path is not None:
-            from .plan import train_cache
             shutil.rmtree(train_cache(repo) / f"base-{base_tree[:24]}", ignore_errors=True)
         result = TrainResult(id=cid, name=pub.name, base=plan.base, base_name=plan.base_name or "",
                              run=plan.run, steps=st.step, tokens_trained=st.tokens, final_loss=metrics["final_loss"],
-                             metrics=metrics, params=params, datasets=list(plan.datasets), resumed_from=resumed_from,
-                             checkpoints=written[0], new_bytes=new_bytes, losses=losses)
+                             metrics=metrics, params=params, datasets=list(plan.datasets), resumed_from=r.resumed_from,
+                             checkpoints=r.written, new_bytes=new_bytes, losses=r.losses)
     D.barrier(dist)
     if result is None:  # other ranks: the same result, read back
         result = TrainResult(id="", name=plan.output or plan.name, base=plan.base, base_name=plan.base_name or "",
                              run=plan.run, steps=st.step, tokens_trained=st.tokens,
                              final_loss=metrics["final_loss"], metrics=metrics, params=params,
-                             datasets=list(plan.datasets), resumed_from=resumed_from, checkpoints=0, new_bytes=0,
-                             losses=losses)
+                             datasets=list(plan.datasets), resumed_from=r.resumed_from, checkpoints=0, new_bytes=0,
+                             losses=r.losses)
     return result
 
 
