@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import zstandard
-
 from conftest import make_model_dir
+
 from lineagestore import data
-from lineagestore.data import scan as scan_mod
-from lineagestore.data.ledger import iter_record_set
 from lineagestore.core.errors import InvalidInput, MalformedFile, NotFound, Refused
 from lineagestore.core.objects import Checkpoint
+from lineagestore.data import scan as scan_mod
+from lineagestore.data.ledger import iter_record_set
 from lineagestore.data.records import record_id
 from tools.samples import bible_records, chat_records, save_tokenizer, write_jsonl
 

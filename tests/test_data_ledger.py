@@ -7,12 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lineagestore import Repo
 from lineagestore.data import ledger as ledger_mod
-from lineagestore.data.ledger import Ledger, iter_record_set, put_record_set, record_set_parts
 from lineagestore.data.idsets import ID_DTYPE, sort_unique
+from lineagestore.data.ledger import Ledger, iter_record_set, put_record_set, record_set_parts
 
 
 def ids(rng, n):
@@ -34,7 +35,7 @@ def brute(sets: dict[int, np.ndarray], q: np.ndarray) -> set[tuple[int, int]]:
 def lookup(led: Ledger, q: np.ndarray, ords=None) -> set[tuple[int, int]]:
     qi, oi = led.candidates(q, None if ords is None else np.array(ords, dtype=np.uint32))
     ok = led.confirm(q, qi, oi)
-    return set(zip(qi[ok].tolist(), oi[ok].tolist()))
+    return set(zip(qi[ok].tolist(), oi[ok].tolist(), strict=True))
 
 
 @pytest.fixture
@@ -135,7 +136,7 @@ def test_index_is_derived_deleting_or_damaging_it_loses_nothing(repo, small_bloc
     shutil.rmtree(led.dir)
     led2 = Ledger(repo)
     ords = led2.ordinals(sids)
-    assert lookup(led2, q) == brute({ords[s]: a for s, a in zip(sids, sets)}, q)
+    assert lookup(led2, q) == brute({ords[s]: a for s, a in zip(sids, sets, strict=True)}, q)
     # a truncated segment is noticed: the index is thrown away and rebuilt
     seg = json.loads((led2.dir / "manifest.json").read_text())["segments"][0]["name"]
     with open(led2.dir / f"{seg}.ids", "r+b") as f:

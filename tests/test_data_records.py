@@ -10,7 +10,8 @@ import random
 import numpy as np
 import pytest
 import zstandard
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lineagestore.core.errors import InvalidInput
 from lineagestore.core.objects import canonical_json
@@ -189,7 +190,7 @@ def test_property_merge_sorted_equals_numpy_unique(seed, nstreams, dup):
         a = sort_unique(a)
         everything.append(a)
         cuts = sorted(rng.integers(0, len(a) + 1, int(rng.integers(0, 4))))
-        streams.append([a[i:j] for i, j in zip([0, *cuts], [*cuts, len(a)])])
+        streams.append([a[i:j] for i, j in zip([0, *cuts], [*cuts, len(a)], strict=True)])
     got = list(merge_sorted(streams))
     flat = np.concatenate(got) if got else np.empty(0, ID_DTYPE)
     want = np.unique(np.concatenate(everything)) if everything else np.empty(0, ID_DTYPE)

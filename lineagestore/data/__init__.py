@@ -18,12 +18,32 @@ entries, read through a derived cache), ``usage`` (what trained each content, de
 
 from __future__ import annotations
 
-from .check import (Lineage, OverlapReport, check, check_dataset, datasets_for_commit, lineage,
-                    overlap_warning, trained_dataset_ids)
+from .check import (
+    Lineage,
+    OverlapReport,
+    check,
+    check_dataset,
+    datasets_for_commit,
+    lineage,
+    overlap_warning,
+    trained_dataset_ids,
+)
 from .entries import DatasetInfo, registry
 from .ledger import Ledger
-from .registry import (DatasetDetail, VerifyEntry, VerifyReport, list_datasets, lookup, manifest, register,
-                       require_registered, resolve, show, verify, verify_file)
+from .registry import (
+    DatasetDetail,
+    VerifyEntry,
+    VerifyReport,
+    list_datasets,
+    lookup,
+    manifest,
+    register,
+    require_registered,
+    resolve,
+    show,
+    verify,
+    verify_file,
+)
 from .usage import Usage, usage
 
 __all__ = [

@@ -51,7 +51,7 @@ class _Tally:
         if len(self.bad_first) < MAX_BAD_SHOWN:
             self.bad_first.append((line_no, reason))
 
-    def add_parts(self, obj: dict, kind: str) -> None:
+    def add_parts(self, obj: dict, kind: str | None) -> None:
         """Put a valid record's parts where the token counter wants them."""
         if kind == "chat":
             self.chats.append(chat_messages(obj))

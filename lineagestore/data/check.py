@@ -13,9 +13,9 @@ A file is checked two ways against the lineage of a base version (default: HEAD)
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -114,12 +114,13 @@ class _Checker:
         self.ledger = Ledger(repo)
         ordmap = self.ledger.ordinals(self.lin.by_set.keys(), progress) if self.lin.by_set else {}
         self.ords = np.array(sorted(ordmap.values()), dtype=np.uint32)
-        self.version_ords: dict[str, np.ndarray] = {}
+        by_version: dict[str, list[int]] = {}
         for sid, names in self.lin.by_set.items():
             for n in names:
-                self.version_ords.setdefault(n, []).append(ordmap[sid])  # type: ignore[arg-type]
-        self.version_ords = {n: np.array(sorted(v), dtype=np.uint32)
-                             for n, v in sorted(self.version_ords.items(), key=lambda kv: _version_key(kv[0]))}
+                by_version.setdefault(n, []).append(ordmap[sid])
+        self.version_ords: dict[str, np.ndarray] = {
+            n: np.array(sorted(v), dtype=np.uint32)
+            for n, v in sorted(by_version.items(), key=lambda kv: _version_key(kv[0]))}
 
     def overlap(self, chunks: Iterable[np.ndarray]) -> tuple[int, int, dict[str, int]]:
         total = seen = 0

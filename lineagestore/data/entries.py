@@ -48,7 +48,7 @@ class DatasetInfo:
     tokens_note: str | None = None
 
     @classmethod
-    def from_object(cls, did: str, d: Dataset, **kw) -> "DatasetInfo":
+    def from_object(cls, did: str, d: Dataset, **kw) -> DatasetInfo:
         ex = d.extra or {}
         return cls(id=did, fingerprint=d.content, filename=d.filename, path=ex.get("path"), format=d.format,
                    size=d.size, examples=d.examples, tokens=dict(d.tokens), records=d.records,
@@ -76,7 +76,7 @@ _INFO_FIELDS = tuple(f.name for f in fields(DatasetInfo))
 
 #: per Repo object: (the data refs, the registry read for them). Weak: a Repo that is dropped
 #: takes its entry with it.
-_MEMO: "weakref.WeakKeyDictionary[Repo, tuple[dict[str, str], dict[str, DatasetInfo]]]" = weakref.WeakKeyDictionary()
+_MEMO: weakref.WeakKeyDictionary[Repo, tuple[dict[str, str], dict[str, DatasetInfo]]] = weakref.WeakKeyDictionary()
 
 
 def _cache_path(repo: Repo) -> Path | None:

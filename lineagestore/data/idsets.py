@@ -7,7 +7,7 @@ search run in numpy without converting the ids. Large sets travel as streams of 
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def sort_unique(a: np.ndarray, presorted_runs: bool = False) -> np.ndarray:
     return s if keep.all() else s[keep]
 
 
-def merge_sorted(streams: list[Iterable[np.ndarray]]) -> Iterator[np.ndarray]:
+def merge_sorted(streams: Sequence[Iterable[np.ndarray]]) -> Iterator[np.ndarray]:
     """K-way merge of streams of sorted ``S16`` chunks into sorted, unique chunks.
 
     Memory: one chunk per stream plus one output chunk. Each round takes, from every stream,

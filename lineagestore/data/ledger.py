@@ -34,10 +34,10 @@ import secrets
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -83,7 +83,7 @@ def put_record_set(store: ObjectStore, chunks: Iterable[np.ndarray]) -> RecordSe
         return RecordSetInfo(None, 0, [])
     if len(parts) == 1:
         return RecordSetInfo(parts[0][0], count, parts)
-    rid = store.put_object(Chunks(size=count * ID_BYTES, parts=[[p[0], n] for p, n in zip(parts, sizes)]))
+    rid = store.put_object(Chunks(size=count * ID_BYTES, parts=[[p[0], n] for p, n in zip(parts, sizes, strict=True)]))
     return RecordSetInfo(rid, count, parts)
 
 
@@ -164,7 +164,7 @@ class Segment:
     entries: int
 
 
-_MEMORY_DIRS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_MEMORY_DIRS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _memory_dir(repo) -> Path:
@@ -397,7 +397,7 @@ class Ledger:
         out_o: list[np.ndarray] = []
         with open(self.dir / f"{seg.name}.ids", "rb") as f:
             fd = f.fileno()
-            for s, e in zip(starts.tolist(), ends.tolist()):
+            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
                 first_block = int(b0[s])
                 last_block = min(int(b1[e - 1]), nblocks - 1)
                 lo_entry = first_block * FENCE_EVERY

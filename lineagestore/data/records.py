@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from typing import Any
 
 import blake3
 
@@ -49,6 +50,7 @@ def line_record_id(line: str | bytes) -> bytes:
     rec, reason = PARSER.parse(line)
     if reason is not None:
         raise InvalidInput(f"not a record: {reason}")
+    assert rec is not None
     return rec[0]
 
 
@@ -68,7 +70,7 @@ class RecordParser:
 
     def __init__(self) -> None:
         self.decoder = json.JSONDecoder(parse_constant=_reject_constant)
-        self.scan = self.decoder.scan_once
+        self.scan = self.decoder.scan_once  # type: ignore[attr-defined]
         from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
         if c_make_encoder is None:  # pragma: no cover - CPython always has the C encoder
             self.encode = lambda o: json.dumps(o, sort_keys=True, separators=(",", ":"),
@@ -119,7 +121,7 @@ def _json_type(obj) -> str:
 
 _frepr = float.__repr__
 _irepr = int.__repr__
-_encode_basestring = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_basestring = json.encoder.encode_basestring
 
 
 def canon_plain(o) -> str:
@@ -247,7 +249,7 @@ class Decoder:
     def __init__(self, fmt: str, name: str):
         self.fmt = fmt
         self.name = name
-        self._d = None
+        self._d: Any = None  # a zlib or zstandard decompressor; None for plain files
         self._fed = False
         self._new()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from ..core.content import file_content_id
 from ..core.errors import InvalidInput, LinError, NotFound, RefConflict, Refused
@@ -94,6 +95,7 @@ def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
         fp0 = file_content_id(p)
         existing = current(repo, fp0)
         tmp_root = repo.tmp_dir if repo.path is not None else None
+        tok_ctx: Any
         if tokenizer is False:
             tok_ctx = _no_tokenizer("token counting was turned off")
         else:

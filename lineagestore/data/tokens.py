@@ -35,10 +35,11 @@ import contextlib
 import io
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidInput, NotFound, RevisionNotFound
 from ..core.ids import hash_object
@@ -71,7 +72,7 @@ class TokenizerSource:
         """What a worker process needs to load the same tokenizer."""
         return {"folder": self.folder, "kind": self.kind, "id": self.id}
 
-    def counter(self) -> "TokenCounter":
+    def counter(self) -> TokenCounter:
         return counter_for(self.spec())
 
 
@@ -80,7 +81,7 @@ def tokenizer_id(files: dict[str, str]) -> str:
 
 
 @contextmanager
-def open_tokenizer(repo: "Repo", spec: str | os.PathLike | None, tmp_root: Path | None = None,
+def open_tokenizer(repo: Repo, spec: str | os.PathLike | None, tmp_root: Path | None = None,
                    ) -> Iterator[tuple[TokenizerSource | None, str | None]]:
     """Resolve ``spec`` (None: the active model) to ``(source, None)`` or ``(None, why not)``.
 
@@ -118,7 +119,7 @@ def open_tokenizer(repo: "Repo", spec: str | os.PathLike | None, tmp_root: Path 
         yield src, None
 
 
-def _from_revision(repo: "Repo", commit_id: str, stack: contextlib.ExitStack,
+def _from_revision(repo: Repo, commit_id: str, stack: contextlib.ExitStack,
                    tmp_root: Path | None) -> TokenizerSource | None:
     commit = repo.commit(commit_id)
     tree = repo.objects.get(commit.tree, "tree")
@@ -188,6 +189,7 @@ class TokenCounter:
         self.folder = spec["folder"]
         self._tok = None  # the transformers tokenizer, when one is loaded
         self.chat_template = None
+        backend: Any  # a tokenizers.Tokenizer
         try:
             if spec.get("backend"):
                 from tokenizers import Tokenizer
@@ -241,7 +243,7 @@ class TokenCounter:
                                    f"{type(e).__name__}: {e}") from None
         return ["\n".join(_content_text(m.get("content")) for m in conv) for conv in chats]
 
-    def count(self, texts: list[str], chats: list[list], plain: list[str] = ()) -> int:
+    def count(self, texts: list[str], chats: list[list], plain: Sequence[str] = ()) -> int:
         """Tokens of ``texts`` (special tokens added as the tokenizer adds them), ``chats``
         (rendered) and ``plain`` texts (no special tokens: completions after their prompt)."""
         n = self.count_texts(texts) + self.count_texts(list(plain), add_special_tokens=False)

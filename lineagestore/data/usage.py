@@ -98,9 +98,9 @@ def _usage(repo: Repo, versions: dict, runs: dict, memo: dict) -> Usage:
         except LinError:
             continue
         for x in (ck.meta or {}).get("datasets", []) or []:
-            fp = _fingerprint_of(repo, str(x), memo)
-            if fp:
-                running.setdefault(fp, []).append(ref[len("refs/runs/"):])
+            run_fp = _fingerprint_of(repo, str(x), memo)
+            if run_fp:
+                running.setdefault(run_fp, []).append(ref[len("refs/runs/"):])
     return Usage(trained, running)
 
 

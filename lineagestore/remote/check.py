@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
 
 from ..core.content import decode_stored
 from ..core.errors import CorruptObject, LinError
@@ -13,8 +13,7 @@ from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..core.store import ObjectStore
 from .cache import KnownObjects
-from .session import (FORMAT_KEY, RemoteSession, object_key, open_session, read_remote_refs,
-                      unordered_map)
+from .session import FORMAT_KEY, RemoteSession, object_key, open_session, read_remote_refs, unordered_map
 from .transfer import download_closure
 
 
