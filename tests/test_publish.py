@@ -203,3 +203,59 @@ def test_an_explicit_older_parent_still_moves_the_branch_it_found(tmp_path):
     repo.commit_folder(_folder_with_file(tmp_path / "m", '{"a": 1}'), "other")
     v3 = repo.commit_folder(_folder_with_file(tmp_path / "m", '{"b": 2}'), "side", parents=[v1.id])
     assert repo.branches()["main"] == v3.id
+
+
+# ------------------------------------------------------------------ failures say what they left
+
+
+def test_a_full_disk_while_moving_the_branch_reports_the_version_it_created(tmp_path, monkeypatch):
+    import errno
+
+    from lineagestore.core.errors import NoSpace
+    repo = Repo.init(tmp_path / ".lineage")
+    repo.import_model(_folder_with_file(tmp_path / "m", "{}"), "base")
+    real = repo.refs.set_if_equals
+
+    def full_on_branch(name, old, new, message):
+        if name.startswith("refs/heads/"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(name, old, new, message)
+
+    monkeypatch.setattr(repo.refs, "set_if_equals", full_on_branch)
+    with pytest.raises(NoSpace) as e:
+        repo.commit_folder(_folder_with_file(tmp_path / "m", '{"a": 1}'), "second")
+    assert e.value.exit_code == 9
+    assert str(e.value).startswith("v002_second was created, but the active branch could not be moved")
+    assert "lin checkout v002_second" in e.value.hint
+    monkeypatch.undo()
+    fresh = Repo.open(tmp_path / ".lineage")
+    assert list(fresh.versions()) == ["v001_base", "v002_second"] and fresh.head() == fresh.resolve("v001")
+
+
+def test_a_lock_record_cut_short_by_a_full_disk_is_cleaned_by_the_next_command(tmp_path, monkeypatch):
+    import errno
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lineagestore.core.fsutil import FileLock
+    lock = FileLock(tmp_path / "locks" / "store.lock")
+    # a process that died on a full disk left an empty record under its pid
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "locks").mkdir()
+    lock.holders_dir.mkdir()
+    stale = lock.holders_dir / f"{int(dead.stdout)}-0000.json"
+    stale.write_text("")
+    # and this one fails to write its own record
+    real_write = Path.write_text
+
+    def full(self, *a, **kw):
+        if self.parent == lock.holders_dir:
+            self.touch()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with lock.held("shared", timeout=1):
+        assert list(lock.holders_dir.iterdir()) == []  # neither the stale record nor a half-written one
+    monkeypatch.undo()

@@ -5,7 +5,8 @@
 the canonical JSON of the entry without its ``hash`` field. ``.lineage/audit.head`` holds the
 last ``seq`` and ``hash``, so a truncated log is detected too. Appends hold ``locks/audit.lock``.
 
-An entry records ``time`` (UTC), ``user``, ``host``, ``pid``, ``argv`` (the command line),
+An entry records ``time`` (UTC), ``user``, ``host``, ``pid``, ``argv`` (the command line, with
+credentials redacted: :func:`redact`),
 ``refs`` (each ref the command changed, with its value before and after) and, for commands that
 change the store without moving a ref (``gc``, ``restore`` from trash), ``notes`` saying what
 they did. The append is one ``write(2)`` of one line, then ``audit.head`` is replaced
@@ -18,6 +19,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import asdict, dataclass, field
@@ -88,6 +90,53 @@ def _last_entry(log: Path) -> dict | None:
     return None
 
 
+#: Option and KEY=VALUE names whose values are credentials (matched in any case, as a part of the name).
+SECRET_NAMES = re.compile(r"secret|token|passw|pwd|api[-_]?key|access[-_]?key|credential|auth|signature",
+                          re.IGNORECASE)
+_URL_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@?#]*@)")
+REDACTED = "***"
+
+
+def redact(argv: list[str]) -> list[str]:
+    """The command line as the journal keeps it: credentials replaced by ``***``.
+
+    Redacted: the user-info of a URL (``s3://KEY:SECRET@host`` -> ``s3://***@host``), a URL's query
+    string (pre-signed URLs carry their signature there), the value of an option whose name says
+    it is a credential (``--token X``, ``--token=X``), and of ``KEY=VALUE`` pairs whose key does
+    (``--param api_key=X``). The journal is hashed after this, so nothing secret is ever written.
+    """
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        if arg.startswith("-") and not arg.startswith("---"):
+            name, eq, _value = arg.partition("=")
+            if SECRET_NAMES.search(name):
+                if eq:
+                    out.append(f"{name}={REDACTED}")
+                else:
+                    out.append(arg)
+                    hide_next = True
+                continue
+        out.append(_redact_value(arg))
+    return out
+
+
+def _redact_value(arg: str) -> str:
+    key, eq, value = arg.partition("=")
+    if eq and key and "/" not in key and SECRET_NAMES.search(key):
+        return f"{key}={REDACTED}"
+    m = _URL_USERINFO.match(arg)
+    if m:
+        arg = m.group("scheme") + REDACTED + "@" + arg[m.end():]
+    if "://" in arg and "?" in arg:
+        arg = arg.split("?", 1)[0] + "?" + REDACTED
+    return arg
+
+
 def record(repo: Repo, argv: list[str], changes: list[RefChange],
            notes: list | None = None) -> AuditEntry | None:
     """Append one entry for a command that changed the store (no-op for a memory repo).
@@ -108,7 +157,7 @@ def record(repo: Repo, argv: list[str], changes: list[RefChange],
             user = str(os.getuid())
         e = AuditEntry(seq=(last["seq"] + 1) if last else 1,
                        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), user=user,
-                       host=socket.gethostname(), pid=os.getpid(), argv=list(argv)[:64],
+                       host=socket.gethostname(), pid=os.getpid(), argv=redact(list(argv)[:64]),
                        refs=[{"ref": c.ref, "old": c.old, "new": c.new} for c in changes],
                        prev=last["hash"] if last else ZERO, notes=[str(n) for n in notes][:20])
         d = e.to_dict()

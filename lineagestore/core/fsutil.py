@@ -315,6 +315,7 @@ class FileLock:
                 d = json.loads(p.read_text())
                 h = LockHolder(int(d["pid"]), d["mode"], d["command"], d.get("host", ""), float(d["since"]))
             except (OSError, ValueError, KeyError):
+                self._drop_unreadable(p)
                 continue
             if h.pid == os.getpid() and p != self._info:
                 continue
@@ -367,8 +368,20 @@ class FileLock:
             self._info = self.holders_dir / f"{os.getpid()}-{os.urandom(4).hex()}.json"
             self._info.write_text(json.dumps({"pid": os.getpid(), "mode": mode, "command": current_command(),
                                               "host": socket.gethostname(), "since": time.time()}))
-        except OSError:
+        except OSError:  # a full disk: the record is only for messages; never leave half of one
+            if self._info is not None:
+                self._info.unlink(missing_ok=True)
             self._info = None
+
+    def _drop_unreadable(self, p: Path) -> None:
+        """Remove a holder record that cannot be read (cut short by a full disk) once the process
+        its name gives (``<pid>-<token>.json``) is gone; a live writer may still be writing it."""
+        try:
+            pid = int(p.name.split("-", 1)[0])
+        except ValueError:
+            pid = 0
+        if pid != os.getpid() and not pid_alive(pid):
+            p.unlink(missing_ok=True)
 
     def release(self) -> None:
         if not self._depth:

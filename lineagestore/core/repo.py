@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from .settings import Config, Settings, lock_timeout, read_env
-from .errors import (AmbiguousRevision, InvalidInput, NotAStore, RefConflict, RevisionNotFound,
+from .errors import (AmbiguousRevision, InvalidInput, LinError, NoSpace, NotAStore, RefConflict, RevisionNotFound,
                      UnsupportedFormat)
-from .fsutil import FileLock, atomic_write_bytes, clean_stale_temp
+from .fsutil import FileLock, atomic_write_bytes, clean_stale_temp, is_nospace
 from .ids import check_object_id, is_id_prefix
 from .names import check_name, parse_version, slug_from_user, version_name
 from .objects import Commit
@@ -394,7 +394,10 @@ class Repo:
                             extra=dict(extra or {}))
             cid = self.objects.put_object(commit)
             self.update_ref(f"refs/tags/{vname}", None, cid, f"{kind}: {vname}")
-            moved = self._advance_head(cid, commit, expect_head, f"{kind}: {vname}") if move_head else None
+            try:
+                moved = self._advance_head(cid, commit, expect_head, f"{kind}: {vname}") if move_head else None
+            except (LinError, OSError) as e:  # the version exists: say so, never report a plain failure
+                raise _created_but(e, vname) from e
         return cid, commit, moved
 
     def _advance_head(self, cid: str, commit: Commit, expect: tuple[str | None, str | None] | None,
@@ -415,3 +418,14 @@ class Repo:
             if p == ancestor or any(cid == ancestor for cid, _ in self.all_ancestors(p)):
                 return True
         return False
+
+
+def _created_but(e: BaseException, vname: str) -> LinError:
+    """The error of a commit whose version was created but whose branch (or HEAD) did not move."""
+    if isinstance(e, LinError) and type(e).__init__ is LinError.__init__:
+        cls: type[LinError] = type(e)  # keeps its exit code
+    else:
+        cls = NoSpace if is_nospace(e) else LinError
+    err = cls(f"{vname} was created, but the active branch could not be moved to it: {e}",
+              hint=f"free the cause, then make it active with `lin checkout {vname}`")
+    return err
