@@ -46,6 +46,8 @@ def fsck(
             o.line(f"{p.kind}: {p.message}")
         for n in rep.notes:
             o.line(f"note: {n.message}")
+        for a in rep.advice:
+            o.line(f"hint: {a}")
         verdict = "ok" if rep.ok else f"{len(rep.problems)} problem(s)"
         o.line(f"fsck: {rep.objects} objects ({human_bytes(rep.bytes_verified)} re-hashed), {rep.refs} refs, "
                f"{rep.reflogs} reflogs, {rep.reachable} reachable objects, audit log {rep.audit_entries} entries: "

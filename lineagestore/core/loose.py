@@ -35,7 +35,8 @@ def in_object_folder(folder: Path, action: Callable[[], None]) -> None:
     """
     for attempt in range(50):
         try:
-            folder.mkdir(mode=0o755, exist_ok=True)
+            if not folder.is_dir():  # parents too: `objects/` itself may be gone (fsck --repair)
+                folder.mkdir(mode=0o755, parents=True, exist_ok=True)
             if not folder.stat().st_mode & 0o200:
                 os.chmod(folder, 0o755)
             action()

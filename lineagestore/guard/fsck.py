@@ -66,6 +66,7 @@ class FsckReport:
     audit_entries: int = 0
     problems: list[Problem] = field(default_factory=list)
     notes: list[Problem] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)  # how to get back what is missing or damaged
 
     @property
     def ok(self) -> bool:
@@ -172,7 +173,27 @@ def check(repo: Repo, *, quick: bool = False, progress: Progress = NULL, now: fl
         rep.notes.extend(_stray_files(repo))
     rep.problems = _unique(rep.problems)
     rep.notes = _unique(rep.notes)
+    rep.advice = _advice(repo, rep)
     return rep
+
+
+def _advice(repo: Repo, rep: FsckReport) -> list[str]:
+    """Where missing or corrupt objects can come back from: a remote, or the trash."""
+    lost = {p.subject for p in rep.problems if p.kind in ("missing", "corrupt")}
+    if not lost:
+        return []
+    out = []
+    remotes = sorted(repo.settings.remotes)
+    backup = repo.settings.backup.remote
+    if backup or remotes:
+        source = f"the backup remote {backup!r}" if backup else f"remote {remotes[0]!r}"
+        out.append(f"{len(lost)} object(s) missing or damaged: `lin fsck --repair` fetches them, verified, "
+                   f"from {source} (`--remote NAME` for another)")
+    else:
+        out.append(f"{len(lost)} object(s) missing or damaged and no remote is configured: restore them from "
+                   "trash if fsck says they are there (`lin restore ID`), or add a remote that has them "
+                   "(`lin remote add NAME URL`) and run `lin fsck --repair`")
+    return out
 
 
 # ----------------------------------------------------------------------------- objects
