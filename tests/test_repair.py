@@ -45,3 +45,11 @@ def test_fsck_without_a_remote_says_where_else_to_look(tmp_path, lin):
     shutil.rmtree(store / "objects")
     code, out, _ = lin("--store", store, "fsck")
     assert code == 1 and "no remote is configured" in out and "lin remote add NAME URL" in out
+
+
+def test_a_bad_grace_flag_is_one_line_naming_the_flag(tmp_path, lin):
+    store = tmp_path / "p" / ".lineage"
+    lin("--store", store, "init")
+    for bad in ("nan", "inf", "-1", "1e400", "30m"):
+        code, out, err = lin("--store", store, "gc", f"--grace={bad}")
+        assert code == 4 and err.startswith("error: --grace: ") and len(err.strip().splitlines()) <= 2, (bad, err)

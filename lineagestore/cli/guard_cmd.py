@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from ..core.errors import Refused
+from ..core.errors import InvalidInput, Refused
 from .common import JSON_OPT, STATE, out, short
 from .output import Output, human_bytes
 
@@ -94,10 +94,14 @@ def gc(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Plan (default) or, with --confirm, move unreachable objects older than the grace period to trash/."""
-    from ..guard.gc import parse_duration
+    from ..guard.gc import parse_grace
     o = out(json_out)
     repo = STATE.repo()
-    if grace is not None and parse_duration(grace) == 0:
+    try:
+        grace_s = None if grace is None else parse_grace(grace)
+    except InvalidInput as e:  # name the flag, as a bad gc.grace_days names config.toml
+        raise InvalidInput(f"--grace: {e}") from None
+    if grace_s == 0:
         o.warn("--grace 0: every unreachable object qualifies now, even one whose name was removed a "
                "minute ago. It goes to trash/ first; `lin restore ID` brings it back until the trash is emptied.")
     if not confirm:
