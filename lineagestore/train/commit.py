@@ -51,6 +51,5 @@ def commit_model(repo: Repo, model: Any, tokenizer: Any = None, name: str = "", 
                   datasets=ds, metrics=metrics, params=params, code=code_revision(code_path), message=message,
                   extra=extra, activate=activate, progress=progress)
     files = list(walk_tree(repo.objects, pub.tree))
-    res = CommitResult.of(pub, files=len(files), bytes=sum(f.size for f in files), tensors=stored[0].tensors,
-                          new_bytes=stored[0].new_bytes)
+    res = CommitResult.of(pub, files=len(files), bytes=sum(f.size for f in files), tensors=stored[0].tensors)
     return res, warnings

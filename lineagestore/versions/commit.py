@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from ..core.progress import NULL, Progress
 from ..core.publish import Published, code_revision, publish
@@ -14,27 +13,17 @@ from .models import StatCache, StoredFolder, store_folder
 
 
 @dataclass
-class CommitResult:
-    id: str
-    name: str
-    kind: str
-    parents: list[str]
-    parent_names: list[str]
-    tree: str
-    files: int
-    bytes: int
-    tensors: int
-    new_bytes: int
-    cached_files: int
-    datasets: list[str] = field(default_factory=list)
-    after: dict[str, Any] = field(default_factory=dict)  # after-publish hook outcomes (backup, ...)
+class CommitResult(Published):
+    """A published version (see :class:`~lineagestore.core.publish.Published`) and its files."""
+
+    files: int = 0
+    bytes: int = 0
+    tensors: int = 0
+    cached_files: int = 0  # files whose content the stat cache vouched for (not re-read)
 
     @classmethod
-    def of(cls, pub: Published, *, files: int, bytes: int, tensors: int, new_bytes: int,
-           cached_files: int = 0) -> "CommitResult":
-        return cls(id=pub.id, name=pub.name, kind=pub.kind, parents=pub.parents, parent_names=pub.parent_names,
-                   tree=pub.tree, files=files, bytes=bytes, tensors=tensors, new_bytes=new_bytes,
-                   cached_files=cached_files, datasets=pub.datasets, after=pub.after)
+    def of(cls, pub: Published, *, files: int, bytes: int, tensors: int, cached_files: int = 0) -> "CommitResult":
+        return cls(**vars(pub), files=files, bytes=bytes, tensors=tensors, cached_files=cached_files)
 
 
 def commit_folder(repo: Repo, folder: os.PathLike | str, name: str, *, message: str = "",
@@ -64,5 +53,4 @@ def commit_folder(repo: Repo, folder: os.PathLike | str, name: str, *, message: 
     if repo.path is not None:
         cache.save(repo.tmp_dir)
     s = stored[0]
-    return CommitResult.of(pub, files=s.files, bytes=s.bytes, tensors=s.tensors, new_bytes=s.new_bytes,
-                           cached_files=s.cached_files)
+    return CommitResult.of(pub, files=s.files, bytes=s.bytes, tensors=s.tensors, cached_files=s.cached_files)
