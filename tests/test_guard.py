@@ -275,7 +275,7 @@ def test_doctor_names_each_risk_in_plain_words(lin, repo, four, monkeypatch):
     assert "same disk" in out
 
     os.chmod(repo.objects.path_for(obj), 0o444)
-    repo.config.set("remote", {"nas": {"url": "file:///mnt/nas"}})
+    repo.config.set("remote", {"nas": {"url": "file:///dev/shm/lin-doctor-nas"}})  # another filesystem
     repo.config.set("backup.remote", "nas")
     repo.config.set("core.work_dir", "/dev/shm/lin-doctor-work")  # another filesystem
     repo.save_config()

@@ -2,7 +2,8 @@
 
 Each finding is a *risk* (something that can lose work: no backup, a nearly full disk, writable
 objects, store and work folder on one disk, a broken audit chain, a zero grace period) or
-*info* (worth knowing, harmless: leftovers of killed commands, what trash/ holds).
+*info* (worth knowing, harmless: leftovers of killed commands, what trash/ holds, checkpoints
+holding more than ``train.checkpoint_share_warn`` of the store).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..core import audit as _audit
 from ..core.errors import LinError
 from ..core.repo import Repo
 from .fsck import leftovers
+from .gc import plan as gc_plan
 from .trash import trash_batches
 
 GIB = 1 << 30
@@ -99,11 +102,12 @@ def diagnose(repo: Repo, *, min_free_ratio: float = 0.10) -> DoctorReport:
     rep.findings += _settings_findings(repo)
     rep.findings += _audit_findings(repo)
     rep.findings += _leftover_findings(repo)
+    rep.findings += _checkpoint_findings(repo)
     return rep
 
 
 def _backup_findings(repo: Repo) -> list[Finding]:
-    """A backup remote is configured and exists."""
+    """A backup remote is configured, exists, and is not a folder on the store's own disk."""
     out: list[Finding] = []
     add = out.append
     remotes = repo.settings.remotes
@@ -118,7 +122,32 @@ def _backup_findings(repo: Repo) -> list[Finding]:
     elif backup not in remotes:
         add(Finding("risk", "backup-unknown", f"backup.remote is {backup!r}, but no remote of that name exists",
                     "check [remote] in .lineage/config.toml"))
+    elif _backup_folder_on_store_disk(repo) is not None:
+        add(Finding("risk", "backup-same-disk",
+                    f"The backup remote {backup!r} is a folder ({_backup_folder_on_store_disk(repo)}) on the "
+                    f"same disk as the store: it survives an `rm -rf` of the store, not a failed disk.",
+                    "back up to S3, MinIO or another disk or machine: `lin remote add NAME URL --backup`"))
     return out
+
+
+def _backup_folder_on_store_disk(repo: Repo) -> str | None:
+    """The backup remote's folder, when it is one on the store's filesystem (else None: S3, or
+    a folder on another filesystem, a second disk or a network mount)."""
+    spec = repo.settings.remotes.get(repo.settings.backup.remote or "")
+    if spec is None or spec.url.startswith("s3://"):
+        return None
+    folder = Path(urlsplit(spec.url).path if spec.url.startswith("file://") else spec.url)
+    try:  # a folder not made yet is where a push will make it
+        same = os.stat(repo.path).st_dev == os.stat(_existing(folder)).st_dev
+    except OSError:
+        return None
+    return spec.url if same else None
+
+
+def _backup_elsewhere(repo: Repo) -> bool:
+    """A backup remote is configured, and it is not on the store's disk."""
+    backup = repo.settings.backup.remote
+    return bool(backup) and backup in repo.settings.remotes and _backup_folder_on_store_disk(repo) is None
 
 
 def _disk_findings(repo: Repo, min_free_ratio: float) -> list[Finding]:
@@ -151,7 +180,7 @@ def _writable_findings(repo: Repo) -> list[Finding]:
 
 
 def _same_disk_findings(repo: Repo) -> list[Finding]:
-    """The store and the work folder are not on one disk."""
+    """The store and the work folder are not on one disk, or a backup elsewhere holds the versions."""
     out: list[Finding] = []
     add = out.append
     work = repo.work_dir()
@@ -159,7 +188,11 @@ def _same_disk_findings(repo: Repo) -> list[Finding]:
         same = os.stat(repo.path).st_dev == os.stat(_existing(work)).st_dev
     except OSError:
         same = False
-    if same:
+    if same and _backup_elsewhere(repo):  # the default layout, made safe by the backup
+        add(Finding("info", "same-disk",
+                    f"The store ({repo.path}) and the work folder ({work}) are on the same disk; the backup "
+                    f"remote {repo.settings.backup.remote!r} keeps every version if that disk fails."))
+    elif same:
         add(Finding("risk", "same-disk",
                     f"The store ({repo.path}) and the work folder ({work}) are on the same disk: one disk "
                     "failure loses the model you are working on and every stored version together.",
@@ -204,6 +237,30 @@ def _leftover_findings(repo: Repo) -> list[Finding]:
         add(Finding("info", "trash", f"trash/ holds {len(batches)} batch(es), {_fmt(total)}; "
                     "`lin gc` lists them, `lin restore ID` brings objects back"))
     return out
+
+
+def _checkpoint_findings(repo: Repo) -> list[Finding]:
+    """Checkpoints (of runs in progress, the last one of ended runs, and those gc may collect)
+    hold at most ``train.checkpoint_share_warn`` of the store's bytes."""
+    limit = repo.settings.train.checkpoint_share_warn
+    if limit >= 1:
+        return []
+    p = gc_plan(repo)
+    runs = [h for h in p.holders if h.kind == "run"]
+    waiting = [g for g in p.groups if g.kind == "checkpoint"]
+    held = sum(h.bytes for h in runs) + sum(g.eligible_bytes + g.kept_bytes for g in waiting)
+    if not p.bytes or held <= limit * p.bytes:
+        return []
+    parts = [f"{h.name} {_fmt(h.bytes)}" for h in runs[:3]]
+    if waiting:
+        parts.append(f"{_fmt(sum(g.eligible_bytes + g.kept_bytes for g in waiting))} unreachable, "
+                     f"{_fmt(sum(g.eligible_bytes for g in waiting))} of it collectable now")
+    return [Finding("info", "checkpoint-share",
+                    f"Checkpoints of training runs hold {held / p.bytes:.0%} of the store ({_fmt(held)} of "
+                    f"{_fmt(p.bytes)}; over train.checkpoint_share_warn = {limit:g}): " + "; ".join(parts),
+                    "`lin gc` shows what keeps them and `lin gc --confirm` moves collectable ones to trash/; "
+                    "`lin runs abandon RUN` ends a run you will not resume; a run in progress keeps its last "
+                    "train.keep_checkpoints, an ended one its last checkpoint until gc.reflog_expire_days")]
 
 
 def _fmt(n: int) -> str:
