@@ -323,6 +323,10 @@ def status(
     w = st.work
     if w is None or not w.exists:
         o.line(f"Work folder {w.target if w else repo.work_dir()}: not checked out (lin checkout {st.name})")
+    elif w.holds is not None:
+        update = f"lin checkout {st.branch or st.name}" + (f" --to {w.target}" if to is not None else "")
+        o.line(f"Work folder {w.target}: at {w.holds_name or short(w.holds)} (HEAD is {st.name}); "
+               f"`{update}` to update")
     elif w.clean:
         o.line(f"Work folder {w.target}: matches {st.name}")
     else:

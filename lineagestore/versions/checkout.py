@@ -6,11 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import InvalidInput
+from ..core.errors import InvalidInput, LinError
 from ..core.names import check_name
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
-from .models import CheckoutResult, WorkStatus, checkout_tree, walk_tree, work_status
+from .models import CheckoutResult, WorkStatus, checkout_tree, load_checkout_state, walk_tree, work_status
 
 
 @dataclass
@@ -78,11 +78,40 @@ class StatusInfo:
 
 
 def status(repo: Repo, target: os.PathLike | str | None = None) -> StatusInfo:
+    """HEAD, and how the work folder (or ``target``) compares with the version it holds.
+
+    The checkout record (``cache/checkouts/``) says which version lin last wrote into the
+    folder. When HEAD moved on since (``lin train``, ``lin checkout REV --to DIR``, a commit of
+    another folder) and the folder is still that version, it is reported as holding it
+    (``WorkStatus.holds``), not as changed; otherwise it is compared with HEAD.
+    """
     head = repo.head()
     branch = repo.head_branch()
     branch = branch[len("refs/heads/"):] if branch else None
     if head is None:
         return StatusInfo(None, None, branch, None)
     commit = repo.commit(head)
-    wt = work_status(repo.objects, commit.tree, Path(target) if target else repo.work_dir(), repo.cache_dir)
+    folder = Path(target) if target else repo.work_dir()
+    ids: dict = {}
+    held = _checked_out(repo, folder)
+    if held is not None and held != head:
+        wt = work_status(repo.objects, repo.commit(held).tree, folder, repo.cache_dir, ids)
+        if wt.clean:
+            wt.holds, wt.holds_name = held, repo.name_of(held)
+            return StatusInfo(head, commit.name, branch, wt)
+    wt = work_status(repo.objects, commit.tree, folder, repo.cache_dir, ids)
     return StatusInfo(head, commit.name, branch, wt)
+
+
+def _checked_out(repo: Repo, folder: Path) -> str | None:
+    """The version lin last checked out into ``folder``, if its record names one still stored."""
+    if repo.path is None or not folder.is_dir():
+        return None
+    cid = load_checkout_state(repo.cache_dir, folder).get("commit")
+    if not isinstance(cid, str):
+        return None
+    try:
+        repo.commit(cid)
+    except LinError:  # collected, or never in this store: compare with HEAD
+        return None
+    return cid

@@ -638,13 +638,23 @@ class WorkStatus:
     exists: bool
     clean: bool
     changes: list[FileChange]
+    #: the version the folder holds, unchanged, when that is not the version it was compared
+    #: with (HEAD moved since the checkout: ``lin train``, ``lin checkout REV --to DIR``)
+    holds: str | None = None
+    holds_name: str | None = None
 
 
-def work_status(store: ObjectStore, tree_id: str, target: os.PathLike | str, cache_dir: Path) -> WorkStatus:
-    """Compare a work folder with a stored tree: which files and tensors differ."""
+def work_status(store: ObjectStore, tree_id: str, target: os.PathLike | str, cache_dir: Path,
+                ids: dict | None = None) -> WorkStatus:
+    """Compare a work folder with a stored tree: which files and tensors differ.
+
+    ``ids`` memoizes the ids of the folder's files (by path, type, size and mtime) across
+    comparisons of one folder with several trees: each file is hashed at most once.
+    """
     target = Path(target)
     if not target.is_dir():
         return WorkStatus(str(target), False, False, [])
+    ids = {} if ids is None else ids
     state = load_checkout_state(cache_dir, target).get("files", {})
     stored = {f.path: f for f in walk_tree(store, tree_id)}
     changes: list[FileChange] = []
@@ -665,8 +675,10 @@ def work_status(store: ObjectStore, tree_id: str, target: os.PathLike | str, cac
             rec = state.get(rel)
             if rec and rec[0] == st.st_size and rec[1] == st.st_mtime_ns and rec[2] == f.id:
                 continue
-            current = file_id(p, f.type)
-            if current == f.id:
+            key = (rel, f.type, st.st_size, st.st_mtime_ns)
+            if key not in ids:
+                ids[key] = file_id(p, f.type)
+            if ids[key] == f.id:
                 continue
             fc = FileChange(rel, "modified")
             if f.type == "tensor-file":
