@@ -410,7 +410,8 @@ def test_fsck_accepts_every_object_layout_the_project_writes(repo, four):
     tree = repo.commit(repo.resolve("v003")).tree
     ck1 = repo.objects.put_object(Checkpoint(run="r", step=1, model=tree))
     ck2 = repo.objects.put_object(Checkpoint(run="r", step=2, model=tree, state=tree, parent=ck1))
-    repo.update_ref("refs/runs/r", None, ck2, "checkpoint")
+    repo.update_ref("refs/runs/r", None, ck1, "checkpoint")
+    repo.update_ref("refs/runs/r", ck1, ck2, "checkpoint")  # the run's reflog keeps its last 2
     repo.update_ref("refs/tags/best", None, repo.resolve("v002"), "tag")
     repo.refs.detach("HEAD", repo.resolve("v003"), "checkout")
     rep = check(repo)

@@ -1,9 +1,10 @@
 """guard/reachability: roots and the object graph, on an in-memory store, against a plain model.
 
 A random store (blobs, trees of blobs and trees, commits with parents, run checkpoints), random
-refs and removed refs, a detached or attached HEAD, random object and reflog-entry ages: what gc
-would collect is never reachable from a root, is exactly what the rules say, goes containers
-first, and leaves a store in which every remaining object still has all it links to."""
+refs and removed refs, runs that move through several checkpoints, a detached or attached HEAD,
+random object and reflog-entry ages, a random ``train.keep_checkpoints``: what gc would collect is
+never reachable from a root, is exactly what the rules say, goes containers first, and leaves a
+store in which every remaining object still has all it links to."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from lineagestore.core.refs import ReflogEntry
 from lineagestore.core.repo import Repo
 from lineagestore.guard import gc
 from lineagestore.guard.fsck import check
-from lineagestore.guard.reachability import (Graph, last_named, last_removal, live_reflog_ids, reached_from,
-                                             reflogs, roots)
+from lineagestore.guard.reachability import (Graph, holder_of, holders, is_run_ref, last_named, last_removal,
+                                             live_reflog_ids, reached_from, reflogs, root_sources, roots,
+                                             run_retention)
 
 DAY = 86400.0
 EXPIRE = 90 * DAY  # the default gc.reflog_expire_days
@@ -34,18 +36,21 @@ def stores(draw):
                             min_size=1, max_size=5))
     checkpoints = draw(st.lists(st.tuples(st.integers(0, 10), st.booleans()), max_size=3))
     refs = draw(st.lists(st.tuples(st.sampled_from(["refs/tags/v", "refs/heads/b", "refs/runs/r"]),
-                                   st.integers(0, 10), st.booleans()), max_size=5))  # (ns, target, removed)
+                                   st.integers(0, 10), st.booleans(), st.lists(st.integers(0, 10), max_size=4)),
+                         max_size=5))  # (ns, target, removed, later values: runs only)
     head = draw(st.one_of(st.none(), st.integers(0, 10)))  # None: attached to refs/heads/main
     ages = draw(st.lists(st.sampled_from([0, 3, 20, 200]), min_size=40, max_size=40))  # days
     log_ages = draw(st.lists(st.sampled_from([0, 5, 100]), min_size=20, max_size=20))
     grace = draw(st.sampled_from([0.0, 10 * DAY]))
-    return n_blobs, trees, commits, checkpoints, refs, head, ages, log_ages, grace
+    keep = draw(st.integers(1, 3))
+    return n_blobs, trees, commits, checkpoints, refs, head, ages, log_ages, grace, keep
 
 
 def build(recipe):
     """The store, ``now``, the grace period, and what the test knows: id -> the ids it links to."""
-    n_blobs, trees, commits, checkpoints, refs, head, ages, log_ages, grace = recipe
+    n_blobs, trees, commits, checkpoints, refs, head, ages, log_ages, grace, keep = recipe
     repo = Repo.memory()
+    repo.config.set("train.keep_checkpoints", keep)
     s = repo.objects
     links: dict[str, list[str]] = {}
     blobs = [s.put("blob", b"blob %d" % i) for i in range(n_blobs)]
@@ -67,15 +72,18 @@ def build(recipe):
     for step, (tree, chained) in enumerate(checkpoints):
         parent = ck_ids[-1] if chained and ck_ids else None
         ck = s.put_object(Checkpoint(run="r", step=step, model=tree_ids[tree % len(tree_ids)], parent=parent))
-        links[ck] = [tree_ids[tree % len(tree_ids)]] + ([parent] if parent else [])
+        links[ck] = [tree_ids[tree % len(tree_ids)]]  # the parent is a plain id, not a link
         ck_ids.append(ck)
 
-    for i, (ns, target, removed) in enumerate(refs):
+    for i, (ns, target, removed, moves) in enumerate(refs):
         if ns == "refs/runs/r" and not ck_ids:
             ns = "refs/heads/b"
         pool = ck_ids if ns == "refs/runs/r" else commit_ids
         name, oid = f"{ns}{i}", pool[target % len(pool)]
         repo.refs.set_if_equals(name, None, oid, "create")
+        for m in moves if ns == "refs/runs/r" else ():
+            repo.refs.set_if_equals(name, oid, ck_ids[m % len(ck_ids)], "checkpoint")
+            oid = ck_ids[m % len(ck_ids)]
         if removed:
             repo.refs.set_if_equals(name, oid, None, "rm")
     if head is not None:
@@ -105,14 +113,48 @@ def closure(start, links, stop=frozenset()) -> set[str]:
     return out
 
 
+def run_log(entries, now: float, keep: int) -> tuple[set[str], dict[str, float]]:
+    """A run reflog by the documented rule: (the ids it keeps, id -> when it stopped keeping it).
+    A run in progress keeps its last ``keep`` values whatever their age; an ended run its last
+    one while the removal is younger than the expiry; the rest are released when ``keep`` newer
+    ones were written or when the run ended."""
+    kept: set[str] = set()
+    released: dict[str, float] = {}
+    values: list = []  # the entries of the run in progress
+    for e in [*entries, None]:
+        if e is not None and e.new is not None:
+            values.append(e)
+            continue
+        for i, v in enumerate(values):
+            if i + keep < len(values):
+                released[v.new] = max(released.get(v.new, 0.0), values[i + keep].time)
+            elif e is None:
+                kept.add(v.new)
+            elif v.new != e.old:
+                released[v.new] = max(released.get(v.new, 0.0), e.time)
+        if e is not None and now - e.time <= EXPIRE:
+            kept.add(e.old)
+        values = []
+    return kept, {o: t for o, t in released.items() if o not in kept}
+
+
 def expected(repo: Repo, now: float, grace: float, links: dict[str, list[str]]):
     """(roots, reachable, eligible) by the documented rules, computed on the test's own model."""
+    keep = repo.settings.train.keep_checkpoints
     refs = dict(repo.refs._refs)
     named_roots = {v for k, v in refs.items() if k.startswith("refs/")}
     head = repo.refs.resolve("HEAD")
     named_roots |= {head} if head else set()
     logs = {k: list(v) for k, v in repo.refs._logs.items()}
-    live = {x for es in logs.values() for e in es if now - e.time <= EXPIRE for x in (e.old, e.new) if x}
+    live = {x for k, es in logs.items() if not k.startswith("refs/runs/")
+            for e in es if now - e.time <= EXPIRE for x in (e.old, e.new) if x}
+    released: dict[str, float] = {}
+    for k, es in logs.items():
+        if k.startswith("refs/runs/"):
+            kept, rel = run_log(es, now, keep)
+            live |= kept
+            for o, t in rel.items():
+                released[o] = max(released.get(o, 0.0), t)
     root_ids = named_roots | live
     reachable = closure(root_ids, links)
     last_log: dict[str, float] = {}
@@ -121,7 +163,7 @@ def expected(repo: Repo, now: float, grace: float, links: dict[str, list[str]]):
             for x in (e.old, e.new):
                 if x:
                     last_log[x] = max(last_log.get(x, 0.0), e.time)
-    since = {o: max(repo.objects.mtime(o), last_log.get(o, 0.0)) for o in links}
+    since = {o: max(repo.objects.mtime(o), last_log.get(o, 0.0), released.get(o, 0.0)) for o in links}
     young = [o for o in links if o not in reachable and now - since[o] <= grace]
     kept = closure(young, links, stop=reachable)
     return root_ids, reachable, set(links) - reachable - kept
@@ -164,7 +206,7 @@ def test_roots_name_where_each_root_comes_from():
         a: "refs/runs/train1", c: "HEAD", b: "reflog of refs/tags/t"}
     assert roots(repo, reflog_expire_s=0, now=now) == {a: "refs/runs/train1", c: "HEAD"}
     logs = reflogs(repo)
-    assert list(live_reflog_ids(logs, now=now, expire_s=EXPIRE)) == [
+    assert list(live_reflog_ids(logs, now=now, expire_s=EXPIRE, keep_checkpoints=2)) == [
         (c, "HEAD"), (a, "refs/runs/train1"), (b, "refs/tags/t"), (b, "refs/tags/t")]
     assert last_named(logs)[b][1] == "refs/tags/t was removed (rm: t)"
     assert last_removal(repo.refs.reflog("refs/tags/t")).message == "rm: t"
@@ -214,3 +256,51 @@ def test_reflog_entry_helpers_are_about_removal_only():
     assert last_removal([ReflogEntry(None, a, "me", 1.0, "create"), ReflogEntry(a, None, "me", 2.0, "rm"),
                          ReflogEntry(None, a, "me", 3.0, "restore")]).time == 2.0
     assert last_removal([ReflogEntry(None, a, "me", 1.0, "create")]) is None
+
+
+def test_a_run_reflog_keeps_the_last_checkpoints_of_a_live_run_and_the_last_of_an_ended_one():
+    a, b, c, d, e = (ch * 64 for ch in "abcde")
+    E = ReflogEntry
+    live = [E(None, a, "me", 1.0, "checkpoint"), E(a, b, "me", 2.0, "checkpoint"), E(b, c, "me", 3.0, "checkpoint")]
+    r = run_retention("refs/runs/x", live, now=1000 * DAY, expire_s=EXPIRE, keep=2)
+    assert r.kept == {b: "reflog of refs/runs/x", c: "reflog of refs/runs/x"}  # whatever their age
+    assert r.released == {a: (3.0, "refs/runs/x: not among the last 2 checkpoints of the run")}
+    ended = [*live, E(c, None, "me", 4.0, "train: published as v002_x"), E(None, d, "me", 5.0, "checkpoint"),
+             E(d, e, "me", 6.0, "checkpoint")]
+    r = run_retention("refs/runs/x", ended, now=10.0, expire_s=EXPIRE, keep=2)
+    assert set(r.kept) == {c, d, e}  # the last of the ended run; the live one's last two
+    assert r.released[b] == (4.0, "refs/runs/x ended (train: published as v002_x): only its last checkpoint is kept")
+    r = run_retention("refs/runs/x", ended, now=4.0 + EXPIRE + 1, expire_s=EXPIRE, keep=1)
+    assert set(r.kept) == {e} and r.released[d] == (6.0, "refs/runs/x: not among the last 1 checkpoints of the run")
+    assert c not in r.released  # its removal entry expired: the normal expiry, not a release
+    assert is_run_ref("refs/runs/x") and is_run_ref("refs/remotes/origin/runs/x")
+    assert not is_run_ref("refs/heads/runs") and not is_run_ref("refs/remotes/origin/heads/x")
+
+
+def test_holders_say_what_only_each_name_keeps_alive():
+    repo = Repo.memory()
+    s = repo.objects
+    blob = [s.put("blob", b"%d" % i * (i + 1) * 100) for i in range(4)]
+    shared_tree = s.put_object(Tree(entries=[TreeEntry("s", "blob", blob[0], 100)]))
+    t1 = s.put_object(Tree(entries=[TreeEntry("a", "blob", blob[1], 200), TreeEntry("d", "tree", shared_tree, 100)]))
+    t2 = s.put_object(Tree(entries=[TreeEntry("b", "blob", blob[2], 300)]))
+    ck = s.put_object(Checkpoint(run="r", step=1, model=t2, state=shared_tree))
+    v1 = s.put_object(Commit(tree=t1, parents=[], name="v001_x"))
+    repo.refs.set_if_equals("refs/tags/v001_x", None, v1, "tag")
+    repo.refs.set_if_equals("refs/runs/r", None, ck, "checkpoint")
+    repo.refs.set_if_equals("refs/remotes/origin/runs/r", None, ck, "fetch")
+    sources = root_sources(repo)
+    assert set(sources[ck]) == {"refs/remotes/origin/runs/r", "refs/runs/r",
+                                "reflog of refs/remotes/origin/runs/r", "reflog of refs/runs/r"}
+    assert roots(repo)[ck] == sources[ck][0]
+    hs, n_shared, b_shared = holders(Graph(s), sources, s.stored_size)
+    by = {h.name: h for h in hs}
+    assert set(by) == {"run r", "version v001_x"}
+    assert by["run r"].kind == "run" and by["run r"].objects == 3  # ck, t2, blob 2 (shared_tree is not its own)
+    assert by["run r"].bytes == sum(s.stored_size(o) for o in (ck, t2, blob[2]))
+    assert by["version v001_x"].objects == 3  # v1, t1, blob 1
+    assert (n_shared, b_shared) == (2, s.stored_size(shared_tree) + s.stored_size(blob[0]))
+    assert hs[0].bytes >= hs[1].bytes
+    assert holder_of("reflog of refs/heads/main") == ("branch main", "branch")
+    assert holder_of("refs/remotes/origin/tags/v001_x") == ("version v001_x", "version")
+    assert holder_of("HEAD") == ("HEAD", "head") and holder_of("refs/data/f.jsonl") == ("data f.jsonl", "data")

@@ -151,11 +151,31 @@ def _print_plan(o: Output, plan, empty_trash: bool) -> None:
         o.line(f"  {'':<28} why: {g.reason}")
     if plan.eligible_objects:
         o.line(f"Eligible now: {plan.eligible_objects} objects, {human_bytes(plan.eligible_bytes)}")
+    _print_holders(o, plan)
     if plan.trash:
         expired = [b for b in plan.trash if b.expired]
         total = sum(b.bytes for b in plan.trash)
         o.line(f"trash/: {len(plan.trash)} batch(es), {human_bytes(total)}; {len(expired)} older than the grace period"
                + ("" if not expired or empty_trash else " (lin gc --confirm --empty-trash deletes them)"))
+
+
+def _print_holders(o: Output, plan, top: int = 8) -> None:
+    """The names that keep the most bytes alive, each with what only it keeps."""
+    if not plan.holders:
+        return
+    o.line("Kept alive by (what only each keeps: removing it frees that once the grace period is over):")
+    for h in plan.holders[:top]:
+        note = ""
+        if all(v.startswith("reflog of ") for v in h.via):
+            note = f" (until the reflog entry is {_days(plan.reflog_expire_s)} old: gc.reflog_expire_days)"
+        o.line(f"  {h.name:<28} {h.objects:>6} objects {human_bytes(h.bytes):>10}  via {', '.join(h.via)}{note}")
+    if len(plan.holders) > top:
+        rest = plan.holders[top:]
+        o.line(f"  {len(rest)} more names: {sum(h.objects for h in rest)} objects, "
+               f"{human_bytes(sum(h.bytes for h in rest))}")
+    if plan.shared_objects:
+        o.line(f"  {'(shared by several names)':<28} {plan.shared_objects:>6} objects "
+               f"{human_bytes(plan.shared_bytes):>10}")
 
 
 # ----------------------------------------------------------------------------- reflog

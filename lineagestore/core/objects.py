@@ -363,11 +363,13 @@ class Checkpoint(JsonObject):
     step: int
     model: str  # tree id
     state: str | None = None  # tree id of optimizer/scheduler/rng/data-position state
-    parent: str | None = None  # previous checkpoint id
+    parent: str | None = None  # previous checkpoint id: a plain id, not a link (see links)
     meta: dict = field(default_factory=dict)
 
     def links(self) -> list[str]:
-        return [x for x in (self.model, self.state, self.parent) if x]
+        # ``parent`` is not followed: a run's last checkpoint would otherwise keep every earlier
+        # one alive, so gc could never reclaim them (which checkpoints stay is the run reflog's rule)
+        return [x for x in (self.model, self.state) if x]
 
 
 JSON_TYPES: dict[str, type[JsonObject]] = {

@@ -317,10 +317,12 @@ class RemoteSettings:
 
 @dataclass(frozen=True)
 class TrainTable:
-    """``[train]``: the store's defaults of any training setting, and two keys of its own."""
+    """``[train]``: the store's defaults of any training setting, and keys of its own."""
 
     disk_margin: float = key(0.2, "number", low=0)  # margin of the plan's disk check
     checkpoint_compression_level: int = key(-5, "int", low=ZSTD_LEVELS[0], high=ZSTD_LEVELS[1])
+    keep_checkpoints: int = key(2, "int", low=1)  # checkpoints gc keeps of a run in progress
+    checkpoint_share_warn: float = key(0.5, "number", low=0, high=1)  # doctor: share of the store
     #: training settings set here (checked; see :class:`TrainSettings`), the layer after defaults
     defaults: dict = field(default_factory=dict)
 

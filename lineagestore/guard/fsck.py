@@ -118,9 +118,8 @@ def _typed_links(type_name: str, obj) -> list[_Link]:
     if type_name == "dataset":
         out = [_Link(obj.content, T(FILE_TYPES), "content", obj.size)] if obj.stored else []
         return out + ([_Link(obj.records, T({"records", "chunks"}), "records")] if obj.records else [])
-    if type_name == "checkpoint":
-        return ([_Link(obj.model, T({"tree"}), "model")] + ([_Link(obj.state, T({"tree"}), "state")] if obj.state else [])
-                + ([_Link(obj.parent, T({"checkpoint"}), "parent")] if obj.parent else []))
+    if type_name == "checkpoint":  # its parent is a plain id, not a link: gc may have collected it
+        return [_Link(obj.model, T({"tree"}), "model")] + ([_Link(obj.state, T({"tree"}), "state")] if obj.state else [])
     return []
 
 
@@ -314,7 +313,8 @@ def _check_roots(repo: Repo, objs: _Objects, now: float) -> tuple[dict[str, str]
     named only by a live reflog entry is a note when trash/ holds it, else a problem."""
     strong = dict((v, n) for n, v in ref_values(repo).values.items())
     weak: dict[str, str] = {}
-    for x, name in live_reflog_ids(reflogs(repo), now=now, expire_s=repo.settings.gc.reflog_expire_s):
+    for x, name in live_reflog_ids(reflogs(repo), now=now, expire_s=repo.settings.gc.reflog_expire_s,
+                                   keep_checkpoints=repo.settings.train.keep_checkpoints):
         if x not in strong:
             weak.setdefault(x, f"the reflog of {name}")
     reached = reached_from(strong, objs.links)

@@ -2,10 +2,13 @@
 
 Reachable (never collected): what the roots reach (every ref, versions, branches, runs, data,
 remotes and backups alike, HEAD, and every reflog entry younger than ``gc.reflog_expire_days``,
-90: see :mod:`.reachability`), and every object younger than the grace period
-(``gc.grace_days``, 14) together with everything it reaches. An unreachable object's age counts
-from the later of its mtime (refreshed by every put) and the last reflog entry that named it, so
-a name removed yesterday keeps its objects for the whole grace period.
+90, except that a training run's reflog keeps only the last ``train.keep_checkpoints`` of a run in
+progress and the last checkpoint of an ended one: see :mod:`.reachability`), and every object
+younger than the grace period (``gc.grace_days``, 14) together with everything it reaches. An
+unreachable object's age counts from the later of its mtime (refreshed by every put), the last
+reflog entry that named it, and for a checkpoint the moment its run's reflog stopped keeping it,
+so a name removed yesterday keeps its objects for the whole grace period. The plan also says
+which names keep the most bytes alive (:func:`.reachability.holders`).
 
 The mark phase reads the 16-byte header of each object it reaches and decodes only objects of
 :data:`~lineagestore.core.objects.LINKING_TYPES` (metadata); it never reads a blob's payload.
@@ -34,7 +37,8 @@ from ..core.fsutil import atomic_write_bytes, fsync_dir, kill_point
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..core.settings import parse_duration, parse_grace  # noqa: F401 - the CLI and api parse --grace with these
-from .reachability import Graph, last_named, ref_values, reflog_problems, reflogs, roots
+from .reachability import (Graph, Holder, holders, last_named, ref_values, reflog_problems, reflogs, root_sources,
+                           run_releases)
 from .trash import TrashBatch, batch_info, finish_purges, make_writable, purge_batch, trash_batches, trash_dir
 
 DAY = 86400.0
@@ -92,6 +96,12 @@ class GcPlan:
     groups: list[GcGroup] = field(default_factory=list)
     trash: list[TrashBatch] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: every object's stored bytes; the names keeping reachable objects alive, largest first (what
+    #: only each keeps), and what several of them keep
+    bytes: int = 0
+    holders: list[Holder] = field(default_factory=list)
+    shared_objects: int = 0
+    shared_bytes: int = 0
     #: eligible ids in the order they go to trash (containers first); not part of the report
     order: list[str] = field(default_factory=list, repr=False)
     entries: dict[str, list] = field(default_factory=dict, repr=False)  # id -> [type, bytes, label]
@@ -100,6 +110,7 @@ class GcPlan:
         d = {k: v for k, v in asdict(self).items() if k not in ("order", "entries")}
         d["groups"] = [g.to_dict() for g in self.groups]
         d["trash"] = [b.to_dict() for b in self.trash]
+        d["holders"] = [asdict(h) for h in self.holders]
         return d
 
 
@@ -111,7 +122,7 @@ def plan(repo: Repo, *, grace_s: float | None = None, now: float | None = None,
     p = GcPlan(now=now, grace_s=grace, reflog_expire_s=reflog_expiry(repo))
     store = repo.objects
     g = Graph(store)
-    reachable, logs = _mark(repo, g, p, progress)
+    reachable, logs, sources = _mark(repo, g, p, progress)
 
     all_ids = list(store.iter_ids())
     p.objects = len(all_ids)
@@ -119,7 +130,12 @@ def plan(repo: Repo, *, grace_s: float | None = None, now: float | None = None,
     unreachable = [o for o in all_ids if o not in reachable]
     p.unreachable = len(unreachable)
     named = last_named(logs)
+    for oid, (t, why) in run_releases(logs, keep_checkpoints=repo.settings.train.keep_checkpoints).items():
+        if t >= named.get(oid, (0.0, ""))[0]:
+            named[oid] = (t, why)
     size, since = _ages(store, g, unreachable, named)
+    p.holders, p.shared_objects, p.shared_bytes = holders(g, sources, lambda o: _stored_size(store, o))
+    p.bytes = sum(h.bytes for h in p.holders) + p.shared_bytes + sum(size.values())
     present = [o for o in unreachable if o in since]
     young = [o for o in present if now - since[o] <= grace]
     kept = g.walk(young, stop=reachable) - g.missing
@@ -133,24 +149,33 @@ def plan(repo: Repo, *, grace_s: float | None = None, now: float | None = None,
     return p
 
 
-def _mark(repo: Repo, g: Graph, p: GcPlan, progress: Progress) -> tuple[set[str], dict[str, list]]:
-    """Everything the roots reach (missing objects included), and the reflogs read; what makes
-    the result unknown (an unreadable ref or reflog, a missing or unreadable reachable object)
-    goes to ``p.problems``."""
+def _mark(repo: Repo, g: Graph, p: GcPlan,
+          progress: Progress) -> tuple[set[str], dict[str, list], dict[str, list[str]]]:
+    """Everything the roots reach (missing objects included), the reflogs read, and the roots with
+    where each is named; what makes the result unknown (an unreadable ref or reflog, a missing or
+    unreadable reachable object) goes to ``p.problems``."""
     refs = ref_values(repo)
     p.problems.extend(f"unreadable ref {b}" for b in refs.bad)
     p.problems.extend(f"unreadable reflog: {msg}" for _, msg in reflog_problems(repo))
     logs = reflogs(repo)
-    root_map = roots(repo, now=p.now, reflog_expire_s=p.reflog_expire_s, refs=refs, logs=logs)
+    sources = root_sources(repo, now=p.now, reflog_expire_s=p.reflog_expire_s, refs=refs, logs=logs)
     progress.start("marking reachable objects", None, "objects")
-    reachable = g.walk(root_map)
+    reachable = g.walk(sources)
     progress.finish()
     for oid in sorted(reachable & g.missing):
-        p.problems.append(f"object {oid} (named by {root_map.get(oid, 'a reachable object')}) is missing")
+        where = sources[oid][0] if oid in sources else "a reachable object"
+        p.problems.append(f"object {oid} (named by {where}) is missing")
     for oid, err in sorted(g.broken.items()):
         if oid in reachable:
             p.problems.append(f"reachable object {oid} cannot be read ({err}); what it links to is unknown")
-    return reachable, logs
+    return reachable, logs, sources
+
+
+def _stored_size(store, oid: str) -> int:
+    try:
+        return store.stored_size(oid)
+    except LinError:  # missing or unreadable: the mark phase reported it
+        return 0
 
 
 def _ages(store, g: Graph, unreachable: list[str],

@@ -2,10 +2,14 @@
 
 Roots (what is never collected): every ref (versions, branches, training runs in progress under
 ``refs/runs/``, registered data, remote-tracking refs), HEAD, and the old and new value of every
-reflog entry younger than the reflog expiry. The graph is what each object links to: the type
-comes from the object's 16-byte header, and only objects of
+reflog entry younger than the reflog expiry, except in the reflog of a training run
+(``refs/runs/RUN`` and its remote-tracking twins): there only the last ``train.keep_checkpoints``
+checkpoints of a run in progress, and the last checkpoint of an ended run (committed or
+abandoned) until its removal entry expires, are roots (:func:`run_retention`). A checkpoint does
+not link its parent, so the rest become collectable after the grace period. The graph is what
+each object links to: the type comes from the object's 16-byte header, and only objects of
 :data:`~lineagestore.core.objects.LINKING_TYPES` (metadata) are decoded; a blob's payload is
-never read to mark it.
+never read to mark it. :func:`holders` says which names keep what alive.
 
 gc (what to collect), fsck (what must be present), protect (which entry removed a name) and the
 trash (what to restore with an object) read these; nothing here imports them. Reads only.
@@ -122,10 +126,16 @@ def last_removal(entries: list[ReflogEntry]) -> ReflogEntry | None:
     return None
 
 
-def live_reflog_ids(logs: dict[str, list], *, now: float, expire_s: float) -> Iterator[tuple[str, str]]:
+def live_reflog_ids(logs: dict[str, list], *, now: float, expire_s: float,
+                    keep_checkpoints: int) -> Iterator[tuple[str, str]]:
     """(id, ref) for the old and new value of every reflog entry younger than ``expire_s``, in
-    reflog order (an id may come more than once)."""
+    reflog order (an id may come more than once); of a run's reflog, only what
+    :func:`run_retention` keeps."""
     for name, entries in logs.items():
+        if is_run_ref(name):
+            kept = run_retention(name, entries, now=now, expire_s=expire_s, keep=keep_checkpoints).kept
+            yield from ((x, name) for x in kept if is_object_id(x))
+            continue
         for e in entries:
             if now - e.time > expire_s:
                 continue
@@ -134,22 +144,116 @@ def live_reflog_ids(logs: dict[str, list], *, now: float, expire_s: float) -> It
                     yield x, name
 
 
+# ----------------------------------------------------------------------------- training runs
+
+
+def is_run_ref(name: str) -> bool:
+    """``refs/runs/RUN``, or its remote-tracking twin ``refs/remotes/REMOTE/runs/RUN``."""
+    parts = name.split("/")
+    return name.startswith("refs/runs/") or (len(parts) > 4 and parts[:2] == ["refs", "remotes"]
+                                             and parts[3] == "runs")
+
+
+@dataclass
+class RunRetention:
+    """What one run ref's reflog keeps (id -> ``reflog of REF``), and since when (unix time) and
+    why each checkpoint it named and no longer keeps stopped being kept."""
+
+    kept: dict[str, str]
+    released: dict[str, tuple[float, str]]
+
+
+def run_retention(name: str, entries: list[ReflogEntry], *, now: float, expire_s: float,
+                  keep: int) -> RunRetention:
+    """Which checkpoints the reflog of run ref ``name`` keeps.
+
+    The reflog is cut into lives (from the entry that creates the ref to the one that removes it;
+    a run name may be used again). A live run keeps its last ``keep`` checkpoints whatever their
+    age (a paused run must stay resumable); an ended run keeps its last checkpoint, the removal
+    entry's old value, while that entry is younger than ``expire_s``. Every other checkpoint is
+    released: when ``keep`` newer ones had been written, or when its run ended.
+    """
+    out = RunRetention({}, {})
+    mine = f"reflog of {name}"
+
+    def release(oid: str, t: float, why: str) -> None:
+        if oid not in out.released or out.released[oid][0] < t:
+            out.released[oid] = (t, why)
+
+    for life, end in _lives(entries):
+        for i, e in enumerate(life):
+            if i + keep < len(life):
+                release(e.new, life[i + keep].time, f"{name}: not among the last {keep} checkpoints of the run")
+            elif end is None:
+                out.kept[e.new] = mine
+            elif e.new != end.old:
+                release(e.new, end.time, f"{name} ended ({end.message}): only its last checkpoint is kept")
+        if end is not None and end.old and now - end.time <= expire_s:
+            out.kept[end.old] = mine
+    for oid in out.kept:
+        out.released.pop(oid, None)
+    return out
+
+
+def _lives(entries: list[ReflogEntry]) -> Iterator[tuple[list[ReflogEntry], ReflogEntry | None]]:
+    """(the entries that gave the ref a value, the entry that removed it or None) for each span
+    from creation to removal; a creation while a value is set ends the span before it."""
+    life: list[ReflogEntry] = []
+    for e in entries:
+        if e.new is None:
+            if e.old is not None or life:
+                yield life, e
+            life = []
+            continue
+        if e.old is None and life:
+            yield life, ReflogEntry(life[-1].new, None, e.who, e.time, e.message)
+            life = []
+        life.append(e)
+    if life:
+        yield life, None
+
+
+def run_releases(logs: dict[str, list], *, keep_checkpoints: int) -> dict[str, tuple[float, str]]:
+    """id -> (when, why) each checkpoint a run reflog named stopped being kept (gc counts an
+    unreachable checkpoint's grace period from then; expiry does not change these times)."""
+    out: dict[str, tuple[float, str]] = {}
+    for name, entries in logs.items():
+        if not is_run_ref(name):
+            continue
+        ret = run_retention(name, entries, now=0.0, expire_s=float("inf"), keep=keep_checkpoints)
+        for oid, (t, why) in ret.released.items():
+            if oid not in out or out[oid][0] < t:
+                out[oid] = (t, why)
+    return out
+
+
 # ----------------------------------------------------------------------------- roots
 
 
 def roots(repo: Repo, *, now: float | None = None, reflog_expire_s: float | None = None,
           refs: RefValues | None = None, logs: dict[str, list] | None = None) -> dict[str, str]:
-    """Ids that are roots -> where each is named: a ref (training runs in progress included),
-    HEAD, or a reflog entry younger than ``reflog_expire_s`` (``gc.reflog_expire_days``) ("reflog
-    of REF")."""
+    """Ids that are roots -> where each is named first: a ref (training runs in progress
+    included), HEAD, or a reflog entry younger than ``reflog_expire_s``
+    (``gc.reflog_expire_days``) ("reflog of REF"; of a run's reflog, what :func:`run_retention`
+    keeps)."""
+    srcs = root_sources(repo, now=now, reflog_expire_s=reflog_expire_s, refs=refs, logs=logs)
+    return {oid: where[0] for oid, where in srcs.items()}
+
+
+def root_sources(repo: Repo, *, now: float | None = None, reflog_expire_s: float | None = None,
+                 refs: RefValues | None = None, logs: dict[str, list] | None = None) -> dict[str, list[str]]:
+    """Like :func:`roots`, with every place that names each root, refs first."""
     now = time.time() if now is None else now
     expire = repo.settings.gc.reflog_expire_s if reflog_expire_s is None else reflog_expire_s
-    out: dict[str, str] = {}
+    out: dict[str, list[str]] = {}
     for name, oid in (refs or ref_values(repo)).values.items():
-        out.setdefault(oid, name)
-    live = live_reflog_ids(reflogs(repo) if logs is None else logs, now=now, expire_s=expire)
+        out.setdefault(oid, []).append(name)
+    live = live_reflog_ids(reflogs(repo) if logs is None else logs, now=now, expire_s=expire,
+                           keep_checkpoints=repo.settings.train.keep_checkpoints)
     for oid, name in live:
-        out.setdefault(oid, f"reflog of {name}")
+        where = out.setdefault(oid, [])
+        if f"reflog of {name}" not in where:
+            where.append(f"reflog of {name}")
     return out
 
 
@@ -241,3 +345,74 @@ def reached_from(start: dict[str, str], links: Callable[[str], Iterable[str]],
         out[oid] = where
         stack.extend((child, where) for child in links(oid) if child not in out)
     return out
+
+
+# ----------------------------------------------------------------------------- what keeps what
+
+
+@dataclass
+class Holder:
+    """A name and the roots it holds (a ref, its reflog, its remote-tracking twins), with the
+    objects only it keeps alive: what removing them would free, once the grace period is over."""
+
+    name: str  # "run RUN", "version vNNN_x", "branch main", "data FILE", "HEAD", or the ref
+    kind: str  # run | version | branch | data | head | other
+    via: list[str]  # the roots: "refs/runs/r", "reflog of refs/runs/r", ...
+    objects: int = 0
+    bytes: int = 0
+
+
+def holder_of(root: str) -> tuple[str, str]:
+    """(name, kind) of the holder of a root as :func:`root_sources` names it."""
+    ref = root.removeprefix("reflog of ")
+    if ref == "HEAD":
+        return "HEAD", "head"
+    parts = ref.split("/")
+    if len(parts) > 4 and parts[:2] == ["refs", "remotes"]:  # a remote-tracking ref: as the local one
+        parts = ["refs", *parts[3:]]
+    ns, rest = (parts[1], "/".join(parts[2:])) if len(parts) > 2 and parts[0] == "refs" else ("", ref)
+    kind = {"runs": "run", "tags": "version", "heads": "branch", "data": "data"}.get(ns, "other")
+    return (f"{kind} {rest}" if kind != "other" else ref), kind
+
+
+def holders(g: Graph, sources: dict[str, list[str]], size: Callable[[str], int]) -> tuple[list[Holder], int, int]:
+    """Who keeps what: each holder with the objects only it reaches (largest first), and the
+    number and bytes of the objects that several holders reach.
+
+    Every object is owned by the first holder that reaches it, or marked shared when another one
+    does too (and so is everything below it): each object changes state at most twice.
+    """
+    found: dict[str, Holder] = {}
+    starts: dict[str, list[str]] = {}
+    for oid, where in sources.items():
+        for root in where:
+            name, kind = holder_of(root)
+            h = found.setdefault(name, Holder(name, kind, []))
+            if root not in h.via:
+                h.via.append(root)
+            starts.setdefault(name, []).append(oid)
+    shared = ""  # the owner of what several holders reach
+    owner: dict[str, str] = {}
+    for name, start in starts.items():
+        stack = [(oid, False) for oid in start]
+        while stack:
+            oid, below_shared = stack.pop()
+            cur = owner.get(oid)
+            if cur == shared or (cur == name and not below_shared):
+                continue
+            owner[oid] = name if cur is None and not below_shared else shared
+            if g.load(oid) is not None:
+                stack.extend((c, owner[oid] == shared) for c in g.links.get(oid, ()))
+    n_shared = b_shared = 0
+    for oid, who in owner.items():
+        if oid in g.missing:
+            continue
+        n = size(oid)
+        if who == shared:
+            n_shared += 1
+            b_shared += n
+        else:
+            found[who].objects += 1
+            found[who].bytes += n
+    out = sorted((h for h in found.values() if h.objects), key=lambda h: (-h.bytes, h.name))
+    return out, n_shared, b_shared
