@@ -10,7 +10,9 @@ A checkpoint is a ``checkpoint`` object (see docs/format.md) naming:
   ``rng`` (torch CPU/CUDA generator states as uint8 tensors, Python and NumPy states as JSON,
   one entry per rank), ``trainer`` (step, epoch, data position, tokens, wall time) and
   ``losses`` (the loss of every optimizer step, float64);
-- ``parent``: the run's previous checkpoint; ``meta``: status, base, datasets, settings.
+- ``parent``: the run's previous checkpoint, by id only: it does not keep it alive (gc keeps the
+  last ``train.keep_checkpoints`` of a run through its reflog); ``meta``: status, base,
+  datasets, settings.
 
 ``refs/runs/<run>`` names the newest checkpoint; it moves by compare-and-swap with a reflog line.
 """
@@ -162,7 +164,8 @@ def write_checkpoint(repo: Repo, run: str, *, step: int, model: str, state: str 
 
 
 def history(repo: Repo, cid: str, limit: int = 1000) -> list[CheckpointInfo]:
-    """A run's checkpoints from ``cid`` back through their parents, newest first."""
+    """A run's checkpoints from ``cid`` back through their parents, newest first, as far as they
+    are still in the store (gc collects all but the last few)."""
     out = []
     cur: str | None = cid
     while cur and len(out) < limit:

@@ -2,9 +2,10 @@
 
 A run's ref exists from its first checkpoint until the run is committed (the ref is deleted in
 the same command that writes the version) or abandoned (``lin runs abandon``). While it exists,
-its checkpoints are reachable, so gc keeps them; afterwards they are reachable only through the
-ref's reflog, until it expires. A process training a run holds ``locks/run-<run>.lock``: a run
-whose checkpoint says "running" but whose lock is free was killed and can be resumed.
+gc keeps its last ``train.keep_checkpoints`` checkpoints; afterwards only its last one, through
+the ref's reflog until that expires (guard.reachability.run_retention). A process training a run
+holds ``locks/run-<run>.lock``: a run whose checkpoint says "running" but whose lock is free was
+killed and can be resumed.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def on_base(repo: Repo, base: str) -> list[RunInfo]:
 
 
 def abandon(repo: Repo, name: str, *, reason: str = "") -> RunInfo:
-    """Delete ``refs/runs/<name>``: its checkpoints become unreachable (gc may collect them later)."""
+    """Delete ``refs/runs/<name>``: all its checkpoints but the last become unreachable (gc
+    collects them after the grace period); the reflog keeps the last one for a while."""
     r = info(repo, name)
     if r.status == LIVE:
         raise Refused(f"run {name!r} is training right now; stop it before abandoning it")
