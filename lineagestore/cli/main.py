@@ -16,7 +16,7 @@ try:
 except ImportError:  # pragma: no cover
     from click.exceptions import Abort, Exit
 
-from ..core.errors import EXIT_INTERRUPTED, LinError
+from ..core.errors import EXIT_INTERRUPTED, LinError, UnexpectedError
 from . import common
 from .output import Output, exit_code_for
 
@@ -121,6 +121,34 @@ def _record_audit(argv: list[str]) -> None:
         Output().warn(f"could not write the audit log: {e}")
 
 
+def _unexpected(e: Exception) -> LinError:
+    """The one-line error for an exception that escaped every command."""
+    import errno
+    from ..core.errors import NoSpace
+    from ..core.settings import read_env
+    if read_env("LIN_DEBUG"):
+        import traceback
+        traceback.print_exception(e, file=sys.stderr)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        err: LinError = NoSpace(f"no space left on device: {e.filename or e}",
+                                hint="free some disk space and run the command again")
+    else:
+        err = UnexpectedError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    err.__cause__ = e
+    return err
+
+
+def _report_error(e: LinError, argv: list[str]) -> int:
+    """Print ``e`` (one line, and its hint); with --json also as JSON on stdout. Its exit code."""
+    Output().error(e)
+    code = exit_code_for(e)
+    if "--json" in argv:  # scripts get the error as JSON on stdout too
+        cause = e.__cause__ if isinstance(e, UnexpectedError) and e.__cause__ is not None else e
+        Output(json_mode=True).json({"error": str(e), "hint": e.hint, "exit_code": code,
+                                     "type": type(cause).__name__})
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     common.STATE.__init__()  # fresh state per invocation (tests call main() repeatedly)
@@ -135,11 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(rv, int):
             code = rv
     except LinError as e:
-        Output().error(e)
-        code = exit_code_for(e)
-        if "--json" in argv:  # scripts get the error as JSON on stdout too
-            Output(json_mode=True).json({"error": str(e), "hint": e.hint, "exit_code": code,
-                                         "type": type(e).__name__})
+        code = _report_error(e, argv)
     except Exit as e:
         code = e.exit_code
     except Abort:
@@ -153,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_INTERRUPTED
     except BrokenPipeError:
         code = 0
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, never a bare traceback
+        code = _report_error(_unexpected(e), argv)
     finally:
         try:
             _record_audit(argv)

@@ -117,10 +117,12 @@ class Output:
         self.diag(f"warning: {text}", style="yellow")
 
     def error(self, err: BaseException) -> None:
-        self.diag(f"error: {err}", style="bold red")
+        """``error: ...`` and perhaps ``hint: ...``, each one line whatever the message holds
+        (a third-party message may span several)."""
+        self.diag(f"error: {one_line(str(err))}", style="bold red")
         hint = getattr(err, "hint", None)
         if hint:
-            self.diag(f"hint: {hint}")
+            self.diag(f"hint: {one_line(hint)}")
 
     def progress(self) -> "BarProgress":
         enabled = not self.quiet and not _plain(sys.stderr) and not read_env("LIN_NO_PROGRESS")
@@ -196,6 +198,11 @@ class BarProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and runs of blanks folded into single spaces."""
+    return " ".join(text.split())
 
 
 def exit_code_for(err: BaseException) -> int:

@@ -85,6 +85,8 @@ def commit(
     param: List[str] = typer.Option([], "--param", help="KEY=VALUE (repeatable)."),
     code: Optional[Path] = typer.Option(None, "--code", help="The training code's git repository (default: here)."),
     exclude: List[str] = typer.Option([], "--exclude", help="Glob of files to leave out (repeatable)."),
+    allow_empty: bool = typer.Option(False, "--allow-empty",
+                                     help="Make the version even if its files are exactly its parent's."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Store a model folder as a new version of the active one (or of --parent) and make it active."""
@@ -103,7 +105,7 @@ def commit(
         o.warn(w)
     res = repo.commit_folder(folder, name, message=message, parents=parents, datasets=datasets,
                              metrics=metrics, params=params, code_path=code, exclude=tuple(exclude),
-                             progress=o.progress())
+                             progress=o.progress(), allow_empty=allow_empty)
     if json_out:
         o.json({**res.__dict__, "warnings": warnings})
         return

@@ -100,6 +100,10 @@ class Refused(LinError, PermissionError):
     exit_code = 7
 
 
+class NothingToCommit(Refused):
+    """A commit whose files are those of its parent (``--allow-empty`` makes it anyway)."""
+
+
 class LockTimeout(LinError, TimeoutError):
     exit_code = 8
 
@@ -118,6 +122,14 @@ class UnsupportedFormat(NotAStore):
 
 class RemoteError(LinError):
     exit_code = 11
+
+
+class UnexpectedError(LinError):
+    """An exception that no part of lin turned into a :class:`LinError` (a bug), as the CLI's
+    last resort reports it: one line, the traceback only with ``LIN_DEBUG=1``."""
+
+    exit_code = 1
+    hint = "this is a bug in lin; LIN_DEBUG=1 shows the traceback (please report it)"
 
 
 EXIT_INTERRUPTED = 130

@@ -70,7 +70,7 @@ class TokenizerSource:
 
     def spec(self) -> dict:
         """What a worker process needs to load the same tokenizer."""
-        return {"folder": self.folder, "kind": self.kind, "id": self.id}
+        return {"folder": self.folder, "kind": self.kind, "id": self.id, "label": self.label}
 
     def counter(self) -> TokenCounter:
         return counter_for(self.spec())
@@ -209,7 +209,10 @@ class TokenCounter:
         except InvalidInput:
             raise
         except Exception as e:  # noqa: BLE001 - any loader failure is one clear message
-            raise InvalidInput(f"cannot load the tokenizer from {spec['folder']}: {type(e).__name__}: {e}") from None
+            raise InvalidInput(f"cannot load the tokenizer of {spec.get('label') or spec['folder']}: "
+                               f"{loader_error(e)}",
+                               hint="check its tokenizer files (tokenizer.json, tokenizer_config.json), "
+                                    "or name another with --tokenizer") from None
         backend.no_truncation()
         backend.no_padding()
         self.backend = backend
@@ -240,7 +243,7 @@ class TokenCounter:
                     return list(tok.apply_chat_template(chats, tokenize=False))
             except Exception as e:  # noqa: BLE001 - a template error names the template, not lin
                 raise InvalidInput(f"the chat template of the tokenizer fails on a record: "
-                                   f"{type(e).__name__}: {e}") from None
+                                   f"{loader_error(e)}") from None
         return ["\n".join(_content_text(m.get("content")) for m in conv) for conv in chats]
 
     def count(self, texts: list[str], chats: list[list], plain: Sequence[str] = ()) -> int:
@@ -251,6 +254,12 @@ class TokenCounter:
             rendered = self.render_chats(chats)
             n += self.count_texts(rendered, add_special_tokens=not self.chat_template)
         return n
+
+
+def loader_error(e: BaseException) -> str:
+    """A third-party loader's exception as one line: its type and its message's lines joined."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 _COUNTERS: dict[str, TokenCounter] = {}

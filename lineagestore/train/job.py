@@ -14,6 +14,7 @@ from typing import Any
 from ..core.errors import InvalidInput
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
+from ..data.tokens import loader_error
 from .dataset import TokenizedData
 from .modelio import materialize
 from .settings import TrainSettings
@@ -46,8 +47,8 @@ def load_tokenizer(repo: Repo, base_tree: str, progress: Progress = NULL):
     try:
         with quiet():
             tok = AutoTokenizer.from_pretrained(str(meta))
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise InvalidInput(f"the base model has no usable tokenizer ({e})",
+    except Exception as e:  # noqa: BLE001 - tokenizers raises bare Exception; any failure is one line
+        raise InvalidInput(f"the base model has no usable tokenizer: {loader_error(e)}",
                            hint="store the tokenizer files with the model (tokenizer.json, tokenizer_config.json)") from None
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token

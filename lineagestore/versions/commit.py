@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..core.errors import NothingToCommit
 from ..core.progress import NULL, Progress
 from ..core.publish import Published, code_revision, publish
 from ..core.repo import Repo
@@ -31,11 +32,13 @@ def commit_folder(repo: Repo, folder: os.PathLike | str, name: str, *, message: 
                   datasets: list[str] | None = None, metrics: dict | None = None,
                   params: dict | None = None, code_path: os.PathLike | str | None = None,
                   extra: dict | None = None, exclude: tuple[str, ...] = (),
-                  progress: Progress = NULL, activate: bool = True) -> CommitResult:
+                  progress: Progress = NULL, activate: bool = True, allow_empty: bool = False) -> CommitResult:
     """Store ``folder`` and publish it as a new named version.
 
     ``parents=None`` means "the active version (HEAD)", or none for an import into an empty
-    store. See :func:`lineagestore.core.publish.publish` for the write order.
+    store. See :func:`lineagestore.core.publish.publish` for the write order. A folder whose
+    files are exactly its parent's makes no version (:class:`NothingToCommit`, exit 7) unless
+    ``allow_empty``.
     """
     if parents is None and kind == "import":
         parents = []  # an import is a root version
@@ -45,12 +48,36 @@ def commit_folder(repo: Repo, folder: os.PathLike | str, name: str, *, message: 
     def content(batch: ObjectStore) -> str:
         stored.append(store_folder(batch, folder, progress=progress, stat_cache=cache, exclude=exclude,
                                    workers=repo.settings.core.workers))
+        if not allow_empty:
+            _refuse_empty(repo, folder, stored[0].tree, parents)
         return stored[0].tree
 
-    pub = publish(repo, content, name=name, kind=kind, parents=parents, datasets=datasets, metrics=metrics,
-                  params=params, code=code_revision(code_path), message=message, extra=extra,
-                  activate=activate, progress=progress)
+    try:
+        pub = publish(repo, content, name=name, kind=kind, parents=parents, datasets=datasets, metrics=metrics,
+                      params=params, code=code_revision(code_path), message=message, extra=extra,
+                      activate=activate, progress=progress)
+    except NothingToCommit:
+        if repo.path is not None:  # the files were hashed: the next commit need not read them again
+            cache.save(repo.tmp_dir)
+        raise
     if repo.path is not None:
         cache.save(repo.tmp_dir)
     s = stored[0]
     return CommitResult.of(pub, files=s.files, bytes=s.bytes, tensors=s.tensors, cached_files=s.cached_files)
+
+
+def _refuse_empty(repo: Repo, folder: os.PathLike | str, tree: str, parents: list[str] | None) -> None:
+    """NothingToCommit when ``tree`` is the tree of the version's only parent.
+
+    Runs inside :func:`publish`, under the store lock: ``parents=None`` is HEAD as publish read
+    it a moment before.
+    """
+    if parents is None:
+        head = repo.head()
+        parents = [head] if head else []
+    if len(parents) != 1 or repo.commit(parents[0]).tree != tree:
+        return
+    parent = repo.name_of(parents[0]) or parents[0][:12]
+    raise NothingToCommit(f"nothing to commit: {folder} is identical to {parent}, its parent",
+                          hint="change the model first, or pass --allow-empty to record a version with the same "
+                               "files (e.g. to attach metrics or data)")
