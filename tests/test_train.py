@@ -208,3 +208,76 @@ def test_two_process_ddp_on_cpu(tmp_path, train_assets):  # noqa: F811
     m = repo.commit(repo.head()).metrics
     assert m["world_size"] == 2 and m["steps"] == 4 and m["tokens_trained"] == 4 * 2 * 4 * 32
     assert repo.refs.names("refs/runs/") == []
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_bytes()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a reparented zombie may wait long for its reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:].split()[0] != b"Z"
+
+
+@pytest.mark.slow
+def test_ranks_end_with_their_killed_launcher_and_the_run_resumes(tmp_path, train_assets):  # noqa: F811
+    folder = new_store(tmp_path / "w", train_assets)
+    args = [a for a in FAST]
+    args[args.index("--max-steps") + 1] = "6"
+    pause = tmp_path / "paused"
+    env = {**os.environ, "LIN_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "LIN_TEST_PAUSE_AT": "train-step:2",
+           "LIN_TEST_PAUSE_FILE": str(pause)}
+    env.pop("LIN_STORE", None)
+    log = tmp_path / "launcher.log"
+    with open(log, "w") as sink:
+        launcher = subprocess.Popen([sys.executable, "-m", "lineagestore.cli.main", "train", *BIBLE, *args,
+                                     "--gpus", "2", "--yes"], cwd=folder, env=env, stdout=sink, stderr=sink)
+    ranks: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not pause.exists():  # a rank finished step 2: the run exists (its step-0 checkpoint)
+            assert launcher.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        ranks = _descendants(launcher.pid)  # torchrun's agent and the two ranks
+        assert len(ranks) >= 3, ranks
+        launcher.kill()
+        assert launcher.wait() == -signal.SIGKILL
+        # release the ranks (the second may pause after the first was released) until all ended
+        while any(_running(p) for p in ranks):
+            assert time.monotonic() < deadline, log.read_text()
+            pause.unlink(missing_ok=True)
+            time.sleep(0.05)
+    finally:
+        for p in ranks:
+            if _running(p):
+                os.kill(p, signal.SIGKILL)
+    repo = Repo.open(folder / ".lineage")
+    assert list(repo.versions()) == ["v001_base"], log.read_text()  # no rank committed on its own
+    (run,) = json.loads(lin_proc(folder, "runs", "--json", check=True).stdout)
+    assert (run["name"], run["status"], run["step"]) == ("bible", "interrupted", 2), log.read_text()
+    p = lin_proc(folder, "train", "--resume", "--yes", env={"OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    repo = Repo.open(folder / ".lineage")
+    assert list(repo.versions()) == ["v001_base", "v002_bible"] and repo.refs.names("refs/runs/") == []
+    m = repo.commit(repo.head()).metrics
+    assert m["steps"] == 6 and m["sessions"] == 2

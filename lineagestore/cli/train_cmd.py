@@ -277,15 +277,21 @@ def train(
     from ..train.plan import Plan
     from ..train.trainer import train as run_training
     o = out(json_out)
-    repo = STATE.repo()
+    plan_file = read_env(D.PLAN_ENV)
     dist = D.from_env()
+    if not plan_file and not yes and (dist.enabled or not _can_ask()):  # before anything is read or measured
+        where = "one of several processes (torchrun)" if dist.enabled else "not a terminal"
+        raise Refused(f"lin train asks before it trains, and this is {where}: nothing was planned or trained",
+                      hint="pass --yes to train without asking (`lin plan` shows the plan first)")
+    repo = STATE.repo()
+    if plan_file:  # a rank of `lin train --gpus N`: it ends with the command that started it
+        D.end_with_launcher(read_env(D.LAUNCHER_ENV))
     if opts.get("deterministic"):  # read by cuBLAS when CUDA starts, so before anything touches it
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    plan_file = read_env(D.PLAN_ENV)
     if plan_file:  # a rank started by `lin train --gpus N`: the plan was accepted by the parent
         p = Plan.from_dict(json.loads(Path(plan_file).read_text()))
     elif dist.enabled:  # started by torchrun/accelerate directly: rank 0 plans for everyone
-        p = _plan_distributed(o, repo, opts, dist, yes, json_out)
+        p = _plan_distributed(o, repo, opts, dist, json_out)
     else:
         p = _make_plan(o, repo, opts, measure=None)
         STATE.mutated = STATE.mutated or any(d.registered_now for d in p.data)
@@ -325,12 +331,20 @@ def train(
     o.line(f"Active version: {res.name}")
 
 
+def _can_ask() -> bool:
+    """Whether a question can be asked and answered (stdin is a terminal), as ``Output.confirm`` asks."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _null():
     from ..core.progress import NULL
     return NULL
 
 
-def _plan_distributed(o, repo, opts, dist, yes: bool, json_out: bool):
+def _plan_distributed(o, repo, opts, dist, json_out: bool):
     from ..train import distributed as D
     from ..train.plan import Plan
     settings = _settings_and_job(repo, opts)[0]
@@ -341,10 +355,7 @@ def _plan_distributed(o, repo, opts, dist, yes: bool, json_out: bool):
         p = _make_plan(o, repo, {**opts, "gpus": dist.world}, measure=False)
         if not json_out:
             print_plan(o, p)
-        ok = p.ok and yes
-        if p.ok and not yes:
-            o.error(Refused("under torchrun there is no prompt: pass --yes"))
-        doc = {"ok": ok, "plan": p.to_dict()}
+        doc = {"ok": p.ok, "plan": p.to_dict()}  # without --yes, train() refused already
     doc = D.broadcast_json(dist, doc, "cpu" if device_type == "cpu" else f"cuda:{dist.local_rank}")
     if not doc["ok"]:
         D.shutdown(dist)
@@ -361,7 +372,7 @@ def _relaunch(o, repo, p) -> int:
     atomic_write_bytes(plan_path, json.dumps(p.to_dict()).encode(), repo.tmp_dir)
     argv = _strip_store(sys.argv[1:])
     cmd = D.relaunch_command(p.world_size, ["--store", str(repo.path), *argv, "--yes"])
-    env = {**os.environ, D.PLAN_ENV: str(plan_path)}
+    env = {**os.environ, D.PLAN_ENV: str(plan_path), D.LAUNCHER_ENV: str(os.getpid())}
     o.info(f"starting {p.world_size} processes: {' '.join(cmd[:6])} ...")
     try:
         return subprocess.call(cmd, env=env)

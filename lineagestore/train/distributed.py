@@ -8,19 +8,27 @@ file named by ``LIN_TRAIN_PLAN``. Every rank trains; rank 0 alone writes to the 
 
 Launched by hand (``torchrun ... -m lineagestore.cli.main train ... --yes``) it works too: rank 0
 runs the plan and sends it to the others.
+
+The ranks end with the command that started them (:func:`end_with_launcher`): a ``lin train``
+killed with ``kill -9`` leaves no rank training on to commit a version nobody waits for.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
+import select
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.settings import env_number, read_env
 
 PLAN_ENV = "LIN_TRAIN_PLAN"
+LAUNCHER_ENV = "LIN_TRAIN_LAUNCHER"
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,72 @@ def sum_floats(dist: Dist, values: list[float], device: Any = "cpu") -> list[flo
     t = torch.tensor(values, dtype=torch.float64, device=_comm_device(device))
     td.all_reduce(t)
     return [float(x) for x in t.cpu().tolist()]
+
+
+# ------------------------------------------------------------------------------ ending with the launcher
+
+
+def end_with_launcher(launcher: str | None) -> bool:
+    """Stop this rank when the ``lin train`` that started it, or this rank's parent, ends.
+
+    ``lin train --gpus N`` (the launcher, its pid in ``LIN_TRAIN_LAUNCHER``) runs torchrun's
+    agent, which runs the ranks in sessions of their own: killed with ``kill -9``, the launcher
+    takes neither with it, and the ranks would train on and commit a version on their own. So
+    each rank watches the launcher and its parent (the agent) through pidfds; when either ends
+    it sends itself SIGTERM, which the trainer answers as it answers Ctrl-C: it finishes the
+    step, checkpoints and stops, and the run stays resumable (before training starts, SIGTERM
+    simply ends the process). The launcher's pid counts only while it is an ancestor of this
+    process, so a pid reused by another process is never watched; a launcher already gone
+    stops the rank at once. Returns whether a watch was set up (not without pidfds: Linux 5.3+).
+    """
+    if not hasattr(os, "pidfd_open"):
+        return False
+    parent = os.getppid()
+    fds = [_pidfd(parent)]
+    if os.getppid() != parent:  # the parent ended before its pidfd was open
+        fds.append(None)
+    if launcher and launcher.isdigit() and int(launcher) != parent:  # (a parent is watched already)
+        fd = _pidfd(int(launcher))
+        # opened first, then checked: an ancestor now is the process the pidfd refers to
+        if fd is not None and int(launcher) not in _ancestors():
+            os.close(fd)
+            fd = None
+        fds.append(fd)
+    if None in fds:
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return True
+    threading.Thread(target=_stop_when_any_ends, args=(fds,), name="lin-launcher-watch", daemon=True).start()
+    return True
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, ValueError):  # no such process (any more)
+        return None
+
+
+def _ancestors() -> list[int]:
+    """This process's ancestors, parent first, from /proc (empty where it cannot be read)."""
+    out: list[int] = []
+    pid = os.getppid()
+    while pid > 1 and pid not in out:
+        out.append(pid)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            break
+        pid = int(stat[stat.rindex(b")") + 2:].split()[1])  # after "pid (comm) state": the ppid
+    return out
+
+
+def _stop_when_any_ends(fds: list[int]) -> None:
+    select.select(fds, [], [])  # a pidfd becomes readable when its process ends
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def relaunch_command(nproc: int, argv: list[str]) -> list[str]:
