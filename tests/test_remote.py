@@ -332,6 +332,139 @@ def test_automatic_backup_failure_and_recovery(remote, models, tmp_path, lin, mo
     assert back.config.get("backup.remote") == "origin" and back.fsck().ok
 
 
+# ------------------------------------------------------------------------------ push asks the remote
+
+
+def _closure(repo: Repo, rev: str) -> set[str]:
+    from lineagestore.remote.transfer import local_closure
+    return set(local_closure(repo, {repo.resolve(rev): rev}, set())[0])
+
+
+def _claim_in_cache(store: Path, ids: set[str]) -> None:
+    """Make the cache of what the remote holds say it holds ``ids`` (and their closures)."""
+    cache = next((store / ".lineage/cache/remotes").iterdir())
+    for name in ("known", "complete"):
+        with open(cache / name, "a") as f:
+            f.write("".join(i + "\n" for i in sorted(ids)))
+
+
+def _ids_of_next_commit(proj: Path, tmp_path: Path, folder: Path) -> set[str]:
+    """The ids a commit of ``folder`` on top of ``proj``'s HEAD stores (its commit id aside, which
+    holds a time): learnt on a copy of the store, without hooks, so nothing is pushed."""
+    from lineagestore.core.repo import Repo as CoreRepo
+    from lineagestore.versions.commit import commit_folder
+    shutil.copytree(proj / ".lineage", tmp_path / "scratch/.lineage", symlinks=True)
+    scratch = CoreRepo.open(tmp_path / "scratch/.lineage")
+    old = _closure(scratch, "HEAD")
+    res = commit_folder(scratch, folder, "next")
+    return _closure(scratch, res.id) - old
+
+
+@pytest.mark.parametrize("damage", ["deleted-on-remote", "cache-claims"])
+@pytest.mark.parametrize("how", ["version", "tag", "backup"])
+def test_push_asks_the_remote_before_a_ref_moves(remote, models, tmp_path, lin, damage, how):
+    """Objects that vanished from the remote behind the cache's back, or that a wrong cache claims
+    are there, are found and sent before a ref that reaches them is written: by `lin push` of a
+    new version or a tag, and by the automatic backup of a commit."""
+    proj = tmp_path / "a"
+    a = new_store(proj, models[:1], ["base"])
+    st = ["--store", proj / ".lineage"]
+    add_remote(lin, proj, remote, *(["--backup"] if how == "backup" else []))
+    assert lin(*st, "push")[0] == 0
+    lost = next(f["id"] for f in a.show("v001").files if f["path"] == "config.json")
+    if damage == "deleted-on-remote":  # the remote lost an object of v001; the cache still lists it
+        remote.delete(object_key(lost))
+        want = {lost}
+    elif how == "tag":
+        want = _closure(a, "v001") - {a.resolve("v001")}
+        for oid in want:  # every object of v001 but its commit vanished; the cache lists them all
+            remote.delete(object_key(oid))
+        _claim_in_cache(proj, want)
+    else:
+        want = _ids_of_next_commit(proj, tmp_path, models[1])
+        _claim_in_cache(proj, want)
+    if how == "tag":
+        assert lin(*st, "tag", "keep", "v001")[0] == 0
+        code, out, err = lin(*st, "push", "origin", "keep")
+    elif how == "version":
+        assert lin(*st, "commit", models[1], "--name", "next")[0] == 0
+        code, out, err = lin(*st, "push")
+    else:  # the automatic backup of the commit
+        code, out, err = lin(*st, "commit", models[1], "--name", "next")
+        assert "backed up to origin" in out
+    assert code == 0, err
+    assert want <= remote.objects()
+    code, out, _ = lin(*st, "verify", "--remote", "origin", "--full")
+    assert code == 0 and out.strip().endswith("ok"), out
+    code, _, err = lin("clone", *remote.add_args(), tmp_path / "b")
+    assert code == 0, err
+    b = Repo.open(tmp_path / "b/.lineage")
+    for i, name in enumerate(Repo.open(proj / ".lineage").versions()):
+        b.checkout(name, to=tmp_path / f"v{i}", activate=False)
+        assert files(tmp_path / f"v{i}") == files(models[i])
+    if how == "tag":
+        assert b.refs.read("refs/tags/keep") == a.resolve("v001")
+
+
+def test_status_says_backed_up_only_for_what_a_push_or_verify_confirmed(remote, models, tmp_path, lin):
+    proj = tmp_path / "proj"
+    a = new_store(proj, models[:1], ["base"])
+    st = ["--store", proj / ".lineage"]
+    add_remote(lin, proj, remote, "--backup")
+    code, out, err = lin(*st, "commit", models[1], "--name", "second")
+    assert code == 0 and "backed up to origin" in out, err
+    assert json.loads(lin(*st, "status", "--json")[1])["backup"]["backed_up"] == 2
+    tf = next(f for f in a.show("v002").files if f["path"] == "model.safetensors")
+    lost = a.objects.get(tf["id"], "tensor-file").entries()[0].id
+    remote.delete(object_key(lost))  # behind this store's back: status cannot know yet
+
+    code, out, _ = lin(*st, "verify")
+    assert code == 1 and f"missing: object {lost}" in out
+    s = json.loads(lin(*st, "status", "--json")[1])["backup"]
+    assert s["backed_up"] == 0 and s["versions"] == {"v001_base": False, "v002_second": False}
+    assert s["damaged"]["missing"] == [lost] and "damaged" in s["summary"] and "lin backup" in s["summary"]
+    assert "damaged" in lin(*st, "status")[1]
+    log = json.loads(lin(*st, "log", "--json")[1])
+    assert [v["backed_up"] for v in log] == [False, False]
+    # a quick verify (presence only) finds the same and says so again
+    assert lin(*st, "verify")[0] == 1 and (proj / ".lineage/backup/damaged").exists()
+
+    shutil.rmtree(proj / ".lineage/cache")  # the record is not a cache: it survives this
+    code, out, err = lin(*st, "backup", "--json")
+    assert code == 0, err
+    assert json.loads(out)["push"]["objects_sent"] == 1 and lost in remote.objects()
+    s = json.loads(lin(*st, "status", "--json")[1])["backup"]
+    assert s["backed_up"] == 2 and s["damaged"] is None and "all 2 versions backed up" in s["summary"]
+    assert not (proj / ".lineage/backup/damaged").exists()
+    code, out, _ = lin(*st, "verify", "--full")
+    assert code == 0, out
+
+
+def test_a_push_checks_what_it_is_first_to_record_as_backed_up(remote, models, tmp_path, lin):
+    """Versions already on the remote that this store has no record of (its tracking refs were
+    dropped with `lin remote rm`) are checked before `lin backup` calls them backed up."""
+    proj = tmp_path / "proj"
+    a = new_store(proj, models[:2])
+    st = ["--store", proj / ".lineage"]
+    add_remote(lin, proj, remote, "--backup")
+    assert lin(*st, "backup")[0] == 0
+    lost = next(f["id"] for f in a.show("v001").files if f["path"] == "config.json")
+    remote.delete(object_key(lost))
+    assert lin(*st, "remote", "rm", "origin")[0] == 0
+    add_remote(lin, proj, remote, "--backup")
+    assert json.loads(lin(*st, "status", "--json")[1])["backup"]["backed_up"] == 0
+    code, out, err = lin(*st, "backup", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert {u["status"] for u in res["push"]["refs"]} == {"up-to-date"} and res["push"]["objects_sent"] == 1
+    assert lost in remote.objects() and res["status"]["backed_up"] == 2
+    code, out, _ = lin(*st, "verify", "--full")
+    assert code == 0, out
+    # once recorded, an unchanged push asks nothing of the objects
+    code, out, _ = lin(*st, "push", "--json")
+    assert code == 0 and json.loads(out)["objects"] == 0
+
+
 # ------------------------------------------------------------------------------ repair, verify
 
 
@@ -375,7 +508,7 @@ def test_fsck_repair_and_verify_remote(remote, models, tmp_path, lin, compressio
     assert code == 1 and [m["id"] for m in rep["missing"]] == [cfg]
     assert [c["id"] for c in rep["corrupt"]] == [blob]
     # a push after verify knows what the remote lost and sends it again
-    res = push(a, "origin", recheck=True)
+    res = push(a, "origin")
     assert res.objects_sent == 2  # the missing one, and the one verify --full found corrupt
     code, out, _ = lin(*st, "verify", "--full")
     assert code == 0, out

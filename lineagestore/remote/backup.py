@@ -10,8 +10,11 @@ backup: a push sends everything the remote lacks, so nothing stays behind. A suc
 backup removes the marker.
 
 :func:`backup_status` answers from this store alone (no network): a version is backed up when
-the tracking ref ``refs/remotes/<backup remote>/tags/<version>`` names the same commit, which a
-push sets only after the remote accepted the tag (and so every object under it).
+the tracking ref ``refs/remotes/<backup remote>/tags/<version>`` names the same commit and
+``lin verify`` has not found the remote damaged since (``.lineage/backup/damaged``). A push sets
+that tracking ref only for a tag it wrote, or found there, after asking the remote about every
+object under it in that push (or an earlier push from this store recorded it); the remote holds
+only tags whose pushes did the same.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..core.fsutil import atomic_write_bytes
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from . import sync
+from .cache import read_damage
 from .spec import get_remote
 
 PENDING_FILE = "backup/pending"
@@ -148,32 +152,41 @@ def backed_up(repo: Repo) -> dict[str, bool] | None:
     name = backup_remote(repo)
     if not name:
         return None
+    damaged = read_damage(repo, name) is not None
     out = {}
     for vname, cid in repo.versions().items():
-        out[cid] = out.get(cid, False) or repo.refs.read(sync.tracking_ref(name, f"refs/tags/{vname}")) == cid
+        out[cid] = out.get(cid, False) or (
+            not damaged and repo.refs.read(sync.tracking_ref(name, f"refs/tags/{vname}")) == cid)
     return out
 
 
 def backup_status(repo: Repo) -> dict:
     """For ``lin status``: {"remote", "url", "versions": {name: bool}, "runs": {...}, "backed_up",
-    "total", "pending", "summary"} from local refs only."""
+    "total", "pending", "damaged", "summary"} from this store alone."""
     name = backup_remote(repo)
     versions = repo.versions()
     pend = read_pending(repo)
+    damage = read_damage(repo, name) if name else None
     base = {"remote": name, "url": None, "versions": {}, "runs": {}, "backed_up": 0, "total": len(versions),
-            "pending": pend}
+            "pending": pend, "damaged": damage}
     if not name:
         return {**base, "summary": "off (no backup remote; set one with `lin remote add NAME URL --backup`)"}
     try:
         url = get_remote(repo, name).url
     except NotFound:
         return {**base, "summary": f"backup remote {name!r} is not configured (see `lin remote ls`)"}
-    flags = {v: repo.refs.read(sync.tracking_ref(name, f"refs/tags/{v}")) == cid for v, cid in versions.items()}
-    runs = {r[len("refs/runs/"):]: repo.refs.read(sync.tracking_ref(name, r)) == cid
+    sound = damage is None
+    flags = {v: sound and repo.refs.read(sync.tracking_ref(name, f"refs/tags/{v}")) == cid
+             for v, cid in versions.items()}
+    runs = {r[len("refs/runs/"):]: sound and repo.refs.read(sync.tracking_ref(name, r)) == cid
             for r, cid in repo.refs.as_dict("refs/runs/").items()}
     n = sum(flags.values())
     waiting = [v for v, ok in flags.items() if not ok]
-    if not versions:
+    if damage is not None:
+        bad = len(damage["missing"]) + len(damage["corrupt"])
+        summary = (f"{name} ({url}) is damaged: `lin verify` found {bad} object(s) missing or corrupt there "
+                   f"({damage.get('time')}), so no version counts as backed up; `lin backup` sends them again")
+    elif not versions:
         summary = f"to {name} ({url}); no versions yet"
     elif not waiting:
         summary = f"all {n} versions backed up to {name} ({url})"

@@ -1,18 +1,28 @@
-"""What a remote is known to hold, cached under ``.lineage/cache/remotes/<remote id>/``.
+"""What a remote is known to hold, cached under ``.lineage/cache/remotes/<remote id>/``, and
+what ``lin verify`` found damaged on the backup remote (``.lineage/backup/damaged``).
 
-Append-only files of object ids, one per line: ``known`` (objects seen on the remote: we
-uploaded them, downloaded them, or a listing showed them), ``complete`` (ids whose whole
-closure is on the remote: a push or fetch of them finished) and ``damaged`` (objects ``lin verify
---full`` found corrupt on the remote: the next push sends them again). The folder is named after the id in
-the remote's ``format`` marker, so a remote that was wiped and started again gets a fresh cache.
-Derived data: deleting it costs a listing on the next push, nothing else; ``lin verify --remote``
-rewrites it from what it found.
+The cache: append-only files of object ids, one per line: ``known`` (objects seen on the remote:
+we uploaded them, downloaded them, or a check showed them), ``complete`` (ids whose whole closure
+was on the remote when a push or fetch of them finished) and ``damaged`` (objects ``lin verify``
+found missing or corrupt there: the next push checks everything it sends and sends these again).
+The folder is named after the id in the remote's ``format`` marker, so a remote that was wiped and
+started again gets a fresh cache. The cache never answers for the remote (objects disappear from
+remotes behind its back): a push asks the remote about every object under a ref before it writes
+the ref; ``known`` only sizes that question, ``damaged`` only adds to what is sent. Derived data:
+deleting it loses nothing; ``lin verify --remote`` rewrites it from what it found.
+
+The damage record is not a cache: while it exists, ``lin status`` counts no version as backed up
+(its tracking refs say what the remote accepted, not that the objects are still there). The
+push that sends the damaged objects again removes it, and so does a ``lin verify`` that finds the
+backup remote whole.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -21,6 +31,7 @@ from ..core.ids import is_object_id
 from ..core.repo import Repo
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+DAMAGE_FILE = "backup/damaged"
 
 
 class KnownObjects:
@@ -106,3 +117,36 @@ class KnownObjects:
                                    self._tmp, durable=False)
         except OSError:
             pass
+
+
+# ------------------------------------------------------------------------------ the damage record
+
+
+def read_damage(repo: Repo, remote: str | None = None) -> dict | None:
+    """The damage ``lin verify`` found on the backup remote: {"remote", "time", "missing",
+    "corrupt"} (lists of ids); None when there is none (for ``remote``, when given)."""
+    if repo.path is None:
+        return None
+    try:
+        d = json.loads((repo.path / DAMAGE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(d, dict) or (remote is not None and d.get("remote") != remote):
+        return None
+    for k in ("missing", "corrupt"):
+        d[k] = [i for i in d.get(k) or [] if isinstance(i, str) and is_object_id(i)]
+    return d
+
+
+def record_damage(repo: Repo, remote: str, missing: Iterable[str], corrupt: Iterable[str]) -> None:
+    assert repo.path is not None
+    d = {"remote": remote, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+         "missing": sorted(set(missing)), "corrupt": sorted(set(corrupt))}
+    (repo.path / "backup").mkdir(exist_ok=True)
+    atomic_write_bytes(repo.path / DAMAGE_FILE, (json.dumps(d, indent=1) + "\n").encode(), repo.tmp_dir)
+
+
+def clear_damage(repo: Repo, remote: str) -> None:
+    """Remove the damage record if it is about ``remote``."""
+    if repo.path is not None and read_damage(repo, remote) is not None:
+        (repo.path / DAMAGE_FILE).unlink(missing_ok=True)

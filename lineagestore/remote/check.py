@@ -12,7 +12,7 @@ from ..core.objects import HEADER_SIZE, LINKING_TYPES, links_of
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..core.store import ObjectStore
-from .cache import KnownObjects
+from .cache import KnownObjects, clear_damage, read_damage, record_damage
 from .session import FORMAT_KEY, RemoteSession, object_key, open_session, read_remote_refs, unordered_map
 from .transfer import download_closure
 
@@ -66,7 +66,10 @@ def verify(repo: Repo, remote: str | None = None, *, full: bool = False, progres
     Without ``full``, objects are checked for presence; the structure (which objects a tree or
     commit names) is read from this store where it has the object, else from the remote. With
     ``full`` every object is downloaded and its hash checked. The remote-known cache is rebuilt
-    from what was found. Local versions the remote lacks are listed in ``not_on_remote``.
+    from what was found (objects missing or corrupt as ``damaged``: the next push checks all it
+    sends and sends those again). On the backup remote, damage found is recorded for ``lin
+    status`` (no version counts as backed up until a push repairs it), and a clean verify removes
+    that record. Local versions the remote lacks are listed in ``not_on_remote``.
     """
     rs = open_session(repo, remote, workers)
     res = VerifyResult(rs.name, rs.url, full)
@@ -86,9 +89,25 @@ def verify(repo: Repo, remote: str | None = None, *, full: bool = False, progres
     finally:
         progress.finish()
     res.not_on_remote = [n for n, cid in repo.versions().items() if refs.get(f"refs/tags/{n}") != cid]
-    ok_refs = [] if bad else list(refs.values())
-    KnownObjects(repo, rid).reset(set(present) - bad, set(ok_refs), {c["id"] for c in res.corrupt})
+    _record(repo, rs.name, rid, res, set(present), [] if bad else list(refs.values()))
     return res
+
+
+def _record(repo: Repo, remote: str, rid: str, res: VerifyResult, present: set[str], ok_refs: list[str]) -> None:
+    """What verify found, into the cache and (for the backup remote) the damage record. Only a
+    full verify reads objects: corrupt ones found before stay damaged after a quick one."""
+    missing = {m["id"] for m in res.missing}
+    corrupt = {c["id"] for c in res.corrupt}
+    known = KnownObjects(repo, rid)
+    before = read_damage(repo, remote)
+    if not res.full:
+        corrupt |= (known.damaged | set(before["corrupt"] if before else ())) & present
+    known.reset(present - missing - corrupt, set(ok_refs), missing | corrupt)
+    if repo.path is not None and remote == repo.settings.backup.remote:
+        if missing or corrupt:
+            record_damage(repo, remote, missing, corrupt)
+        else:
+            clear_damage(repo, remote)
 
 
 def _listed_objects(rs: RemoteSession) -> dict[str, int]:

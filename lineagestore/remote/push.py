@@ -3,10 +3,11 @@
 Plan (reads only): which remote refs would be created, moved or are up to date, and which
 would overwrite another machine's work (a tag that exists with another id, a version number
 the remote gives to another version, a branch or run that is not an ancestor of ours). Any such
-conflict refuses the whole push before anything changes. Then: the closure of what moves is
-compared with what the remote has (cache, then HEAD requests or per-prefix listings), the
-missing objects are uploaded in parallel (large ones multipart), and only then are the refs
-written: version claims and tags first (by number), then data, runs, branches.
+conflict refuses the whole push before anything changes. Then: every object under what moves
+is asked of the remote in one batched check (HEAD requests or per-prefix listings; the local
+cache of what the remote holds never answers for it), the missing objects are uploaded in
+parallel (large ones multipart), and only then are the refs written: version claims and tags
+first (by number), then data, runs, branches.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 from ..core.content import decode_stored
-from ..core.errors import InvalidInput, NotFound, RefConflict
+from ..core.errors import InvalidInput, InvalidName, NotFound, RefConflict
 from ..core.ids import is_object_id
 from ..core.names import check_name
 from ..core.objects import HEADER_SIZE, unpack_header
@@ -24,7 +25,7 @@ from ..core.progress import NULL, Progress
 from ..core.refs import SYMREF_PREFIX, check_ref_name
 from ..core.repo import Repo
 from .backend import Entry, PreconditionFailed, md5_etag
-from .cache import KnownObjects
+from .cache import KnownObjects, clear_damage, read_damage
 from .session import (HEAD_KEY, NAMESPACES, RemoteSession, claim_key, describe, is_ancestor,
                       namespace_of, object_key, open_session, parallel_map, ref_bytes, set_tracking, tracking_ref,
                       unordered_map, version_number)
@@ -148,10 +149,14 @@ def push(repo: Repo, remote: str | None = None, revs: Iterable[str] = (), *, pro
          recheck: bool = False, workers: int | None = None, verify_objects: bool = True) -> PushResult:
     """Send what ``revs`` name (default: every branch, tag, run and data ref) to ``remote``.
 
-    Only objects the remote lacks travel, in parallel; refs change after all objects are there,
-    by conditional writes. A ref the remote holds with something this push would overwrite
-    refuses the whole push before anything changes (:class:`PushRejected`); a race lost while
-    writing refs stops at that ref, also with :class:`PushRejected`.
+    Before a ref is created or moved, every object under it is asked of the remote in this push
+    (a batched check) and what is missing is uploaded, in parallel; the local cache of what the
+    remote holds never stands in for that check. Refs change after all objects are there, by
+    conditional writes. A ref the remote holds with something this push would overwrite refuses
+    the whole push before anything changes (:class:`PushRejected`); a race lost while writing
+    refs stops at that ref, also with :class:`PushRejected`. With ``recheck``, or while ``lin
+    verify`` has found objects missing or corrupt there, every ref pushed is checked, and the
+    objects verify named are sent again.
     """
     rs = open_session(repo, remote, workers)
     t0 = time.monotonic()
@@ -166,6 +171,10 @@ def push(repo: Repo, remote: str | None = None, revs: Iterable[str] = (), *, pro
         known = KnownObjects(repo, rid)
         if recheck:
             known.forget()
+        damage = read_damage(repo, rs.name)
+        if damage:
+            known.damaged.update(damage["missing"], damage["corrupt"])
+        heal = recheck or bool(known.damaged)
         listing = rs.list_refs()
         result.refs = _plan(repo, rs, wanted, listing)
         if not list(revs):
@@ -174,31 +183,63 @@ def push(repo: Repo, remote: str | None = None, revs: Iterable[str] = (), *, pro
             result.seconds = time.monotonic() - t0
             raise _rejection(repo, result, before_write=True)
         todo = [u for u in result.refs if u.status in ("new", "updated", "deleted")]
+        confirm = _to_confirm(repo, rs.name, result.refs, heal)
+        confirmed: set[str] = set()
         try:
             if todo:
                 rs.require_conditional_writes()
-            if todo or recheck or known.damaged:
-                # --recheck (or damage found by verify): walk everything pushed, trust nothing
-                heal = recheck or bool(known.damaged)
-                sent = result.refs if heal else todo
-                stop = set() if heal else set(known.complete)
-                if not heal:
-                    stop.update(u.old for u in result.refs if u.old and repo.objects.has(u.old))
-                _send_objects(repo, rs, {u.new: u.source for u in sent if u.new and u.status != "rejected"},
-                              stop, known, progress, result, verify_objects)
+            if confirm:
+                _send_objects(repo, rs, {u.new: u.source for u in confirm if u.new}, known, progress, result,
+                              verify_objects)
+                confirmed = {u.ref for u in confirm}
                 if heal:
                     known.repaired(set(known.damaged))  # the rest is named by nothing pushed
+                    clear_damage(repo, rs.name)
             if todo:
                 _write_refs(repo, rs, todo, result)
         finally:
-            on_remote = {u.ref: u.new for u in result.refs if u.status == "up-to-date" or u.written}
-            on_remote.update({u.ref: u.old for u in result.refs if u.status == "behind"})
-            set_tracking(repo, rs.name, on_remote, f"push: {rs.name}")
+            set_tracking(repo, rs.name, _seen_on_remote(repo, rs.name, result.refs, confirmed), f"push: {rs.name}")
             known.save()
         if any(u.ref.startswith("refs/heads/") and u.status == "new" for u in todo):
             _ensure_remote_head(repo, rs, [u.ref for u in result.refs if u.ref.startswith("refs/heads/")])
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _to_confirm(repo: Repo, remote: str, refs: list[RefUpdate], heal: bool) -> list[RefUpdate]:
+    """The refs whose objects this push checks on the remote: every ref it creates or moves, and
+    (so that a tracking ref only says what a push confirmed) each one already up to date there
+    that this store has not recorded at that value; with ``heal``, every ref pushed."""
+    out = []
+    for u in refs:
+        if u.new is None or u.status in ("rejected", "behind", "deleted"):
+            continue
+        if u.status != "up-to-date" or heal or not _recorded(repo, remote, u):
+            out.append(u)
+    return out
+
+
+def _recorded(repo: Repo, remote: str, u: RefUpdate) -> bool:
+    """Whether this store's tracking ref records ``u.ref`` on the remote at ``u.new`` (a ref too
+    deep to have a tracking ref counts as recorded: there is nothing to record)."""
+    try:
+        return repo.refs.read(tracking_ref(remote, u.ref)) == u.new
+    except InvalidName:
+        return True
+
+
+def _seen_on_remote(repo: Repo, remote: str, refs: list[RefUpdate], confirmed: set[str]) -> dict[str, str | None]:
+    """What the tracking refs become: refs written, refs up to date that this push checked or this
+    store had recorded at that value already, and the tips of branches the remote has ahead."""
+    out: dict[str, str | None] = {}
+    for u in refs:
+        if u.written:
+            out[u.ref] = u.new
+        elif u.status == "up-to-date" and u.new is not None and (u.ref in confirmed or _recorded(repo, remote, u)):
+            out[u.ref] = u.new
+        elif u.status == "behind":
+            out[u.ref] = u.old
+    return out
 
 
 def _plan(repo: Repo, rs: RemoteSession, wanted: dict[str, tuple[str, str]],
@@ -310,13 +351,14 @@ def _rejection(repo: Repo, result: PushResult, before_write: bool) -> PushReject
     return PushRejected(result, head + ":\n" + "\n".join(lines), hint)
 
 
-def _send_objects(repo: Repo, rs: RemoteSession, roots: dict[str, str], stop: set[str],
-                  known: KnownObjects, progress: Progress, result: PushResult, verify: bool) -> None:
+def _send_objects(repo: Repo, rs: RemoteSession, roots: dict[str, str], known: KnownObjects,
+                  progress: Progress, result: PushResult, verify: bool) -> None:
+    """Make the remote hold every object under ``roots``: ask it about all of them (one batched
+    check), then upload what it lacks and what ``lin verify`` found damaged there."""
     store = repo.objects
-    closure, tops = local_closure(repo, roots, stop)
+    closure, tops = local_closure(repo, roots, set())
     result.objects = len(closure)
-    candidates = [i for i in closure if i not in known.known]
-    missing = rs.missing_objects(candidates, known) | (set(closure) & known.damaged)
+    missing = rs.missing_objects(closure, known) | (set(closure) & known.damaged)
     # big objects first: the long transfers start early and the pool stays busy to the end
     sizes = {i: store.stored_size(i) for i in missing}
     order = sorted(missing, key=lambda i: -sizes[i])

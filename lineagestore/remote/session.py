@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ..core.errors import CorruptObject, InvalidName, LinError, RefConflict, RemoteError, UnsupportedFormat
 from ..core.ids import is_object_id
@@ -30,9 +30,6 @@ FORMAT_KEY = "format"
 HEAD_KEY = "HEAD"
 #: the local ref namespaces a push sends and a fetch receives
 NAMESPACES = ("refs/heads/", "refs/tags/", "refs/runs/", "refs/data/")
-#: objects checked with one HEAD request each up to this many; above, listed by 2-hex prefix
-#: (a prefix of a big remote takes several listing pages, so HEADs win for small pushes)
-HEAD_CHECK_LIMIT = 1024
 #: conditional-write probe results, per remote URL and endpoint, for this process
 _PROBED: dict[str, bool] = {}
 
@@ -138,24 +135,18 @@ class RemoteSession:
 
     # -- objects
 
-    def missing_objects(self, ids: list[str], known: KnownObjects) -> set[str]:
-        """Which of ``ids`` the remote lacks: HEAD each, or list the 2-hex prefixes they fall in."""
+    def missing_objects(self, ids: Sequence[str], known: KnownObjects) -> set[str]:
+        """Which of ``ids`` the remote lacks, asked of the remote now in one batched check (HEAD
+        requests or listings of their 2-hex prefixes, whichever costs less; an object shorter
+        than a header counts as missing). What it holds is noted in ``known``, whose size only
+        estimates how long a listing would be: the cache never answers for the remote."""
         if not ids:
             return set()
-        if len(ids) <= HEAD_CHECK_LIMIT:
-            sizes = dict(zip(ids, parallel_map(lambda i: self.backend.size(object_key(i)), ids, self.workers)))
-            present = {i for i, s in sizes.items() if s is not None and s >= HEADER_SIZE}
-        else:
-            prefixes = sorted({i[:2] for i in ids})
-            present = set()
-            for keys in parallel_map(lambda p: [e.key for e in self.backend.list(f"objects/{p}/")
-                                                if e.size >= HEADER_SIZE], prefixes, self.workers):
-                for k in keys:
-                    oid = k[len("objects/"):].replace("/", "")
-                    if is_object_id(oid):
-                        present.add(oid)
-            known.add(present)
-        known.add(i for i in ids if i in present)
+        prefixes = {i[:2] for i in ids}
+        listed = max(len(known.known), len(ids)) * len(prefixes) // 256  # ids spread evenly
+        sizes = self.backend.present([object_key(i) for i in ids], self.workers, listed)
+        present = {i for i in ids if sizes.get(object_key(i), 0) >= HEADER_SIZE}
+        known.add(present)
         return {i for i in ids if i not in present}
 
 
