@@ -123,7 +123,7 @@ def push(
                                                help="The remote (default: the backup remote, or the only one), "
                                                     "then branches, versions or tags (default: all). "
                                                     "BRANCH:NAME pushes a branch under another name."),
-    recheck: bool = typer.Option(False, "--recheck", help="Ignore the cache of what the remote holds; ask it."),
+    recheck: bool = typer.Option(False, "--recheck", help="Check the objects of every pushed ref on the remote, not only of refs that move."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Send versions to a remote: only missing objects travel; refs move only by compare-and-swap."""
