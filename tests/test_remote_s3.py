@@ -67,6 +67,43 @@ def test_backend_contract(backend):
         backend.read("../escape")
 
 
+@pytest.mark.parametrize("way", ["head", "list"])
+def test_present_asks_the_remote(backend, monkeypatch, way):
+    """One batched existence check: HEAD requests or listings of the keys' folders (S3, chosen
+    by cost), stat on folders; the same answer either way, and nothing remembered between calls."""
+    keys = [f"objects/{i:02x}/" + f"{j:x}" * 62 for i in range(0, 256, 37) for j in range(3)]
+    there = {k: 20 + n for n, k in enumerate(keys) if n % 3 != 1}
+    for k, n in there.items():
+        backend.write(k, b"x" * n)
+    backend.write("objects/00/" + "e" * 62, b"a neighbour nobody asked about")
+    monkeypatch.setattr(be, "listing_is_cheaper", lambda *a: way == "list")
+    calls = {"size": 0, "list": 0}
+    for name in calls:
+        real = getattr(type(backend), name)
+
+        def counted(self, *a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(self, *a, **k)
+        monkeypatch.setattr(type(backend), name, counted)
+    assert backend.present(keys, workers=4) == there
+    if isinstance(backend, S3Backend):
+        assert calls == ({"size": len(keys), "list": 0} if way == "head" else {"size": 0, "list": 7})
+    backend.delete(keys[0])
+    assert keys[0] not in backend.present(keys, workers=4)
+    assert backend.present([]) == {}
+
+
+def test_listing_is_chosen_where_it_costs_less():
+    """The choice follows the costs measured on SeaweedFS (docs/remotes.md): a few ids on a big
+    remote are HEADed; a whole history (every prefix) is listed unless the remote is far bigger."""
+    assert not be.listing_is_cheaper(64, 61, 20000 * 61 // 256)
+    assert not be.listing_is_cheaper(256, 156, 2000 * 156 // 256)
+    assert be.listing_is_cheaper(1024, 250, 2000 * 250 // 256)
+    assert not be.listing_is_cheaper(1024, 254, 20000 * 254 // 256)
+    assert be.listing_is_cheaper(4096, 256, 20000)
+    assert be.listing_is_cheaper(30000, 256, 30000)
+
+
 def test_remote_urls_are_checked():
     assert normalize_url("s3://bucket/a//b/") == "s3://bucket/a/b"
     assert normalize_url("s3://bucket") == "s3://bucket"
