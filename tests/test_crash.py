@@ -16,6 +16,7 @@ import pytest
 
 from conftest import enospc_at_fsync, make_model_dir
 from lineagestore import Repo
+from lineagestore.guard import gc
 from lineagestore.guard.fsck import check
 from test_guard_helpers import ROOT, folder_bytes, run_lin, version_bytes
 
@@ -162,3 +163,162 @@ def test_injected_enospc_at_every_write(lin, store_dir, monkeypatch):
     assert outcomes[-1] == (0, True), "the commit must succeed once no fsync fails"
     assert sum(1 for c, _ in outcomes if c == 9) >= 8
     assert (9, False) in outcomes
+
+
+# ----------------------------------------------------------------------------- ENOSPC: checkout, gc, data add, checkpoints
+# A full disk at every point of a command: exit 9 with one line, nothing half-written, the store
+# consistent, nothing lost, and the same command completes once there is space.
+
+
+def _files_state(folder: Path) -> dict[str, bytes]:
+    return folder_bytes(folder) if folder.exists() else {}
+
+
+def test_enospc_during_checkout_leaves_whole_files_and_an_intact_store(lin, store_dir, monkeypatch):
+    a = make_model_dir(store_dir / "a", seed=1)
+    b = make_model_dir(store_dir / "b", seed=2, n_layers=5)
+    assert lin("import", str(a), "--name", "a")[0] == 0
+    assert lin("commit", str(b), "--name", "b")[0] == 0
+    assert lin("checkout", "v001")[0] == 0
+    work = store_dir / "model"
+    old, new = folder_bytes(a), folder_bytes(b)
+    real_fsync = os.fsync
+    seen = []
+    for k in range(1, 12):
+        assert lin("checkout", "v001", "--force")[0] == 0
+        monkeypatch.setattr(os, "fsync", enospc_at_fsync(k))
+        code, _, err = lin("checkout", "v002")
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        seen.append(code)
+        assert code in (0, 9), err
+        if code == 9:
+            assert "no space left on device" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+        # every file in the work folder is the old one or the new one, whole; no temp file stays
+        for rel, data in folder_bytes(work).items():
+            assert data in (old.get(rel), new.get(rel)), rel
+        assert not [p for p in work.rglob("*") if p.name.startswith(".lin-tmp-")]
+        rep = check(Repo.open(store_dir / ".lineage"))
+        assert rep.ok, [p.message for p in rep.problems]
+        if code == 0:
+            assert folder_bytes(work) == new
+            break
+        # the same checkout, with space again, completes it
+        assert lin("checkout", "v002")[0] == 0 and folder_bytes(work) == new
+    assert 9 in seen and seen[-1] == 0
+    # a checkout --to a new folder that fails leaves whole files only, and runs again to the end
+    for k in (1, 3):
+        dest = store_dir / f"out{k}"
+        monkeypatch.setattr(os, "fsync", enospc_at_fsync(k))
+        code, _, err = lin("checkout", "v002", "--to", str(dest))
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        assert code == 9, err
+        assert all(data == new[rel] for rel, data in _files_state(dest).items())
+        assert not [p for p in dest.rglob("*") if p.name.startswith(".lin-tmp-")]
+        assert lin("checkout", "v002", "--to", str(dest))[0] == 0 and folder_bytes(dest) == new
+
+
+def _enospc_at_mkdir(k: int, under: str):
+    """An os.mkdir that fails with ENOSPC at its k-th call for a path containing ``under`` (a new
+    folder needs a block too)."""
+    import errno
+    real_mkdir = os.mkdir
+    calls = [0]
+
+    def failing_mkdir(path, *a, **kw):
+        if under in str(path):
+            calls[0] += 1
+            if calls[0] == k:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_mkdir(path, *a, **kw)
+
+    return failing_mkdir
+
+
+def test_enospc_during_gc_loses_nothing(lin, repo, tmp_path, monkeypatch):
+    from test_guard_helpers import lineage
+    four = lineage(repo, tmp_path)
+    v3 = repo.resolve("v003")
+    repo.rm("v003_syllo_reasoning", force=True, confirm_lineage=True, confirm_name="v003_syllo_reasoning")
+    repo.config.set("gc.reflog_expire_days", 0)
+    repo.save_config()
+    before = set(repo.objects.iter_ids())
+    gone = set(gc.plan(repo, grace_s=0).order)
+    assert v3 in gone and len(gone) >= 5
+    trash = repo.path / "trash"
+
+    def trashed() -> set[str]:
+        return {p.parent.name + p.name for p in trash.rglob("*") if p.is_file() and p.name != "manifest.json"}
+
+    # the trash batch's folders: the batch itself, then one per object folder; a full disk at any
+    # of them stops gc half-way with every object in objects/ or in trash/, folders read-only
+    for k in (1, 2, 4):
+        with monkeypatch.context() as m:
+            m.setattr(os, "mkdir", _enospc_at_mkdir(k, "trash"))
+            code, _, err = lin("gc", "--confirm", "--grace", "0")
+        assert code == 9, err
+        assert "no space left on device" in err and "Traceback" not in err
+        r = Repo.open(repo.path)
+        rep = check(r)
+        assert rep.ok, [p.message for p in rep.problems]
+        now_here = set(r.objects.iter_ids())
+        assert now_here | trashed() == before and not now_here & trashed()  # nothing lost, nothing twice
+        assert before - gone <= now_here  # nothing reachable moved
+        assert all(not d.stat().st_mode & 0o222 for d in (repo.path / "objects").iterdir())
+    assert trashed() and v3 in trashed() | set(Repo.open(repo.path).objects.iter_ids())
+    # a full disk while writing the manifest only drops the manifest: the objects still move
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", enospc_at_fsync(1))
+        code, out, err = lin("gc", "--confirm", "--grace", "0")
+    assert code == 0, err
+    r = Repo.open(repo.path)
+    assert check(r).ok and set(r.objects.iter_ids()) == before - gone and trashed() == gone
+    # and everything comes back from the batches, byte for byte
+    code, out, err = lin("restore", "v003_syllo_reasoning")
+    assert code == 0, err
+    r = Repo.open(repo.path)
+    assert version_bytes(r, "v003") == folder_bytes(Path(four["v003_syllo_reasoning"]))
+    assert set(r.objects.iter_ids()) == before and check(r).ok
+
+
+def test_enospc_during_data_add_leaves_no_objects_and_the_registry_unchanged(lin, store_dir, monkeypatch):
+    import json
+    first = store_dir / "first.jsonl"
+    first.write_text("".join(json.dumps({"text": f"first {i}"}) + "\n" for i in range(50)))
+    data = store_dir / "more.jsonl"
+    data.write_text("".join(json.dumps({"text": f"record {i} " + "x" * (i % 50)}) + "\n" for i in range(3000)))
+    assert lin("data", "add", str(first), "--no-tokens")[0] == 0
+    store = store_dir / ".lineage"
+    repo = Repo.open(store)
+    objects, refs = set(repo.objects.iter_ids()), repo.refs.as_dict("refs/data/")
+    listing = lin("data", "ls", "--json")[1]
+    reflogs = repo.refs.reflog_names()
+    logs = {n: repo.refs.reflog(n) for n in reflogs}
+    seen: list[int] = []
+    failed_in: list[str] = []
+    for k in range(1, 30):
+        with monkeypatch.context() as m:
+            m.setattr(os, "fsync", enospc_at_fsync(k))
+            code, _, err = lin("data", "add", str(data), "--no-tokens")
+        seen.append(code)
+        assert code in (0, 9), err
+        repo = Repo.open(store)
+        if code == 0:
+            assert len(repo.refs.as_dict("refs/data/")) == 2
+            break
+        assert "no space left on device" in err and "Traceback" not in err
+        # the registry, and the reflog, as they were: no record of a registration that did not happen
+        assert repo.refs.as_dict("refs/data/") == refs and lin("data", "ls", "--json")[1] == listing
+        assert repo.refs.reflog_names() == reflogs and all(repo.refs.reflog(n) == logs[n] for n in reflogs)
+        assert not any((store / "tmp").iterdir())
+        left = set(repo.objects.iter_ids()) - objects
+        in_ref = "/.lineage/refs/" in err or "/.lineage/logs/" in err
+        assert in_ref or not left, "a data add that fails while storing leaves no object behind"
+        # only a failure of the final ref write leaves the (complete) objects: nothing names them,
+        # and gc takes exactly them (removing them here could race a writer that stores them too)
+        assert set(gc.plan(repo, grace_s=0).order) == left
+        rep = check(repo)
+        assert rep.ok, [p.message for p in rep.problems]
+        failed_in.append("ref" if in_ref else "objects")
+    assert seen[-1] == 0 and failed_in.count("objects") >= 3 and "ref" in failed_in, failed_in
+    code, out, _ = lin("data", "check", str(data), "--json")
+    assert code == 0 and json.loads(out)

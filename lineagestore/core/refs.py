@@ -2,7 +2,8 @@
 
 A ref changes only by compare-and-swap (:meth:`RefsContainer.set_if_equals`) under the refs lock,
 and every change appends a reflog line first-class with the change itself: a ref update whose log
-line cannot be written fails. Reflog lines use git's layout::
+line cannot be written fails, and one that fails after its line was written (a full disk) takes
+the line back. Reflog lines use git's layout::
 
     <old id> <new id> <who> <unix time> +0000<TAB><message>
 
@@ -158,8 +159,8 @@ class RefsContainer(ABC):
                 raise RefConflict(f"ref {target} changed underneath: expected {_s(old)}, found {_s(current)}",
                                   hint="another lin command changed it; run the command again")
             entry = ReflogEntry(current, new, who(), time.time(), message)
-            self._append_log(target, entry)
-            self._write_raw(target, new)
+            with self._logged(target, entry):
+                self._write_raw(target, new)
             if target != name:
                 self._append_log(name, entry)
 
@@ -178,8 +179,28 @@ class RefsContainer(ABC):
         check_object_id(new)
         with self.locked():
             old = self.resolve(name)
-            self._append_log(name, ReflogEntry(old, new, who(), time.time(), message))
-            self._write_raw(name, new)
+            with self._logged(name, ReflogEntry(old, new, who(), time.time(), message)):
+                self._write_raw(name, new)
+
+    @contextmanager
+    def _logged(self, name: str, entry: ReflogEntry) -> Iterator[None]:
+        """Append ``entry`` to ``name``'s reflog, then make the change: if either fails (a full
+        disk), the reflog is cut back to where it was, so it never records a change that did
+        not happen."""
+        mark = self._log_mark(name)
+        try:
+            self._append_log(name, entry)
+            yield
+        except BaseException:
+            self._log_rewind(name, mark)
+            raise
+
+    def _log_mark(self, name: str) -> int | None:
+        """Where ``name``'s reflog ends now (None: it does not exist)."""
+        return None
+
+    def _log_rewind(self, name: str, mark: int | None) -> None:
+        """Cut ``name``'s reflog back to ``mark`` (:meth:`_log_mark`)."""
 
 
 def _s(v: str | None) -> str:
@@ -226,6 +247,22 @@ class DiskRefsContainer(RefsContainer):
         path = self.logs / name
         path.parent.mkdir(parents=True, exist_ok=True)
         append_line(path, entry.format())
+
+    def _log_mark(self, name: str) -> int | None:
+        try:
+            return os.path.getsize(self.logs / name)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _log_rewind(self, name: str, mark: int | None) -> None:
+        path = self.logs / name
+        try:
+            if mark is None:
+                path.unlink(missing_ok=True)
+            else:
+                os.truncate(path, mark)
+        except OSError:  # the change failed already; a line left here is what a kill would leave
+            pass
 
     def reflog(self, name: str) -> list[ReflogEntry]:
         check_ref_name(name)
@@ -291,6 +328,15 @@ class MemoryRefsContainer(RefsContainer):
 
     def _append_log(self, name: str, entry: ReflogEntry) -> None:
         self._logs.setdefault(name, []).append(entry)
+
+    def _log_mark(self, name: str) -> int | None:
+        return len(self._logs[name]) if name in self._logs else None
+
+    def _log_rewind(self, name: str, mark: int | None) -> None:
+        if mark is None:
+            self._logs.pop(name, None)
+        else:
+            del self._logs[name][mark:]
 
     def reflog(self, name: str) -> list[ReflogEntry]:
         return list(self._logs.get(name, []))

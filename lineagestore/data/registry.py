@@ -117,8 +117,10 @@ def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
                 if scan.fingerprint != fp0:
                     raise InvalidInput(f"{p}: changed while being registered; run the command again")
                 _validate(p, scan, skip_bad_lines)
-                _flush(batch)  # the content is durable before anything names it
-                rs = put_record_set(repo.objects, scan.ids.chunks())
+                # the record set and the entry join the content's batch: all durable at once (the
+                # content first) before the ref names them, and a full disk leaves none of them
+                batch = batch or repo.objects.batch()
+                rs = put_record_set(batch, scan.ids.chunks())
                 extra = {"path": str(p.resolve()), "kind": scan.kind, "distinct": rs.count, "lines": scan.lines}
                 tokens = {}
                 if tok is not None:
@@ -127,7 +129,8 @@ def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
                 ds = Dataset(content=scan.fingerprint, filename=p.name, format=scan.format, size=scan.size,
                              examples=scan.examples, records=rs.id, tokens=tokens, description=description,
                              first_seen=utc_now(), stored=store_content, skipped_lines=scan.bad, extra=extra)
-                did = repo.objects.put_object(ds)
+                did = batch.put_object(ds)
+                _flush(batch)
                 try:
                     repo.update_ref(DATA_REF + scan.fingerprint, None, did, f"data add: {p.name}")
                 except RefConflict:
