@@ -23,8 +23,11 @@ def fsck(
     repair: bool = typer.Option(False, "--repair", help="Fetch corrupt or missing objects from a remote, then check again."),
     remote: str = typer.Option(None, "--remote", help="The remote --repair fetches from (default: the backup remote, or the only one)."),
 ) -> None:
-    """Check objects, refs, reflogs, commits and trees, that everything referenced is present, the
-    audit chain, and leftovers of killed commands."""
+    """Verify the store: objects, names, history and the audit log.
+
+    Checks objects, refs, reflogs, commits and trees, that everything referenced is present, the
+    audit chain, and leftovers of killed commands.
+    """
     o = out(json_out)
     repo = STATE.repo()
     rep = repo.fsck(quick=not full, progress=o.progress())

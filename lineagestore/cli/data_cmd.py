@@ -65,7 +65,10 @@ def add(
                                         help="Register the valid records and record how many lines were skipped."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Register data files: fingerprint, examples, exact token count, record ids; store the content."""
+    """Register data files: fingerprint, examples, tokens, record ids.
+
+    The token count is exact; the content is stored (unless --no-store).
+    """
     from .. import data
     from ..data.scan import check_file
     o = out(json_out)
@@ -105,7 +108,10 @@ def add(
 
 @data_app.command("ls")
 def ls(json_out: bool = JSON_OPT) -> None:
-    """Every registered data file: name, fingerprint, examples, tokens, status."""
+    """Every registered data file: fingerprint, examples, tokens.
+
+    Name, fingerprint, examples, tokens and status.
+    """
     from .. import data
     o = out(json_out)
     repo = STATE.repo()
@@ -159,7 +165,10 @@ def show(target: str = typer.Argument(..., help="A file, a fingerprint or datase
 def verify(files: List[Path] = typer.Argument(None, help="Files to check (default: every registered file at "
                                                          "the path it was registered from)."),
            json_out: bool = JSON_OPT) -> None:
-    """Re-hash data files: report changed, missing and renamed files (exit 1 if any changed or is missing)."""
+    """Re-hash data files: report changed, missing and renamed ones.
+
+    Exit 1 if any changed or is missing.
+    """
     from .. import data
     o = out(json_out)
     repo = STATE.repo()
@@ -179,7 +188,10 @@ def verify(files: List[Path] = typer.Argument(None, help="Files to check (defaul
 
 @data_app.command("manifest")
 def manifest(json_out: bool = typer.Option(True, "--json/--table", help="JSON (default) or a table.")) -> None:
-    """All registered data in the shape of a manifest.json: per fingerprint, with trained_in and status."""
+    """All registered data in the shape of a manifest.json.
+
+    Per fingerprint, with trained_in and status.
+    """
     from .. import data
     o = out(json_out)
     repo = STATE.repo()
@@ -201,7 +213,10 @@ def check(
                                          help="Exit 1 if any file or record was already trained."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Was this data, or any part of it, already trained into the lineage of BASE (default: HEAD)?"""
+    """Was this data, or any part of it, already trained?
+
+    Into the lineage of BASE (default: HEAD).
+    """
     from .. import data
     o = out(json_out)
     repo = STATE.repo()

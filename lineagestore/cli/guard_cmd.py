@@ -51,7 +51,10 @@ def rm(
                                                help="The full name, typed out: needed when not in a terminal."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Remove a name. Objects are never deleted; `lin restore NAME` brings the name back."""
+    """Remove a name; its objects stay (`lin restore NAME` undoes it).
+
+    Objects are never deleted by rm; `lin restore NAME` brings the name back.
+    """
     o = out(json_out)
     repo = STATE.repo()
     p = repo.protection(name)
@@ -93,7 +96,11 @@ def gc(
                                         help="Grace period: days (14) or 12h, 30m, 2w; default gc.grace_days. 0 must be given explicitly."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Plan (default) or, with --confirm, move unreachable objects older than the grace period to trash/."""
+    """Plan, or move unreachable objects past the grace period to trash/.
+
+    Without --confirm only the plan is shown; with it, unreachable objects older than the grace
+    period move to trash/.
+    """
     from ..guard.gc import parse_grace
     o = out(json_out)
     repo = STATE.repo()
@@ -186,7 +193,10 @@ def reflog(
     limit: int = typer.Option(0, "--limit", "-n", help="Show at most N changes (0: all)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Every change of a name (or of all names), newest first, with who and why."""
+    """Every change of a name, newest first, with who and why.
+
+    Of NAME, or of all names.
+    """
     o = out(json_out)
     repo = STATE.repo()
     lines = repo.reflog(name)
@@ -233,7 +243,10 @@ def audit(
     limit: int = typer.Option(0, "--limit", "-n", help="Show the last N entries (0: all)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """The audit log: every command that changed the store (who, where, when, what)."""
+    """The audit log: every command that changed the store.
+
+    Who, where, when and what; --verify checks its hash chain.
+    """
     o = out(json_out)
     repo = STATE.repo()
     if verify:
@@ -271,7 +284,10 @@ def audit(
 
 
 def doctor(json_out: bool = JSON_OPT) -> None:
-    """Risks to this store in plain words: backups, free disk, writable objects, one disk for everything."""
+    """Risks to this store, in plain words.
+
+    Backups, free disk, writable objects, one disk for everything. Exit 1 when there is a risk.
+    """
     o = out(json_out)
     repo = STATE.repo()
     rep = repo.doctor()

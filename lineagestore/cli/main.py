@@ -96,6 +96,16 @@ def _command_module(argv: list[str]) -> str | None:
     return None
 
 
+def _whole_summaries(cmd) -> None:
+    """Give every command its help's first paragraph as its summary in ``--help`` lists: click
+    would otherwise cut it at the terminal's width with "..." (each command's docstring starts
+    with one short line, so the lists stay one line a command on an 80-column terminal)."""
+    for sub in getattr(cmd, "commands", {}).values():
+        if not sub.short_help and sub.help:
+            sub.short_help = " ".join(sub.help.split("\n\n")[0].split())
+        _whole_summaries(sub)
+
+
 def _report_lock_wait(lock_path, holders) -> None:
     """Say who holds the store lock a command waits for (library code never prints)."""
     from ..core.settings import lock_timeout
@@ -157,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     mod = _command_module(argv)
     register((mod,) if mod else MODULES)
     cmd = typer.main.get_command(app)
+    _whole_summaries(cmd)
     code = 0
     try:
         rv = cmd.main(args=argv, prog_name="lin", standalone_mode=False)

@@ -45,7 +45,10 @@ def add(
     backup: bool = typer.Option(False, "--backup", help="Also make it the backup remote: every commit is pushed there."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Add a remote. Credentials come from the AWS environment or profile and are never stored."""
+    """Add a remote: S3-compatible storage or a folder.
+
+    Credentials come from the AWS environment or profile and are never stored.
+    """
     from ..remote.spec import add_remote
     o = out(json_out)
     repo = STATE.repo()
@@ -63,7 +66,10 @@ def add(
 
 @remote_app.command("ls")
 def ls(json_out: bool = JSON_OPT) -> None:
-    """List remotes: name, URL, endpoint, and which one is the backup remote."""
+    """List remotes, and which one is the backup remote.
+
+    Name, URL, endpoint, region.
+    """
     from ..remote.spec import list_remotes
     o = out(json_out)
     repo = STATE.repo()
@@ -83,7 +89,10 @@ def ls(json_out: bool = JSON_OPT) -> None:
 
 @remote_app.command("rm")
 def rm(name: str = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
-    """Remove a remote from this store's settings (nothing on the remote is deleted)."""
+    """Remove a remote (nothing on the remote is deleted).
+
+    Only this store's settings and its tracking refs change.
+    """
     from ..remote.spec import remove_remote
     from ..remote.sync import remove_remote_refs
     o = out(json_out)
@@ -126,7 +135,10 @@ def push(
     recheck: bool = typer.Option(False, "--recheck", help="Check the objects of every pushed ref on the remote, not only of refs that move."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Send versions to a remote: only missing objects travel; refs move only by compare-and-swap."""
+    """Send versions to a remote; only missing objects travel.
+
+    Refs on the remote move only by compare-and-swap.
+    """
     from ..remote.spec import list_remotes
     from ..remote.sync import PushRejected, push as do_push
     o = out(json_out)
@@ -169,7 +181,10 @@ def fetch(
     remote: Optional[str] = typer.Argument(None, help="The remote (default: the backup remote, or the only one)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Receive a remote's versions into this store (as refs/remotes/REMOTE/...); local names are untouched."""
+    """Receive a remote's versions; local names are untouched.
+
+    They arrive as refs/remotes/REMOTE/... .
+    """
     from ..remote.sync import fetch as do_fetch
     o = out(json_out)
     repo = STATE.repo()
@@ -189,7 +204,10 @@ def pull(
                                        "(after the remote's highest), keeping a diverged branch as BRANCH-VERSION."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Fetch, then take the remote's new versions and move branches forward; never overwrites."""
+    """Fetch, then move branches forward; never overwrites.
+
+    Takes the remote's new versions and moves branches forward where they only advance.
+    """
     from ..remote.sync import pull as do_pull
     o = out(json_out)
     repo = STATE.repo()
@@ -228,10 +246,16 @@ def clone(
     no_checkout: bool = typer.Option(False, "--no-checkout", help="Do not write the active version into the work folder."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Create DIR/.lineage from a remote (every version, every name) and check out its active version."""
+    """A new store in DIR from a remote, its active version checked out.
+
+    Creates DIR/.lineage with every version and every name. A folder URL is relative to the
+    current folder.
+    """
     from ..api import Repo
+    from ..remote.spec import normalize_url
     from ..remote.sync import clone as do_clone
     o = out(json_out)
+    url = normalize_url(url)  # a relative folder path is relative to here, not to DIR
     repo, res = do_clone(url, dest, endpoint_url=endpoint_url, region=region, name=name, backup=backup,
                          progress=o.progress(), checkout=not no_checkout, repo_class=Repo)
     STATE.repo_obj = repo
@@ -256,7 +280,10 @@ def backup(
     off: bool = typer.Option(False, "--off", help="Stop automatic backups."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Push everything not yet backed up to the backup remote (retries a failed automatic backup)."""
+    """Push what is not yet backed up to the backup remote.
+
+    Retries a failed automatic backup.
+    """
     from ..remote import backup as bk
     o = out(json_out)
     repo = STATE.repo()
@@ -284,12 +311,20 @@ def backup(
 
 
 def verify(
-    remote: Optional[str] = typer.Option(None, "--remote", help="The remote to check (default: the backup remote, or the only one)."),
+    name: Optional[str] = typer.Argument(None, metavar="[REMOTE]",
+                                         help="The remote to check (default: the backup remote, or the only one)."),
+    remote: Optional[str] = typer.Option(None, "--remote", help="The same as REMOTE."),
     full: bool = typer.Option(False, "--full", help="Download every object and re-hash it (slow); default: presence."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Check that a remote holds every object of every version it names. Exit 1 if not."""
+    """Check that a remote holds every object of every version it names.
+
+    Exit 1 if not.
+    """
     from ..remote.sync import verify as do_verify
+    if name and remote and name != remote:
+        raise typer.BadParameter(f"the remote is given twice: {name} and --remote {remote}")
+    remote = name or remote
     o = out(json_out)
     repo = STATE.repo()
     res = do_verify(repo, remote, full=full, progress=o.progress())

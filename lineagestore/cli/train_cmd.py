@@ -197,8 +197,11 @@ def _plan_exit(p, *, training: bool) -> int:
 
 @_with_training_options
 def plan(json_out: bool = JSON_OPT, **opts) -> None:
-    """Pre-flight checks of a training run, each with a pass/fail mark and its reason; the output
-    name, tokens, steps and an estimated time. Exits 1 unless every check passes."""
+    """Pre-flight checks of a training run, each with its reason.
+
+    Each check has a pass/fail mark and its reason; also the output name, tokens, steps and an
+    estimated time. Exits 1 unless every check passes.
+    """
     o = out(json_out)
     repo = STATE.repo()
     p = _make_plan(o, repo, opts)
@@ -268,7 +271,9 @@ def train(
     json_out: bool = JSON_OPT,
     **opts,
 ) -> None:
-    """Plan, ask, then fine-tune the base on the data with checkpoints in the store, and commit vNNN_NAME.
+    """Fine-tune the base on the data and commit the new version.
+
+    Plans, asks, then trains with checkpoints in the store, and commits vNNN_NAME.
 
     Ctrl-C / SIGTERM stop after the current step with a checkpoint; `lin train --resume` (or the
     same command again) continues from the last checkpoint.
@@ -452,7 +457,10 @@ def runs_abandon(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Give up an unfinished run: its ref goes (the reflog keeps it); gc may later collect its checkpoints."""
+    """Give up an unfinished run; gc may later collect its checkpoints.
+
+    Its ref goes (the reflog keeps it).
+    """
     from ..train import runs as R
     o = out(json_out)
     repo = STATE.repo()
@@ -474,7 +482,10 @@ def progress(
     rev: str = typer.Argument("HEAD", help="Version whose lineage counts (default: the active one)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Tokens trained toward the goal (config goal.tokens): trained, remaining, rate, ETA."""
+    """Tokens trained toward the goal, remaining, rate and ETA.
+
+    The goal is goal.tokens of the store's config.
+    """
     from ..train.goal import goal_progress
     o = out(json_out)
     repo = STATE.repo()

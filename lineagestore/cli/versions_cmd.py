@@ -25,7 +25,7 @@ def init(
     path: Optional[Path] = typer.Argument(None, help="Folder to create .lineage/ in (default: here)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Create a new, empty store (.lineage/) here, at PATH, or at --store."""
+    """Create an empty store (.lineage/) here, at PATH, or at --store."""
     from ..api import Repo
     o = out(json_out)
     store = STATE.store or ((path or Path.cwd()) / ".lineage")
@@ -64,7 +64,10 @@ def import_(
     exclude: List[str] = typer.Option([], "--exclude", help="Glob of files to leave out (repeatable)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Store an existing model folder as a root version (the first one becomes v001_NAME)."""
+    """Store a model folder as a new root version.
+
+    A root version has no parent; the first version of a store becomes v001_NAME.
+    """
     o = out(json_out)
     repo = STATE.repo()
     res = repo.import_model(folder, name, message=message, progress=o.progress(), exclude=tuple(exclude))
@@ -89,7 +92,11 @@ def commit(
                                      help="Make the version even if its files are exactly its parent's."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Store a model folder as a new version of the active one (or of --parent) and make it active."""
+    """Store a model folder as a new version of the active one.
+
+    Its parent is the active version (or --parent), and it becomes the active version. A folder
+    whose files are exactly its parent's makes no version unless --allow-empty.
+    """
     o = out(json_out)
     repo = STATE.repo()
     metrics = parse_pairs(metric, "metric")
@@ -245,7 +252,10 @@ def log(
 
 
 def show(rev: str = typer.Argument("HEAD"), json_out: bool = JSON_OPT) -> None:
-    """Everything a version records: lineage, data, metrics, params, code, environment, files, tensors."""
+    """Everything a version records, its files and tensors.
+
+    Lineage, data, metrics, params, code, environment, files, tensors.
+    """
     o = out(json_out)
     repo = STATE.repo()
     info = repo.show(rev)
@@ -284,7 +294,11 @@ def checkout(
                                        "(an export; HEAD stays where it is)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Write REV into the work folder (or --to DIR), byte-identical, and make it the active version."""
+    """Write a version into the work folder and make it active.
+
+    REV is written byte-identical into the work folder (or --to DIR) and becomes the active
+    version (--keep-active: only its files are written, an export).
+    """
     o = out(json_out)
     repo = STATE.repo()
     res = repo.checkout(rev, to=to, force=force, progress=o.progress(), activate=activate)
@@ -304,7 +318,11 @@ def status(
     to: Optional[Path] = typer.Option(None, "--to", help="Folder to compare (default: the work folder)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """The active version, and whether the work folder matches it."""
+    """The active version, and what the work folder holds.
+
+    Whether the work folder (or --to DIR) matches the active version and which files and
+    tensors changed, or which version it still holds when HEAD moved on; and the backup state.
+    """
     o = out(json_out)
     repo = STATE.repo()
     st = repo.status(to)
@@ -352,7 +370,10 @@ def diff(
     no_stats: bool = typer.Option(False, "--no-stats", help="Skip the per-tensor norms (faster)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Per file and per tensor: added / removed / changed, with the size of each tensor's change."""
+    """What changed between two versions, per file and per tensor.
+
+    Added / removed / changed, with the size of each tensor's change.
+    """
     o = out(json_out)
     repo = STATE.repo()
     res = repo.diff(rev_a, rev_b, stats=not no_stats)
@@ -374,7 +395,10 @@ def diff(
 
 
 def registry(json_out: bool = typer.Option(True, "--json/--table", help="JSON (default) or a table.")) -> None:
-    """All versions in the shape of a registry.json: name, parent, training_data, created, metrics, active."""
+    """Every version in the shape of a registry.json.
+
+    Name, parent, training_data, created, metrics, active.
+    """
     o = out(json_out)
     repo = STATE.repo()
     reg = repo.registry()

@@ -73,9 +73,10 @@ def log(repo: Repo, rev: str | None = None, *, all_versions: bool = False) -> li
     bmap = _branch_map(repo)
     if all_versions:
         # one walk over the whole history, each commit read once (a walk per version was
-        # quadratic: 2,000 versions took 45 s)
+        # quadratic: 2,000 versions took 45 s); from every name, so a branch whose versions'
+        # names were removed (`lin rm`) still shows
         seen: dict[str, Commit] = {}
-        stack = list(repo.versions().values()) + ([head] if head else [])
+        stack = list(repo.tags().values()) + list(repo.branches().values()) + ([head] if head else [])
         while stack:
             cur = stack.pop()
             if cur in seen:
