@@ -19,6 +19,7 @@ from lineagestore import Repo
 from lineagestore.guard import gc
 from lineagestore.guard.fsck import check
 from test_guard_helpers import ROOT, folder_bytes, run_lin, version_bytes
+from test_train_support import train_assets  # noqa: F401 - the fixture (tiny model, data files)
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import crash  # noqa: E402
@@ -53,6 +54,28 @@ def test_sigkill_data_add_at_random_points(tmp_path):
     for _ in range(6):
         lab.round_data_add()
     assert lab.stats["data-add kills"] >= 3, dict(lab.stats)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", crash.REMOTE_SCENARIOS)
+def test_sigkill_push_fetch_pull_and_clone_at_random_points(tmp_path, kind):
+    """Each round: a kill at a random kill point of the store's or the folder remote's writes; then
+    the store it wrote passes fsck --full with every version byte-exact, the remote passes verify
+    --full, and the command run again completes (benchmarks/crash.py runs hundreds of these)."""
+    lab = crash.Lab(tmp_path / "lab", seed=21, scenarios=crash.REMOTE_SCENARIOS, delay_share=0)
+    lab.cli_every = 3
+    lab.setup()
+    for _ in range(5):
+        if kind == "push":
+            lab.round_push()
+        elif kind == "clone":
+            lab.round_clone()
+        else:
+            lab.round_fetch(kind)
+    lab.final_check()
+    s = lab.stats
+    assert s[f"{kind} kills"] >= 3, dict(s)
+    assert s["remote checks (verify --full)"] >= 5 and s["remote checks through `lin verify --full`"] >= 1
 
 
 def test_leftovers_of_a_kill_are_notes_and_the_next_writer_recovers_them(repo, tmp_path):
@@ -322,3 +345,65 @@ def test_enospc_during_data_add_leaves_no_objects_and_the_registry_unchanged(lin
     assert seen[-1] == 0 and failed_in.count("objects") >= 3 and "ref" in failed_in, failed_in
     code, out, _ = lin("data", "check", str(data), "--json")
     assert code == 0 and json.loads(out)
+
+
+@pytest.mark.parametrize("full", ["once", "until the end"])
+def test_enospc_at_a_checkpoint_stops_training_resumable_from_the_previous_one(tmp_path, lin, monkeypatch, full,
+                                                                                train_assets):  # noqa: F811
+    """A full disk while a checkpoint is written: training stops (exit 9) rather than train on
+    with nothing durable to fall back on; the run keeps its previous checkpoint (marked failed, or,
+    when not even that fits, left as a stopped run), nothing of the failed one stays, and
+    `lin train --resume` continues from that checkpoint once there is space."""
+    import json
+    import lineagestore.train.trainer as T
+    from test_train_support import TRAIN_ARGS, final_state, new_store
+    folder = new_store(tmp_path / "w", train_assets)
+    monkeypatch.chdir(folder)
+    store = folder / ".lineage"
+    real_save, real_fsync = T.save_state, os.fsync
+    calls = [0]
+
+    def save_state(*a, **kw):  # checkpoints at steps 0, 5, 10: the disk fills during the third
+        calls[0] += 1
+        if calls[0] == 3:
+            monkeypatch.setattr(os, "fsync", enospc_at_fsync(1) if full == "once" else _enospc_always(real_fsync))
+        return real_save(*a, **kw)
+
+    monkeypatch.setattr(T, "save_state", save_state)
+    code, out, err = lin("train", "--data", "bible.jsonl", "--name", "bible", *TRAIN_ARGS, "--no-measure", "--yes")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    monkeypatch.setattr(T, "save_state", real_save)
+    assert code == 9, err
+    assert "no space left on device" in err and "Traceback" not in err and "lin train --resume" in err
+    repo = Repo.open(store)
+    assert list(repo.versions()) == ["v001_base"]
+    code, out, _ = lin("runs", "--json")
+    (run,) = json.loads(out)
+    assert run["name"] == "bible" and run["step"] == 5, run
+    if full == "once":
+        assert run["status"] == "failed" and "no space left on device" in run["error"], run
+    else:
+        assert run["status"] == "stopped" and "could not record the failure" in out + err, run
+    assert not any((store / "tmp").iterdir())
+    rep = check(repo)
+    assert rep.ok, [p.message for p in rep.problems]
+    code, out, err = lin("train", "--resume", "--run", "bible", "--device", "cpu", "--yes")
+    assert code == 0, err
+    assert "from step 5" in out + err
+    tree, losses, metrics = final_state(folder)
+    assert metrics["steps"] == 16 and len(losses) == 16 and metrics["sessions"] == 2
+    assert check(Repo.open(store)).ok
+
+
+
+def _enospc_always(real_fsync):
+    """An os.fsync that fails with ENOSPC for every regular file (a disk that stays full)."""
+    import errno
+    import stat
+
+    def failing_fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    return failing_fsync

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import EXIT_INTERRUPTED, CorruptObject, InvalidInput, LinError, Refused
+from ..core.errors import EXIT_INTERRUPTED, CorruptObject, InvalidInput, LinError, NoSpace, Refused
 from ..core.fsutil import kill_point
 from ..core.progress import NULL, Progress
 from ..core.publish import announce, code_revision, environment, publish
@@ -332,6 +332,9 @@ def _run_steps(r: _Run) -> None:
     except BaseException as e:
         if isinstance(e, (Exception,)):
             _record_failure(r, e)
+            if isinstance(e, NoSpace):  # a checkpoint that could not be stored: the previous one stands
+                e.hint = (f"the run keeps its last checkpoint; free some disk space (`lin gc` says what keeps it) "
+                          f"and resume with `lin train --resume --run {plan.run}`")
             if isinstance(e, LinError):
                 raise
             raise TrainingFailed(f"training failed at step {r.st.step}: {type(e).__name__}: {e}",
