@@ -204,3 +204,73 @@ def test_gc_refuses_when_a_reflog_line_cannot_be_read(repo, four):
         f.write("damaged line\n")
     with pytest.raises(CheckFailed, match="malformed"):
         gc.collect(repo, grace_s=0)
+
+
+def test_registered_data_gives_the_same_answers_after_gc(lin, repo, store_dir, tmp_path):
+    """gc takes what nothing names (an old version's name, a run's older checkpoints, leftovers)
+    and nothing the data registry or the ledger needs: `lin data check`, `manifest`, `ls` and
+    `verify` answer the same before and after it, and again once the derived cache is gone."""
+    import shutil
+    from conftest import make_model_dir
+    from lineagestore.data import lookup
+    from test_checkpoint_retention import write_run
+    from lineagestore.train.checkpoint import RUNNING, read_checkpoint, run_ref, write_checkpoint
+
+    def jsonl(name: str, texts: list[str]) -> Path:
+        p = store_dir / name
+        p.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        return p
+
+    trained = jsonl("trained.jsonl", [f"trained {i}" for i in range(200)])
+    overlap = jsonl("overlap.jsonl", [f"trained {i}" for i in range(50)] + [f"new {i}" for i in range(150)])
+    running = jsonl("running.jsonl", [f"in a run {i}" for i in range(80)])
+    nostore = jsonl("nostore.jsonl", [f"kept out {i}" for i in range(60)])
+    fresh = jsonl("fresh.jsonl", [f"trained {i}" for i in range(10)] + ["never seen"])
+    assert lin("import", str(make_model_dir(tmp_path / "m1", seed=1)), "--name", "base")[0] == 0
+    for f in (trained, overlap, running):
+        assert lin("data", "add", str(f), "--no-tokens")[0] == 0
+    assert lin("data", "add", str(nostore), "--no-tokens", "--no-store")[0] == 0
+    code, _, err = lin("commit", str(make_model_dir(tmp_path / "m2", seed=2)), "--name", "tuned", "--data", str(trained))
+    assert code == 0, err
+    # a run in progress on running.jsonl, with older checkpoints gc may take
+    repo = Repo.open(repo.path)
+    run_ds = lookup(repo, running).id
+    cks = write_run(repo, "r", 4)
+    last = read_checkpoint(repo, cks[-1])
+    write_checkpoint(repo, "r", step=last.step, model=last.model, state=last.state, parent=cks[-1],
+                     meta={"status": RUNNING, "datasets": [run_ds]}, message="checkpoint: with data")
+    # a version whose name was removed, and the reflogs that would keep it: gc takes it
+    repo.commit_folder(make_model_dir(tmp_path / "m3", seed=3), "dropped", activate=False)
+    code, _, err = lin("rm", "v003", "--force", "--confirm-lineage", "--confirm-name", "v003_dropped")
+    assert code == 0, err
+    repo.config.set("gc.reflog_expire_days", 0)
+    repo.save_config()
+    files = [str(f) for f in (trained, overlap, running, nostore, fresh)]
+
+    def answers() -> dict[str, str]:
+        out = {}
+        for args in (("data", "check", *files, "--json"), ("data", "manifest", "--json"), ("data", "ls", "--json"),
+                     ("data", "verify", "--json"), ("data", "show", str(overlap), "--json")):
+            code, text, err = lin(*args)
+            assert code == 0, (args, err)
+            out[" ".join(args[:2])] = text
+        return out
+
+    before = answers()
+    status = {d["filename"]: d["status"] for d in json.loads(before["data ls"])}
+    assert status == {"trained.jsonl": "trained", "overlap.jsonl": "untrained", "running.jsonl": "in training",
+                      "nostore.jsonl": "untrained"}
+    seen = {Path(c["path"]).name: c["records_seen"] for c in json.loads(before["data check"])}
+    assert seen == {"trained.jsonl": 200, "overlap.jsonl": 50, "running.jsonl": 0, "nostore.jsonl": 0,
+                    "fresh.jsonl": 10}
+    code, out, err = lin("gc", "--confirm", "--grace", "0", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    labels = {g["label"] for g in res["plan"]["groups"]}
+    assert "v003_dropped" in labels and "checkpoint r step 0" in labels, labels
+    assert lin("gc", "--confirm", "--grace", "0", "--empty-trash")[0] == 0
+    assert not any((repo.path / "trash").iterdir())
+    assert answers() == before
+    shutil.rmtree(repo.path / "cache")  # derived: rebuilt from what gc left
+    assert answers() == before
+    assert lin("fsck", "--full")[0] == 0
