@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import make_model_dir
-from lineagestore import Repo
 from test_train_support import train_assets  # noqa: F401 - the fixture
+
+from lineagestore import Repo
 
 
 def _names(lin) -> list[str]:
@@ -130,8 +130,8 @@ def test_an_unexpected_error_is_one_line_and_a_bug_hint(two, lin, monkeypatch):
 
 
 def test_a_multi_line_message_prints_as_one_line(two, lin, monkeypatch):
-    from lineagestore.core.errors import InvalidInput
     import lineagestore.versions.history as H
+    from lineagestore.core.errors import InvalidInput
 
     def bad(*_a, **_k):
         raise InvalidInput("first\n  second\n\nthird", hint="do\nthis")
@@ -263,7 +263,7 @@ def test_lin_help_in_a_real_process():
 # ----------------------------------------------------------------------------- training
 
 
-def _store_with_broken_tokenizer(tmp_path, train_assets) -> Path:
+def _store_with_broken_tokenizer(tmp_path, train_assets) -> Path:  # noqa: F811
     """A store whose base model's tokenizer.json names a model type the tokenizers library lacks
     (it raises a bare ``Exception``)."""
     base = tmp_path / "base"

@@ -122,9 +122,9 @@ def _backup_findings(repo: Repo) -> list[Finding]:
     elif backup not in remotes:
         add(Finding("risk", "backup-unknown", f"backup.remote is {backup!r}, but no remote of that name exists",
                     "check [remote] in .lineage/config.toml"))
-    elif _backup_folder_on_store_disk(repo) is not None:
+    elif (folder := _backup_folder_on_store_disk(repo)) is not None:
         add(Finding("risk", "backup-same-disk",
-                    f"The backup remote {backup!r} is a folder ({_backup_folder_on_store_disk(repo)}) on the "
+                    f"The backup remote {backup!r} is a folder ({folder}) on the "
                     f"same disk as the store: it survives an `rm -rf` of the store, not a failed disk.",
                     "back up to S3, MinIO or another disk or machine: `lin remote add NAME URL --backup`"))
     return out
@@ -134,7 +134,7 @@ def _backup_folder_on_store_disk(repo: Repo) -> str | None:
     """The backup remote's folder, when it is one on the store's filesystem (else None: S3, or
     a folder on another filesystem, a second disk or a network mount)."""
     spec = repo.settings.remotes.get(repo.settings.backup.remote or "")
-    if spec is None or spec.url.startswith("s3://"):
+    if spec is None or spec.url.startswith("s3://") or repo.path is None:
         return None
     folder = Path(urlsplit(spec.url).path if spec.url.startswith("file://") else spec.url)
     try:  # a folder not made yet is where a push will make it
