@@ -12,16 +12,24 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import make_model_dir
+
 from lineagestore import Repo
 from lineagestore.core.errors import InvalidInput
 from lineagestore.core.publish import publish
 from lineagestore.guard import gc
 from lineagestore.guard.fsck import check
 from lineagestore.train import runs
-from lineagestore.train.checkpoint import (RUNNING, checkpoint_store, history, latest, read_checkpoint, run_ref,
-                                           save_state, write_checkpoint)
+from lineagestore.train.checkpoint import (
+    RUNNING,
+    checkpoint_store,
+    history,
+    latest,
+    read_checkpoint,
+    run_ref,
+    save_state,
+    write_checkpoint,
+)
 from lineagestore.versions.models import build_trees
 
 DAY = 86400.0

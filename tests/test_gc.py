@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_guard_helpers import folder_bytes, lineage, snapshot, version_bytes
 
 from lineagestore import Repo
-from lineagestore.guard import gc, trash
 from lineagestore.core.errors import CheckFailed, InvalidInput, ObjectNotFound
 from lineagestore.core.objects import Checkpoint, Tree, TreeEntry
-from test_guard_helpers import folder_bytes, lineage, snapshot, version_bytes
+from lineagestore.guard import gc, trash
 
 DAY = 86400.0
 
@@ -211,10 +211,12 @@ def test_registered_data_gives_the_same_answers_after_gc(lin, repo, store_dir, t
     and nothing the data registry or the ledger needs: `lin data check`, `manifest`, `ls` and
     `verify` answer the same before and after it, and again once the derived cache is gone."""
     import shutil
+
     from conftest import make_model_dir
-    from lineagestore.data import lookup
     from test_checkpoint_retention import write_run
-    from lineagestore.train.checkpoint import RUNNING, read_checkpoint, run_ref, write_checkpoint
+
+    from lineagestore.data import lookup
+    from lineagestore.train.checkpoint import RUNNING, read_checkpoint, write_checkpoint
 
     def jsonl(name: str, texts: list[str]) -> Path:
         p = store_dir / name

@@ -11,16 +11,28 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lineagestore.core.objects import Checkpoint, Commit, Tree, TreeEntry
 from lineagestore.core.refs import ReflogEntry
 from lineagestore.core.repo import Repo
 from lineagestore.guard import gc
 from lineagestore.guard.fsck import check
-from lineagestore.guard.reachability import (Graph, holder_of, holders, is_run_ref, last_named, last_removal,
-                                             live_reflog_ids, reached_from, reflogs, root_sources, roots,
-                                             run_retention)
+from lineagestore.guard.reachability import (
+    Graph,
+    holder_of,
+    holders,
+    is_run_ref,
+    last_named,
+    last_removal,
+    live_reflog_ids,
+    reached_from,
+    reflogs,
+    root_sources,
+    roots,
+    run_retention,
+)
 
 DAY = 86400.0
 EXPIRE = 90 * DAY  # the default gc.reflog_expire_days

@@ -195,10 +195,11 @@ class RefsContainer(ABC):
             self._log_rewind(name, mark)
             raise
 
+    @abstractmethod
     def _log_mark(self, name: str) -> int | None:
         """Where ``name``'s reflog ends now (None: it does not exist)."""
-        return None
 
+    @abstractmethod
     def _log_rewind(self, name: str, mark: int | None) -> None:
         """Cut ``name``'s reflog back to ``mark`` (:meth:`_log_mark`)."""
 

@@ -37,8 +37,17 @@ from ..core.fsutil import atomic_write_bytes, fsync_dir, kill_point
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..core.settings import parse_duration, parse_grace  # noqa: F401 - the CLI and api parse --grace with these
-from .reachability import (Graph, Holder, holders, last_named, ref_values, reflog_problems, reflogs, root_sources,
-                           run_releases)
+from .reachability import (
+    Graph,
+    Holder,
+    holders,
+    last_named,
+    ref_values,
+    reflog_problems,
+    reflogs,
+    root_sources,
+    run_releases,
+)
 from .trash import TrashBatch, batch_info, finish_purges, make_writable, purge_batch, trash_batches, trash_dir
 
 DAY = 86400.0

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 from ..core.errors import LinError, ObjectNotFound
 from ..core.ids import check_object_id, is_object_id
 from ..core.objects import LINKING_TYPES
 from ..core.refs import ZERO, ReflogEntry, check_ref_name
 from ..core.repo import Repo
-
 
 # ----------------------------------------------------------------------------- refs and reflogs
 
@@ -181,13 +180,13 @@ def run_retention(name: str, entries: list[ReflogEntry], *, now: float, expire_s
             out.released[oid] = (t, why)
 
     for life, end in _lives(entries):
-        for i, e in enumerate(life):
+        for i, (_, oid) in enumerate(life):
             if i + keep < len(life):
-                release(e.new, life[i + keep].time, f"{name}: not among the last {keep} checkpoints of the run")
+                release(oid, life[i + keep][0], f"{name}: not among the last {keep} checkpoints of the run")
             elif end is None:
-                out.kept[e.new] = mine
-            elif e.new != end.old:
-                release(e.new, end.time, f"{name} ended ({end.message}): only its last checkpoint is kept")
+                out.kept[oid] = mine
+            elif oid != end.old:
+                release(oid, end.time, f"{name} ended ({end.message}): only its last checkpoint is kept")
         if end is not None and end.old and now - end.time <= expire_s:
             out.kept[end.old] = mine
     for oid in out.kept:
@@ -195,10 +194,10 @@ def run_retention(name: str, entries: list[ReflogEntry], *, now: float, expire_s
     return out
 
 
-def _lives(entries: list[ReflogEntry]) -> Iterator[tuple[list[ReflogEntry], ReflogEntry | None]]:
-    """(the entries that gave the ref a value, the entry that removed it or None) for each span
-    from creation to removal; a creation while a value is set ends the span before it."""
-    life: list[ReflogEntry] = []
+def _lives(entries: list[ReflogEntry]) -> Iterator[tuple[list[tuple[float, str]], ReflogEntry | None]]:
+    """(the (time, value) the ref took, the entry that removed it or None) for each span from
+    creation to removal; a creation while a value is set ends the span before it."""
+    life: list[tuple[float, str]] = []
     for e in entries:
         if e.new is None:
             if e.old is not None or life:
@@ -206,9 +205,9 @@ def _lives(entries: list[ReflogEntry]) -> Iterator[tuple[list[ReflogEntry], Refl
             life = []
             continue
         if e.old is None and life:
-            yield life, ReflogEntry(life[-1].new, None, e.who, e.time, e.message)
+            yield life, ReflogEntry(life[-1][1], None, e.who, e.time, e.message)
             life = []
-        life.append(e)
+        life.append((e.time, e.new))
     if life:
         yield life, None
 
