@@ -2,19 +2,26 @@
 """Crash safety: SIGKILL real `lin` processes at random points and check that nothing is lost.
 
 Each round runs one command as a subprocess (`lin commit`, `lin checkout`, `lin gc --confirm`,
-`lin gc --confirm --empty-trash`, `lin data add` when that command exists) on a small store and
-kills it with SIGKILL, either at the N-th kill point of its write path (LIN_TEST_KILL_AT=any:N:
-before/after every atomic rename, after every reflog/audit append, between gc's moves) or after a
-random delay. After every round:
+`lin gc --confirm --empty-trash`, `lin data add` when that command exists; `lin push`, `lin fetch`,
+`lin pull` and `lin clone` with a folder remote) on a small store and kills it with SIGKILL,
+either at the N-th kill point of its write path (LIN_TEST_KILL_AT=any:N: before/after every atomic
+rename, in the store and in the folder remote, after every reflog/audit append, between gc's
+moves) or after a random delay. After every round:
 
 - `lin fsck --full` exits 0 (every byte re-hashed; refs, reflogs, links, audit chain);
 - every version committed before reads back byte-exact, and HEAD names one of them;
 - a killed commit is either absent (no name) or complete (its name reads back byte-exact);
 - objects a killed gc moved come back with `lin restore NAME`;
 - after a killed checkout, a plain `lin checkout` (no --force) completes the work folder;
-- the next successful command leaves no temp files or lock records of killed processes.
+- the next successful command leaves no temp files or lock records of killed processes;
+- after a killed push, fetch, pull or clone: the store it wrote passes `fsck --full` and every
+  version it names reads back as pushed, the remote passes `verify --full`, and the command run
+  again completes (a clone killed once its store was whole leaves `DIR/.lineage` complete: its
+  checkout is finished with `lin checkout HEAD`, as the clone's error says); a pull leaves the
+  work folder holding the version pulled, a clone every version pushed.
 
 Usage: python benchmarks/crash.py [--kills 500] [--seed 1] [--jobs 2] [--keep DIR]
+                                  [--scenarios commit,checkout,...]
 Prints one JSON line per lab and a summary; exits 1 if any check failed.
 """
 
@@ -49,8 +56,13 @@ from lineagestore.versions.models import TMP_PREFIX, iter_file_bytes, walk_tree 
 from lineagestore.core.names import parse_version  # noqa: E402
 from lineagestore.guard.protect import descendants  # noqa: E402
 from lineagestore.core.repo import Repo  # noqa: E402
+from lineagestore.remote.check import verify as verify_remote  # noqa: E402
 
-SCENARIOS = ("commit", "checkout", "gc", "gc-empty", "data-add")
+REMOTE_SCENARIOS = ("push", "fetch", "pull", "clone")
+SCENARIOS = ("commit", "checkout", "gc", "gc-empty", "data-add", *REMOTE_SCENARIOS)
+#: how often each scenario is drawn
+WEIGHTS = {"commit": 2, "checkout": 1, "gc": 2, "gc-empty": 1, "data-add": 1,
+           "push": 1, "fetch": 1, "pull": 1, "clone": 1}
 
 
 class CrashCheckFailed(AssertionError):
@@ -91,7 +103,10 @@ class Lab:
     max_point: dict[str, int] = field(default_factory=dict)
     duration: dict[str, float] = field(default_factory=dict)  # seconds a command takes, unkilled
     model_n: int = 0
-    cli_every: int = 10  # every N-th check runs the real `lin fsck --full`
+    cli_every: int = 10  # every N-th check runs the real `lin fsck --full` / `lin verify --full`
+    scenarios: tuple[str, ...] = SCENARIOS
+    delay_share: float = 0.2  # rounds killed at a random moment rather than at a kill point
+    on_remote: dict[str, dict[str, str]] = field(default_factory=dict)  # version -> digest, pushed
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -99,19 +114,21 @@ class Lab:
         self.work = self.root / "model"
         self.src = self.root / "src"
         self.src.mkdir(parents=True, exist_ok=True)
+        self.remote = self.root / "remote"  # a folder remote: its writes pass kill points too
+        self.peer = self.root / "peer"  # a clone of it that fetches and pulls
 
     # ------------------------------------------------------------------ running lin
 
-    def env(self, **extra: str) -> dict:
+    def env(self, store: Path | None = None, **extra: str) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIN_TEST_")}
-        env.update(LIN_STORE=str(self.store), LIN_NO_PROGRESS="1", LIN_LOCK_TIMEOUT="60",
+        env.update(LIN_STORE=str(store or self.store), LIN_NO_PROGRESS="1", LIN_LOCK_TIMEOUT="60",
                    PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
         env.update(extra)
         return env
 
     def lin(self, *args: str, kill_at: str | None = None, kill_after: float | None = None,
-            check: bool = True) -> Run:
-        env = self.env(**({"LIN_TEST_KILL_AT": kill_at} if kill_at else {}))
+            check: bool = True, store: Path | None = None) -> Run:
+        env = self.env(store, **({"LIN_TEST_KILL_AT": kill_at} if kill_at else {}))
         cmd = [sys.executable, "-m", "lineagestore.cli.main", *args]
         p = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL, text=True)
@@ -127,24 +144,25 @@ class Lab:
             raise CrashCheckFailed(f"`lin {' '.join(args)}` ({spec}) exited {p.returncode}: {err.strip()[-800:]}")
         return Run(p.returncode, out, err, killed, spec)
 
-    def killing(self, scenario: str, *args: str) -> Run:
+    def killing(self, scenario: str, *args: str, store: Path | None = None) -> Run:
         """Run ``args`` with a kill at a random kill point (most rounds) or a random moment.
 
         The number of kill points a command passes is learnt as rounds go: a run that ends
         before its N-th point bounds it, a killed one raises the bound.
         """
         top = self.max_point.setdefault(scenario, 30)
-        if self.rng.random() < 0.8:
+        if self.rng.random() < 1 - self.delay_share:
             n = self.rng.randint(1, top)
             t0 = time.monotonic()
-            r = self.lin(*args, kill_at=f"any:{n}")
+            r = self.lin(*args, kill_at=f"any:{n}", store=store)
             self.max_point[scenario] = max(top, n) if r.killed else max(2, n - 1)
             if not r.killed:  # how long the command takes when it runs to the end
                 self.duration[scenario] = time.monotonic() - t0
         else:
             # a random moment within the command's usual run time (commands got fast: a fixed
             # 0.2-0.6 s delay came after most of them had finished)
-            r = self.lin(*args, kill_after=self.rng.uniform(0.1, 0.95) * self.duration.get(scenario, 0.4))
+            r = self.lin(*args, kill_after=self.rng.uniform(0.1, 0.95) * self.duration.get(scenario, 0.4),
+                         store=store)
         self.stats["rounds"] += 1
         self.stats[f"{scenario} rounds"] += 1
         if r.killed:
@@ -193,6 +211,10 @@ class Lab:
         self.expected["v001_base"] = digest_folder(first)
         for _ in range(2):
             self.commit_plain()
+        if set(self.scenarios) & set(REMOTE_SCENARIOS):
+            self.lin("remote", "add", "origin", str(self.remote))
+            self.push_plain()
+            self.lin("clone", str(self.remote), str(self.peer))
 
     def commit_plain(self) -> str:
         folder = self.new_model()
@@ -202,20 +224,21 @@ class Lab:
         shutil.rmtree(folder)
         return name
 
-    def leftovers(self) -> list[str]:
+    def leftovers(self, store: Path | None = None) -> list[str]:
         """Temp files and store-lock records of dead processes (every writer takes the store lock;
         records of the refs and audit locks go when those locks are next taken)."""
+        store = store or self.store
         out = []
-        for p in (self.store / "tmp").iterdir():
+        for p in (store / "tmp").iterdir():
             try:
                 pid = int(p.name.split("-", 1)[0])
             except ValueError:
                 pid = -1
             if not pid_alive(pid):
                 out.append(f"tmp/{p.name}")
-        for p in (self.store / "locks").glob("store.lock.holders/*.json"):
+        for p in (store / "locks").glob("store.lock.holders/*.json"):
             if not pid_alive(int(p.name.split("-", 1)[0])):
-                out.append(str(p.relative_to(self.store)))
+                out.append(str(p.relative_to(store)))
         return out
 
     def verify(self, after: str) -> None:
@@ -247,8 +270,8 @@ class Lab:
         if head not in names:
             raise CrashCheckFailed(f"after {after}: HEAD ({head}) is not one of the versions")
 
-    def assert_recovered(self, what: str) -> None:
-        left = self.leftovers()
+    def assert_recovered(self, what: str, store: Path | None = None) -> None:
+        left = self.leftovers(store)
         if left:
             raise CrashCheckFailed(f"after a successful {what}, leftovers of killed commands remain: {left[:5]}")
 
@@ -288,7 +311,7 @@ class Lab:
         """Remove the name of a leaf version that is not active (making one if there is none)."""
         repo = ApiRepo.open(self.store)
         head = repo.head()
-        leaves = [n for n in self.expected if n != "v001_base"
+        leaves = [n for n in self.expected if n != "v001_base" and n not in self.on_remote  # numbers stay unique there
                   and repo.refs.resolve(f"refs/tags/{n}") != head
                   and not descendants(repo, repo.refs.resolve(f"refs/tags/{n}"))]
         if not leaves:
@@ -335,17 +358,111 @@ class Lab:
                                               for o in repo.refs.as_dict("refs/data/").values()}:
             raise CrashCheckFailed(f"`lin data add {path.name}` exited 0 but the file is not registered")
 
+    # ------------------------------------------------------------------ remotes
+
+    def push_plain(self) -> None:
+        self.lin("push")
+        self.on_remote.update(self.expected)  # a push sends every version this store names
+
+    def verify_remote(self, after: str) -> None:
+        """The remote holds every object of every ref it has, each re-hashed (`verify --full`)."""
+        if self.stats["checks"] % self.cli_every == 0:
+            r = self.lin("verify", "--remote", "origin", "--full", check=False)
+            if r.rc != 0:
+                raise CrashCheckFailed(f"lin verify --full after {after} exited {r.rc}:\n{r.out[-2000:]}")
+            self.stats["remote checks through `lin verify --full`"] += 1
+        else:
+            res = verify_remote(self.repo(), "origin", full=True)
+            if not res.ok:
+                raise CrashCheckFailed(f"verify --full of the remote after {after}: {res.missing[:3]} "
+                                       f"{res.corrupt[:3]} {res.bad_refs[:3]}")
+        self.stats["remote checks (verify --full)"] += 1
+
+    def check_store(self, store: Path, after: str) -> Repo:
+        """A store filled from the remote: `fsck --full` is clean; each version it names reads back
+        as it was pushed."""
+        repo = Repo.open(store)
+        rep = fsck.check(repo, quick=False)
+        if not rep.ok:
+            raise CrashCheckFailed(f"fsck --full of {store} after {after}: "
+                                   + "; ".join(p.message for p in rep.problems[:5]))
+        for name in repo.versions():
+            if name not in self.on_remote or self.read_version(repo, name) != self.on_remote[name]:
+                raise CrashCheckFailed(f"after {after}: {store} holds {name}, which reads back different bytes")
+        self.stats["version reads (byte-exact)"] += len(repo.versions())
+        return repo
+
+    def round_push(self) -> None:
+        self.commit_plain()
+        r = self.killing("push", "push")
+        self.verify(f"push ({r.spec})")
+        self.verify_remote(f"push ({r.spec})")
+        self.push_plain()  # run again: completes
+        self.verify_remote("push run again")
+        self.assert_recovered("push")
+
+    def round_fetch(self, kind: str) -> None:
+        """A new version on the remote, then `lin fetch` or `lin pull` of the peer, killed."""
+        self.commit_plain()
+        self.push_plain()
+        store = self.peer / ".lineage"
+        r = self.killing(kind, kind, store=store)
+        self.check_store(store, f"{kind} ({r.spec})")
+        self.verify_remote(f"{kind} ({r.spec})")
+        self.lin(kind, store=store)  # run again: completes
+        repo = self.check_store(store, f"{kind} run again")
+        self.assert_recovered(kind, store)
+        newest = max(self.on_remote)
+        if kind == "fetch" and repo.refs.read(f"refs/remotes/origin/tags/{newest}") is None:
+            raise CrashCheckFailed(f"fetch run again after a kill ({r.spec}) did not see {newest}")
+        if kind == "pull":
+            if newest not in repo.versions() or repo.name_of(repo.head()) != newest:
+                raise CrashCheckFailed(f"pull run again after a kill ({r.spec}) did not take {newest}")
+            if digest_folder(self.peer / "model") != self.on_remote[newest]:
+                raise CrashCheckFailed(f"pull run again after a kill ({r.spec}): the work folder is not {newest}")
+
+    def round_clone(self) -> None:
+        dest = self.root / f"clone{self.stats['rounds']}"
+        if self.rng.random() < 0.5:
+            dest.mkdir()  # an existing folder (recovery after rm -rf .lineage)
+        r = self.killing("clone", "clone", str(self.remote), str(dest))
+        store = dest / ".lineage"
+        if store.exists():  # the store was whole: only the work folder was being written
+            if set(self.check_store(store, f"clone ({r.spec})").versions()) != set(self.on_remote):
+                raise CrashCheckFailed(f"a clone killed after its store was named ({r.spec}) lacks versions")
+            if r.killed:
+                self.lin("checkout", "HEAD", store=store)  # what the clone's error says to do
+                self.stats["killed clones complete (checkout finished)"] += 1
+        else:
+            self.stats["killed clones absent"] += 1
+            self.lin("clone", str(self.remote), str(dest))  # run again: completes
+        repo = self.check_store(store, f"clone ({r.spec}) run again")
+        if set(repo.versions()) != set(self.on_remote):
+            raise CrashCheckFailed(f"clone run again after a kill ({r.spec}) lacks versions")
+        head = repo.name_of(repo.head())
+        if head is None or digest_folder(dest / "model") != self.on_remote[head]:
+            raise CrashCheckFailed(f"clone after a kill ({r.spec}): the work folder is not {head}")
+        left = [p.name for p in dest.iterdir() if p.name.startswith(".lineage") and p.name != ".lineage"]
+        if left:
+            raise CrashCheckFailed(f"clone run again after a kill ({r.spec}) left {left}")
+        self.verify_remote(f"clone ({r.spec})")
+        shutil.rmtree(dest, onerror=_writable_again)
+
     def round(self) -> None:
-        choices = ["commit", "commit", "checkout", "gc", "gc", "gc-empty"]
-        if data_add_available():
-            choices.append("data-add")
-        kind = self.rng.choice(choices)
+        choices = [s for s in self.scenarios if s != "data-add" or data_add_available()]
+        kind = self.rng.choices(choices, [WEIGHTS[s] for s in choices])[0]
         if kind == "commit":
             self.round_commit()
         elif kind == "checkout":
             self.round_checkout()
         elif kind == "data-add":
             self.round_data_add()
+        elif kind == "push":
+            self.round_push()
+        elif kind in ("fetch", "pull"):
+            self.round_fetch(kind)
+        elif kind == "clone":
+            self.round_clone()
         else:
             self.round_gc(empty=kind == "gc-empty")
 
@@ -359,8 +476,15 @@ class Lab:
         self.stats["versions at the end"] = len(self.expected)
 
 
-def run_lab(root: Path, seed: int, kills: int, max_rounds: int | None = None) -> dict:
-    lab = Lab(root, seed)
+def _writable_again(func, path, _exc) -> None:
+    """rmtree's error handler for read-only object folders."""
+    os.chmod(os.path.dirname(path), 0o755)
+    func(path)
+
+
+def run_lab(root: Path, seed: int, kills: int, max_rounds: int | None = None,
+            scenarios: tuple[str, ...] = SCENARIOS) -> dict:
+    lab = Lab(root, seed, scenarios=scenarios)
     lab.setup()
     rounds = 0
     t0 = time.monotonic()
@@ -372,9 +496,9 @@ def run_lab(root: Path, seed: int, kills: int, max_rounds: int | None = None) ->
 
 
 def _lab_entry(args: tuple) -> dict:
-    root, seed, kills = args
+    root, seed, kills, scenarios = args
     try:
-        return run_lab(Path(root), seed, kills)
+        return run_lab(Path(root), seed, kills, scenarios=scenarios)
     except CrashCheckFailed as e:
         return {"seed": seed, "failed": str(e)}
 
@@ -385,11 +509,16 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="labs run in parallel (default 2)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="keep the labs in this folder")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
+                    help=f"comma-separated, of {', '.join(SCENARIOS)} (default: all)")
     a = ap.parse_args()
+    scenarios = tuple(x.strip() for x in a.scenarios.split(",") if x.strip())
+    if not scenarios or set(scenarios) - set(SCENARIOS):
+        ap.error(f"--scenarios: choose among {', '.join(SCENARIOS)}")
     base = a.keep or Path(tempfile.mkdtemp(prefix="lin-crash-"))
     base.mkdir(parents=True, exist_ok=True)
     per_lab = -(-a.kills // a.jobs)
-    jobs = [(str(base / f"lab{i}"), a.seed + i, per_lab) for i in range(a.jobs)]
+    jobs = [(str(base / f"lab{i}"), a.seed + i, per_lab, scenarios) for i in range(a.jobs)]
     t0 = time.monotonic()
     if a.jobs == 1:
         results = [_lab_entry(jobs[0])]
@@ -407,14 +536,18 @@ def main() -> int:
                "kills_after_random_delay": total["kills after a random delay"],
                "checks_after_rounds": total["checks"],
                "checks_through_lin_fsck_full": total["checks through `lin fsck --full`"],
+               "remote_checks_verify_full": total["remote checks (verify --full)"],
+               "remote_checks_through_lin_verify_full": total["remote checks through `lin verify --full`"],
                "version_reads_byte_exact": total["version reads (byte-exact)"],
                "failed_checks": len(failed),
                "lost_or_corrupt_versions": sum(1 for f in failed if "version" in f or "bytes" in f),
                "failures": failed,
-               "by_scenario": {s: {"kills": total[f"{s} kills"], "rounds": total[f"{s} rounds"]} for s in SCENARIOS},
+               "by_scenario": {s: {"kills": total[f"{s} kills"], "rounds": total[f"{s} rounds"]} for s in scenarios},
                "killed_commits": {"absent": total["killed commits absent"],
                                   "complete": total["killed commits complete"]},
                "restored_after_killed_gc": total["restored after killed gc"],
+               "killed_clones": {"absent": total["killed clones absent"],
+                                 "complete, checkout finished": total["killed clones complete (checkout finished)"]},
                "data_add_included": data_add_available(), "seconds": round(time.monotonic() - t0, 1),
                "python": sys.version.split()[0], "cpus": os.cpu_count()}
     print(json.dumps({"summary": summary}, indent=2))

@@ -465,6 +465,38 @@ def test_a_push_checks_what_it_is_first_to_record_as_backed_up(remote, models, t
     assert code == 0 and json.loads(out)["objects"] == 0
 
 
+def test_registered_data_answers_the_same_on_a_clone(remote, models, tmp_path, lin):
+    """`lin data check` and `lin data manifest` give the clone's answers byte for byte as the
+    original's: datasets, their record sets and what each version trained travel with a push."""
+    def jsonl(name: str, texts: list[str]) -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        return path
+
+    a = jsonl("a.jsonl", [f"a record {i}" for i in range(300)])
+    b = jsonl("b.jsonl", [f"b record {i}" for i in range(200)])
+    c = jsonl("c.jsonl", [f"a record {i}" for i in range(100, 400)])  # two thirds of it trained
+    new_store(tmp_path / "orig", models[:1], ["base"])
+    st = ["--store", tmp_path / "orig/.lineage"]
+    assert lin(*st, "data", "add", a, b, "--no-tokens")[0] == 0
+    assert lin(*st, "commit", models[1], "--name", "tuned", "--data", a)[0] == 0
+    add_remote(lin, tmp_path / "orig", remote)
+    assert lin(*st, "push")[0] == 0
+    code, _, err = lin("clone", *remote.add_args(), tmp_path / "copy")
+    assert code == 0, err
+    answers = {}
+    for who in ("orig", "copy"):
+        s = ["--store", tmp_path / who / ".lineage"]
+        code, manifest, err = lin(*s, "data", "manifest", "--json")
+        assert code == 0, err
+        code, check, err = lin(*s, "data", "check", a, b, c, "--json")
+        assert code == 0, err
+        answers[who] = (manifest, check)
+    assert answers["copy"] == answers["orig"]
+    seen = {Path(f["path"]).name: f["records_seen"] for f in json.loads(answers["copy"][1])}
+    assert seen == {"a.jsonl": 300, "b.jsonl": 0, "c.jsonl": 200}
+
+
 # ------------------------------------------------------------------------------ repair, verify
 
 
