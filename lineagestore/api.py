@@ -115,7 +115,8 @@ class Repo(_BaseRepo):
 
     def doctor(self):
         from .guard import doctor
-        return doctor.diagnose(self)
+        from .remote.backup import backup_status
+        return doctor.diagnose(self, backup=backup_status(self))
 
     def audit_log(self) -> list[dict]:
         from .core import audit

@@ -275,12 +275,21 @@ def test_doctor_names_each_risk_in_plain_words(lin, repo, four, monkeypatch):
     assert "same disk" in out
 
     os.chmod(repo.objects.path_for(obj), 0o444)
-    repo.config.set("remote", {"nas": {"url": "file:///dev/shm/lin-doctor-nas"}})  # another filesystem
+    nas = Path("/dev/shm") / f"lin-doctor-nas-{os.getpid()}-{repo.path.parent.name}"  # another filesystem
+    repo.config.set("remote", {"nas": {"url": str(nas)}})
     repo.config.set("backup.remote", "nas")
     repo.config.set("core.work_dir", "/dev/shm/lin-doctor-work")  # another filesystem
     repo.save_config()
-    code, out, _ = lin("doctor")
-    assert code == 0 and "No risks found" in out
+    code, out, _ = lin("doctor", "--json")  # a backup remote that holds nothing yet
+    risks = {f["code"]: f["message"] for f in json.loads(out)["findings"] if f["level"] == "risk"}
+    assert code == 1 and set(risks) == {"backup-behind"} and "4 of 4 versions" in risks["backup-behind"]
+    try:
+        code, out, err = lin("backup")
+        assert code == 0, err
+        code, out, _ = lin("doctor")
+        assert code == 0 and "No risks found" in out
+    finally:
+        shutil.rmtree(nas, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- fsck

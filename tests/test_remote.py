@@ -426,6 +426,9 @@ def test_status_says_backed_up_only_for_what_a_push_or_verify_confirmed(remote, 
     assert "damaged" in lin(*st, "status")[1]
     log = json.loads(lin(*st, "log", "--json")[1])
     assert [v["backed_up"] for v in log] == [False, False]
+    code, out, _ = lin(*st, "doctor", "--json")
+    risks = {f["code"]: f["message"] for f in json.loads(out)["findings"] if f["level"] == "risk"}
+    assert code == 1 and "1 object(s) missing or corrupt" in risks["backup-damaged"]
     # a quick verify (presence only) finds the same and says so again
     assert lin(*st, "verify")[0] == 1 and (proj / ".lineage/backup/damaged").exists()
 
@@ -438,6 +441,8 @@ def test_status_says_backed_up_only_for_what_a_push_or_verify_confirmed(remote, 
     assert not (proj / ".lineage/backup/damaged").exists()
     code, out, _ = lin(*st, "verify", "--full")
     assert code == 0, out
+    code, out, _ = lin(*st, "doctor", "--json")
+    assert not {f["code"] for f in json.loads(out)["findings"]} & {"backup-damaged", "backup-behind"}
 
 
 def test_a_push_checks_what_it_is_first_to_record_as_backed_up(remote, models, tmp_path, lin):

@@ -1,7 +1,8 @@
 """``lin doctor``: the risks to a store, in plain words. Reads only.
 
-Each finding is a *risk* (something that can lose work: no backup, a nearly full disk, writable
-objects, store and work folder on one disk, a broken audit chain, a zero grace period) or
+Each finding is a *risk* (something that can lose work: no backup, versions not backed up, a
+nearly full disk, writable objects, store and work folder on one disk, a broken audit chain, a
+zero grace period) or
 *info* (worth knowing, harmless: leftovers of killed commands, what trash/ holds, checkpoints
 holding more than ``train.checkpoint_share_warn`` of the store).
 """
@@ -92,10 +93,13 @@ def writable_objects(repo: Repo, limit: int = 5) -> tuple[int, list[str]]:
     return count, examples
 
 
-def diagnose(repo: Repo, *, min_free_ratio: float = 0.10) -> DoctorReport:
+def diagnose(repo: Repo, *, min_free_ratio: float = 0.10, backup: dict | None = None) -> DoctorReport:
+    """``backup``: the backup state as ``remote.backup.backup_status`` gives it (which versions a
+    push or verify confirmed on the backup remote); without it, that is not judged."""
     assert repo.path is not None
     rep = DoctorReport(str(repo.path))
     rep.findings += _backup_findings(repo)
+    rep.findings += _backup_state_findings(repo, backup)
     rep.findings += _disk_findings(repo, min_free_ratio)
     rep.findings += _writable_findings(repo)
     rep.findings += _same_disk_findings(repo)
@@ -128,6 +132,30 @@ def _backup_findings(repo: Repo) -> list[Finding]:
                     f"same disk as the store: it survives an `rm -rf` of the store, not a failed disk.",
                     "back up to S3, MinIO or another disk or machine: `lin remote add NAME URL --backup`"))
     return out
+
+
+def _backup_state_findings(repo: Repo, state: dict | None) -> list[Finding]:
+    """Every version is backed up, as a push or ``lin verify`` confirmed, and verify has not
+    found the backup remote damaged since."""
+    backup = repo.settings.backup.remote
+    if not state or not backup or backup not in repo.settings.remotes:
+        return []
+    damage = state.get("damaged")
+    if damage:
+        n = len(damage.get("missing", [])) + len(damage.get("corrupt", []))
+        return [Finding("risk", "backup-damaged",
+                        f"`lin verify` found {n} object(s) missing or corrupt on the backup remote {backup!r} "
+                        f"({damage.get('time')}): no version counts as backed up until they are there again.",
+                        "`lin backup` checks every object the versions need on the remote and sends those "
+                        "missing or corrupt again")]
+    waiting = [v for v, ok in (state.get("versions") or {}).items() if not ok]
+    if not waiting:
+        return []
+    shown = ", ".join(waiting[:5]) + (f" and {len(waiting) - 5} more" if len(waiting) > 5 else "")
+    return [Finding("risk", "backup-behind",
+                    f"{len(waiting)} of {len(state['versions'])} versions are not backed up to {backup!r} "
+                    f"(no push has confirmed that the remote holds them): {shown}.",
+                    "`lin backup` pushes them now")]
 
 
 def _backup_folder_on_store_disk(repo: Repo) -> str | None:
