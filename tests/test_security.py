@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
-
 from conftest import make_model_dir
-from lineagestore.core.errors import InvalidInput, LinError, MalformedFile, Refused
-from lineagestore.core.objects import Tree, TreeEntry
 from test_guard_helpers import snapshot
+
+from lineagestore.api import Repo
+from lineagestore.core.errors import InvalidInput, InvalidName, LinError, Refused
+from lineagestore.core.objects import Tree, TreeEntry
 
 BAD_NAMES = ["../x", "../../../../tmp/evil", "/etc/passwd", "a/b", "..", ".", "x\0y", "a" * 101, "v" * 5000,
              "name.lock", "refs/tags/../../../x", "refs/heads/a/../../../b", "\n", "x y", "é"]
@@ -25,11 +27,12 @@ def sealed(repo, tmp_path):
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=lambda n: repr(n[:20]))
 def test_bad_names_are_refused_by_every_command_that_takes_a_name(lin, sealed, tmp_path, name):
+    changed = make_model_dir(tmp_path / "changed", seed=9)  # a commit of it would make a version
     before_store = snapshot(sealed.path / "refs"), snapshot(sealed.path / "logs")
     before_out = sorted(p for p in tmp_path.parent.iterdir())
     for args in (["rm", name], ["rm", name, "--force", "--confirm-lineage", "--confirm-name", name],
                  ["restore", name], ["reflog", name], ["tag", name], ["branch", name],
-                 ["commit", str(tmp_path / "src"), "--name", name]):
+                 ["commit", str(changed), "--name", name]):
         code, out, err = lin(*args)
         assert code in (2, 3, 4), (args, code, err)
         assert "Traceback" not in err
@@ -59,25 +62,38 @@ def test_trash_files_with_foreign_names_are_ignored(sealed):
     assert find_in_trash(sealed, "ab") == {} and find_in_trash(sealed, "zz") == {}
 
 
-@pytest.mark.parametrize("entry", ["../escaped.txt", "..", "/abs.txt", "a/../../b.txt", "x\0y", "\\win", "n" * 300])
-def test_a_tree_with_an_escaping_entry_is_never_checked_out(sealed, tmp_path, entry):
-    """A crafted (or damaged) tree cannot write outside the checkout folder."""
+UNSAFE_ENTRIES = [["../escaped.txt"], [".."], ["/abs.txt"], ["a/../../b.txt"], ["x\0y"], ["\\win"], ["n" * 300],
+                  [".lineage"], [".LINEAGE"], [".git"], [".gIT"], [".git."], [".g\u200cit"], ["GIT~1"], ["a\nb"],
+                  ["x\x1b[2Jy"], ["bell\x07"], ["c1\x85"], ["dup.txt", "dup.txt"]]
+
+
+@pytest.mark.parametrize("names", UNSAFE_ENTRIES, ids=lambda n: repr(n[0][:12]) + ("x2" if len(n) > 1 else ""))
+@pytest.mark.parametrize("depth", [0, 2])
+def test_a_tree_with_an_unsafe_entry_is_never_checked_out(sealed, tmp_path, names, depth, lin):
+    """A crafted (or copied) tree cannot write outside the checkout folder, into a store or a
+    git repository: checkout refuses it before writing anything, and fsck names it."""
     blob = sealed.objects.put("blob", b"payload")
     weights = next(e for e in sealed.objects.get(sealed.commit(sealed.resolve("v001")).tree, "tree").items()
                    if e.name == "model.safetensors")
-    evil = sealed.objects.put_object(Tree(entries=[TreeEntry(entry, "blob", blob, 7), weights]))
-    cid, _, _ = sealed.write_commit(tree=evil, parents=[], name="evil", move_head=False)
+    evil = inner = sealed.objects.put_object(Tree(entries=[TreeEntry(n, "blob", blob, 7) for n in names]))
+    for level in range(depth):
+        inner = sealed.objects.put_object(Tree(entries=[TreeEntry(f"level{level}", "tree", inner, 7)]))
+    top = sealed.objects.put_object(Tree(entries=[TreeEntry("a", "tree", inner, 7), weights]))
+    cid, _, _ = sealed.write_commit(tree=top, parents=[], name="evil", move_head=False)
     target = tmp_path / "deep" / "target"
     target.mkdir(parents=True)
     def state():  # everything but the lock's holder records, which any command that locks rewrites
         return {k: v for k, v in snapshot(tmp_path).items() if not k.startswith(".lineage/locks")}
     before = state()
-    with pytest.raises((MalformedFile, Refused)):
+    with pytest.raises(InvalidName, match=f"stored tree {evil}.*entry"):
         sealed.checkout(cid, to=target)
+    code, _, err = lin("checkout", "v002", "--to", target)
+    assert code == 4 and err.startswith(f"error: stored tree {evil}") and "Traceback" not in err, err
     assert state() == before
-    from lineagestore.guard.fsck import check
-    rep = check(sealed)
-    assert not rep.ok and any(evil == p.subject for p in rep.problems)
+    code, out, _ = lin("fsck", "--json")
+    problems = json.loads(out)["problems"]
+    assert code == 1 and [(p["kind"], p["subject"]) for p in problems] == [("unsafe-tree", evil)], problems
+    assert repr(names[0])[:20] in problems[0]["message"]
 
 
 def test_symlinks_inside_a_model_folder(sealed, tmp_path):
@@ -134,3 +150,35 @@ def test_store_refs_and_logs_stay_inside_the_store(sealed, tmp_path):
     names = [p for p in sealed.path.rglob("*") if p.is_file()]
     assert all(sealed.path in p.parents for p in names)
     assert os.path.realpath(sealed.path) == str(sealed.path)
+
+
+def test_checkout_never_writes_into_a_store_or_beside_one(sealed, tmp_path, lin):
+    """`--to` may not be a store, inside one (through a symlink too), or a folder that holds one,
+    like the project root (`--to .` there); nor may any folder the version writes into hold one.
+    The default work folder (`model/` beside `.lineage/`) is fine."""
+    m = make_model_dir(tmp_path / "m", seed=3)
+    (m / "sub").mkdir()
+    (m / "sub" / "extra.json").write_text("{}")
+    sealed.commit_folder(m, "nested")
+    other = tmp_path / "other"
+    Repo.init(other / ".lineage")
+    (tmp_path / "link").symlink_to(sealed.path, target_is_directory=True)
+    (tmp_path / "proj" / "sub" / ".lineage").mkdir(parents=True)  # the version writes into proj/sub
+    def state():
+        return {k: v for k, v in snapshot(tmp_path).items() if "/locks" not in f"/{k}"}
+    before = state()
+    for to, why in ((".", f"{tmp_path}: holds the store {sealed.path}"),
+                    (str(tmp_path), f"{tmp_path}: holds the store {sealed.path}"),
+                    (".lineage", "is inside the store"), (".lineage/objects/x", "is inside the store"),
+                    ("link/out", "is inside the store"), ("other", f"{other}: holds the store {other / '.lineage'}"),
+                    ("other/.lineage/refs", f"is inside the store {other / '.lineage'}"),
+                    ("proj", f"{tmp_path / 'proj' / 'sub'}: holds the store")):
+        for extra in ([], ["--force"], ["--keep-active"]):
+            code, out, err = lin("checkout", "v002", "--to", to, *extra)
+            lines = err.splitlines()
+            assert code == 4 and why in lines[0] and len(lines) == 2, (to, err)
+            assert lines[1] == (f"hint: check out into the work folder ({tmp_path / 'model'}: `lin checkout REV` "
+                                "without --to) or into a folder of its own (`--to DIR`, e.g. --to export/REV)")
+    assert state() == before and sealed.name_of(sealed.head()) == "v002_nested"
+    assert lin("checkout", "v001")[0] == 0 and (tmp_path / "model" / "model.safetensors").exists()
+    assert lin("checkout", "v002", "--to", "model")[0] == 0 and (tmp_path / "model" / "sub" / "extra.json").exists()

@@ -9,7 +9,9 @@
 - reflogs: every line parses, with valid ids;
 - commits, trees, tensor files, chunks, datasets, checkpoints: each link names an object of the
   type it must have (a tree entry its declared type, a commit's parents commits, ...) and, for
-  file content, the declared size; entry names are safe;
+  file content, the declared size; tree entry names follow core.names' rules (no ``.lineage`` or
+  ``.git`` in any case, no control characters or separators, no duplicates: ``unsafe-tree``) and
+  commits carry version names (``bad-name``);
 - presence: everything reachable from refs, HEAD and live reflog entries is present; and every
   object present has all the objects it links to (the invariant gc and restore keep);
 - the audit chain (``audit.verify``);
@@ -28,10 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core import audit as _audit
-from ..core.errors import LinError
+from ..core.errors import InvalidName, LinError
 from ..core.fsutil import pid_alive
 from ..core.ids import is_object_id
-from ..core.names import parse_version
+from ..core.names import check_version_name, parse_version, tree_entry_problems
 from ..core.objects import LINKING_TYPES, decode_object
 from ..core.progress import NULL, Progress
 from ..core.refs import check_ref_name
@@ -46,7 +48,7 @@ FILE_TYPES = {"blob", "chunks", "tensor-file"}
 
 @dataclass
 class Problem:
-    kind: str  # corrupt | missing | dangling | bad-ref | bad-reflog | bad-link | audit | stale-temp ...
+    kind: str  # corrupt | missing | dangling | bad-ref | bad-reflog | bad-link | unsafe-tree | bad-name | audit ...
     subject: str  # the object id, ref or file concerned
     message: str
 
@@ -123,12 +125,21 @@ def _typed_links(type_name: str, obj) -> list[_Link]:
     return []
 
 
-def _unsafe_names(type_name: str, obj) -> list[str]:
-    if type_name != "tree":
-        return []
-    return [e.name for e in obj.items()
-            if not e.name or e.name in (".", "..") or "/" in e.name or "\\" in e.name or "\0" in e.name
-            or len(e.name.encode()) > 255]
+def _rule_problem(oid: str, type_name: str, obj) -> Problem | None:
+    """What fetch and checkout refuse (core.names): a tree whose entry names break the rules
+    (``.lineage``/``.git`` in any case, control characters, separators, duplicates), a commit
+    whose name is not a version name. The object itself is sound, so its links are still checked."""
+    if type_name == "tree":
+        bad = tree_entry_problems(e.name for e in obj.items())
+        if bad:
+            shown = "; ".join(f"entry {n!r} {why}" for n, why in bad[:3]) + (f"; {len(bad) - 3} more" if len(bad) > 3 else "")
+            return Problem("unsafe-tree", oid, f"tree {oid}: {shown} (lin refuses to check it out or fetch it)")
+    elif type_name == "commit":
+        try:
+            check_version_name(obj.name)
+        except InvalidName as e:
+            return Problem("bad-name", oid, f"commit {oid}: {e}")
+    return None
 
 
 @dataclass
@@ -210,12 +221,9 @@ def _verify_one(store, oid: str, quick: bool) -> tuple[str, _Info | None, int, P
         if type_name not in LINKING_TYPES:
             return oid, _Info(type_name, n, []), n, None
         obj = decode_object(type_name, data, f"object {oid}")
-        bad = _unsafe_names(type_name, obj)
-        if bad:
-            return oid, None, n, Problem("corrupt", oid, f"tree {oid} has unsafe entry names: {bad[:3]}")
         size = getattr(obj, "size", n)
         name = obj.name if type_name == "commit" else None
-        return oid, _Info(type_name, size, _links(type_name, obj), name), n, None
+        return oid, _Info(type_name, size, _links(type_name, obj), name), n, _rule_problem(oid, type_name, obj)
     except (LinError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         msg = str(e) if oid in str(e) else f"object {oid}: {e}"
         return oid, None, 0, Problem("corrupt", oid, msg)
@@ -262,6 +270,9 @@ def _check_refs(repo: Repo, objs: _Objects) -> tuple[int, list[Problem]]:
         if raw is None or not is_object_id(raw):
             out.append(Problem("bad-ref", name, f"ref {name} does not hold an object id: {raw!r}"))
             continue
+        if name.startswith(tuple(REF_TYPES)) and name.count("/") > 2:
+            out.append(Problem("bad-ref", name, f"{name}: a nested name (lin names versions, branches, runs "
+                               "and data with one component)"))
         if not objs.present(raw):
             out.append(Problem("missing", raw, f"object {raw} named by {name} is missing" + _in_trash(repo, raw)))
             continue

@@ -10,7 +10,7 @@ from ..core.errors import InvalidInput, LinError
 from ..core.names import check_name
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
-from .models import CheckoutResult, WorkStatus, checkout_tree, load_checkout_state, walk_tree, work_status
+from .models import CheckoutResult, FileInfo, WorkStatus, checkout_tree, load_checkout_state, walk_tree, work_status
 
 
 @dataclass
@@ -40,10 +40,8 @@ def _checkout(repo: Repo, rev: str, *, to: os.PathLike | str | None, force: bool
     cid = repo.resolve(rev)
     commit = repo.commit(cid)
     target = Path(to) if to is not None else repo.work_dir()
-    if repo.path is not None:
-        tr = target.absolute()
-        if tr == repo.path or repo.path in tr.parents:
-            raise InvalidInput(f"{target}: is inside the store; check out somewhere else")
+    files = list(walk_tree(repo.objects, commit.tree))  # refuses a crafted tree before anything is written
+    check_target(repo, target, files)
     known: dict[str, str] = {}
     head = repo.head()
     if head:
@@ -59,6 +57,34 @@ def _checkout(repo: Repo, rev: str, *, to: os.PathLike | str | None, force: bool
             repo.set_head(None, cid, f"checkout: moving to {commit.name}")
     return CheckoutInfo(cid, commit.name, res.target, res.written, res.unchanged, res.removed,
                         res.bytes_written, activate)
+
+
+def check_target(repo: Repo, target: Path, files: list[FileInfo]) -> None:
+    """Refuse a checkout into a store, or into any folder that holds one.
+
+    ``target`` (symlinks resolved) must not be a store or inside one (this store, wherever it
+    is, or any folder named ``.lineage`` or holding a store's ``format`` and ``objects/``); and
+    no folder the version writes into (``target`` and its sub-folders) may hold a store (a
+    ``.lineage/`` folder, or this store under any name). So ``--to .`` from the folder holding
+    ``.lineage/`` is refused, while the default work folder (``model/`` beside it) is fine.
+    """
+    real = target.resolve()
+    store = repo.path.resolve() if repo.path is not None else None
+    for p in (real, *real.parents):
+        if p == store or p.name.casefold() == ".lineage" or ((p / "format").is_file() and (p / "objects").is_dir()):
+            raise InvalidInput(f"{target}: is inside the store {p}; lin never writes a version into a store",
+                               hint=_where_instead(repo))
+    for folder in sorted({real, *((real / f.path).parent for f in files)}):
+        held = folder / ".lineage"
+        if os.path.lexists(held) or (store is not None and folder == store.parent):
+            shown = held if store is None or folder != store.parent else store
+            raise InvalidInput(f"{folder}: holds the store {shown}; lin never writes a version beside a store",
+                               hint=_where_instead(repo))
+
+
+def _where_instead(repo: Repo) -> str:
+    return (f"check out into the work folder ({repo.work_dir()}: `lin checkout REV` without --to) or "
+            "into a folder of its own (`--to DIR`, e.g. --to export/REV)")
 
 
 def _is_plain_name(rev: str) -> bool:

@@ -22,6 +22,7 @@ import blake3
 from ..core.errors import InvalidInput, MalformedFile, NotFound, PickleRefused, Refused
 from ..core.fsutil import AtomicFile, atomic_write_bytes, clean_stale_temp, pwrite_all
 from ..core.content import ParallelWriter, file_id, tensor_file, tensor_file_of
+from ..core.names import check_tree_entries
 from ..core.objects import Tree, TreeEntry
 from ..core.progress import NULL, Progress
 from ..core.safetensors_io import read_layout
@@ -297,20 +298,19 @@ class FileInfo:
 
 
 def walk_tree(store: ObjectStore, tree_id: str, prefix: str = "") -> Iterator[FileInfo]:
-    tree = store.get(tree_id, "tree")
-    for e in tree.items():
-        _check_entry_name(e.name, tree_id)
+    """Every file of a stored tree, depth first. Each tree's entry names are checked before any
+    of its entries is yielded (core.names: no ``.lineage`` or ``.git``, no control characters,
+    no separators, no duplicates), so a checkout refuses a crafted tree before writing anything."""
+    items = store.get(tree_id, "tree").items()
+    where = f"stored tree {tree_id}" + (f" (folder {prefix.rstrip('/')})" if prefix else "")
+    check_tree_entries([e.name for e in items], where,
+                       hint="lin never writes such a tree; `lin fsck` lists every one in this store")
+    for e in items:
         rel = f"{prefix}{e.name}"
         if e.type == "tree":
             yield from walk_tree(store, e.id, rel + "/")
         else:
             yield FileInfo(rel, e.type, e.id, e.size, e.executable)
-
-
-def _check_entry_name(name: str, tree_id: str) -> None:
-    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
-            or len(name.encode()) > 255):
-        raise MalformedFile(f"tree {tree_id[:12]} has an unsafe entry name {name!r}; refusing to use it")
 
 
 def iter_file_bytes(store: ObjectStore, info: FileInfo, prefetch: int = 4) -> Iterator[bytes]:
