@@ -12,20 +12,41 @@ import os
 import shutil
 import stat
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.errors import NotFound, Refused, RefConflict
+from ..core.errors import InvalidInput, InvalidName, NotFound, RefConflict, Refused
+from ..core.fsutil import fsync_dir, kill_point, pid_alive
 from ..core.names import parse_version
 from ..core.progress import NULL, Progress
 from ..core.refs import SYMREF_PREFIX
 from ..core.repo import Repo
+from ..core.store import ObjectStore
 from .cache import KnownObjects
 from .push import RefUpdate
-from .session import (HEAD_KEY, NAMESPACES, describe, is_ancestor, namespace_of, open_session, read_remote_refs,
-                      set_tracking, tracking_ref, version_number)
-from .spec import add_remote
+from .session import (
+    HEAD_KEY,
+    NAMESPACES,
+    RemoteSession,
+    describe,
+    is_ancestor,
+    namespace_of,
+    open_session,
+    read_remote_refs,
+    set_tracking,
+    trackable,
+    tracking_ref,
+    untrusted_hint,
+    version_number,
+)
+from .spec import RemoteSpec, add_remote
 from .transfer import download_closure
+
+#: the type of object each ref namespace names
+REF_TYPES = {"refs/heads/": "commit", "refs/tags/": "commit", "refs/runs/": "checkpoint", "refs/data/": "dataset"}
+#: a clone is built in ``DIR/<this><pid>-<random>`` and renamed to ``DIR/.lineage`` once complete
+PARTIAL_PREFIX = ".lineage-clone-"
 
 
 @dataclass
@@ -81,8 +102,11 @@ def fetch(repo: Repo, remote: str | None = None, *, progress: Progress = NULL,
           workers: int | None = None) -> FetchResult:
     """Receive the remote's refs and every object under them that this store lacks.
 
-    Objects are verified as they arrive and stored children first; then the tracking refs
-    ``refs/remotes/<remote>/...`` are set. Local branches and tags are not touched (see pull).
+    The remote is untrusted: its ref names, every object received (hash, tree entry names,
+    version names) and what each ref names (a version tag the commit of that version) are checked
+    before anything is placed. Objects wait in a batch and become visible together once all
+    passed; then the tracking refs ``refs/remotes/<remote>/...`` are set. On any error nothing is
+    placed and no ref moves. Local branches and tags are not touched (see pull).
     """
     rs = open_session(repo, remote, workers)
     t0 = time.monotonic()
@@ -93,14 +117,21 @@ def fetch(repo: Repo, remote: str | None = None, *, progress: Progress = NULL,
             res.warnings.append(f"{rs.url} is empty: nothing was pushed there yet")
             return res
         known = KnownObjects(repo, rid)
-        res.refs, res.warnings = read_remote_refs(repo, rs)
+        res.refs, res.warnings = read_remote_refs(repo, rs, strict=True)
         head = rs.backend.read(HEAD_KEY)
         if head is not None:
             text = head[0].decode("utf-8", "replace").strip()
             if text.startswith(SYMREF_PREFIX) and text[len(SYMREF_PREFIX):] in res.refs:
                 res.head = text[len(SYMREF_PREFIX):]
         roots = {oid: f"{ref} on {rs.name}" for ref, oid in sorted(res.refs.items(), reverse=True)}
-        n, b, failed = download_closure(repo, rs, roots, known, progress)
+        batch = repo.objects.batch()
+        try:
+            n, b, _ = download_closure(repo, rs, roots, known, progress, into=batch)
+            _check_ref_targets(repo, batch, rs, res.refs)
+            batch.flush()
+        except BaseException:
+            batch.discard()
+            raise
         res.objects_received, res.bytes_received = n, b
         known.add_complete(roots)
         known.save()
@@ -113,6 +144,24 @@ def fetch(repo: Repo, remote: str | None = None, *, progress: Progress = NULL,
         res.changed = set_tracking(repo, rs.name, values, f"fetch: {rs.name}")
     res.seconds = time.monotonic() - t0
     return res
+
+
+def _check_ref_targets(repo: Repo, store: ObjectStore, rs: RemoteSession, refs: dict[str, str]) -> None:
+    """Each remote ref that moved since the last fetch names an object of its namespace's type,
+    and a version tag the commit that carries its name (InvalidName naming the ref otherwise)."""
+    for ref, oid in sorted(refs.items()):
+        if trackable(rs.name, ref) and repo.refs.read(tracking_ref(rs.name, ref)) == oid:
+            continue  # checked when it was fetched
+        want = REF_TYPES[namespace_of(ref)]
+        got = store.header(oid).type
+        problem = f"names a {got}, not a {want}" if got != want else None
+        short = ref[len("refs/tags/"):]
+        if problem is None and ref.startswith("refs/tags/") and parse_version(short) is not None:
+            name = store.get(oid, "commit").name
+            if name != short:
+                problem = f"names the commit of version {name!r} ({oid})"
+        if problem is not None:
+            raise InvalidName(f"ref {ref} on remote {rs.name} {problem}", hint=untrusted_hint(rs.name))
 
 
 # ------------------------------------------------------------------------------ pull
@@ -188,7 +237,7 @@ def pull(repo: Repo, remote: str | None = None, *, progress: Progress = NULL, re
                 try:
                     checkout(repo, rid, progress=progress, activate=False)
                     res.checked_out = repo.name_of(rid)
-                except Refused as e:
+                except (Refused, InvalidInput) as e:  # changed files, or a work folder lin may not write
                     u.status, u.reason = "rejected", f"{e}; commit your changes, then pull again"
                     res.conflicts.append(u)
                     continue
@@ -210,8 +259,8 @@ def renumber_local(repo: Repo, remote: str, remote_refs: dict[str, str]) -> tupl
     of the same name is kept under ``<branch>-<version>`` and the local branch is set to the
     remote's; HEAD stays on your line. Returns (renamed, notes).
     """
-    from ..core.objects import Commit
     from ..core.names import version_name
+    from ..core.objects import Commit
 
     remote_ids = set()
     for ref, rid in remote_refs.items():
@@ -273,56 +322,86 @@ def clone(url: str, dest: os.PathLike | str, *, endpoint_url: str | None = None,
           workers: int | None = None, repo_class: type[Repo] = Repo) -> tuple[Repo, CloneResult]:
     """Create ``dest/.lineage`` from a remote: every object, every ref, HEAD; then check out HEAD.
 
-    ``dest`` may exist (recovery after ``rm -rf .lineage``) but must not hold a store. If
-    anything fails before the store is complete, what was created is removed again.
+    ``dest`` may exist (recovery after ``rm -rf .lineage``) but must not hold a store. The store
+    is built in ``dest/.lineage-clone-<pid>-<random>`` and renamed to ``.lineage`` once complete,
+    so ``dest/.lineage`` never exists half-made: on an error what was created is removed, and
+    what a killed clone left is removed by the next clone into ``dest``.
     """
     t0 = time.monotonic()
     dest = Path(dest).absolute()
     store = dest / ".lineage"
-    if store.exists():
+    if os.path.lexists(store):
         raise RefConflict(f"{store} already exists; clone into another folder",
-                          hint="to update an existing store use `lin pull`")
+                          hint=f"to update an existing store use `lin pull`; a clone stopped while it wrote the "
+                               f"work folder left a complete store: `lin --store {store} checkout HEAD` finishes it")
     created = not dest.exists()
+    partial = dest / f"{PARTIAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        repo = repo_class.init(store)
-        spec = add_remote(repo, name, url, endpoint_url=endpoint_url, region=region, backup=backup)
-        fr = fetch(repo, name, progress=progress, workers=workers)
-        if not fr.refs:
-            raise NotFound(f"{spec.url}: nothing to clone (no versions were pushed there)",
-                           hint="check the URL and --endpoint-url; `lin push` fills a remote")
-        for ref in sorted(fr.refs):
-            if repo.objects.has(fr.refs[ref]):
-                repo.update_ref(ref, None, fr.refs[ref], f"clone: from {spec.url}")
-        target = fr.head
-        heads = sorted(r for r in fr.refs if r.startswith("refs/heads/"))
-        if target is None and heads:
-            target = "refs/heads/main" if "refs/heads/main" in heads else heads[0]
-        if target is not None:
-            repo.refs.set_symbolic("HEAD", target, f"clone: from {spec.url}")
-        elif repo.versions():
-            latest = list(repo.versions().values())[-1]
-            repo.set_head(None, latest, f"clone: from {spec.url}")
+        if not created:
+            _remove_killed_clones(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        spec, fr = _fill_clone(repo_class.init(partial), name, url, endpoint_url, region, backup, progress, workers)
+        if os.path.lexists(store):
+            raise RefConflict(f"{store} appeared while cloning; clone into another folder")
+        kill_point("clone-rename")
+        os.rename(partial, store)
+        fsync_dir(dest)
     except BaseException:
-        _remove_tree(dest if created else store)
+        _remove_tree(dest if created else partial)
         raise
+    repo = repo_class.open(store)
     head = repo.head()
     written = 0
     work: str | None = None
-    warnings = list(fr.warnings)
     if checkout and head is not None:
         from ..versions.checkout import checkout as do_checkout
         try:
             info = do_checkout(repo, "HEAD", progress=progress, activate=False)
-        except Refused as e:
-            name = repo.name_of(head)
-            raise Refused(f"cloned into {store}, but the work folder was left as it is: {e}",
-                          hint=f"the store is complete; to write {name} over those files: "
-                               f"lin --store {store} checkout {name} --force") from e
+        except (Refused, InvalidInput) as e:
+            vname = repo.name_of(head)
+            raise type(e)(f"cloned into {store}, but the work folder was left as it is: {e}",
+                          hint=f"the store is complete; to write {vname} over those files: "
+                               f"lin --store {store} checkout {vname} --force") from e
         written, work = info.written, info.target
     res = CloneResult(str(dest), str(store), name, spec.url, len(repo.versions()), len(fr.refs), head,
                       repo.name_of(head) if head else None, fr.objects_received, fr.bytes_received, work,
-                      written, time.monotonic() - t0, warnings)
+                      written, time.monotonic() - t0, list(fr.warnings))
     return repo, res
+
+
+def _fill_clone(repo: Repo, name: str, url: str, endpoint_url: str | None, region: str | None, backup: bool,
+                progress: Progress, workers: int | None) -> tuple[RemoteSpec, FetchResult]:
+    """Fetch everything into the new store ``repo``, then set its refs and HEAD as the remote's."""
+    spec = add_remote(repo, name, url, endpoint_url=endpoint_url, region=region, backup=backup)
+    fr = fetch(repo, name, progress=progress, workers=workers)
+    if not fr.refs:
+        raise NotFound(f"{spec.url}: nothing to clone (no versions were pushed there)",
+                       hint="check the URL and --endpoint-url; `lin push` fills a remote")
+    for ref in sorted(fr.refs):
+        if repo.objects.has(fr.refs[ref]):
+            repo.update_ref(ref, None, fr.refs[ref], f"clone: from {spec.url}")
+    target = fr.head
+    heads = sorted(r for r in fr.refs if r.startswith("refs/heads/"))
+    if target is None and heads:
+        target = "refs/heads/main" if "refs/heads/main" in heads else heads[0]
+    if target is not None:
+        repo.refs.set_symbolic("HEAD", target, f"clone: from {spec.url}")
+    elif repo.versions():
+        latest = list(repo.versions().values())[-1]
+        repo.set_head(None, latest, f"clone: from {spec.url}")
+    return spec, fr
+
+
+def _remove_killed_clones(dest: Path) -> None:
+    """Remove what clones into ``dest`` that were killed left (their process is gone)."""
+    for p in dest.iterdir():
+        if p.name.startswith(PARTIAL_PREFIX) and p.is_dir() and not p.is_symlink():
+            try:
+                pid = int(p.name[len(PARTIAL_PREFIX):].split("-", 1)[0])
+            except ValueError:
+                continue
+            if not pid_alive(pid):
+                _remove_tree(p)
 
 
 def _remove_tree(path: Path) -> None:

@@ -241,23 +241,34 @@ def version_number(ref: str) -> int | None:
 # ------------------------------------------------------------------------------ refs
 
 
-def read_remote_refs(repo: Repo, rs: RemoteSession) -> tuple[dict[str, str], list[str]]:
+def read_remote_refs(repo: Repo, rs: RemoteSession, *, strict: bool = False) -> tuple[dict[str, str], list[str]]:
+    """The remote's refs (name -> id) and warnings about keys that are not refs.
+
+    A ref of the four namespaces has one name component (``refs/tags/a/b`` is nested: push never
+    writes one). With ``strict`` (fetch, pull, clone) such a key, or a ref that holds no object
+    id, fails the command naming it (InvalidName, CorruptObject), before anything is received;
+    without it (verify) it is a warning. Keys outside the namespaces are always warnings."""
     listing = rs.list_refs()
     warnings: list[str] = []
     names = []
     for name in sorted(listing):
         try:
-            check_ref_name(name)
             if not name.startswith(NAMESPACES):
-                raise InvalidName(name)
-        except InvalidName:
+                raise InvalidName("not a ref lin sends")
+            check_ref_name(name)
+            if name.count("/") != 2:
+                raise InvalidName(f"a nested name (one name after {namespace_of(name)})")
+        except InvalidName as e:
+            if strict and name.startswith(NAMESPACES):
+                raise InvalidName(f"remote {rs.name} holds an invalid ref {name!r}: {e}",
+                                  hint=untrusted_hint(rs.name)) from None
             warnings.append(f"ignored {name!r} on {rs.name}: not a valid ref name")
             continue
         names.append(name)
     out: dict[str, str] = {}
     need = []
     for name in names:
-        seen = repo.refs.read(tracking_ref(rs.name, name)) if _trackable(rs.name, name) else None
+        seen = repo.refs.read(tracking_ref(rs.name, name)) if trackable(rs.name, name) else None
         if seen and listing[name].etag == md5_etag(ref_bytes(seen)):
             out[name] = seen
         else:
@@ -269,15 +280,24 @@ def read_remote_refs(repo: Repo, rs: RemoteSession) -> tuple[dict[str, str], lis
         except CorruptObject as e:
             return e
 
-    for name, got in zip(need, parallel_map(read, need, rs.workers)):
+    for name, got in zip(need, parallel_map(read, need, rs.workers), strict=True):
         if isinstance(got, CorruptObject):
+            if strict:
+                raise CorruptObject(str(got), hint=untrusted_hint(rs.name))
             warnings.append(str(got))
         elif got is not None:
             out[name] = got[0]
     return out, warnings
 
 
-def _trackable(remote: str, ref: str) -> bool:
+def untrusted_hint(remote: str) -> str:
+    """The hint of an error about what a remote holds and lin never writes."""
+    return (f"nothing was stored and no name moved; remote {remote} was damaged or written by something "
+            f"other than lin: check it (`lin verify --remote {remote} --full`) or push again from a sound store")
+
+
+def trackable(remote: str, ref: str) -> bool:
+    """Whether ``ref`` of ``remote`` has a tracking ref (refs/remotes/<remote>/...: not too deep)."""
     try:
         check_ref_name(tracking_ref(remote, ref))
         return True

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 from ..core.content import decode_stored
-from ..core.errors import CorruptObject, ObjectNotFound
-from ..core.objects import HEADER_SIZE, LINKING_TYPES, links_of, unpack_header
+from ..core.errors import CorruptObject, InvalidInput, InvalidName, ObjectNotFound
+from ..core.ids import check_object_id
+from ..core.names import check_tree_entries, check_version_name
+from ..core.objects import HEADER_SIZE, LINKING_TYPES, decode_object, unpack_header
 from ..core.progress import Progress
 from ..core.repo import Repo
+from ..core.store import ObjectStore
 from .cache import KnownObjects
-from .session import RemoteSession, object_key, unordered_map
+from .session import RemoteSession, object_key, unordered_map, untrusted_hint
 
 
 def local_closure(repo: Repo, roots: dict[str, str], stop: set[str]) -> tuple[list[str], list[str]]:
@@ -44,17 +48,46 @@ def local_closure(repo: Repo, roots: dict[str, str], stop: set[str]) -> tuple[li
 
 
 def download_closure(repo: Repo, rs: RemoteSession, roots: dict[str, str], known: KnownObjects,
-                     progress: Progress, *, on_missing: Callable[[str, str, str], None] | None = None
-                     ) -> tuple[int, int, set[str]]:
+                     progress: Progress, *, on_missing: Callable[[str, str, str], None] | None = None,
+                     into: ObjectStore | None = None) -> tuple[int, int, set[str]]:
     """Fetch every object under ``roots`` (id -> where named) that this store lacks.
 
-    Leaves are verified and stored as they arrive; objects that name others are verified,
-    held, and stored after everything they name (children first), so a store never holds an
-    object whose closure is incomplete because of an interrupted fetch. With ``on_missing``,
-    objects absent or corrupt on the remote are reported (id, where, why) instead of raised.
+    Each object is verified as it arrives (its hash, and for objects that name others the rules
+    for what comes from outside: :func:`check_untrusted`) and written to ``into``, a batch of
+    this store whose objects become visible only when it is flushed: leaves as they arrive,
+    objects that name others after everything they name (children first). Without ``into`` a
+    batch is made here, flushed at the end and discarded on an error, so a failed fetch places
+    nothing. With ``on_missing``, objects absent, corrupt or refused on the remote are reported
+    (id, where, why) instead of raised, and what does not depend on them is placed.
     Returns (objects, bytes received, ids that failed).
     """
-    store = repo.objects
+    store = into if into is not None else repo.objects.batch()
+    try:
+        count, nbytes, failed = _receive(store, rs, roots, known, progress, on_missing)
+        if into is None:
+            store.flush()
+    except BaseException:
+        if into is None:
+            store.discard()
+        raise
+    return count, nbytes, failed
+
+
+def check_untrusted(type_name: str, obj, what: str) -> None:
+    """Refuse an object from outside that lin would never write (InvalidName naming ``what``):
+    a tree whose entry names break core.names' rules, a commit whose name is no version name."""
+    if type_name == "tree":
+        check_tree_entries([e.name for e in obj.items()], what)
+    elif type_name == "commit":
+        try:
+            check_version_name(obj.name)
+        except InvalidName as e:
+            raise InvalidName(f"{what}: {e}") from None
+
+
+def _receive(store: ObjectStore, rs: RemoteSession, roots: dict[str, str], known: KnownObjects,
+             progress: Progress, on_missing: Callable[[str, str, str], None] | None) -> tuple[int, int, set[str]]:
+    """download_closure's walk, level by level, into ``store``."""
     held: dict[str, tuple[bytes, list[str]]] = {}
     failed: set[str] = set()
     seen: set[str] = set(roots)
@@ -69,15 +102,21 @@ def download_closure(repo: Repo, rs: RemoteSession, roots: dict[str, str], known
             return oid, where, None, None, "missing"
         raw = got[0]
         progress.advance(len(raw))
-        what = f"object {oid} from remote {rs.name}"
+        what = f"object {oid}"
         try:
             h = unpack_header(raw[:HEADER_SIZE], what)
             if h.type in LINKING_TYPES:
                 _, data = decode_stored(oid, raw, what)
-                return oid, where, raw, links_of(h.type, data, what), None
+                obj = decode_object(h.type, data, what)
+                check_untrusted(h.type, obj, f"{h.type} {oid} on remote {rs.name} (reached from {where})")
+                return oid, where, raw, [check_object_id(x) for x in obj.links()], None
             store.put_stored(oid, raw)  # verifies the hash before storing
         except CorruptObject as e:
             return oid, where, None, None, f"corrupt: {e}"
+        except InvalidInput as e:
+            return oid, where, None, None, f"refused: {e}"
+        except (TypeError, ValueError, AttributeError, KeyError) as e:  # entries that are no entries
+            return oid, where, None, None, f"corrupt: {what}: malformed ({type(e).__name__}: {e})"
         return oid, where, raw, None, None
 
     while frontier:
@@ -88,13 +127,7 @@ def download_closure(repo: Repo, rs: RemoteSession, roots: dict[str, str], known
         for oid, where, raw, links, err in unordered_map(get, frontier, rs.workers):
             if err is not None:
                 if on_missing is None:
-                    if err == "missing":
-                        raise ObjectNotFound(
-                            f"object {oid} (reached from {where}) is missing on remote {rs.name} ({rs.url})",
-                            hint=f"the remote is incomplete: see `lin verify --remote {rs.name}`; push again "
-                                 "from a store that has it")
-                    raise CorruptObject(f"{err[len('corrupt: '):]} (reached from {where})",
-                                        hint=f"see `lin verify --remote {rs.name} --full`")
+                    _raise(rs, oid, where, err)
                 on_missing(oid, where, err)
                 failed.add(oid)
                 continue
@@ -117,6 +150,19 @@ def download_closure(repo: Repo, rs: RemoteSession, roots: dict[str, str], known
             continue
         store.put_stored(oid, held[oid][0])
     return count, nbytes, failed
+
+
+def _raise(rs: RemoteSession, oid: str, where: str, err: str) -> NoReturn:
+    """The error for an object that failed (missing, corrupt or refused), with what to do."""
+    if err == "missing":
+        raise ObjectNotFound(f"object {oid} (reached from {where}) is missing on remote {rs.name} ({rs.url})",
+                             hint=f"nothing was stored and no name moved; the remote is incomplete: see "
+                                  f"`lin verify --remote {rs.name}`; push again from a store that has it")
+    kind, _, msg = err.partition(": ")
+    if kind == "refused":
+        raise InvalidName(msg, hint=untrusted_hint(rs.name))
+    raise CorruptObject(f"{msg} (the copy on remote {rs.name}, reached from {where})",
+                        hint=f"nothing was stored and no name moved; see `lin verify --remote {rs.name} --full`")
 
 
 def _children_first(held: dict[str, tuple[bytes, list[str]]]) -> list[str]:
