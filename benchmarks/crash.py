@@ -366,7 +366,8 @@ class Lab:
 
     def verify_remote(self, after: str) -> None:
         """The remote holds every object of every ref it has, each re-hashed (`verify --full`)."""
-        if self.stats["checks"] % self.cli_every == 0:
+        self.stats["remote checks (verify --full)"] += 1
+        if self.stats["remote checks (verify --full)"] % self.cli_every == 0:
             r = self.lin("verify", "--remote", "origin", "--full", check=False)
             if r.rc != 0:
                 raise CrashCheckFailed(f"lin verify --full after {after} exited {r.rc}:\n{r.out[-2000:]}")
@@ -376,7 +377,6 @@ class Lab:
             if not res.ok:
                 raise CrashCheckFailed(f"verify --full of the remote after {after}: {res.missing[:3]} "
                                        f"{res.corrupt[:3]} {res.bad_refs[:3]}")
-        self.stats["remote checks (verify --full)"] += 1
 
     def check_store(self, store: Path, after: str) -> Repo:
         """A store filled from the remote: `fsck --full` is clean; each version it names reads back
@@ -412,14 +412,15 @@ class Lab:
         self.lin(kind, store=store)  # run again: completes
         repo = self.check_store(store, f"{kind} run again")
         self.assert_recovered(kind, store)
-        newest = max(self.on_remote)
-        if kind == "fetch" and repo.refs.read(f"refs/remotes/origin/tags/{newest}") is None:
-            raise CrashCheckFailed(f"fetch run again after a kill ({r.spec}) did not see {newest}")
+        main = self.repo().refs.resolve("refs/heads/main")  # what the remote's main is now
+        if kind == "fetch" and repo.refs.read("refs/remotes/origin/heads/main") != main:
+            raise CrashCheckFailed(f"fetch run again after a kill ({r.spec}) did not see main at {main}")
         if kind == "pull":
-            if newest not in repo.versions() or repo.name_of(repo.head()) != newest:
-                raise CrashCheckFailed(f"pull run again after a kill ({r.spec}) did not take {newest}")
-            if digest_folder(self.peer / "model") != self.on_remote[newest]:
-                raise CrashCheckFailed(f"pull run again after a kill ({r.spec}): the work folder is not {newest}")
+            name = repo.name_of(main) if repo.objects.has(main) else None
+            if name not in repo.versions() or repo.head() != main:
+                raise CrashCheckFailed(f"pull run again after a kill ({r.spec}) did not take main ({main})")
+            if digest_folder(self.peer / "model") != self.on_remote[name]:
+                raise CrashCheckFailed(f"pull run again after a kill ({r.spec}): the work folder is not {name}")
 
     def round_clone(self) -> None:
         dest = self.root / f"clone{self.stats['rounds']}"
