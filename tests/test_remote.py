@@ -447,7 +447,8 @@ def test_status_says_backed_up_only_for_what_a_push_or_verify_confirmed(remote, 
 
 def test_a_push_checks_what_it_is_first_to_record_as_backed_up(remote, models, tmp_path, lin):
     """Versions already on the remote that this store has no record of (its tracking refs were
-    dropped with `lin remote rm`) are checked before `lin backup` calls them backed up."""
+    dropped with `lin remote rm`) are checked before `lin backup` calls them backed up; a remote
+    without HEAD gets it."""
     proj = tmp_path / "proj"
     a = new_store(proj, models[:2])
     st = ["--store", proj / ".lineage"]
@@ -455,6 +456,7 @@ def test_a_push_checks_what_it_is_first_to_record_as_backed_up(remote, models, t
     assert lin(*st, "backup")[0] == 0
     lost = next(f["id"] for f in a.show("v001").files if f["path"] == "config.json")
     remote.delete(object_key(lost))
+    remote.delete("HEAD")  # as a first push killed between writing main and HEAD leaves it
     assert lin(*st, "remote", "rm", "origin")[0] == 0
     add_remote(lin, proj, remote, "--backup")
     assert json.loads(lin(*st, "status", "--json")[1])["backup"]["backed_up"] == 0
@@ -463,6 +465,7 @@ def test_a_push_checks_what_it_is_first_to_record_as_backed_up(remote, models, t
     res = json.loads(out)
     assert {u["status"] for u in res["push"]["refs"]} == {"up-to-date"} and res["push"]["objects_sent"] == 1
     assert lost in remote.objects() and res["status"]["backed_up"] == 2
+    assert remote.get("HEAD") == b"ref: refs/heads/main\n"
     code, out, _ = lin(*st, "verify", "--full")
     assert code == 0, out
     # once recorded, an unchanged push asks nothing of the objects

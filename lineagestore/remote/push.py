@@ -200,7 +200,9 @@ def push(repo: Repo, remote: str | None = None, revs: Iterable[str] = (), *, pro
         finally:
             set_tracking(repo, rs.name, _seen_on_remote(repo, rs.name, result.refs, confirmed), f"push: {rs.name}")
             known.save()
-        if any(u.ref.startswith("refs/heads/") and u.status == "new" for u in todo):
+        # a branch this push wrote or first recorded: the remote may lack HEAD (its first push was cut short)
+        if any(u.ref.startswith("refs/heads/") and u.status == "new" for u in todo) or any(
+                u.ref.startswith("refs/heads/") and u.status == "up-to-date" for u in confirm):
             _ensure_remote_head(repo, rs, [u.ref for u in result.refs if u.ref.startswith("refs/heads/")])
     result.seconds = time.monotonic() - t0
     return result
