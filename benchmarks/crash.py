@@ -49,14 +49,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lineagestore.guard import fsck  # noqa: E402
 from lineagestore.api import Repo as ApiRepo  # noqa: E402
 from lineagestore.core.fsutil import pid_alive  # noqa: E402
-from lineagestore.versions.models import TMP_PREFIX, iter_file_bytes, walk_tree  # noqa: E402
 from lineagestore.core.names import parse_version  # noqa: E402
-from lineagestore.guard.protect import descendants  # noqa: E402
 from lineagestore.core.repo import Repo  # noqa: E402
+from lineagestore.guard import fsck  # noqa: E402
+from lineagestore.guard.protect import descendants  # noqa: E402
 from lineagestore.remote.check import verify as verify_remote  # noqa: E402
+from lineagestore.versions.models import TMP_PREFIX, iter_file_bytes, walk_tree  # noqa: E402
 
 REMOTE_SCENARIOS = ("push", "fetch", "pull", "clone")
 SCENARIOS = ("commit", "checkout", "gc", "gc-empty", "data-add", *REMOTE_SCENARIOS)

@@ -30,12 +30,11 @@ import os
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from ..core.errors import InvalidInput, RemoteError
 from ..core.fsutil import AtomicFile, fsync_dir

@@ -23,8 +23,8 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..core.fsutil import atomic_write_bytes
 from ..core.ids import is_object_id

@@ -13,8 +13,8 @@ first (by number), then data, runs, branches.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
 
 from ..core.content import decode_stored
 from ..core.errors import InvalidInput, InvalidName, NotFound, RefConflict
@@ -26,9 +26,23 @@ from ..core.refs import SYMREF_PREFIX, check_ref_name
 from ..core.repo import Repo
 from .backend import Entry, PreconditionFailed, md5_etag
 from .cache import KnownObjects, clear_damage, read_damage
-from .session import (HEAD_KEY, NAMESPACES, RemoteSession, claim_key, describe, is_ancestor,
-                      namespace_of, object_key, open_session, parallel_map, ref_bytes, set_tracking, tracking_ref,
-                      unordered_map, version_number)
+from .session import (
+    HEAD_KEY,
+    NAMESPACES,
+    RemoteSession,
+    claim_key,
+    describe,
+    is_ancestor,
+    namespace_of,
+    object_key,
+    open_session,
+    parallel_map,
+    ref_bytes,
+    set_tracking,
+    tracking_ref,
+    unordered_map,
+    version_number,
+)
 from .transfer import local_closure
 
 
@@ -260,7 +274,7 @@ def _plan(repo: Repo, rs: RemoteSession, wanted: dict[str, tuple[str, str]],
     others = sorted({o for u in ups if u.status == "new" and u.ref not in listing
                      for o in remote_versions.get(version_number(u.ref) or -1, []) if o != u.ref})
     values = dict(zip([u.ref for u in to_read] + others,
-                      parallel_map(rs.read_ref, [u.ref for u in to_read] + others, rs.workers)))
+                      parallel_map(rs.read_ref, [u.ref for u in to_read] + others, rs.workers), strict=True))
     claims_listed: set[int] | None = None
     for u in ups:
         if u.status == "up-to-date":
