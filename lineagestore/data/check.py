@@ -4,7 +4,8 @@ What a model has seen is the union of the datasets of every commit in its ancest
 A file is checked two ways against the lineage of a base version (default: HEAD):
 
 * as a whole, by content: versions of the lineage that trained this exact content, whatever
-  the file's name;
+  the file's name (and, apart, those that trained only part of its records: a run stopped by
+  a limit names a trained part, :mod:`lineagestore.data.parts`);
 * per record: how many of its distinct records are in the record-id sets of the lineage's
   datasets, which versions trained them, and the share. Lookups go through the ledger index
   (:mod:`lineagestore.data.ledger`) in bounded memory and every hit is confirmed exactly.
@@ -13,7 +14,7 @@ A file is checked two ways against the lineage of a base version (default: HEAD)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ class OverlapReport:
     path: str
     fingerprint: str
     registered: bool
-    same_file_trained_in: list  # version names that trained this exact content
+    same_file_trained_in: list  # version names that trained this exact content, every record of it
     records: int  # distinct records in the file
     records_seen: int  # of those, records already trained in the lineage
     share: float  # records_seen / records
@@ -51,6 +52,7 @@ class OverlapReport:
     examples: int = 0
     bad_lines: int = 0
     changed_since_registration: str | None = None  # a message when the path held other content
+    partly_trained_in: list = field(default_factory=list)  # version names that trained part of this content
 
     @property
     def trained(self) -> bool:
@@ -67,7 +69,8 @@ class Lineage:
     base: str | None
     name: str | None
     dataset_ids: list = field(default_factory=list)  # oldest first
-    by_fingerprint: dict = field(default_factory=dict)  # content id -> [version names]
+    by_fingerprint: dict = field(default_factory=dict)  # content id -> [version names that trained it whole]
+    by_part: dict = field(default_factory=dict)  # content id -> [version names that trained part of it]
     by_set: dict = field(default_factory=dict)  # record-id set id -> [version names]
 
 
@@ -91,8 +94,9 @@ def lineage(repo: Repo, base_id: str | None, memo: dict | None = None) -> Lineag
             if did not in seen:
                 seen.add(did)
                 lin.dataset_ids.append(did)
-            content, records = dataset_key(repo, did, keys, memo)
-            for key, table in ((content, lin.by_fingerprint), (records, lin.by_set)):
+            content, records, part = dataset_key(repo, did, keys, memo)
+            files = lin.by_fingerprint if part is None else lin.by_part
+            for key, table in ((content, files), (records, lin.by_set)):
                 if key is None:
                     continue
                 lst = table.setdefault(key, [])
@@ -145,9 +149,40 @@ class _Checker:
         return OverlapReport(
             path=path, fingerprint=fingerprint, registered=info is not None,
             same_file_trained_in=list(self.lin.by_fingerprint.get(fingerprint, [])),
+            partly_trained_in=[v for v in self.lin.by_part.get(fingerprint, [])
+                               if v not in self.lin.by_fingerprint.get(fingerprint, [])],
             records=total, records_seen=seen, share=(seen / total) if total else 0.0, seen_in=per_version,
             base=self.lin.name, base_id=self.base_id, registered_as=info.filename if info else None,
             dataset=info.id if info else None, examples=examples, bad_lines=bad)
+
+
+class TrainedRecords:
+    """Which record ids were trained in the lineage of ``base`` (default HEAD): exact, through the
+    ledger index, in memory bounded by the ids asked about."""
+
+    def __init__(self, repo: Repo, base: str | None, progress: Progress = NULL):
+        self._c = _Checker(repo, base, progress)
+
+    def mask(self, ids: np.ndarray) -> np.ndarray:
+        """For each id of ``ids`` (``S16``, any order, repeats allowed): was it trained?"""
+        if not len(ids) or not len(self._c.ords):
+            return np.zeros(len(ids), dtype=bool)
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        seen = np.zeros(len(uniq), dtype=bool)
+        ledger = self._c.ledger
+        for start in range(0, len(uniq), QUERY_BATCH):
+            batch = uniq[start:start + QUERY_BATCH]
+            qi, oi = ledger.candidates(batch, self._c.ords)
+            ok = ledger.confirm(batch, qi, oi)
+            seen[start + qi[ok]] = True
+        return seen[inverse.reshape(-1)]
+
+    def untrained(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """The ids of sorted chunks that were not trained (still sorted)."""
+        for batch in rechunk(chunks, QUERY_BATCH):
+            rest = batch[~self.mask(batch)]
+            if len(rest):
+                yield rest
 
 
 def check(repo: Repo, paths: list[os.PathLike | str], *, base: str | None = None,
@@ -195,11 +230,18 @@ def overlap_warning(rep: OverlapReport, name: str) -> str | None:
     if rep.records_seen:
         by = ", ".join(f"{v}: {n:,}" for v, n in rep.seen_in.items())
         return (f"{name}: {rep.records_seen:,} of {rep.records:,} records ({rep.share:.1%}) were already "
-                f"trained in {where} ({by})")
+                f"trained in {where} ({by}){partly_note(rep)}")
     return None
 
 
 def datasets_for_commit(repo: Repo, paths: list[os.PathLike | str], *, base: str | None,
+def partly_note(rep: OverlapReport) -> str:
+    """``; v002 trained part of this file`` when versions of the lineage trained part of it."""
+    if not rep.partly_trained_in:
+        return ""
+    return f"; {', '.join(rep.partly_trained_in)} trained part of this file"
+
+
                         progress: Progress = NULL) -> tuple[list[str], list[str]]:
     """Register (if needed) the data files of a commit; (dataset ids, warnings about overlap with base)."""
     ids: list[str] = []

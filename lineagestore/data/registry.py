@@ -23,12 +23,13 @@ from ..core.ids import is_id_prefix, short
 from ..core.objects import Chunks, Dataset
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo, utc_now
+from ..versions.tokenizer import tree_tokenizer_id
 from .entries import DATA_REF, DatasetInfo, current, registry
 from .ledger import put_record_set
 from .records import detect_format
 from .scan import ScanResult, check_file, scan_file
-from .tokens import CORE_FILES, TOKENIZER_FILES, open_tokenizer, tokenizer_id
-from .usage import usage
+from .tokens import open_tokenizer
+from .usage import Usage, usage
 
 
 def lookup(repo: Repo, path_or_id: os.PathLike | str) -> DatasetInfo | None:
@@ -250,27 +251,35 @@ def _update_existing(repo: Repo, p: Path, existing: DatasetInfo, tok, why, descr
 @dataclass
 class DatasetDetail:
     info: DatasetInfo
-    status: str
-    trained_in: list
+    status: str  # trained | partly trained | in training | untrained
+    trained_in: list  # versions that trained all or part of it
     in_training: list
 
     def to_dict(self) -> dict:
+    share: float = 0.0  # of its records trained: 1.0 when trained whole (or by parts covering it)
+    records_trained: int = 0  # distinct records trained
+
+    @classmethod
+    def of(cls, info: DatasetInfo, u: Usage) -> DatasetDetail:
+        fp = info.fingerprint
+        status = u.status(fp)
+        share = u.share(fp)
+        if share is None:
+            share = 1.0 if status == "trained" else 0.0
+        done = u.partly[fp]["records"] if fp in u.partly else (info.distinct_records if share else 0)
+        return cls(info, status, u.trained_in.get(fp, []), u.in_training.get(fp, []), share, done)
         return {**self.info.to_dict(), "status": self.status, "trained_in": self.trained_in,
-                "in_training": self.in_training}
+                "in_training": self.in_training, "share": self.share, "records_trained": self.records_trained}
 
 
 def list_datasets(repo: Repo) -> list[DatasetDetail]:
     u = usage(repo)
-    out = [DatasetDetail(i, u.status(fp), u.trained_in.get(fp, []), u.in_training.get(fp, []))
-           for fp, i in registry(repo).items()]
+    out = [DatasetDetail.of(i, u) for i in registry(repo).values()]
     return sorted(out, key=lambda d: (d.info.first_seen, d.info.filename))
 
 
 def show(repo: Repo, path_or_id: os.PathLike | str) -> DatasetDetail:
-    info = resolve(repo, path_or_id)
-    u = usage(repo)
-    fp = info.fingerprint
-    return DatasetDetail(info, u.status(fp), u.trained_in.get(fp, []), u.in_training.get(fp, []))
+    return DatasetDetail.of(resolve(repo, path_or_id), usage(repo))
 
 
 def manifest(repo: Repo) -> dict:
@@ -292,6 +301,7 @@ def manifest(repo: Repo) -> dict:
             "status": u.status(fp),
             "description": d.description,
             "path": d.path,
+            "share": DatasetDetail.of(d, u).share,
             "stored": d.stored,
             "format": d.format,
             "skipped_lines": d.skipped_lines,
@@ -305,11 +315,9 @@ def _head_tokenizer_id(repo: Repo) -> str | None:
     if head is None:
         return None
     try:
-        tree = repo.objects.get(repo.commit(head).tree, "tree")
+        return tree_tokenizer_id(repo.objects, repo.commit(head).tree)
     except LinError:
         return None
-    files = {e.name: e.id for e in tree.items() if e.name in TOKENIZER_FILES}
-    return tokenizer_id(files) if any(n in files for n in CORE_FILES) else None
 
 
 # ----------------------------------------------------------------------------- verify

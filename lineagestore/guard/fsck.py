@@ -12,6 +12,8 @@
   file content, the declared size; tree entry names follow core.names' rules (no ``.lineage`` or
   ``.git`` in any case, no control characters or separators, no duplicates: ``unsafe-tree``) and
   commits carry version names (``bad-name``);
+- tensor files: the header passes the checks a commit makes (``core.safetensors_io``, as strict
+  as the safetensors library) and the tensor list is what it says (``malformed``);
 - presence: everything reachable from refs, HEAD and live reflog entries is present; and every
   object present has all the objects it links to (the invariant gc and restore keep);
 - the audit chain (``audit.verify``);
@@ -30,13 +32,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core import audit as _audit
-from ..core.errors import InvalidName, LinError
+from ..core.errors import InvalidName, LinError, MalformedFile
 from ..core.fsutil import pid_alive
 from ..core.ids import is_object_id
 from ..core.names import check_version_name, parse_version, tree_entry_problems
 from ..core.objects import LINKING_TYPES, decode_object
 from ..core.progress import NULL, Progress
 from ..core.refs import check_ref_name
+from ..core.safetensors_io import check_tensor_list
 from ..core.repo import Repo
 from .reachability import live_reflog_ids, reached_from, ref_values, reflog_problems, reflogs
 from .trash import find_in_trash, stale_purges
@@ -142,6 +145,21 @@ def _rule_problem(oid: str, type_name: str, obj) -> Problem | None:
     return None
 
 
+def _tensor_file_problem(oid: str, type_name: str, obj) -> Problem | None:
+    """A tensor file whose header the safetensors library would refuse, or whose tensor list is
+    not what its header says (checked as a commit checks the file it reads)."""
+    if type_name != "tensor-file":
+        return None
+    try:
+        check_tensor_list(obj.header.encode("utf-8"), obj.size,
+                          [(t.name, t.dtype, t.shape, t.size) for t in obj.entries()], f"tensor-file {oid}")
+    except MalformedFile as e:
+        return Problem("malformed", oid, str(e))
+    except UnicodeEncodeError:
+        return Problem("malformed", oid, f"tensor-file {oid}: its header is not UTF-8 text")
+    return None
+
+
 @dataclass
 class _Objects:
     """What the object pass found: each readable object's type, size and links, and the ids of
@@ -223,7 +241,8 @@ def _verify_one(store, oid: str, quick: bool) -> tuple[str, _Info | None, int, P
         obj = decode_object(type_name, data, f"object {oid}")
         size = getattr(obj, "size", n)
         name = obj.name if type_name == "commit" else None
-        return oid, _Info(type_name, size, _links(type_name, obj), name), n, _rule_problem(oid, type_name, obj)
+        problem = _rule_problem(oid, type_name, obj) or _tensor_file_problem(oid, type_name, obj)
+        return oid, _Info(type_name, size, _links(type_name, obj), name), n, problem
     except (LinError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         msg = str(e) if oid in str(e) else f"object {oid}: {e}"
         return oid, None, 0, Problem("corrupt", oid, msg)

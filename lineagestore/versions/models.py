@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat as stat_mod
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +18,7 @@ from typing import Iterator
 
 import blake3
 
-from ..core.errors import InvalidInput, MalformedFile, NotFound, PickleRefused, Refused
+from ..core.errors import InvalidInput, MalformedFile, Refused
 from ..core.fsutil import AtomicFile, atomic_write_bytes, clean_stale_temp, pwrite_all
 from ..core.content import ParallelWriter, file_id, tensor_file, tensor_file_of
 from ..core.names import check_tree_entries
@@ -27,11 +26,7 @@ from ..core.objects import Tree, TreeEntry
 from ..core.progress import NULL, Progress
 from ..core.safetensors_io import read_layout
 from ..core.store import ObjectStore
-
-PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"}
-MODEL_SUFFIXES = {".safetensors", ".gguf"}
-SKIP_DIRS = {".git", ".lineage", "__pycache__"}
-TMP_PREFIX = ".lin-tmp-"
+from .folder import SKIP_DIRS, TMP_PREFIX, check_model_folder
 
 
 # ------------------------------------------------------------------------------ stat cache
@@ -111,54 +106,6 @@ class _FileJob:
     st: os.stat_result
     type: str = "blob"
     result: "str | Future[str] | None" = None
-
-
-def check_model_folder(folder: Path, exclude: tuple[str, ...] = ()) -> list[tuple[str, Path, os.stat_result]]:
-    """List the files of a model folder, refusing what lin must not store.
-
-    Raises NotFound (no such folder), InvalidInput (no model files; symlink problems) and
-    PickleRefused (pickle weights).
-    """
-    if not folder.exists():
-        raise NotFound(f"{folder}: no such folder")
-    if not folder.is_dir():
-        raise InvalidInput(f"{folder}: not a folder (give the model folder, as written by save_pretrained)")
-    files: list[tuple[str, Path, os.stat_result]] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dpath = Path(dirpath)
-        keep = []
-        for d in sorted(dirnames):
-            if d in SKIP_DIRS:
-                continue
-            full = dpath / d
-            if full.is_symlink():
-                raise InvalidInput(f"{full}: is a symlink to a folder; lin stores files, not folder links",
-                                   hint="copy the folder's contents in place of the link")
-            keep.append(d)
-        dirnames[:] = keep
-        for name in sorted(filenames):
-            full = dpath / name
-            rel = full.relative_to(folder).as_posix()
-            if name.startswith(TMP_PREFIX) or any(Path(rel).match(p) for p in exclude):
-                continue
-            if full.suffix.lower() in PICKLE_SUFFIXES:
-                raise PickleRefused(
-                    f"{full}: is a pickle file; pickles run code when loaded, so lin never stores or opens them",
-                    hint="convert it to safetensors: load the model with transformers and call "
-                         "save_pretrained(DIR, safe_serialization=True), or skip it with --exclude")
-            try:
-                st = full.stat()  # follows a symlink to its file: the content is what we store
-            except FileNotFoundError:
-                raise InvalidInput(f"{full}: dangling symlink") from None
-            if not stat_mod.S_ISREG(st.st_mode):
-                raise InvalidInput(f"{full}: not a regular file")
-            files.append((rel, full, st))
-    if not files:
-        raise InvalidInput(f"{folder}: folder is empty")
-    if not any(Path(rel).suffix.lower() in MODEL_SUFFIXES for rel, _, _ in files):
-        raise InvalidInput(f"{folder}: no model weights found (no *.safetensors or *.gguf file)",
-                           hint="save the model with save_pretrained(..., safe_serialization=True)")
-    return files
 
 
 def store_folder(store: ObjectStore, folder: os.PathLike | str, *, progress: Progress = NULL,
