@@ -443,7 +443,7 @@ def test_cli_data_add_ls_show_check_manifest_verify(lin, mrepo, store_dir, model
     code, outp, err = lin("data", "add", f, "--description", "verses")
     assert code == 0, err
     assert outp.startswith("Data registered: my_data.jsonl  fingerprint ")
-    assert "1,000 examples" in outp and "tokens (tokenizer of v001_base)" in outp
+    assert "1,000 examples" in outp and "tokens (tokenizer of v001_base; training adds one EOS per text record)" in outp
     assert "not yet trained" in outp and "overlap with v001_base's lineage: 0 records" in outp
     code, outp, _ = lin("data", "add", f, "--json")
     assert code == 0 and json.loads(outp)[0]["already_registered"] is True

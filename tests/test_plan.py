@@ -116,8 +116,18 @@ def test_plan_disk_and_store_checks(lin, store, monkeypatch):
     assert code == 1 and not ch["store"]["ok"] and "problem" in ch["store"]["reason"]
 
 
+def _whole_epoch(args: list[str]) -> list[str]:
+    """TRAIN_ARGS without --max-steps, 16 units a step: one epoch of bible.jsonl in a few steps."""
+    out = [a for a in args]
+    i = out.index("--max-steps")
+    del out[i:i + 2]
+    out[out.index("--batch-size") + 1] = "16"
+    return out
+
+
 def test_plan_after_training_refuses_duplicates_and_offers_resume(lin, store):
-    code, _, err = lin("train", "--data", "bible.jsonl", "--name", "bible", *TRAIN_ARGS, "--no-measure", "--yes")
+    code, _, err = lin("train", "--data", "bible.jsonl", "--name", "bible", *_whole_epoch(TRAIN_ARGS),
+                       "--no-measure", "--yes")
     assert code == 0, err
     # the same file again, on the new version: already trained
     code, p, _ = _plan(lin, "--data", "bible.jsonl", "--name", "again", *TRAIN_ARGS)

@@ -188,9 +188,9 @@ def test_compressed_files_and_no_final_newline(tmp_path, tok):
 def test_bad_lines_and_changed_files(tmp_path, tok):
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "ok"}\n{"text": \n{"what": 1}\n')
-    with pytest.raises(MalformedFile, match=r"d\.jsonl:2: not valid JSON"):
+    with pytest.raises(MalformedFile, match=r"d\.jsonl:2: invalid JSON"):  # the registry's words
         ds.load_data([(path, None)], tok)
-    ids, _mask, _off, info = ds.tokenize_file(path, tok, skip_bad_lines=True)
+    ids, _mask, _off, _rids, info = ds.tokenize_file(path, tok, skip_bad_lines=True)
     assert info.examples == 1 and info.skipped_lines == 2
     from lineagestore.core.content import file_content_id
     fp = file_content_id(path)

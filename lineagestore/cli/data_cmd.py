@@ -24,19 +24,27 @@ def _progress(o: Output) -> BarProgress:
     return o.progress()
 
 
+def _eos(info) -> str:
+    """The registry counts the text alone; training appends EOS to text records: say so."""
+    from ..data.tokens import EOS_NOTE
+    return f"; {EOS_NOTE}" if info.kind != "chat" else ""
+
+
 def _tokens_text(info, rep=None) -> str:
     tid = info.tokenizer_id
+    if not (tid and tid in info.tokens) and info.tokens:
+        tid = next(iter(info.tokens))
     if tid and tid in info.tokens:
-        return f"{human_int(info.tokens[tid])} tokens (tokenizer of {info.tokenizers.get(tid, short(tid))})"
-    if info.tokens:
-        t, n = next(iter(info.tokens.items()))
-        return f"{human_int(n)} tokens (tokenizer of {info.tokenizers.get(t, short(t))})"
+        return f"{human_int(info.tokens[tid])} tokens (tokenizer of {info.tokenizers.get(tid, short(tid))}{_eos(info)})"
     return "tokens not counted" + (f" ({info.tokens_note})" if info.tokens_note else "")
 
 
 def _status_text(detail) -> str:
     if detail.status == "trained":
         return f"trained in {', '.join(detail.trained_in)}"
+    if detail.status == "partly trained":
+        return (f"partly trained in {', '.join(detail.trained_in)} ({human_int(detail.records_trained)} of "
+                f"{human_int(detail.info.distinct_records)} records, {detail.share:.1%})")
     if detail.status == "in training":
         return f"in training ({', '.join(detail.in_training)})"
     return "not yet trained"
@@ -81,8 +89,7 @@ def add(
         info = data.register(repo, f, description=description, tokenizer=False if no_tokens else tokenizer,
                              store_content=not no_store, skip_bad_lines=skip_bad_lines, progress=_progress(o))
         u = u or data.usage(repo)  # registering changes no version: derived once
-        detail = data.DatasetDetail(info, u.status(info.fingerprint), u.trained_in.get(info.fingerprint, []),
-                                    u.in_training.get(info.fingerprint, []))
+        detail = data.DatasetDetail.of(info, u)
         rep = data.check_dataset(repo, info, progress=_progress(o))
         results.append({**detail.to_dict(), "overlap": rep.to_dict()})
         if json_out:
@@ -156,7 +163,7 @@ def show(target: str = typer.Argument(..., help="A file, a fingerprint or datase
     for k, v in rows:
         o.line(f"    {k:<12} {v}")
     for t, n in i.tokens.items():
-        o.line(f"    {'tokens':<12} {human_int(n)}  (tokenizer of {i.tokenizers.get(t, '?')}, {short(t, 12)})")
+        o.line(f"    {'tokens':<12} {human_int(n)}  (tokenizer of {i.tokenizers.get(t, '?')}, {short(t, 12)}{_eos(i)})")
     if not i.tokens:
         o.line(f"    {'tokens':<12} not counted (lin data add {i.filename} --tokenizer REV)")
 
@@ -240,7 +247,8 @@ def _check_line(r, f: Path) -> str:
     if r.same_file_trained_in:
         return f"{head}\n    same file already trained in {', '.join(r.same_file_trained_in)} ({where})"
     if r.records_seen:
+        from ..data import partly_note
         by = ", ".join(f"{v}: {n:,}" for v, n in r.seen_in.items())
         return (f"{head}\n    {r.records_seen:,} of {r.records:,} records ({r.share:.1%}) already trained "
-                f"in {where}: {by}")
+                f"in {where}: {by}{partly_note(r)}")
     return f"{head}\n    new: none of its {r.records:,} records was trained in {where}"

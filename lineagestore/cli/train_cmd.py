@@ -117,9 +117,12 @@ def _as_list(v) -> list:
 def _make_plan(o, repo, opts: dict, *, measure: bool | None = None):
     from ..train.plan import make_plan
     settings, data, name, base, run, allow, _job = _settings_and_job(repo, opts)
+    # a resumed run trains where these flags say now (--gpus 1 included), else where it trained
+    here = {k: opts[k] for k in ("device", "gpus") if opts.get(k) is not None}
     return make_plan(repo, data=data, name=name, base=base, settings=settings, allow_overlap=allow,
                      register=not opts.get("no_register"), resume=bool(opts.get("resume")), run=run,
-                     measure=opts.get("measure", True) if measure is None else measure, progress=o.progress())
+                     measure=opts.get("measure", True) if measure is None else measure, here=here,
+                     progress=o.progress())
 
 
 # ------------------------------------------------------------------------------ printing a plan
@@ -139,6 +142,18 @@ def _fmt_s(s: float | None) -> str:
     return f"~{s / (365.25 * 86400):,.1f} years"
 
 
+def _data_counts(d) -> str:
+    """Examples and tokens as trained; the registry's count where it differs; the rest of a file."""
+    from ..data.tokens import EOS_NOTE
+    tok = f", {human_int(d.tokens)} tokens" if d.tokens is not None else ""
+    if d.tokens is not None and not d.rest and d.registered_tokens not in (None, d.tokens):
+        tok += f" (registered: {human_int(d.registered_tokens)}; {EOS_NOTE})"
+    ex = f"{human_int(d.examples)} examples" if d.examples is not None else "? examples"
+    rest = "the rest: " if d.rest else ""
+    after = (f"  ({human_int(d.trained_before)} of {human_int(d.records)} records trained before)" if d.rest else "")
+    return f"{rest}{ex}{tok}{after}" + ("  (registered now)" if d.registered_now else "")
+
+
 def print_plan(o, p) -> None:
     s = p.settings
     o.line("Training plan")
@@ -152,15 +167,14 @@ def print_plan(o, p) -> None:
         if not d.exists:
             o.line(f"  data     {d.path}  (missing)")
             continue
-        tok = f", {human_int(d.tokens)} tokens" if d.tokens is not None else ""
-        ex = f"{human_int(d.examples)} examples" if d.examples is not None else "? examples"
-        reg = "  (registered now)" if d.registered_now else ""
-        o.line(f"  data     {Path(d.path).name}  fingerprint {short(d.fingerprint, 12)}  {ex}{tok}{reg}")
+        o.line(f"  data     {Path(d.path).name}  fingerprint {short(d.fingerprint, 12)}  {_data_counts(d)}")
     o.line(f"  output   {p.output or p.name}" + (f"   (run {p.run})" if p.run != p.name else ""))
     if p.resume:
         o.line(f"  resume   run {p.resume['run']} from step {p.resume['step']} ({p.resume['status']})")
     if p.steps is not None:
-        o.line(f"  tokens   {human_int(p.tokens)} per epoch; {human_int(p.tokens_total)} to train "
+        left = (f", {human_int(p.tokens_left)} left" if p.resume and p.tokens_left is not None
+                and p.tokens_left != p.tokens_total else "")
+        o.line(f"  tokens   {human_int(p.tokens)} per epoch; {human_int(p.tokens_total)} to train{left} "
                f"({s['epochs']} epoch(s)" + (f", at most {s['max_steps']} steps" if s.get("max_steps") else "") + ")")
         o.line(f"  steps    {human_int(p.steps)}  (batch {s['batch_size']} x {s['seq_len']} tokens"
                f" x accum {s['grad_accum']}" + (f" x {p.world_size} processes" if p.world_size > 1 else "")
@@ -324,14 +338,17 @@ def train(
     if json_out:
         o.json({"plan": p.to_dict(), "result": res.to_dict()})
         return
-    first = res.metrics["loss_per_interval"][0] if res.metrics.get("loss_per_interval") else None
+    first = res.losses[0] if res.losses else None  # the first step's loss, then the last step's
     o.line(f"Trained {res.name}  {short(res.id)}  (parent {res.base_name})")
     m = res.metrics
     o.line(f"  run {res.run}: {m['steps']} steps, {human_int(m['tokens_trained'])} tokens in {m['wall_time_s']:.1f}s"
            f" ({m['tokens_per_s'] or 0:,.0f} tokens/s) on {m['device']}"
            + (f"; resumed from step {res.resumed_from}" if res.resumed_from is not None else ""))
+    if res.resumed_from is not None and res.session_s > 0:
+        o.line(f"  this session: {res.session_steps} steps, {human_int(res.session_tokens)} tokens in "
+               f"{res.session_s:.1f}s ({res.session_tokens / res.session_s:,.0f} tokens/s)")
     if res.final_loss is not None:
-        o.line(f"  loss {first:.4g} -> {res.final_loss:.4g}" if first is not None else f"  loss {res.final_loss:.4g}")
+        o.line(f"  loss {first:.4f} -> {res.final_loss:.4f}" if first is not None else f"  loss {res.final_loss:.4f}")
     o.line(f"  stored {human_bytes(res.new_bytes)} new; {res.checkpoints} checkpoint(s) this session")
     o.line(f"Active version: {res.name}")
 

@@ -158,6 +158,8 @@ def _version_block(o, v, indent: str = "") -> None:
     o.line(f"{pad}parent   {', '.join(v.parent_names) if v.parent_names else '(root: ' + v.kind + ')'}")
     for d in v.datasets:
         tok = f", {human_int(d.get('tokens'))} tokens" if d.get("tokens") is not None else ""
+        if d.get("part"):  # a run that stopped early trained only some records of the file
+            tok += f", part: {human_int(d['part']['records'])} of {human_int(d['part']['of'])} records"
         o.line(f"{pad}data     {d.get('file')} ({short(d.get('hash'))}{tok})")
     if v.metrics:
         o.line(f"{pad}metrics  {_fmt_metrics(v.metrics)}")

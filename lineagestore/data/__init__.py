@@ -11,8 +11,9 @@
 Modules, bottom up: ``records`` (what a record is, its id, file formats), ``idsets`` (sorted
 record-id sets), ``blocks`` (parsing blocks of lines), ``tokens`` (tokenizers and counting),
 ``workers`` (the scan's worker processes), ``scan`` (reading a file once on every core),
-``ledger`` (record-id sets in the store and the derived index), ``entries`` (the registry's
-entries, read through a derived cache), ``usage`` (what trained each content, derived),
+``ledger`` (record-id sets in the store and the derived index), ``parts`` (what a version names
+for a file it trained only in part), ``entries`` (the registry's entries, read through a derived
+cache), ``usage`` (what trained each content, derived),
 ``registry`` (register, look up, list, show, verify), ``check`` (overlap with a lineage).
 """
 
@@ -21,15 +22,18 @@ from __future__ import annotations
 from .check import (
     Lineage,
     OverlapReport,
+    TrainedRecords,
     check,
     check_dataset,
     datasets_for_commit,
     lineage,
     overlap_warning,
+    partly_note,
     trained_dataset_ids,
 )
 from .entries import DatasetInfo, registry
 from .ledger import Ledger
+from .parts import Part, make_part, part_of
 from .registry import (
     DatasetDetail,
     VerifyEntry,
@@ -47,8 +51,8 @@ from .registry import (
 from .usage import Usage, usage
 
 __all__ = [
-    "DatasetDetail", "DatasetInfo", "Ledger", "Lineage", "OverlapReport", "Usage", "VerifyEntry", "VerifyReport",
-    "check", "check_dataset", "datasets_for_commit", "lineage", "list_datasets", "lookup", "manifest",
-    "overlap_warning", "register", "registry", "require_registered", "resolve", "show", "trained_dataset_ids",
-    "usage", "verify", "verify_file",
+    "DatasetDetail", "DatasetInfo", "Ledger", "Lineage", "OverlapReport", "Part", "TrainedRecords", "Usage",
+    "VerifyEntry", "VerifyReport", "check", "check_dataset", "datasets_for_commit", "lineage", "list_datasets",
+    "lookup", "make_part", "manifest", "overlap_warning", "part_of", "partly_note", "register", "registry",
+    "require_registered", "resolve", "show", "trained_dataset_ids", "usage", "verify", "verify_file",
 ]

@@ -6,10 +6,10 @@ Where a tokenizer comes from (``--tokenizer REV|PATH``, default: the active mode
   temporary folder and loaded from there;
 * a folder holding tokenizer files, or a ``tokenizer.json`` file.
 
-The **tokenizer id** is the id of the canonical JSON object ``{file name: content id}`` over the
-tokenizer files present (:data:`TOKENIZER_FILES`; a content id is the id the store gives the
-file's bytes), stored as if it were a blob: the same files give the same id whether they come
-from a version or from a folder, and a changed chat template gives a new id.
+The **tokenizer id** (:mod:`lineagestore.versions.tokenizer`) is the id of the canonical JSON
+object ``{file name: content id}`` over the tokenizer files present (a content id is the id the
+store gives the file's bytes), hashed as if it were a blob: the same files give the same id
+whether they come from a version or from a folder, and a changed chat template gives a new id.
 
 Counting rules (what :class:`TokenCounter` does, per record):
 
@@ -42,19 +42,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import InvalidInput, NotFound, RevisionNotFound
-from ..core.ids import hash_object
-from ..core.objects import canonical_json
+from ..versions.tokenizer import CORE_FILES, TOKENIZER_FILES, tokenizer_id, tree_tokenizer_files
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.repo import Repo
 
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "chat_template.jinja", "chat_template.json", "tokenizer.model", "spiece.model",
-    "vocab.json", "merges.txt", "vocab.txt",
-)
-#: a folder is a tokenizer when it has one of these
-CORE_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+#: what people are told where the registry's count (the text alone) and training's differ
+EOS_NOTE = "training adds one EOS per text record"
+
+__all__ = ["CORE_FILES", "EOS_NOTE", "TOKENIZER_FILES", "TokenCounter", "TokenizerSource", "counter_for",
+           "open_tokenizer", "tokenizer_id"]
 
 
 @dataclass
@@ -74,10 +71,6 @@ class TokenizerSource:
 
     def counter(self) -> TokenCounter:
         return counter_for(self.spec())
-
-
-def tokenizer_id(files: dict[str, str]) -> str:
-    return hash_object("blob", canonical_json({"tokenizer-files": dict(sorted(files.items()))}))
 
 
 @contextmanager
@@ -121,19 +114,16 @@ def open_tokenizer(repo: Repo, spec: str | os.PathLike | None, tmp_root: Path | 
 
 def _from_revision(repo: Repo, commit_id: str, stack: contextlib.ExitStack,
                    tmp_root: Path | None) -> TokenizerSource | None:
-    commit = repo.commit(commit_id)
-    tree = repo.objects.get(commit.tree, "tree")
-    entries = {e.name: e for e in tree.items() if e.name in TOKENIZER_FILES and e.type in ("blob", "chunks")}
-    if not any(n in entries for n in CORE_FILES):
+    files = tree_tokenizer_files(repo.objects, repo.commit(commit_id).tree)
+    if not files:
         return None
     if tmp_root is not None:
         tmp_root.mkdir(parents=True, exist_ok=True)
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lin-tokenizer-", dir=tmp_root)))
-    for name, e in entries.items():
+    for name, oid in files.items():
         with open(folder / name, "wb") as f:
-            for piece in repo.objects.iter_content(e.id):
+            for piece in repo.objects.iter_content(oid):
                 f.write(piece)
-    files = {n: e.id for n, e in entries.items()}
     label = repo.name_of(commit_id) or commit_id[:12]
     return TokenizerSource(tokenizer_id(files), label, files, str(folder), "transformers", commit_id)
 

@@ -88,6 +88,18 @@ def load_state(store: ObjectStore, tree_id: str) -> dict[str, Any]:
     return out
 
 
+def load_state_json(store: ObjectStore, tree_id: str, name: str) -> dict | None:
+    """Only the JSON of one part of a state tree (``trainer``: the data position), no tensors."""
+    f = next((f for f in walk_tree(store, tree_id) if f.path == f"{name}.json"), None)
+    if f is None:
+        return None
+    try:
+        doc = json.loads(store.read_content(f.id))
+    except ValueError as e:
+        raise CorruptObject(f"checkpoint state {name}.json: not valid JSON ({e})") from None
+    return join_tensors(doc, {})
+
+
 # ------------------------------------------------------------------------------ RNG state
 
 

@@ -10,8 +10,10 @@ Record shapes (one JSON object per line; blank lines are skipped; ``.jsonl.gz`` 
 - ``{"prompt": ..., "completion": ...}`` or ``{"instruction": ..., "input": ..., "output": ...}``:
   the completion/output (plus EOS) is the target.
 
-Tokenized files are cached in ``.lineage/cache/tokens/`` (derived data, keyed by the file's
-fingerprint and the tokenizer), so a resumed run does not tokenize again. While a file is read
+Each example keeps the record id of its line (docs/data.md, "Record ids"), so what a run trained
+can be recorded record by record. Tokenized files are cached in ``.lineage/cache/tokens/``
+(derived data, keyed by the file's fingerprint and the tokenizer), so a resumed run does not
+tokenize again. While a file is read
 its content id is recomputed and compared with the registered fingerprint: a file that changed
 since the plan is refused.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,9 +35,10 @@ from ..core.ids import hash_object
 from ..core.objects import CHUNK_SIZE, Chunks
 from ..core.progress import NULL, Progress
 
-#: bump when the way records become tokens changes (invalidates the token cache)
-TOKENIZATION_VERSION = 1
+#: bump when the way records become tokens changes (invalidates the token cache); 2: record ids kept
+TOKENIZATION_VERSION = 2
 IGNORE = -100
+RID_DTYPE = np.dtype("S16")  # a record id (lineagestore.data.records.ID_BYTES bytes)
 _END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "</s>", "<end_of_turn>", "<|endoftext|>")
 def tokenizer_id(tok: Any) -> str:
     """A fingerprint of a tokenizer's behaviour (vocabulary, merges, specials, chat template)."""
@@ -212,13 +215,41 @@ class TokenizedFile:
 
 @dataclass
 class TokenizedData:
-    """All examples concatenated: ``ids`` and ``mask`` (1 = target) with example ``offsets``."""
+    """All examples concatenated: ``ids`` and ``mask`` (1 = target) with example ``offsets``;
+    ``rids``: each example's record id (``S16``). The examples of ``files[i]`` follow those of
+    ``files[i - 1]``."""
 
     ids: np.ndarray
     mask: np.ndarray
     offsets: np.ndarray
     tokenizer: str
     files: list[TokenizedFile] = field(default_factory=list)
+    rids: np.ndarray = field(default_factory=lambda: np.zeros(0, RID_DTYPE))
+
+    def file_examples(self, i: int) -> slice:
+        """The examples of ``files[i]``."""
+        start = sum(f.examples for f in self.files[:i])
+        return slice(start, start + self.files[i].examples)
+
+    def select(self, keep: np.ndarray) -> TokenizedData:
+        """Only the examples where ``keep`` is true (each file's counts follow)."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.all():
+            return self
+        lengths = np.diff(np.asarray(self.offsets, dtype=np.int64))
+        tokens = np.repeat(keep, lengths)
+        offsets = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+        np.cumsum(lengths[keep], out=offsets[1:])
+        mask = np.asarray(self.mask)[tokens]
+        files = []
+        for i, f in enumerate(self.files):
+            k = keep[self.file_examples(i)]
+            sel = np.repeat(k, lengths[self.file_examples(i)])
+            start = int(np.asarray(self.offsets)[self.file_examples(i).start])
+            fmask = np.asarray(self.mask)[start:start + len(sel)][sel]
+            files.append(replace(f, examples=int(k.sum()), tokens=int(sel.sum()), targets=int(fmask.sum())))
+        return TokenizedData(np.asarray(self.ids)[tokens], mask, offsets, self.tokenizer, files,
+                             np.asarray(self.rids)[keep])
 
     @property
     def examples(self) -> int:
@@ -233,14 +264,36 @@ class TokenizedData:
         return int(self.mask.sum())
 
 
+#: what :func:`tokenize_file` returns: token ids, loss mask, example offsets, record ids, counts
+Tokenized = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, TokenizedFile]
+
+
+def parse_record(line: bytes, lineno: int, where: str) -> tuple[bytes, Any]:
+    """(record id, record) of a non-blank line, as the registry parses it; MalformedFile if it is
+    not a JSON object (the registry's reason)."""
+    from ..data.records import PARSER
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MalformedFile(f"{where}: not valid UTF-8 ({e.reason} at column {e.start + 1})") from None
+    if lineno == 1:
+        text = text.removeprefix("\ufeff")
+    parsed, reason = PARSER.parse(text)
+    if parsed is None:
+        raise MalformedFile(f"{where}: {reason}")
+    return parsed[0], parsed[1]
+
+
 def tokenize_file(path: Path, tok: Any, *, fingerprint: str | None = None, skip_bad_lines: bool = False,
-                  progress: Progress = NULL, batch: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray, TokenizedFile]:
+                  progress: Progress = NULL, batch: int = 512) -> Tokenized:
     eos = tok.eos_token_id
     ids_parts: list[np.ndarray] = []
     mask_parts: list[np.ndarray] = []
     lengths: list[int] = []
+    rids: list[bytes] = []
     skipped = 0
     pending: list[list[Segment]] = []
+    pending_rids: list[bytes] = []
 
     def flush() -> None:
         flat = [s for segs in pending for s in segs]
@@ -250,7 +303,7 @@ def tokenize_file(path: Path, tok: Any, *, fingerprint: str | None = None, skip_
         enc_special = tok(special, add_special_tokens=True)["input_ids"] if special else []
         ip = iter(enc_plain)
         isp = iter(enc_special)
-        for segs in pending:
+        for rid, segs in zip(pending_rids, pending, strict=True):
             ids: list[int] = []
             mask: list[int] = []
             for s in segs:
@@ -266,7 +319,9 @@ def tokenize_file(path: Path, tok: Any, *, fingerprint: str | None = None, skip_
             ids_parts.append(np.asarray(ids, dtype=np.int32))
             mask_parts.append(np.asarray(mask, dtype=np.uint8))
             lengths.append(len(ids))
+            rids.append(rid)
         pending.clear()
+        pending_rids.clear()
 
     progress.start(f"tokenizing {path.name}", path.stat().st_size if path.exists() else None, "B")
     try:
@@ -276,11 +331,9 @@ def tokenize_file(path: Path, tok: Any, *, fingerprint: str | None = None, skip_
                 continue
             where = f"{path}:{lineno}"
             try:
-                try:
-                    rec = json.loads(line)
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    raise MalformedFile(f"{where}: not valid JSON ({e})") from None
+                rid, rec = parse_record(line, lineno, where)
                 pending.append(record_segments(rec, tok, where))
+                pending_rids.append(rid)
             except MalformedFile:
                 if not skip_bad_lines:
                     raise
@@ -296,7 +349,7 @@ def tokenize_file(path: Path, tok: Any, *, fingerprint: str | None = None, skip_
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     info = TokenizedFile(str(path), fingerprint, len(lengths), int(len(ids)), int(mask.sum()), skipped)
-    return ids, mask, offsets, info
+    return ids, mask, offsets, np.array(rids, dtype=RID_DTYPE), info
 
 
 def _ends_with_marker(text: str) -> bool:
@@ -308,7 +361,7 @@ def load_data(files: list[tuple[Path, str | None]], tok: Any, *, cache_dir: Path
               skip_bad_lines: bool = False, progress: Progress = NULL) -> TokenizedData:
     """Tokenize (or load from the cache) each ``(path, fingerprint)`` and concatenate in order."""
     tid = tokenizer_id(tok)
-    ids_l, mask_l, off_l, infos = [], [], [], []
+    ids_l, mask_l, off_l, rid_l, infos = [], [], [], [], []
     base = 0
     for path, fp in files:
         got = _cache_load(cache_dir, fp, tid) if (cache_dir is not None and fp) else None
@@ -316,17 +369,18 @@ def load_data(files: list[tuple[Path, str | None]], tok: Any, *, cache_dir: Path
             got = tokenize_file(Path(path), tok, fingerprint=fp, skip_bad_lines=skip_bad_lines, progress=progress)
             if cache_dir is not None and fp:
                 _cache_save(cache_dir, fp, tid, *got)
-        ids, mask, offsets, info = got
+        ids, mask, offsets, rids, info = got
         info.path = str(path)
         ids_l.append(np.asarray(ids))
         mask_l.append(np.asarray(mask))
+        rid_l.append(np.asarray(rids, dtype=RID_DTYPE))
         off_l.append(np.asarray(offsets[:-1] if len(off_l) < len(files) - 1 else offsets) + base)
         base += len(ids)
         infos.append(info)
     if not files:
         return TokenizedData(np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros(1, np.int64), tid, [])
     offsets = np.concatenate(off_l)
-    return TokenizedData(np.concatenate(ids_l), np.concatenate(mask_l), offsets, tid, infos)
+    return TokenizedData(np.concatenate(ids_l), np.concatenate(mask_l), offsets, tid, infos, np.concatenate(rid_l))
 
 
 def _cache_key(fp: str, tid: str) -> str:
@@ -340,14 +394,16 @@ def _cache_load(cache_dir: Path, fp: str, tid: str):
         ids = np.load(d / "ids.npy", mmap_mode="r", allow_pickle=False)
         mask = np.load(d / "mask.npy", mmap_mode="r", allow_pickle=False)
         offsets = np.load(d / "offsets.npy", allow_pickle=False)
+        rids = np.load(d / "rids.npy", allow_pickle=False)
     except (OSError, ValueError, KeyError):
         return None
-    if len(ids) != info.get("tokens") or len(offsets) != info.get("examples", -2) + 1:
+    if len(ids) != info.get("tokens") or len(offsets) != info.get("examples", -2) + 1 \
+            or len(rids) != info.get("examples") or rids.dtype != RID_DTYPE:
         return None
-    return ids, mask, offsets, TokenizedFile(**info)
+    return ids, mask, offsets, rids, TokenizedFile(**info)
 
 
-def _cache_save(cache_dir: Path, fp: str, tid: str, ids, mask, offsets, info: TokenizedFile) -> None:
+def _cache_save(cache_dir: Path, fp: str, tid: str, ids, mask, offsets, rids, info: TokenizedFile) -> None:
     """Best effort (a cache): written under a temporary name and renamed into place."""
     root = cache_dir / "tokens"
     final = root / _cache_key(fp, tid)
@@ -357,6 +413,7 @@ def _cache_save(cache_dir: Path, fp: str, tid: str, ids, mask, offsets, info: To
         np.save(tmp / "ids.npy", ids, allow_pickle=False)
         np.save(tmp / "mask.npy", mask, allow_pickle=False)
         np.save(tmp / "offsets.npy", offsets, allow_pickle=False)
+        np.save(tmp / "rids.npy", rids, allow_pickle=False)
         (tmp / "info.json").write_text(json.dumps(info.__dict__))
         if final.exists():
             shutil.rmtree(tmp, ignore_errors=True)

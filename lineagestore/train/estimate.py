@@ -6,7 +6,6 @@ of device; failing that, from timing two forward+backward passes on real batches
 
 from __future__ import annotations
 
-import math
 import time
 
 from ..core.errors import LinError
@@ -16,43 +15,49 @@ from .job import Job
 from .model import build_model, compute_loss, resolve_precision
 from .settings import TrainSettings
 
-__all__ = ["earlier_rate", "estimate_time", "measure_rate", "tokens_for_steps"]
+__all__ = ["earlier_rate", "estimate_time", "measure_rate", "tokens_between"]
 
 
-def tokens_for_steps(data: TokenizedData, units: int, settings: TrainSettings, world: int, steps: int) -> int:
-    """Exactly the tokens the run trains on: whole epochs, then the start of the next epoch's order."""
+def tokens_between(data: TokenizedData, units: int, settings: TrainSettings, start: tuple[int, int],
+                   end: tuple[int, int]) -> int:
+    """Exactly the tokens a run trains from position ``start`` to ``end`` (:mod:`.course`):
+    the rest of the start's epoch, whole epochs, then the start of the end's epoch's order."""
     import numpy as np
     blocks = Blocks(data, settings.seq_len, settings.packing)
     lengths = np.fromiter((b - a for a, b in (blocks.span(i) for i in range(units))), dtype=np.int64, count=units)
-    per_step = settings.batch_size * settings.grad_accum * world
-    per_epoch = max(1, math.ceil(units / per_step))
-    full, rest = divmod(steps, per_epoch)
-    total = int(lengths.sum()) * full
-    if rest:
-        total += int(lengths[epoch_order(units, settings.seed, full)[:rest * per_step]].sum())
-    return total
+    (e0, p0), (e1, p1) = start, end
+    if (e0, p0) >= (e1, p1):
+        return 0
+
+    def part(epoch: int, lo: int, hi: int) -> int:
+        if lo == 0 and hi >= units:
+            return int(lengths.sum())
+        return int(lengths[epoch_order(units, settings.seed, epoch)[lo:hi]].sum())
+    if e0 == e1:
+        return part(e0, p0, p1)
+    total = part(e0, p0, units) + int(lengths.sum()) * (e1 - e0 - 1)
+    return total + (part(e1, 0, p1) if p1 else 0)
 
 
 def estimate_time(repo: Repo, job: Job, settings: TrainSettings, *, base_tree: str | None, model: dict,
-                  device: dict, steps: int | None, tokens_total: int | None, done_steps: int, measure: bool,
-                  world: int) -> tuple[float | None, str]:
+                  device: dict, tokens_left: int | None, measure: bool, world: int) -> tuple[float | None, str]:
     """(seconds left, where the rate came from); a measured model is kept in ``job.model`` for training."""
     est, source = None, "unknown"
-    if steps and tokens_total:
-        left = tokens_total * max(0, steps - done_steps) / steps
-        rate, source = earlier_rate(repo, model, device)
+    if tokens_left:
+        rate, source = earlier_rate(repo, model, device, world)
         if rate is None and measure and world == 1 and device["ok"] and base_tree and job.data is not None:
             try:
                 rate, source, job.model = measure_rate(repo, base_tree, job, settings, device["type"])
             except Exception as e:  # noqa: BLE001 - an estimate must not stop the plan
                 source = f"unknown (measurement failed: {type(e).__name__}: {e})"
         if rate:
-            est = left / rate
+            est = tokens_left / rate
     return est, source
 
 
-def earlier_rate(repo: Repo, model: dict, device: dict) -> tuple[float | None, str]:
-    """tokens/s of the newest train commit of the same model size on the same kind of device."""
+def earlier_rate(repo: Repo, model: dict, device: dict, world: int = 1) -> tuple[float | None, str]:
+    """tokens/s of the newest train commit of the same model size on the same kind of device,
+    for ``world`` processes: a run on another number is scaled (each process trains as fast)."""
     want = "cpu" if device.get("type") == "cpu" else "cuda"
     for vname, cid in reversed(list(repo.versions().items())):
         try:
@@ -64,7 +69,10 @@ def earlier_rate(repo: Repo, model: dict, device: dict) -> tuple[float | None, s
             continue
         if m.get("model_params") != model.get("params") or not str(m.get("device", "")).startswith(want):
             continue
-        return float(m["tokens_per_s"]), f"from earlier run {vname} ({float(m['tokens_per_s']):,.0f} tokens/s)"
+        theirs = int(m.get("world_size", 1) or 1)
+        rate = float(m["tokens_per_s"]) * world / theirs
+        how = f" on {theirs} process(es), scaled to {world}" if theirs != world else ""
+        return rate, f"from earlier run {vname} ({float(m['tokens_per_s']):,.0f} tokens/s{how})"
     return None, "unknown"
 
 

@@ -18,10 +18,11 @@ from ..core.repo import Repo
 from . import distributed as D
 from .dataset import IGNORE
 from .job import quiet, train_cache
-from .modelio import load_weights, materialize
+from .modelio import load_weights, materialize, tree_weight_summary
 from .settings import TrainSettings
 
-__all__ = ["build_model", "compute_loss", "lr_lambda", "param_groups", "resolve_device", "resolve_precision"]
+__all__ = ["build_model", "compute_loss", "device_label", "lr_lambda", "param_groups", "resolve_device",
+           "resolve_precision", "save_dtype", "schedule_lambda"]
 
 
 def resolve_device(setting: str, dist: D.Dist):
@@ -33,6 +34,15 @@ def resolve_device(setting: str, dist: D.Dist):
     if setting == "cuda":
         raise InvalidInput("--device cuda: no GPU found", hint="train on the CPU with --device cpu")
     return torch.device("cpu")
+
+
+def device_label(device, dist: D.Dist) -> str:
+    """``cuda: NAME x2`` or ``cpu x2 processes``, as the version's metrics name where it trained."""
+    if device.type == "cuda":
+        import torch
+        name = torch.cuda.get_device_name(device)
+        return f"cuda: {name}" + (f" x{dist.world}" if dist.world > 1 else "")
+    return "cpu" + (f" x{dist.world} processes" if dist.world > 1 else "")
 
 
 def resolve_precision(setting: str, device) -> str:
@@ -119,6 +129,14 @@ def param_groups(model, s: TrainSettings) -> tuple[list[dict], list[str]]:
     return [g for g in groups if g["params"]], names
 
 
+def schedule_lambda(s: TrainSettings, schedule) -> Callable[[int], float]:
+    """:func:`lr_lambda` on the clock of the run as it started (a :class:`.course.Schedule`, which
+    a resumed run changes in place before the first step)."""
+    def f(step: int) -> float:
+        return lr_lambda(s, schedule.total)(schedule.at(step))
+    return f
+
+
 def lr_lambda(s: TrainSettings, total: int) -> Callable[[int], float]:
     """The learning rate's factor at each step: linear warm-up, then constant, cosine or linear to ``min_lr_ratio``."""
     warm = s.warmup_steps
@@ -134,3 +152,10 @@ def lr_lambda(s: TrainSettings, total: int) -> Callable[[int], float]:
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
         return floor + (1 - floor) * (1 - progress)
     return f
+
+
+def save_dtype(repo: Repo, base_tree: str):
+    """The dtype the base stores its weights in (the new version keeps it)."""
+    import torch
+    main = tree_weight_summary(repo.objects, base_tree)["dtype"]
+    return {"BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}.get(main, torch.float32)

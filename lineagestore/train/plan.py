@@ -8,13 +8,13 @@ check passes (an overlap check overridden by ``allow_overlap`` passes, marked ov
 
 The checks, in order: 1 data files, 2 base model, 3 duplicate training, 4 disk space,
 5 device, 6 unfinished runs on the base, 7 store consistency (quick fsck); each is one
-function ``_check_*`` returning its :class:`Check`. The estimates are in :mod:`.estimate`.
+function ``_check_*`` returning its :class:`Check`. The estimates are in :mod:`.estimate`, what
+the disk and device checks measure in :mod:`.resources`.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,17 @@ from ..core.errors import InvalidInput, LinError, NotFound, RevisionNotFound
 from ..core.names import check_name, slug_from_user, version_name
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
-from ..core.settings import read_env
+from ..versions.tokenizer import tree_tokenizer_id
 from . import runs as _runs
-from .checkpoint import read_checkpoint
+from .checkpoint import load_state_json, read_checkpoint
+from .course import end_position, steps_left
 from .dataset import Blocks, load_data
-from .estimate import estimate_time, tokens_for_steps
+from .estimate import estimate_time, tokens_between
 from .job import Job, load_tokenizer, steps_for
 from .modelio import tree_weight_summary
+from .resources import device_status, disk_needs
 from .settings import TrainSettings
+from .trained import drop_trained
 
 CHECK_TITLES = {
     "data": "data files exist and match their registered fingerprints",
@@ -70,6 +73,12 @@ class DataItem:
     targets: int | None = None  # tokens that get a loss
     skipped_lines: int = 0
     error: str | None = None  # why it could not be looked up or registered
+    registered_tokens: int | None = None  # the registry's count with the base's tokenizer (the text alone)
+    #: versions of the base's lineage trained part of this file: only its records not trained yet
+    #: are trained (``examples``/``tokens`` count those)
+    rest: bool = False
+    trained_before: int = 0  # of its distinct records, those the lineage trained
+    records: int | None = None  # its distinct records
 
 
 @dataclass
@@ -90,6 +99,7 @@ class Plan:
     units: int | None = None  # training units (packed blocks or examples) per epoch
     tokens: int | None = None  # tokens per epoch
     tokens_total: int | None = None  # tokens the run will train on
+    tokens_left: int | None = None  # of those, what is left to train (less than tokens_total when resuming)
     steps: int | None = None  # optimizer steps
     steps_per_epoch: int | None = None
     estimate_s: float | None = None
@@ -146,17 +156,22 @@ def _gb(n: float) -> str:
 
 def make_plan(repo: Repo, *, data: list[os.PathLike | str], name: str | None, base: str | None = None,
               settings: TrainSettings | None = None, allow_overlap: bool = False, register: bool = True,
-              resume: bool = False, run: str | None = None, measure: bool = True,
+              resume: bool = False, run: str | None = None, measure: bool = True, here: dict | None = None,
               progress: Progress = NULL) -> Plan:
-    """Run every pre-flight check; return the plan (never raises for a failed check)."""
+    """Run every pre-flight check; return the plan (never raises for a failed check).
+
+    ``here``: where a resumed run trains now, ``{"device": ..., "gpus": ...}`` as given for this
+    session (None: those of ``settings`` that are not the defaults)."""
     settings = (settings or TrainSettings()).validate()
     # -- which run: an explicit --resume picks its base, data, name and settings from the run
     resume_run: _runs.RunInfo | None = None
     if resume:
         resume_run = _pick_resume(repo, run, base)
         # the run's own settings; only where it runs may change (a device or GPU count given now)
-        here = {k: v for k, v in (("device", settings.device), ("gpus", settings.gpus))
-                if v != getattr(TrainSettings, k)}
+        if here is None:
+            here = {k: v for k, v in (("device", settings.device), ("gpus", settings.gpus))
+                    if v != getattr(TrainSettings, k)}
+        here = {k: v for k, v in here.items() if k in ("device", "gpus") and v is not None}
         settings = TrainSettings.build({k: v for k, v in resume_run.settings.items() if k in TrainSettings.names()},
                                        here)
         if not data:
@@ -176,29 +191,29 @@ def make_plan(repo: Repo, *, data: list[os.PathLike | str], name: str | None, ba
     checks: dict[str, Check] = {}
     head = repo.head()
     checks["base"], b = _check_base(repo, base, head, progress)
-    items = [_data_item(repo, p, b.id if b.tokenizer is not None else None, register) for p in data]
+    items = [_data_item(repo, p, b, register) for p in data]
     checks["data"] = _check_data(items)
     datasets = [i.dataset for i in items if i.dataset]
-    size = _count_tokens(repo, items, b, settings, world, progress)
+    # the duplicate check marks partly trained files, whose rest only is counted and trained
+    checks["duplicates"], overlap_rows = _check_duplicates(repo, items, b.id, datasets, allow_overlap, progress)
+    checks["runs"], resume_info = _check_runs(repo, b.id, run, datasets, settings, resume_run)
+    size = _count_tokens(repo, items, b, settings, world, resume_info, progress)
     if size.problem is not None:
         checks["data"] = size.problem
-    checks["duplicates"], overlap_rows = _check_duplicates(repo, items, b.id, datasets, allow_overlap, progress)
     checks["disk"], disk = _check_disk(repo, b.model, settings, size.steps, size.tokens, size.job)
     checks["device"], device = _check_device(settings, b.model)
-    checks["runs"], resume_info = _check_runs(repo, b.id, run, datasets, settings, resume_run)
     checks["store"] = _check_store(repo)
 
     # -- output name, estimate
     number = repo.next_version_number()
     output = version_name(number, slug_from_user(name, number))
     est, source = estimate_time(repo, size.job, settings, base_tree=b.tree, model=b.model, device=device,
-                                steps=size.steps, tokens_total=size.tokens_total,
-                                done_steps=resume_info["step"] if resume_info else 0, measure=measure, world=world)
+                                tokens_left=size.tokens_left, measure=measure, world=world)
     ordered = [checks[k] for k in CHECK_ORDER]
     plan = Plan(ok=all(c.ok for c in ordered), checks=ordered, name=name, output=output, run=run, base=b.id,
                 base_name=b.name, base_explicit=b.explicit, base_active=(b.id is not None and b.id == head),
                 data=items, datasets=datasets, settings=settings.to_dict(), resume=resume_info, units=size.units,
-                tokens=size.tokens, tokens_total=size.tokens_total, steps=size.steps,
+                tokens=size.tokens, tokens_total=size.tokens_total, tokens_left=size.tokens_left, steps=size.steps,
                 steps_per_epoch=size.per_epoch, estimate_s=est, estimate_source=source, disk=disk,
                 device={k: v for k, v in device.items() if k != "hint"}, model=b.model,
                 allow_overlap=allow_overlap, overlap=overlap_rows, world_size=world)
@@ -291,22 +306,25 @@ class _Size:
     job: Job
     units: int | None = None
     tokens: int | None = None
-    steps: int | None = None
+    steps: int | None = None  # the run's steps (a resumed run: those done plus those left, on this world)
     per_epoch: int | None = None
     tokens_total: int | None = None
+    tokens_left: int | None = None  # what is left to train (a fresh run: tokens_total)
     problem: Check | None = None  # a failed data check, when tokenizing fails or finds nothing to train
 
 
 def _count_tokens(repo: Repo, items: list[DataItem], b: _Base, settings: TrainSettings, world: int,
-                  progress: Progress) -> _Size:
-    """Tokenize the data with the base's tokenizer (kept in the job for training); count units and steps."""
+                  resume: dict | None, progress: Progress) -> _Size:
+    """Tokenize the data with the base's tokenizer (kept in the job for training), without what
+    the lineage trained of a file's rest; count units, steps and tokens to the run's end."""
     size = _Size(Job(b.tokenizer, None, b.meta_dir))
     job = size.job
     if b.tokenizer is not None and items and all(i.dataset for i in items):
         try:
-            job.data = load_data([(Path(i.path), i.fingerprint) for i in items], b.tokenizer,
-                                 cache_dir=repo.cache_dir, skip_bad_lines=any(i.skipped_lines for i in items),
-                                 progress=progress)
+            data = load_data([(Path(i.path), i.fingerprint) for i in items], b.tokenizer,
+                             cache_dir=repo.cache_dir, skip_bad_lines=any(i.skipped_lines for i in items),
+                             progress=progress)
+            job.data = drop_trained(repo, b.id, items, data)
             for it, tf in zip(items, job.data.files, strict=True):
                 it.tokens, it.targets, it.examples = tf.tokens, tf.targets, tf.examples
             size.units = len(Blocks(job.data, settings.seq_len, settings.packing))
@@ -316,8 +334,18 @@ def _count_tokens(repo: Repo, items: list[DataItem], b: _Base, settings: TrainSe
                 size.problem = _check("data", False, "the data has no tokens to train on (no targets)")
         except LinError as e:
             size.problem = _check("data", False, str(e), hint=e.hint)
-    if size.tokens is not None and size.steps is not None and size.per_epoch:
-        size.tokens_total = tokens_for_steps(job.data, size.units, settings, world, size.steps)
+    if job.data is not None and size.units and size.steps is not None:
+        per_step = settings.batch_size * settings.grad_accum * world
+        end = end_position(size.units, per_step, size.steps)
+        start = (0, 0)
+        if resume and resume.get("position") is not None:
+            end = tuple(resume["end"]) if resume.get("end") else end_position(
+                size.units, settings.batch_size * settings.grad_accum * int(resume["world_size"]),
+                int(resume["total_steps"]))
+            start = (int(resume["epoch"]), int(resume["position"]))
+            size.steps = int(resume["step"]) + steps_left(size.units, per_step, *start, end)
+        size.tokens_total = tokens_between(job.data, size.units, settings, (0, 0), end)
+        size.tokens_left = tokens_between(job.data, size.units, settings, start, end)
     return size
 
 
@@ -377,10 +405,12 @@ def _verify_tree(repo: Repo, tree_id: str, progress: Progress) -> list[str]:
     return bad
 
 
-def _data_item(repo: Repo, path: os.PathLike | str, tokenizer_rev: str | None, register: bool) -> DataItem:
+def _data_item(repo: Repo, path: os.PathLike | str, b: _Base, register: bool) -> DataItem:
     """Verify a file against the data registry (by content and by the path it was registered
-    from), registering it when it is new and ``register`` is set."""
+    from), registering it when it is new and ``register`` is set (its tokens counted with the
+    base's tokenizer)."""
     from .. import data as _data
+    tokenizer_rev = b.id if b.tokenizer is not None else None
     p = Path(path).expanduser().absolute()
     if not p.is_file():
         return DataItem(str(p), False)
@@ -405,37 +435,54 @@ def _data_item(repo: Repo, path: os.PathLike | str, tokenizer_rev: str | None, r
         item.dataset = info.id
         item.examples = info.examples
         item.skipped_lines = int(getattr(info, "skipped_lines", 0) or 0)
+        tid = tree_tokenizer_id(repo.objects, b.tree) if b.tree else None
+        item.registered_tokens = info.tokens.get(tid) if tid else None
     return item
 
 
 def _check_duplicates(repo: Repo, items: list[DataItem], base_id: str | None, datasets: list[str], allow: bool,
                       progress: Progress) -> tuple[Check, list[dict]]:
-    """3. No file, and no share of records above the threshold, was trained in the base's lineage."""
+    """3. No file, and no share of records above the threshold, was trained in the base's lineage.
+
+    A file of which the lineage trained only a part passes: its rest (the records not trained
+    yet) is trained, unless ``allow`` (then all of it is, as any overlap)."""
     from .. import data as _data
     if base_id is None:
         return _skipped("duplicates", "no base model"), []
     if not datasets:
         return _skipped("duplicates", "no registered data"), []
     threshold = repo.settings.data.overlap_threshold
-    reports = _data.check(repo, [Path(i.path) for i in items if i.dataset], base=base_id, progress=progress)
+    registered = [i for i in items if i.dataset]
+    reports = _data.check(repo, [Path(i.path) for i in registered], base=base_id, progress=progress)
     problems: list[str] = []
     rows = []
     details = []
-    for r in reports:
+    for item, r in zip(registered, reports, strict=True):
         name = Path(str(r.path)).name
         trained = list(getattr(r, "same_file_trained_in", []) or [])
         share = float(getattr(r, "share", 0.0) or 0.0)
         rows.append({"path": str(r.path), "fingerprint": r.fingerprint, "same_file_trained_in": trained,
-                     "records": r.records, "records_seen": r.records_seen, "share": share,
-                     "seen_in": dict(getattr(r, "seen_in", {}) or {})})
-        if trained or share > threshold:
+                     "partly_trained_in": list(r.partly_trained_in), "records": r.records,
+                     "records_seen": r.records_seen, "share": share, "seen_in": dict(getattr(r, "seen_in", {}) or {})})
+        item.records, item.trained_before = r.records, r.records_seen
+        if r.partly_trained_in and not trained and not allow:
+            if r.records_seen >= r.records:
+                problems.append(f"{name}: every record was already trained in {', '.join(r.seen_in)} (in parts)")
+                continue
+            item.rest = True
+            details.append(f"{name}: {r.records_seen:,} of {r.records:,} records already trained "
+                           f"({', '.join(r.partly_trained_in)} trained part of it); the other "
+                           f"{r.records - r.records_seen:,} are trained now")
+        elif trained or share > threshold:
             msg = _data.overlap_warning(r, name) or f"{name}: already trained"
             problems.append(msg + ("" if trained else f" (threshold {threshold:.1%})"))
         else:
             details.append(f"{name}: {r.records_seen:,} of {r.records:,} records seen before ({share:.2%})")
     if not problems:
-        return _check("duplicates", True,
-                      f"no file or record was trained in the base's lineage above {threshold:.1%}", details), rows
+        rest = [Path(i.path).name for i in items if i.rest]
+        reason = (f"no file or record was trained in the base's lineage above {threshold:.1%}" if not rest
+                  else f"the rest of {', '.join(rest)} (records not trained yet); nothing else above {threshold:.1%}")
+        return _check("duplicates", True, reason, details), rows
     if allow:
         return _check("duplicates", True, "overridden with --allow-overlap: " + "; ".join(problems), details,
                       overridden=True), rows
@@ -447,7 +494,7 @@ def _check_duplicates(repo: Repo, items: list[DataItem], base_id: str | None, da
 def _check_disk(repo: Repo, model: dict, s: TrainSettings, steps: int | None, tokens: int | None,
                 job: Job) -> tuple[Check, dict]:
     """4. Enough free disk for the checkpoints, the new version and the token cache, with a margin."""
-    disk = _disk(repo, model, s, steps, tokens, job)
+    disk = disk_needs(repo, model, s, steps, tokens, job)
     enough = disk["free"] >= disk["need"]
     return _check("disk", enough, f"{_gb(disk['free'])} free, about {_gb(disk['need'])} needed",
                   [f"{k}: {_gb(v)}" for k, v in disk["parts"].items() if v],
@@ -456,81 +503,8 @@ def _check_disk(repo: Repo, model: dict, s: TrainSettings, steps: int | None, to
 
 def _check_device(s: TrainSettings, model: dict) -> tuple[Check, dict]:
     """5. The device asked for is there, and each GPU has memory for weights, gradients and Adam."""
-    device = _device(s, model)
+    device = device_status(s, model)
     return _check("device", device["ok"], device["reason"], device.get("details"), device.get("hint")), device
-
-
-def _disk(repo: Repo, model: dict, s: TrainSettings, steps: int | None, tokens: int | None, job: Job) -> dict:
-    params = int(model.get("params", 0) or 0)
-    stored = int(model.get("bytes", 0) or 0)
-    trainable = params  # freeze patterns are resolved only when the model is built: assume all
-    n_ckpt = 1 + (max(0, (steps or 0) - 1) // s.checkpoint_every) + 1  # periodic, plus one on interruption
-    parts = {
-        "checkpoints": n_ckpt * (trainable * 4 + trainable * 8),  # fp32 weights that changed + Adam moments
-        "first checkpoint in fp32": max(0, params * 4 - stored),  # unchanged tensors stored once more in fp32
-        "new version": stored,
-        "token cache": 0 if job.data is not None else (tokens or 0) * 5,
-    }
-    margin = repo.settings.train.disk_margin
-    need = int(sum(parts.values()) * (1 + margin) + 256e6)
-    target = repo.path if repo.path is not None else Path.cwd()
-    free = shutil.disk_usage(target).free
-    return {"free": int(free), "need": need, "margin": margin, "checkpoints": n_ckpt, "parts": parts}
-
-
-def _device(s: TrainSettings, model: dict) -> dict:
-    if s.device == "cpu":
-        return {"ok": True, "type": "cpu", "reason": f"CPU requested (--device cpu), {os.cpu_count()} cores",
-                "count": 0}
-    try:
-        import torch
-        available = torch.cuda.is_available()
-    except ImportError:
-        return {"ok": False, "type": "none", "reason": "torch is not installed",
-                "hint": "pip install 'lineagestore[train]'"}
-    if not available:
-        return {"ok": False, "type": "none", "count": 0,
-                "reason": "no GPU found (torch.cuda.is_available() is False)",
-                "hint": "train on the CPU with --device cpu"}
-    n = torch.cuda.device_count()
-    need = int(model.get("params", 0) or 0) * 16  # fp32 weights + grads + two Adam moments
-    details = []
-    short = []
-    memory = _gpu_memory(n)
-    for i in range(n):
-        free, total = memory[i]
-        details.append(f"cuda:{i} {torch.cuda.get_device_name(i)}: {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
-        if i < s.gpus and free < need:
-            short.append(i)
-    if n < s.gpus:
-        return {"ok": False, "type": "cuda", "count": n, "details": details,
-                "reason": f"{s.gpus} GPUs asked for, {n} found"}
-    if short:
-        return {"ok": False, "type": "cuda", "count": n, "details": details,
-                "reason": f"GPU {', '.join(map(str, short))}: less free memory than the ~{need / 2**30:.1f} GiB "
-                          "that weights, gradients and optimizer state need",
-                "hint": "free the GPU, or freeze part of the model (--freeze)"}
-    return {"ok": True, "type": "cuda", "count": n, "details": details,
-            "reason": f"{n} GPU(s); using {s.gpus}: {torch.cuda.get_device_name(0)}"}
-
-
-def _gpu_memory(n: int) -> list[tuple[int, int]]:
-    """(free, total) bytes per GPU, from nvidia-smi when it answers (no CUDA context is opened
-    in this process: with --gpus N it only launches the training processes)."""
-    import subprocess
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free,memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10)
-        rows = [[int(float(x)) * 2**20 for x in line.split(",")] for line in out.stdout.strip().splitlines()]
-        visible = read_env("CUDA_VISIBLE_DEVICES")
-        if visible and all(x.strip().isdigit() for x in visible.split(",")):
-            rows = [rows[int(x)] for x in visible.split(",") if int(x) < len(rows)]
-        if out.returncode == 0 and len(rows) >= n:
-            return [(r[0], r[1]) for r in rows[:n]]
-    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
-        pass
-    import torch
-    return [torch.cuda.mem_get_info(i) for i in range(n)]
 
 
 def _check_runs(repo: Repo, base_id: str | None, run: str, datasets: list[str], s: TrainSettings,
@@ -575,8 +549,18 @@ def _check_runs(repo: Repo, base_id: str | None, run: str, datasets: list[str], 
                       ), None
     ck = read_checkpoint(repo, same.checkpoint)
     how = "--resume" if resume_run is not None else "the same command again"
-    info = {"run": run, "checkpoint": same.checkpoint, "step": ck.step, "status": same.status}
+    info = {"run": run, "checkpoint": same.checkpoint, "step": ck.step, "status": same.status,
+            **_position(repo, ck)}
     return _check("runs", True, f"resumes run {run!r} from step {ck.step} ({same.status}; {how})"), info
+
+
+def _position(repo: Repo, ck) -> dict:
+    """Where a checkpoint's run stands in its data: epoch, position, its end, the world it ran on."""
+    tr = load_state_json(repo.objects, ck.state, "trainer") if ck.state else None
+    if not tr:
+        return {}
+    return {"epoch": int(tr["epoch"]), "position": int(tr["position"]), "end": tr.get("end"),
+            "world_size": int(tr.get("world_size", 1)), "total_steps": int(tr.get("total_steps", 0))}
 
 
 def _check_store(repo: Repo) -> Check:

@@ -10,7 +10,9 @@ killed and can be resumed.
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
 from dataclasses import asdict, dataclass, field
 
 from ..core.errors import Conflict, LockTimeout, NotFound, Refused
@@ -119,6 +121,29 @@ def abandon(repo: Repo, name: str, *, reason: str = "") -> RunInfo:
     return r
 
 
+class StopFlag:
+    """SIGTERM/SIGINT -> finish the step, checkpoint, stop; a second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+        for sig, old in self._old.items():  # a second signal: the default behaviour
+            signal.signal(sig, old)
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
 def describe_owner(meta: dict) -> str:
     pid, host = meta.get("pid"), meta.get("host")
     if pid is None:
@@ -128,5 +153,5 @@ def describe_owner(meta: dict) -> str:
     return f"pid {pid} on {host}" + ("" if alive is None else (" (running)" if alive else " (gone)"))
 
 
-__all__ = ["RunInfo", "LIVE", "STOPPED", "INTERRUPTED", "FAILED", "info", "list_runs", "on_base",
+__all__ = ["RunInfo", "LIVE", "STOPPED", "INTERRUPTED", "FAILED", "StopFlag", "info", "list_runs", "on_base",
            "abandon", "hold_run", "is_live", "run_lock"]

@@ -5,12 +5,17 @@ the order of the training units depends only on (seed, epoch) (:func:`dataset.ep
 the position in that order is saved, weights and optimizer state are saved in full precision
 (fp32) and restored exactly, and the torch/Python/NumPy RNG states are saved and restored.
 Checkpoints are taken only between optimizer steps. On a GPU, kernels may be nondeterministic
-unless ``deterministic`` is set (then CUBLAS_WORKSPACE_CONFIG is set too).
+unless ``deterministic`` is set (then CUBLAS_WORKSPACE_CONFIG is set too). A run resumed on
+another number of processes continues from the units it consumed to the same end
+(:mod:`.course`); the version records the records it consumed (:mod:`.trained`).
 
 Order of writes. Every checkpoint stores its objects, then the checkpoint object, then moves
 ``refs/runs/<run>`` (compare-and-swap). The final version is published through
 ``core/publish.publish``: the weights, then the commit, its tag and HEAD, with the run ref deleted
-under the same lock. A crash at any point leaves the last checkpoint reachable and resumable.
+under the same lock. HEAD's branch moves only if it is where it was when this session started
+(or the version descends from where it is now): a branch another command moved meanwhile stays
+where it is (``BranchMoved``, exit 6; the version is kept under its name). A crash at any point
+leaves the last checkpoint reachable and resumable.
 Checkpoints and the version are announced to the repository's after-publish hooks (the backup).
 
 Signals. SIGTERM and SIGINT set a flag; the loop finishes the current step, writes a checkpoint
@@ -25,9 +30,7 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,7 +42,7 @@ import numpy as np
 from ..core.errors import EXIT_INTERRUPTED, CorruptObject, InvalidInput, LinError, NoSpace, Refused
 from ..core.fsutil import kill_point
 from ..core.progress import NULL, Progress
-from ..core.publish import announce, code_revision, environment, publish
+from ..core.publish import BranchMoved, announce, code_revision, environment, publish
 from ..core.repo import PublishEvent, Repo, utc_now
 from ..core.store import ObjectStore
 from . import distributed as D
@@ -58,13 +61,24 @@ from .checkpoint import (
     set_rng_state,
     write_checkpoint,
 )
+from .course import Schedule, end_position, limit, resumed_course, steps_left
 from .dataset import IGNORE, Blocks, epoch_order, load_data
 from .job import Job, load_tokenizer, steps_for, train_cache
-from .model import build_model, compute_loss, lr_lambda, param_groups, resolve_device, resolve_precision
+from .model import (
+    build_model,
+    compute_loss,
+    device_label,
+    param_groups,
+    resolve_device,
+    resolve_precision,
+    save_dtype,
+    schedule_lambda,
+)
 from .modelio import load_weights, store_model, tree_weight_summary
 from .plan import Plan
-from .runs import hold_run
+from .runs import StopFlag, hold_run
 from .settings import TrainSettings
+from .trained import drop_trained, recorded_parts
 
 
 class TrainingInterrupted(LinError):
@@ -94,37 +108,14 @@ class TrainResult:
     checkpoints: int  # written by this process
     new_bytes: int  # bytes the final version added to the store
     losses: list[float] = field(default_factory=list, repr=False)
+    session_steps: int = 0  # optimizer steps this session (a resumed run: since it resumed)
+    session_tokens: int = 0  # tokens this session trained
+    session_s: float = 0.0  # this session's training time (seconds)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("losses")
         return d
-
-
-# ------------------------------------------------------------------------------ building blocks
-
-
-class _StopFlag:
-    """SIGTERM/SIGINT -> finish the step, checkpoint, stop; a second signal stops at once."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict = {}
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.signal = signum
-        for sig, old in self._old.items():  # a second signal: the default behaviour
-            signal.signal(sig, old)
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -160,6 +151,9 @@ class _Run:
     per_epoch: int
     total: int  # optimizer steps of the whole run
     per_step: int  # training units per optimizer step, all ranks together
+    end: tuple[int, int]  # (epoch, position) where the run ends (kept across resumes)
+    schedule: Schedule  # the learning-rate schedule's clock (changed in place on resume)
+    expect_head: tuple[str | None, str | None]  # (HEAD's branch, HEAD) when this session started
     model: Any
     optimizer: Any
     scheduler: Any
@@ -182,6 +176,8 @@ class _Run:
     written: int = 0  # checkpoints written by this process
     session_start: float = 0.0
     wall_before: float = 0.0
+    steps_before: int = 0  # optimizer steps done when this session started
+    tokens_before: int = 0  # tokens trained when this session started
 
 
 def train(repo: Repo, plan: Plan, *, progress: Progress = NULL, log: Callable[[str], None] | None = None,
@@ -241,12 +237,16 @@ def _set_up(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, di
         data = load_data([(Path(d.path), d.fingerprint) for d in plan.data], tok, cache_dir=repo.cache_dir,
                          skip_bad_lines=any(d.skipped_lines for d in plan.data), progress=progress)
         job = Job(tok, data, meta_dir)
+        # the plan drops what the lineage trained of a file's rest from the data it loads; here too
+        job.data = drop_trained(repo, plan.base, plan.data, job.data)
     tok = job.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     blocks = Blocks(job.data, s.seq_len, s.packing)
     if not len(blocks):
         raise InvalidInput("no training data: the files have no tokens")
     per_epoch, total = steps_for(len(blocks), s, dist.world)
+    per_step = s.batch_size * s.grad_accum * dist.world
+    schedule = Schedule(total, per_step)
 
     model = job.model if job.model is not None else build_model(repo, base_tree, job.meta_dir, device, s)
     job.model = None
@@ -254,14 +254,15 @@ def _set_up(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, di
     model.train()
     groups, names = param_groups(model, s)
     optimizer = torch.optim.AdamW(groups, lr=s.lr, betas=(s.adam_beta1, s.adam_beta2), eps=s.adam_eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(s, total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda(s, schedule))
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     return _Run(repo=repo, plan=plan, s=s, device=device, precision=precision, dist=dist, progress=progress,
                 say=say, base_tree=base_tree, blocks=blocks, pad_id=pad_id, per_epoch=per_epoch, total=total,
-                per_step=s.batch_size * s.grad_accum * dist.world, model=model, optimizer=optimizer,
+                per_step=per_step, end=end_position(len(blocks), per_step, total), schedule=schedule,
+                expect_head=(repo.head_branch(), repo.head()), model=model, optimizer=optimizer,
                 scheduler=scheduler, scaler=scaler, names=names,
                 trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                save_dtype=_save_dtype(repo, base_tree))
+                save_dtype=save_dtype(repo, base_tree))
 
 
 def _resume(r: _Run, *, keep_code: bool) -> None:
@@ -284,9 +285,12 @@ def _resume(r: _Run, *, keep_code: bool) -> None:
     if tr.get("param_names") != r.names:
         raise CorruptObject(f"checkpoint {ck.id[:12]}: its optimizer state is for other parameters "
                             "(different --freeze or model)")
-    if int(tr.get("world_size", 1)) != dist.world:
-        r.say(f"warning: run {plan.run} was trained on {tr.get('world_size')} process(es), now {dist.world}: "
-              "the data order continues, the result will not be bit-identical")
+    if int(tr.get("units", len(r.blocks))) != len(r.blocks):
+        raise CorruptObject(f"checkpoint {ck.id[:12]}: run {plan.run} trains {tr['units']} units, its data now "
+                            f"makes {len(r.blocks)}", hint=f"abandon the run (`lin runs abandon {plan.run}`)")
+    # the run's end and schedule clock; on another number of processes, steps of another size
+    r.end, sched = resumed_course(tr, len(r.blocks), r.s.batch_size * r.s.grad_accum, r.per_step, r.total)
+    r.schedule.total, r.schedule.per_step, r.schedule.segments = sched.total, sched.per_step, sched.segments
     if "optimizer" in parts:
         r.optimizer.load_state_dict(parts["optimizer"])
     if "scheduler" in parts:
@@ -300,6 +304,11 @@ def _resume(r: _Run, *, keep_code: bool) -> None:
                   sessions=int(tr.get("sessions", 1)), checkpoints=int(tr.get("checkpoints", 0)))
     r.losses = [float(x) for x in parts["losses"]["loss"].tolist()] if "losses" in parts else []
     r.resumed_from = r.st.step
+    r.total = r.st.step + steps_left(len(r.blocks), r.per_step, r.st.epoch, r.st.position, r.end)
+    if int(tr.get("world_size", 1)) != dist.world:
+        r.say(f"warning: run {plan.run} was trained on {tr.get('world_size')} process(es), now {dist.world}: it "
+              f"continues from the data it consumed ({r.total - r.st.step} steps of {r.per_step} units left); "
+              "the result will not be bit-identical")
     r.say(f"resuming run {plan.run} from step {r.st.step} (checkpoint {ck.id[:10]})")
 
 
@@ -315,6 +324,7 @@ def _start_session(r: _Run) -> None:
     r.frozen_names = {n for n, p in r.model.named_parameters() if not p.requires_grad}
     r.session_start = time.monotonic()
     r.wall_before = r.st.wall_time_s
+    r.steps_before, r.tokens_before = r.st.step, r.st.tokens
 
 
 # ------------------------------------------------------------------------------ the steps
@@ -325,7 +335,7 @@ def _run_steps(r: _Run) -> None:
     plan = r.plan
     r.progress.start(f"training {plan.output or plan.name}", r.total, "steps")
     try:
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             _loop(r, stop)
     except TrainingInterrupted:
         raise
@@ -345,7 +355,7 @@ def _run_steps(r: _Run) -> None:
         r.progress.finish()
 
 
-def _loop(r: _Run, stop: _StopFlag) -> None:
+def _loop(r: _Run, stop: StopFlag) -> None:
     """Optimizer steps in the epoch's order; a checkpoint every ``checkpoint_every`` and on a signal."""
     s, dist, blocks, st = r.s, r.dist, r.blocks, r.st
     order_epoch, order = -1, None
@@ -362,7 +372,7 @@ def _loop(r: _Run, stop: _StopFlag) -> None:
                 hint=f"continue with `lin train --resume --run {r.plan.run}` (or the same command again)")
         if order_epoch != st.epoch:
             order, order_epoch = epoch_order(len(blocks), s.seed, st.epoch), st.epoch
-        chunk = order[st.position:st.position + r.per_step]
+        chunk = order[st.position:min(st.position + r.per_step, limit(len(blocks), st.epoch, r.end))]
         n_tokens, n_targets = blocks.tokens_of(chunk)
         step_loss = _step(r, chunk, max(1, n_targets), trainable)
         r.losses.append(step_loss)
@@ -375,7 +385,7 @@ def _loop(r: _Run, stop: _StopFlag) -> None:
         st.step += 1
         now = time.monotonic()
         rate = (st.tokens - tok_last) / max(now - t_last, 1e-9)
-        r.progress.advance(1, **{"loss": step_loss, "tokens/s": round(rate)})
+        r.progress.advance(1, **{"loss": f"{step_loss:.4f}", "tokens/s": round(rate)})
         kill_point("train-step")
         if st.step % s.checkpoint_every == 0 and st.step < r.total:
             _checkpoint(r, RUNNING)
@@ -430,7 +440,7 @@ def _meta(r: _Run, status: str, error: str | None = None) -> dict:
         "data_paths": [{"path": d.path, "fingerprint": d.fingerprint, "dataset": d.dataset} for d in plan.data],
         "settings": s.to_dict(), "total_steps": r.total, "tokens_trained": r.st.tokens,
         "created": utc_now(), "pid": os.getpid(), "host": socket.gethostname(), "world_size": dist.world,
-        "device": _device_label(r.device, dist), "precision": r.precision, "allow_overlap": plan.allow_overlap,
+        "device": device_label(r.device, dist), "precision": r.precision, "allow_overlap": plan.allow_overlap,
         "code": r.code,
         **({"error": error} if error else {}),
     }
@@ -440,7 +450,7 @@ def _trainer_state(r: _Run) -> dict:
     st = r.st
     st.wall_time_s = r.wall_before + (time.monotonic() - r.session_start)
     return {**asdict(st), "param_names": r.names, "world_size": r.dist.world, "total_steps": r.total,
-            "units": len(r.blocks), "seed": r.s.seed}
+            "units": len(r.blocks), "seed": r.s.seed, "end": list(r.end), "schedule": r.schedule.to_json()}
 
 
 def _checkpoint(r: _Run, status: str) -> None:
@@ -510,14 +520,19 @@ def _final_metrics(r: _Run) -> tuple[dict, dict]:
     st.wall_time_s = r.wall_before + (time.monotonic() - r.session_start)
     losses = r.losses
     intervals = [float(np.mean(losses[i:i + s.log_every])) for i in range(0, len(losses), s.log_every)]
+    n = len(r.blocks)
+    if len(r.schedule.segments) > 1:  # steps of several sizes: epochs are counted in units
+        epochs = round(st.epoch + st.position / n, 4) if n else 0
+    else:
+        epochs = round(st.step / r.per_epoch, 4) if r.per_epoch else 0
     metrics = {
-        "final_loss": intervals[-1] if intervals else None,
+        "final_loss": losses[-1] if losses else None, "first_loss": losses[0] if losses else None,
         "loss_per_interval": intervals, "loss_interval_steps": s.log_every,
-        "steps": st.step, "epochs": round(st.step / r.per_epoch, 4) if r.per_epoch else 0,
+        "steps": st.step, "epochs": epochs,
         "tokens_trained": st.tokens, "target_tokens": st.targets,
         "wall_time_s": round(st.wall_time_s, 3),
         "tokens_per_s": round(st.tokens / st.wall_time_s, 2) if st.wall_time_s > 0 else None,
-        "device": _device_label(r.device, dist), "precision": r.precision, "world_size": dist.world,
+        "device": device_label(r.device, dist), "precision": r.precision, "world_size": dist.world,
         "model_params": tree_weight_summary(r.repo.objects, r.base_tree)["params"],
         "trainable_params": r.trainable_params, "sessions": st.sessions, "checkpoints": st.checkpoints,
     }
@@ -530,40 +545,55 @@ def _final_metrics(r: _Run) -> tuple[dict, dict]:
 
 
 def _publish(r: _Run, metrics: dict, params: dict, message: str) -> TrainResult:
-    """Rank 0 commits the new version (the others wait); every rank returns the result."""
-    repo, plan, st, dist = r.repo, r.plan, r.st, r.dist
-    model, base_tree, save_dtype, code, env = r.model, r.base_tree, r.save_dtype, r.code, r.env
-    run_id, last_ckpt, say = r.run_id, r.last_ckpt, r.say
-    result: TrainResult | None = None
-    if dist.is_main:
-        def content(batch: ObjectStore) -> str:
-            stored = store_model(batch, model, base_tree=base_tree, dtype=save_dtype,
-                                 tmp_dir=repo.tmp_dir if repo.path else None)
-            kill_point("train-commit")
-            return stored.tree
+    """Rank 0 commits the new version (the others wait); every rank returns the result.
 
-        pub = publish(repo, content, name=plan.name, kind="train", parents=[plan.base], datasets=plan.datasets,
-                      metrics=metrics, params=params, code=code, env=env, message=message,
-                      extra={"run": plan.run, "run_id": run_id, "checkpoint": last_ckpt,
-                             **({"allow_overlap": True, "overlap": plan.overlap} if plan.allow_overlap else {})},
-                      retire={run_ref(plan.run): last_ckpt} if last_ckpt is not None else None)
-        cid, new_bytes = pub.id, pub.new_bytes
-        say(f"committed {pub.name} ({cid[:10]})")
-        _report(pub.after, say)
+    A branch that moved while the run trained is not moved sideways: the version is kept under
+    its name and :class:`BranchMoved` is raised once every rank is past the barrier."""
+    repo, plan, st, dist = r.repo, r.plan, r.st, r.dist
+    result = TrainResult(id="", name=plan.output or plan.name, base=plan.base, base_name=plan.base_name or "",
+                         run=plan.run, steps=st.step, tokens_trained=st.tokens, final_loss=metrics["final_loss"],
+                         metrics=metrics, params=params, datasets=list(plan.datasets), resumed_from=r.resumed_from,
+                         checkpoints=0, new_bytes=0, losses=r.losses, session_steps=st.step - r.steps_before,
+                         session_tokens=st.tokens - r.tokens_before,
+                         session_s=round(time.monotonic() - r.session_start, 3))
+    moved: BranchMoved | None = None
+    if dist.is_main:
+        try:
+            pub = _commit(r, metrics, params, message)
+        except BranchMoved as e:
+            pub, moved = e.published, e
+        r.say(f"committed {pub.name} ({pub.id[:10]})")
+        _report(pub.after, r.say)
         if repo.path is not None:
-            shutil.rmtree(train_cache(repo) / f"base-{base_tree[:24]}", ignore_errors=True)
-        result = TrainResult(id=cid, name=pub.name, base=plan.base, base_name=plan.base_name or "",
-                             run=plan.run, steps=st.step, tokens_trained=st.tokens, final_loss=metrics["final_loss"],
-                             metrics=metrics, params=params, datasets=list(plan.datasets), resumed_from=r.resumed_from,
-                             checkpoints=r.written, new_bytes=new_bytes, losses=r.losses)
+            shutil.rmtree(train_cache(repo) / f"base-{r.base_tree[:24]}", ignore_errors=True)
+        result.id, result.name, result.datasets = pub.id, pub.name, list(pub.datasets)
+        result.checkpoints, result.new_bytes = r.written, pub.new_bytes
     D.barrier(dist)
-    if result is None:  # other ranks: the same result, read back
-        result = TrainResult(id="", name=plan.output or plan.name, base=plan.base, base_name=plan.base_name or "",
-                             run=plan.run, steps=st.step, tokens_trained=st.tokens,
-                             final_loss=metrics["final_loss"], metrics=metrics, params=params,
-                             datasets=list(plan.datasets), resumed_from=r.resumed_from, checkpoints=0, new_bytes=0,
-                             losses=r.losses)
+    if moved is not None:
+        raise moved
     return result
+
+
+def _commit(r: _Run, metrics: dict, params: dict, message: str):
+    """Store the final weights and the parts of the data consumed; publish the version."""
+    repo, plan, st = r.repo, r.plan, r.st
+    model, base_tree, save_dtype = r.model, r.base_tree, r.save_dtype
+    parts = recorded_parts(repo, plan.base, plan.data, r.blocks, r.s.seed, st.epoch, st.position)
+
+    def content(batch: ObjectStore) -> str:
+        for part in parts:
+            part.store_into(batch)
+        stored = store_model(batch, model, base_tree=base_tree, dtype=save_dtype,
+                             tmp_dir=repo.tmp_dir if repo.path else None)
+        kill_point("train-commit")
+        return stored.tree
+
+    last = r.last_ckpt
+    return publish(repo, content, name=plan.name, kind="train", parents=[plan.base], datasets=[p.id for p in parts],
+                   metrics=metrics, params=params, code=r.code, env=r.env, message=message,
+                   extra={"run": plan.run, "run_id": r.run_id, "checkpoint": last,
+                          **({"allow_overlap": True, "overlap": plan.overlap} if plan.allow_overlap else {})},
+                   retire={run_ref(plan.run): last} if last is not None else None, expect_head=r.expect_head)
 
 
 def _report(outcomes: dict, say: Callable[[str], None]) -> None:
@@ -573,19 +603,3 @@ def _report(outcomes: dict, say: Callable[[str], None]) -> None:
             where = f" to {out.remote}" if hasattr(out, "remote") else ""
             say(f"warning: {name}{where} failed: {out.error}; `lin {name}` retries" if name == "backup"
                 else f"warning: {name} failed: {out.error}")
-
-
-def _device_label(device, dist: D.Dist) -> str:
-    if device.type == "cuda":
-        import torch
-        name = torch.cuda.get_device_name(device)
-        return f"cuda: {name}" + (f" x{dist.world}" if dist.world > 1 else "")
-    return "cpu" + (f" x{dist.world} processes" if dist.world > 1 else "")
-
-
-def _save_dtype(repo: Repo, base_tree: str):
-    """The dtype the base stores its weights in (the new version keeps it)."""
-    import torch
-    main = tree_weight_summary(repo.objects, base_tree)["dtype"]
-    return {"BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}.get(main, torch.float32)
-

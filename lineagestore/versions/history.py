@@ -12,6 +12,7 @@ from ..core.errors import NotFound
 from ..core.objects import Commit
 from ..core.repo import Repo
 from .models import FileInfo, walk_tree
+from .tokenizer import tree_tokenizer_id
 
 
 @dataclass
@@ -44,20 +45,35 @@ def version_info(repo: Repo, cid: str, commit: Commit | None = None, *, head: st
     return VersionInfo(
         id=cid, name=c.name, kind=c.kind, created=c.created, parents=list(c.parents),
         parent_names=[names.get(p) or repo.name_of(p) or p[:12] for p in c.parents],
-        datasets=[dataset_summary(repo, d) for d in c.datasets], metrics=dict(c.metrics),
+        datasets=_summaries(repo, c), metrics=dict(c.metrics),
         params=dict(c.params), message=c.message, author=c.author, code=c.code, env=dict(c.env),
         active=(cid == (head if head is not None else repo.head())),
         branches=(branch_map or {}).get(cid, []),
         name_removed=repo.refs.resolve(f"refs/tags/{c.name}") != cid)
 
 
-def dataset_summary(repo: Repo, dataset_id: str) -> dict:
+def dataset_summary(repo: Repo, dataset_id: str, tokenizer: str | None = None) -> dict:
+    """A version's data file: name, fingerprint, examples, and its token count under ``tokenizer``
+    (the version's own tokenizer id; None when that count is unknown). A file the version trained
+    only in part (docs/data.md) has ``part``: {"records": trained, "of": the file's records}."""
     try:
         d = repo.objects.get(dataset_id, "dataset")
     except Exception:  # noqa: BLE001 - a history listing must not die on one bad object
         return {"id": dataset_id, "file": None, "hash": None, "tokens": None}
-    tokens = max(d.tokens.values()) if d.tokens else None
-    return {"id": dataset_id, "file": d.filename, "hash": d.content, "examples": d.examples, "tokens": tokens}
+    tokens = d.tokens.get(tokenizer) if tokenizer else None
+    out = {"id": dataset_id, "file": d.filename, "hash": d.content, "examples": d.examples, "tokens": tokens}
+    part = (d.extra or {}).get("part_of")
+    if isinstance(part, dict):
+        out["part"] = {"records": int(d.extra.get("distinct", 0)), "of": int(part.get("distinct", 0))}
+    return out
+
+
+def _summaries(repo: Repo, c: Commit) -> list[dict]:
+    """The summaries of a commit's data files, counted with the commit's own tokenizer."""
+    if not c.datasets:
+        return []
+    tid = tree_tokenizer_id(repo.objects, c.tree)
+    return [dataset_summary(repo, d, tid) for d in c.datasets]
 
 
 def _branch_map(repo: Repo) -> dict[str, list[str]]:
@@ -151,7 +167,7 @@ def registry(repo: Repo) -> dict[str, dict]:
             "id": cid,
             "parent": (repo.name_of(c.parents[0]) if c.parents else None),
             "training_data": [{"file": d["file"], "hash": d["hash"], "tokens": d["tokens"]}
-                              for d in (dataset_summary(repo, x) for x in c.datasets)],
+                              for d in _summaries(repo, c)],
             "created": c.created,
             "metrics": c.metrics,
             "active": cid == head,
