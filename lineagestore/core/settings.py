@@ -296,6 +296,7 @@ class GcSettings:
 @dataclass(frozen=True)
 class DataSettings:
     overlap_threshold: float = key(0.01, "number", low=0, high=1)  # share of records already trained
+    max_record_bytes: int = key(64 << 20, "int", low=1)  # longest line of a data file `lin data add` reads
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import blake3
 import numpy as np
 
 from .idsets import ID_DTYPE, sort_unique
-from .records import ID_BYTES, PARSER, canon_escaped, canon_plain, chat_messages, pair_parts, record_kind
+from .records import ID_BYTES, PARSER, canon_escaped, canon_plain, chat_messages, pair_parts, record_kind, too_deep
 
 #: at most this many bad lines are described (all are counted)
 MAX_BAD_SHOWN = 10
@@ -121,7 +121,8 @@ def _parse_lines(lines: list, n_lines: int, tally: _Tally) -> None:
             obj, end = scan(line, 0)
         except (StopIteration, ValueError, RecursionError):
             obj = None
-        if type(obj) is dict and (end == len(line) or (end == len(line) - 1 and line[end] == "\r")):
+        if type(obj) is dict and (end == len(line) or (end == len(line) - 1 and line[end] == "\r")) \
+                and not too_deep(line, obj):
             if "messages" in obj:
                 kind, reason = record_kind(obj)
             elif type(obj.get("text")) is str:

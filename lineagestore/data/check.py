@@ -200,6 +200,7 @@ def check(repo: Repo, paths: list[os.PathLike | str], *, base: str | None = None
                                  info.examples, info.skipped_lines)
         else:
             scan = scan_file(p, skip_bad_lines=True, workers=repo.settings.core.workers,
+                             max_record_bytes=repo.settings.data.max_record_bytes,
                              progress=progress, tmp_dir=repo.tmp_dir if repo.path is not None else None,
                              description=f"reading {p.name}")
             try:

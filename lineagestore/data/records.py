@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import blake3
@@ -25,6 +26,9 @@ from ..core.errors import InvalidInput
 from ..core.objects import canonical_json
 
 ID_BYTES = 16
+#: the deepest nesting of a record (the record object is level 1); deeper lines are bad lines, in
+#: every process alike (Python's own limit would depend on the depth of the caller's stack)
+MAX_DEPTH = 128
 #: the suffixes lin reads, longest first
 FORMATS = ((".jsonl.zst", "jsonl.zst"), (".jsonl.gz", "jsonl.gz"), (".jsonl", "jsonl"))
 
@@ -52,6 +56,26 @@ def line_record_id(line: str | bytes) -> bytes:
         raise InvalidInput(f"not a record: {reason}")
     assert rec is not None
     return rec[0]
+
+
+def too_deep(line: str, obj: object) -> bool:
+    """Whether the record parsed from ``line`` is nested more than MAX_DEPTH levels; cheap for
+    the lines that cannot be (fewer than MAX_DEPTH + 1 opening brackets)."""
+    if len(line) <= 2 * MAX_DEPTH or line.count("[") + line.count("{") <= MAX_DEPTH:
+        return False
+    stack = [(obj, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > MAX_DEPTH:
+            return True
+        if type(v) is dict:
+            stack.extend((x, d + 1) for x in v.values() if type(x) in (dict, list))
+        elif type(v) is list:
+            stack.extend((x, d + 1) for x in v if type(x) in (dict, list))
+    return False
+
+
+TOO_DEEP = f"record nested more than {MAX_DEPTH} levels deep"
 
 
 def _reject_constant(name: str):
@@ -90,14 +114,20 @@ class RecordParser:
                 obj = self.decoder.decode(line)  # leading whitespace, or an error with a message
             except json.JSONDecodeError as e:
                 return None, f"invalid JSON ({e.msg} at column {e.colno})"
-            except (ValueError, RecursionError) as e:
+            except RecursionError:
+                return None, TOO_DEEP
+            except ValueError as e:
                 return None, f"invalid JSON ({e})"
         except json.JSONDecodeError as e:
             return None, f"invalid JSON ({e.msg} at column {e.colno})"
-        except (ValueError, RecursionError) as e:
+        except RecursionError:  # only far beyond MAX_DEPTH: the parser's stack allows much more
+            return None, TOO_DEEP
+        except ValueError as e:
             return None, f"invalid JSON ({e})"
         if type(obj) is not dict:
             return None, f"not a JSON object (a {_json_type(obj)})"
+        if too_deep(line, obj):
+            return None, TOO_DEEP
         try:
             text = canon_plain(obj) if "\\" not in line else self.encode(obj)
             rid = blake3.blake3(text.encode("utf-8")).digest(ID_BYTES)
@@ -105,8 +135,8 @@ class RecordParser:
             return None, f"invalid JSON number ({e})"
         except UnicodeEncodeError:
             return None, "invalid JSON string (a lone UTF-16 surrogate escape)"
-        except RecursionError:
-            return None, "invalid JSON (nested too deeply)"
+        except RecursionError:  # a caller already deep in its stack
+            return None, TOO_DEEP
         return (rid, obj), None
 
 
@@ -244,7 +274,17 @@ def detect_format(name: str) -> str:
 
 
 class Decoder:
-    """Streaming decompression of a file's bytes (identity, gzip or zstd; multi-member aware)."""
+    """Streaming decompression of a file's bytes (identity, gzip or zstd; multi-member aware).
+
+    :meth:`pieces` yields the output in bounded pieces whatever the compression ratio (a 16 MiB
+    piece of a gzip file can hold 16 GiB, of a zstd file 512 GiB): input is fed in slices, gzip's
+    output is capped at :data:`OUT_PIECE` per call, and a zstd slice of 2 KiB cannot expand to
+    more than 64 MiB (~32,768x is zstd's limit). A reader that refuses overlong lines thus holds
+    at most one piece more than a line.
+    """
+
+    OUT_PIECE = 8 << 20  # most bytes of gzip output per piece
+    _SLICE = {"jsonl.gz": 64 << 10, "jsonl.zst": 2 << 10}  # input fed to the decompressor at a time
 
     def __init__(self, fmt: str, name: str):
         self.fmt = fmt
@@ -262,21 +302,37 @@ class Decoder:
         self._fed = False
 
     def feed(self, data: bytes) -> bytes:
+        """All the output of ``data`` at once (for input known to expand little)."""
+        return b"".join(self.pieces(data))
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """The output of ``data``, in bounded pieces (see the class)."""
         if self._d is None:
-            return data
-        out = []
-        while data:
-            try:
-                out.append(self._d.decompress(data))
-            except Exception as e:  # zlib.error, zstandard.ZstdError
-                raise self._corrupt(str(e)) from None
-            self._fed = True
-            if self._d.eof:
-                data = self._d.unused_data
-                self._new()
-            else:
-                data = b""
-        return b"".join(out)
+            if data:
+                yield data
+            return
+        view = memoryview(data)
+        step = self._SLICE[self.fmt]
+        for start in range(0, len(view), step):
+            rest: bytes | memoryview = view[start:start + step]
+            while rest:
+                out, rest = self._step(rest)
+                if out:
+                    yield out
+
+    def _step(self, data: bytes | memoryview) -> tuple[bytes, bytes | memoryview]:
+        """Decompress some of ``data``: (output, the input left: cut off by the output cap, or
+        after the end of a member or frame, which the next decompressor takes)."""
+        try:
+            out = self._d.decompress(data, self.OUT_PIECE) if self.fmt == "jsonl.gz" else self._d.decompress(data)
+        except Exception as e:  # zlib.error, zstandard.ZstdError
+            raise self._corrupt(str(e)) from None
+        self._fed = True
+        if self._d.eof:
+            rest = self._d.unused_data
+            self._new()
+            return out, rest
+        return out, (self._d.unconsumed_tail if self.fmt == "jsonl.gz" else b"")
 
     def finish(self) -> bytes:
         if self._d is None:

@@ -110,6 +110,7 @@ def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
                 scan = scan_file(p, put_blob=put_blob, finish_chunks=finish,
                                  counter_spec=tok.spec() if tok else None, skip_bad_lines=skip_bad_lines,
                                  workers=repo.settings.core.workers, progress=progress,
+                                 max_record_bytes=repo.settings.data.max_record_bytes,
                                  tmp_dir=tmp_root, description=f"registering {p.name}")
             except BaseException:
                 _discard(batch)
@@ -219,6 +220,7 @@ def _update_existing(repo: Repo, p: Path, existing: DatasetInfo, tok, why, descr
             scan = scan_file(p, put_blob=put_blob, finish_chunks=finish,
                              counter_spec=tok.spec() if need_tokens else None,
                              skip_bad_lines=True, workers=repo.settings.core.workers,
+                             max_record_bytes=repo.settings.data.max_record_bytes,
                              progress=progress, tmp_dir=repo.tmp_dir if repo.path is not None else None,
                              description=f"{'counting tokens of' if need_tokens else 'storing'} {p.name}")
             scan.ids.cleanup()

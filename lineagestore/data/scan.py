@@ -7,6 +7,9 @@ after decompression (``.gz``, ``.zst``), in blocks of whole lines, to worker pro
 the records, compute record ids, sort them, and count tokens. A plain ``.jsonl`` block is sent
 as (offset, length) and the worker reads it itself (the page cache has it), so no data crosses a
 pipe. At most a few blocks are in flight, so memory stays bounded whatever the file's size.
+A line longer than ``max_record_bytes`` (``data.max_record_bytes``) stops the read as soon as
+the bytes read show it, naming its file and line (:class:`LineLimit`); compressed input is
+decompressed in bounded pieces. So memory stays bounded whatever the file holds.
 
 Record ids come back sorted per block; they are merged in memory, or, for very large files, in
 sorted runs spilled to temporary files and merged as a stream (:func:`merge_sorted`).
@@ -29,6 +32,7 @@ from ..core.errors import InvalidInput, NotFound
 from ..core.ids import hash_object
 from ..core.objects import CHUNK_SIZE
 from ..core.progress import NULL, Progress
+from ..core.settings import DataSettings
 from .blocks import MAX_BAD_SHOWN, BlockResult, parse_block
 from .idsets import ID_DTYPE, as_ids, merge_sorted, sort_unique
 from .records import ID_BYTES, Decoder, detect_format
@@ -167,13 +171,15 @@ def scan_file(path: os.PathLike | str, *, put_blob: Callable[[bytes], str] | Non
               finish_chunks: Callable[[list[tuple[str, int]]], str] | None = None,
               counter_spec: dict | None = None, counter=None, skip_bad_lines: bool = False,
               workers: int = 0, progress: Progress = NULL, tmp_dir: Path | None = None,
-              description: str | None = None) -> ScanResult:
+              description: str | None = None,
+              max_record_bytes: int = DataSettings.max_record_bytes) -> ScanResult:
     """Read ``path`` once: store (``put_blob``) or hash its pieces, parse its records, count tokens.
 
     ``put_blob(piece) -> id`` stores one piece (called on threads); ``finish_chunks(parts)``
     stores the chunks object of a multi-piece file. Without them the content is only hashed.
     ``counter_spec`` (for worker processes) and ``counter`` (for this process) count tokens.
-    Raises InvalidInput for a truncated compressed file; bad lines are counted, not raised.
+    Raises InvalidInput for a truncated compressed file and for a line longer than
+    ``max_record_bytes`` (naming it); bad lines are counted, not raised.
     """
     path = Path(path)
     st = check_file(path)
@@ -183,7 +189,7 @@ def scan_file(path: os.PathLike | str, *, put_blob: Callable[[bytes], str] | Non
     if counter is None and counter_spec is not None and not use_pool:
         counter = counter_for(counter_spec)
     tokenize = counter_spec is not None or counter is not None
-    scan = _Scan(path, fmt, st.st_size, workers, counter, skip_bad_lines, progress, tmp_dir)
+    scan = _Scan(path, fmt, st.st_size, workers, counter, skip_bad_lines, progress, tmp_dir, max_record_bytes)
     progress.start(description or f"reading {path.name}", st.st_size, "B")
     try:
         if use_pool:
@@ -210,6 +216,51 @@ def scan_file(path: os.PathLike | str, *, put_blob: Callable[[bytes], str] | Non
                       tokens=scan.totals["tokens"] if tokenize else None, ids=scan.collector.result())
 
 
+class LineLimit:
+    """Refuses a line longer than ``limit`` bytes as soon as the bytes fed show it, naming its
+    file and number, so no more than ``limit`` bytes of one line are ever held.
+
+    Fed the (decompressed) bytes of a file in order; each piece costs a few scans in C (find,
+    rfind, count), and pieces longer than the limit a jump from newline to newline.
+    """
+
+    def __init__(self, path: Path, limit: int):
+        self.path = path
+        self.limit = limit
+        self.pos = 0  # bytes fed
+        self.line_start = 0  # where the current line began
+        self.lines = 0  # newlines fed
+
+    def feed(self, data: bytes | bytearray) -> None:
+        first = data.find(b"\n")
+        if first < 0:
+            self.pos += len(data)
+        else:
+            if self.pos + first - self.line_start > self.limit:
+                self._refuse(self.lines + 1)
+            last = data.rfind(b"\n")
+            if last - first > self.limit + 1:  # a whole line between them may be too long
+                self._check_between(data, first, last)
+            self.lines += data.count(b"\n")
+            self.line_start = self.pos + last + 1
+            self.pos += len(data)
+        if self.pos - self.line_start > self.limit:
+            self._refuse(self.lines + 1)
+
+    def _check_between(self, data: bytes | bytearray, first: int, last: int) -> None:
+        p = first
+        while p < last:
+            q = data.rfind(b"\n", p + 1, p + self.limit + 2)  # the farthest newline a line may reach
+            if q < 0:
+                self._refuse(self.lines + data.count(b"\n", 0, p + 1) + 1)
+            p = q
+
+    def _refuse(self, line: int) -> None:
+        raise InvalidInput(f"{self.path}: line {line} is longer than {self.limit:,} bytes (data.max_record_bytes)",
+                           hint="split the record into shorter ones, or raise data.max_record_bytes in "
+                                ".lineage/config.toml")
+
+
 class _Scan:
     """One read of a file: its pieces (stored or hashed), its blocks of lines in flight, the totals.
 
@@ -220,7 +271,7 @@ class _Scan:
     """
 
     def __init__(self, path: Path, fmt: str, size: int, workers: int, counter, skip_bad_lines: bool,
-                 progress: Progress, tmp_dir: Path | None):
+                 progress: Progress, tmp_dir: Path | None, max_record_bytes: int):
         self.path = path
         self.size = size
         self.plain = fmt == "jsonl"
@@ -241,6 +292,7 @@ class _Scan:
         self.buf = bytearray()  # decompressed bytes not yet sent (all modes but plain + pool)
         self.buf_at_start = True
         self.block_start = 0  # plain + pool: file offset of the first byte not yet sent
+        self.limit = LineLimit(path, max_record_bytes)  # refuses an overlong line
 
     @property
     def by_offset(self) -> bool:
@@ -263,9 +315,12 @@ class _Scan:
                 else:
                     self.pieces.append((hash_object("blob", piece), len(piece)))
                 if self.by_offset:
+                    self.limit.feed(piece)
                     self._send_file_blocks(piece, offset)
                 else:
-                    self._send_lines(self.decoder.feed(piece))
+                    for out in self.decoder.pieces(piece):
+                        self.limit.feed(out)
+                        self._send_lines(out)
                     self.progress.advance(len(piece))  # compressed files: progress counts bytes read
                 offset += len(piece)
         if offset != self.size:
