@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,6 +76,7 @@ def test_max_steps_records_what_it_trained_and_the_rest_trains_later(
     monkeypatch.chdir(folder)
     code, out, err = lin("train", "--data", "bible.jsonl", "--name", "part", *_args(max_steps="10"), "--yes")
     assert code == 0, err
+    assert re.search(r"\n  loss \d+\.\d{4} -> \d+\.\d{4}\n", out), out  # first and last step, with decimals
     repo = Repo.open(folder / ".lineage")
     # the version names a part: exactly the records a token of which was trained
     (part_id,) = repo.commit(repo.head()).datasets
@@ -162,6 +164,9 @@ def test_resume_on_more_processes_continues_from_the_data_consumed(tmp_path, tra
     units = -(-everything // SEQ)
     assert c.metrics["world_size"] == 2 and c.metrics["steps"] == 10 + -(-(units - 10 * BATCH) // (2 * BATCH))
     assert c.metrics["tokens_trained"] == everything  # one whole epoch, as uninterrupted
+    session = c.metrics["steps"] - 10
+    done = _tokens_of_first_units(folder, 10 * BATCH)
+    assert f"this session: {session} steps, {everything - done:,} tokens in " in p.stdout, p.stdout
     (did,) = c.datasets
     assert repo.refs.resolve(f"refs/data/{repo.objects.get(did, 'dataset').content}") == did
 
@@ -216,3 +221,30 @@ def test_final_commit_does_not_move_a_branch_moved_meanwhile(tmp_path, train_ass
     assert repo.refs.resolve("refs/heads/main") == side.id and repo.head() == side.id
     v3 = repo.commit(repo.resolve("v003_bible"))
     assert v3.parents == [repo.resolve("v001_base")] and repo.refs.names("refs/runs/") == []
+
+
+def test_final_loss_is_the_last_step_and_rates_scale_by_processes(tmp_path, train_assets):  # noqa: F811
+    from test_train_support import SETTINGS
+
+    from lineagestore.cli.versions_cmd import _fmt_metrics
+    from lineagestore.train.estimate import earlier_rate
+    from lineagestore.train.plan import make_plan
+    from lineagestore.train.settings import TrainSettings
+    from lineagestore.train.trainer import train
+    folder = new_store(tmp_path / "w", train_assets)
+    repo = Repo.open(folder / ".lineage")
+    settings = TrainSettings.build({**SETTINGS, "max_steps": 7, "log_every": 5})
+    res = train(repo, make_plan(repo, data=[folder / "bible.jsonl"], name="seven", settings=settings, measure=False))
+    m = res.metrics
+    assert len(res.losses) == 7 and m["final_loss"] == res.losses[-1] and m["first_loss"] == res.losses[0]
+    # the last interval is the mean of steps 6 and 7: not the last step's loss
+    assert m["loss_per_interval"] == pytest.approx([sum(res.losses[:5]) / 5, sum(res.losses[5:]) / 2])
+    assert _fmt_metrics({"final_loss": 10.0, "lr": 2.0}) == "final_loss=10.00 lr=2"
+    # an earlier run on 2 processes: its rate, halved, estimates a 1-process run (and says so)
+    model = {"params": m["model_params"]}
+    rate, how = earlier_rate(repo, model, {"type": "cpu"}, world=1)
+    assert rate == m["tokens_per_s"] and "scaled" not in how
+    publish(repo, lambda b: repo.commit(res.id).tree, name="two", kind="train", parents=[res.id],
+            metrics={**m, "tokens_per_s": 1000.0, "world_size": 2})
+    rate, how = earlier_rate(repo, model, {"type": "cpu"}, world=1)
+    assert rate == 500.0 and "on 2 process(es), scaled to 1" in how

@@ -135,8 +135,8 @@ def _fmt_metrics(m: dict, limit: int = 6) -> str:
     ordered = [k for k in _KEY_METRICS if k in m] + [k for k in m if k not in _KEY_METRICS]
     items = []
     for k, v in [(k, m[k]) for k in ordered if not isinstance(m[k], (list, dict))][:limit]:
-        if isinstance(v, float):
-            items.append(f"{k}={v:.4g}")
+        if isinstance(v, float):  # a loss keeps its decimals (10.00, not 10)
+            items.append(f"{k}={v:#.4g}" if "loss" in k else f"{k}={v:.4g}")
         elif isinstance(v, (int, str, bool)):
             items.append(f"{k}={v}")
     return " ".join(items)

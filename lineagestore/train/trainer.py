@@ -236,9 +236,8 @@ def _set_up(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, di
         tok, meta_dir = load_tokenizer(repo, base_tree)
         data = load_data([(Path(d.path), d.fingerprint) for d in plan.data], tok, cache_dir=repo.cache_dir,
                          skip_bad_lines=any(d.skipped_lines for d in plan.data), progress=progress)
-        job = Job(tok, data, meta_dir)
         # the plan drops what the lineage trained of a file's rest from the data it loads; here too
-        job.data = drop_trained(repo, plan.base, plan.data, job.data)
+        job = Job(tok, drop_trained(repo, plan.base, plan.data, data), meta_dir)
     tok = job.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     blocks = Blocks(job.data, s.seq_len, s.packing)
