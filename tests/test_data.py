@@ -252,7 +252,7 @@ def test_renamed_reshuffled_half_trained_and_fresh_files_get_the_right_answers(m
         data.register(mrepo, f)
     ids, warnings = data.datasets_for_commit(mrepo, [trained], base=mrepo.head())
     assert warnings == []
-    res = mrepo.commit_folder(model_src, "ft", datasets=ids)
+    res = mrepo.commit_folder(model_src, "ft", datasets=ids, allow_empty=True)
     assert res.name == "v002_ft"
     lines = trained.read_text().splitlines()
     renamed = store_dir / "copy of trained.jsonl"
@@ -292,9 +292,9 @@ def test_lineage_is_the_union_over_all_ancestors(mrepo, store_dir, model_src):
     a = data.register(mrepo, bible(store_dir / "a.jsonl", 0, 100))
     b = data.register(mrepo, bible(store_dir / "b.jsonl", 100, 100))
     c = data.register(mrepo, bible(store_dir / "c.jsonl", 200, 100))
-    v2 = mrepo.commit_folder(model_src, "one", datasets=[a.id])
-    v3 = mrepo.commit_folder(model_src, "two", datasets=[b.id])
-    side = mrepo.commit_folder(model_src, "side", parents=[v2.id], datasets=[c.id], activate=False)
+    v2 = mrepo.commit_folder(model_src, "one", datasets=[a.id], allow_empty=True)
+    v3 = mrepo.commit_folder(model_src, "two", datasets=[b.id], allow_empty=True)
+    side = mrepo.commit_folder(model_src, "side", parents=[v2.id], datasets=[c.id], activate=False, allow_empty=True)
     assert mrepo.trained_dataset_ids("v003") == [a.id, b.id]
     assert data.trained_dataset_ids(mrepo, side.id) == [a.id, c.id]
     reps = data.check(mrepo, [store_dir / "b.jsonl", store_dir / "c.jsonl"])
@@ -312,7 +312,7 @@ def test_status_and_trained_in_are_derived_from_commits_and_runs(mrepo, store_di
     tree = mrepo.commit(mrepo.head()).tree
     ck = mrepo.objects.put_object(Checkpoint(run="r1", step=10, model=tree, meta={"datasets": [b.id]}))
     mrepo.update_ref("refs/runs/r1", None, ck, "test run")
-    mrepo.commit_folder(model_src, "ft", datasets=[a.id])
+    mrepo.commit_folder(model_src, "ft", datasets=[a.id], allow_empty=True)
     m = data.manifest(mrepo)
     assert m[a.fingerprint]["status"] == "trained" and m[a.fingerprint]["trained_in"] == ["v002_ft"]
     assert m[b.fingerprint]["status"] == "in training" and m[b.fingerprint]["trained_in"] == []
@@ -339,7 +339,7 @@ def test_usage_and_registry_caches_follow_the_refs(mrepo, store_dir, model_src):
     assert data.usage(mrepo).status(a.fingerprint) == "in training"
     mrepo.update_ref("refs/runs/r2", ck, None, "run ended")
     assert data.usage(mrepo).status(a.fingerprint) == "untrained"
-    mrepo.commit_folder(model_src, "ft", datasets=[a.id])
+    mrepo.commit_folder(model_src, "ft", datasets=[a.id], allow_empty=True)
     assert data.usage(mrepo).trained_in[a.fingerprint] == ["v002_ft"]
     cache.write_text("{not json")
     assert data.usage(mrepo).trained_in[a.fingerprint] == ["v002_ft"]
@@ -447,11 +447,11 @@ def test_cli_data_add_ls_show_check_manifest_verify(lin, mrepo, store_dir, model
     assert "not yet trained" in outp and "overlap with v001_base's lineage: 0 records" in outp
     code, outp, _ = lin("data", "add", f, "--json")
     assert code == 0 and json.loads(outp)[0]["already_registered"] is True
-    code, outp, _ = lin("commit", model_src, "--name", "ft", "--data", f)
+    code, outp, _ = lin("commit", model_src, "--name", "ft", "--data", f, "--allow-empty")
     assert code == 0 and "data: my_data.jsonl" in outp
     copy = store_dir / "copy.jsonl"
     shutil.copy(f, copy)
-    code, outp, err = lin("commit", model_src, "--name", "again", "--data", copy)
+    code, outp, err = lin("commit", model_src, "--name", "again", "--data", copy, "--allow-empty")
     assert code == 0 and "was already trained in v002_ft" in err
     code, outp, _ = lin("data", "ls")
     assert "my_data.jsonl" in outp and "trained in v002_ft, v003_again" in outp
