@@ -235,7 +235,6 @@ def overlap_warning(rep: OverlapReport, name: str) -> str | None:
     return None
 
 
-def datasets_for_commit(repo: Repo, paths: list[os.PathLike | str], *, base: str | None,
 def partly_note(rep: OverlapReport) -> str:
     """``; v002 trained part of this file`` when versions of the lineage trained part of it."""
     if not rep.partly_trained_in:
@@ -243,6 +242,7 @@ def partly_note(rep: OverlapReport) -> str:
     return f"; {', '.join(rep.partly_trained_in)} trained part of this file"
 
 
+def datasets_for_commit(repo: Repo, paths: list[os.PathLike | str], *, base: str | None,
                         progress: Progress = NULL) -> tuple[list[str], list[str]]:
     """Register (if needed) the data files of a commit; (dataset ids, warnings about overlap with base)."""
     ids: list[str] = []

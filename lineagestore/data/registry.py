@@ -256,8 +256,6 @@ class DatasetDetail:
     status: str  # trained | partly trained | in training | untrained
     trained_in: list  # versions that trained all or part of it
     in_training: list
-
-    def to_dict(self) -> dict:
     share: float = 0.0  # of its records trained: 1.0 when trained whole (or by parts covering it)
     records_trained: int = 0  # distinct records trained
 
@@ -270,6 +268,8 @@ class DatasetDetail:
             share = 1.0 if status == "trained" else 0.0
         done = u.partly[fp]["records"] if fp in u.partly else (info.distinct_records if share else 0)
         return cls(info, status, u.trained_in.get(fp, []), u.in_training.get(fp, []), share, done)
+
+    def to_dict(self) -> dict:
         return {**self.info.to_dict(), "status": self.status, "trained_in": self.trained_in,
                 "in_training": self.in_training, "share": self.share, "records_trained": self.records_trained}
 
@@ -301,9 +301,9 @@ def manifest(repo: Repo) -> dict:
             "first_seen": d.first_seen,
             "trained_in": u.trained_in.get(fp, []),
             "status": u.status(fp),
+            "share": DatasetDetail.of(d, u).share,
             "description": d.description,
             "path": d.path,
-            "share": DatasetDetail.of(d, u).share,
             "stored": d.stored,
             "format": d.format,
             "skipped_lines": d.skipped_lines,
