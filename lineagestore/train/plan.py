@@ -179,6 +179,8 @@ def make_plan(repo: Repo, *, data: list[os.PathLike | str], name: str | None, ba
         name = name or resume_run.output
         base = base or resume_run.base
         run = resume_run.name
+        # a run that trains its data whole again goes on doing so (not only the rest of a file)
+        allow_overlap = allow_overlap or resume_run.allow_overlap
     if not name:
         raise InvalidInput("give the new version a name: --output NAME")
     check_name(name, "version name")

@@ -43,6 +43,7 @@ class RunInfo:
     pid: int | None = None
     host: str | None = None
     settings: dict = field(default_factory=dict)
+    allow_overlap: bool = False  # started with --allow-overlap: it trains its data whole, resumed too
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,7 +97,8 @@ def info(repo: Repo, name: str) -> RunInfo:
         base=base, base_name=(repo.name_of(base) if base else None), output=m.get("output"),
         datasets=list(m.get("datasets", [])), data_paths=list(m.get("data_paths", [])),
         updated=str(m.get("created", "")), tokens_trained=int(m.get("tokens_trained", 0) or 0),
-        error=m.get("error"), pid=m.get("pid"), host=m.get("host"), settings=dict(m.get("settings", {})))
+        error=m.get("error"), pid=m.get("pid"), host=m.get("host"), settings=dict(m.get("settings", {})),
+        allow_overlap=bool(m.get("allow_overlap", False)))
 
 
 def list_runs(repo: Repo) -> list[RunInfo]:
