@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
-from hypothesis import HealthCheck, given, settings, strategies as st
+from conftest import make_model_dir
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from conftest import make_model_dir, write_safetensors
 from lineagestore import Repo, data
 from lineagestore.core.errors import InvalidInput, MalformedFile, PickleRefused
 from lineagestore.core.objects import TensorEntry, TensorFile
@@ -31,6 +32,7 @@ from lineagestore.core.safetensors_io import parse_header, read_layout
 from lineagestore.data import scan as scan_mod
 from lineagestore.data.blocks import parse_block
 from lineagestore.guard import fsck
+
 
 def _without_dac_override() -> None:
     """In the child, before exec: drop the capabilities that let root read any file whatever its
@@ -409,7 +411,7 @@ def test_property_the_line_limit_names_the_first_overlong_line_however_the_bytes
     guard = scan_mod.LineLimit(Path("f.jsonl"), limit)
     bounds = sorted({0, len(data), *(c for c in cuts if c < len(data))})
     try:
-        for a, b in zip(bounds, bounds[1:]):
+        for a, b in zip(bounds, bounds[1:], strict=False):
             guard.feed(data[a:b])
     except InvalidInput as e:
         assert str(e) == f"f.jsonl: line {first_bad} is longer than {limit:,} bytes (data.max_record_bytes)"
@@ -510,4 +512,4 @@ def test_a_bad_record_limit_is_one_line_naming_the_file(store_dir, text, problem
     cfg = store_dir / ".lineage" / "config.toml"
     cfg.write_text(cfg.read_text() + "\n" + text)
     with pytest.raises(InvalidInput, match=rf"config.toml: data.max_record_bytes = .* {problem}"):
-        Repo.open(store_dir / ".lineage").settings
+        _ = Repo.open(store_dir / ".lineage").settings

@@ -48,7 +48,7 @@ _U64 = 1 << 64
 class TensorSpan:
     name: str
     dtype: str
-    shape: list
+    shape: list[int]
     begin: int
     end: int
 
@@ -63,10 +63,10 @@ class SafetensorsLayout:
     tensors: list[TensorSpan]  # in data order
     data_start: int  # 8 + len(header)
     file_size: int
-    metadata: dict
+    metadata: dict[str, str]
 
 
-def read_layout(path: os.PathLike | str) -> SafetensorsLayout:
+def read_layout(path: os.PathLike[str] | str) -> SafetensorsLayout:
     """Parse and validate the header; raise MalformedFile naming the file on any problem."""
     p = Path(path)
     size = p.stat().st_size
@@ -107,7 +107,7 @@ def parse_header(header: bytes, file_size: int, where: str) -> SafetensorsLayout
     return SafetensorsLayout(header, spans, data_start, file_size, metadata)
 
 
-def check_tensor_list(header: bytes, file_size: int, tensors: Sequence[tuple[str, str, list, int]],
+def check_tensor_list(header: bytes, file_size: int, tensors: Sequence[tuple[str, str, list[int], int]],
                       where: str) -> SafetensorsLayout:
     """Check a stored tensor list ``(name, dtype, shape, size)`` against the header it was made
     from: the same tensors, listed so that their bytes in list order rebuild the data buffer."""
@@ -132,7 +132,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     d = dict(pairs)
     if len(d) != len(pairs):
         seen: set[str] = set()
@@ -150,7 +150,7 @@ class _Duplicate(ValueError):
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
 
 
-def _load(header: bytes, where: str) -> dict:
+def _load(header: bytes, where: str) -> dict[str, Any]:
     try:
         text = header.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -174,7 +174,7 @@ def _load(header: bytes, where: str) -> dict:
     return doc
 
 
-def _check_strings(doc: dict, where: str) -> None:
+def _check_strings(doc: dict[str, Any], where: str) -> None:
     stack: list[Any] = [doc]
     while stack:
         v = stack.pop()
@@ -213,7 +213,7 @@ def _finite(x: int | float) -> bool:
         return False
 
 
-def _metadata(meta: Any, where: str) -> dict:
+def _metadata(meta: Any, where: str) -> dict[str, str]:
     if meta is None:
         return {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
@@ -229,9 +229,9 @@ def _span(name: str, info: Any, where: str) -> TensorSpan:
     if not isinstance(info, dict):
         raise MalformedFile(f"{where}: malformed entry for tensor {name!r} (not a JSON object)")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    bits = DTYPE_BITS.get(dtype) if isinstance(dtype, str) else None
-    if bits is None:
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         raise MalformedFile(f"{where}: tensor {name!r} has an unknown dtype {dtype!r}")
+    bits = DTYPE_BITS[dtype]
     if not isinstance(shape, list) or not all(_index(d) for d in shape):
         raise MalformedFile(f"{where}: tensor {name!r} has an invalid shape {_short(shape)} "
                             "(a list of whole numbers >= 0)")

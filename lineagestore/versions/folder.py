@@ -170,15 +170,10 @@ def _stream_kind(head: bytes, more: bool) -> str | None:
         return None
     if complete:
         try:
-            pickletools.dis(head, out=_Discard())  # STOP with exactly one object on the stack
+            pickletools.dis(head, out=io.StringIO())  # STOP with exactly one object on the stack
         except Exception:  # noqa: BLE001
             return None
     return f"pickle protocol {head[1]}" if proto else "pickle protocol 0/1"
-
-
-class _Discard:
-    def write(self, _text: str) -> int:
-        return 0
 
 
 def _npy_kind(head: bytes) -> str | None:
@@ -238,13 +233,13 @@ class _BoundedReads:
             n = self.size - self.f.tell()
         if n > MAX_ZIP_DIRECTORY:
             raise _TooLarge()
-        return self.f.read(n)  # type: ignore[no-any-return]
+        return self.f.read(n)
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self.f.seek(offset, whence)  # type: ignore[no-any-return]
+        return self.f.seek(offset, whence)
 
     def tell(self) -> int:
-        return self.f.tell()  # type: ignore[no-any-return]
+        return self.f.tell()
 
     def seekable(self) -> bool:
         return True
