@@ -63,8 +63,10 @@ def test_status_names_the_version_the_work_folder_holds(two, store_dir, lin):
     (work / "config.json").write_text("{}")
     code, out, _ = lin("status", "--json")
     st = json.loads(out)
-    assert st["work"]["holds"] is None
-    assert st["work"]["changes"][0] == {"path": "config.json", "change": "modified", "tensors": []}
+    assert st["work"]["holds_name"] == "v002_tuned"
+    assert st["work"]["changes"] == [{"path": "config.json", "change": "modified", "tensors": []}]
+    code, out, _ = lin("status")
+    assert f"Work folder {work}: 1 change(s) since v002_tuned (HEAD is v003_trained)" in out
     # the work folder committed: it holds HEAD again
     assert lin("commit", work, "--name", "edited")[0] == 0
     code, out, _ = lin("status")
@@ -305,3 +307,31 @@ def test_train_without_a_terminal_refuses_before_planning(tmp_path, train_assets
     assert repo.refs.names("refs/data/") == [] and repo.refs.names("refs/runs/") == []
     assert not (folder / ".lineage" / "audit.log").exists() or "train" not in (
         folder / ".lineage" / "audit.log").read_text()
+
+
+def test_status_of_a_work_folder_imported_then_trained_on(store_dir, lin):
+    """The work folder itself imported (no checkout ever wrote it), then HEAD moves on (as
+    `lin train` moves it): the folder still holds the imported version."""
+    work = make_model_dir(store_dir / "model", seed=1)  # the default work folder
+    old = 1_600_000_000
+    for p in work.iterdir():
+        os.utime(p, (old, old))  # files older than the commit: the stat cache vouches for them
+    assert lin("import", work, "--name", "base")[0] == 0
+    code, out, _ = lin("status")
+    assert f"Work folder {work}: matches v001_base" in out
+    assert lin("commit", make_model_dir(store_dir / "trained", seed=2), "--name", "trained")[0] == 0
+    code, out, _ = lin("status")
+    assert f"Work folder {work}: at v001_base (HEAD is v002_trained); `lin checkout main` to update" in out
+    # a file changed since the import is a change since v001_base, and checkout keeps it
+    (work / "config.json").write_text('{"edited": true}')
+    code, out, _ = lin("status")
+    assert f"Work folder {work}: 1 change(s) since v001_base (HEAD is v002_trained)" in out
+    assert "modified  config.json" in out
+    code, _, err = lin("checkout", "main")
+    assert code == 7 and "config.json" in err
+    # unchanged files of the imported version are replaced without --force
+    (work / "config.json").write_text(json.dumps({"model_type": "toy", "layers": 3}))
+    code, out, err = lin("checkout", "main")
+    assert code == 0, err
+    code, out, _ = lin("status")
+    assert f"Work folder {work}: matches v002_trained" in out

@@ -345,14 +345,15 @@ def status(
     w = st.work
     if w is None or not w.exists:
         o.line(f"Work folder {w.target if w else repo.work_dir()}: not checked out (lin checkout {st.name})")
-    elif w.holds is not None:
+    elif w.holds is not None and w.clean:
         update = f"lin checkout {st.branch or st.name}" + (f" --to {w.target}" if to is not None else "")
         o.line(f"Work folder {w.target}: at {w.holds_name or short(w.holds)} (HEAD is {st.name}); "
                f"`{update}` to update")
     elif w.clean:
         o.line(f"Work folder {w.target}: matches {st.name}")
     else:
-        o.line(f"Work folder {w.target}: {len(w.changes)} change(s) since {st.name}")
+        since = st.name if w.holds is None else f"{w.holds_name or short(w.holds)} (HEAD is {st.name})"
+        o.line(f"Work folder {w.target}: {len(w.changes)} change(s) since {since}")
         for c in w.changes:
             o.line(f"  {c.change:<9} {c.path}")
             for t in c.tensors[:20]:

@@ -106,10 +106,11 @@ class StatusInfo:
 def status(repo: Repo, target: os.PathLike | str | None = None) -> StatusInfo:
     """HEAD, and how the work folder (or ``target``) compares with the version it holds.
 
-    The checkout record (``cache/checkouts/``) says which version lin last wrote into the
-    folder. When HEAD moved on since (``lin train``, ``lin checkout REV --to DIR``, a commit of
-    another folder) and the folder is still that version, it is reported as holding it
-    (``WorkStatus.holds``), not as changed; otherwise it is compared with HEAD.
+    The checkout record (``cache/checkouts/``, written by checkout and by a commit of the
+    folder) says which version the folder holds. When that is not HEAD (HEAD moved on: ``lin
+    train``, a commit of another folder, ``lin checkout REV --to DIR``), the folder is compared
+    with the version it holds (``WorkStatus.holds``): unchanged, it is at that version, not
+    "modified"; its changes are those made since. Without a record it is compared with HEAD.
     """
     head = repo.head()
     branch = repo.head_branch()
@@ -118,14 +119,11 @@ def status(repo: Repo, target: os.PathLike | str | None = None) -> StatusInfo:
         return StatusInfo(None, None, branch, None)
     commit = repo.commit(head)
     folder = Path(target) if target else repo.work_dir()
-    ids: dict = {}
     held = _checked_out(repo, folder)
-    if held is not None and held != head:
-        wt = work_status(repo.objects, repo.commit(held).tree, folder, repo.cache_dir, ids)
-        if wt.clean:
-            wt.holds, wt.holds_name = held, repo.name_of(held)
-            return StatusInfo(head, commit.name, branch, wt)
-    wt = work_status(repo.objects, commit.tree, folder, repo.cache_dir, ids)
+    if held is None or held == head:
+        return StatusInfo(head, commit.name, branch, work_status(repo.objects, commit.tree, folder, repo.cache_dir))
+    wt = work_status(repo.objects, repo.commit(held).tree, folder, repo.cache_dir)
+    wt.holds, wt.holds_name = held, repo.name_of(held)
     return StatusInfo(head, commit.name, branch, wt)
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..core.errors import NothingToCommit
 from ..core.progress import NULL, Progress
 from ..core.publish import Published, code_revision, publish
 from ..core.repo import Repo
 from ..core.store import ObjectStore
-from .models import StatCache, StoredFolder, store_folder
+from .models import StatCache, StoredFolder, save_checkout_state, store_folder, walk_tree
 
 
 @dataclass
@@ -62,8 +63,33 @@ def commit_folder(repo: Repo, folder: os.PathLike | str, name: str, *, message: 
         raise
     if repo.path is not None:
         cache.save(repo.tmp_dir)
+        _record_folder(repo, Path(folder), pub.id, pub.tree, cache)
     s = stored[0]
     return CommitResult.of(pub, files=s.files, bytes=s.bytes, tensors=s.tensors, cached_files=s.cached_files)
+
+
+def _record_folder(repo: Repo, folder: Path, commit_id: str, tree: str, cache: StatCache) -> None:
+    """The checkout record of ``folder``: it holds the version just made from it.
+
+    So ``lin status`` names the version a committed (or imported) work folder holds after HEAD
+    moved on (``lin train``). A file goes into the record only where the stat cache says this
+    very stat was hashed to the stored id (never a file changed since); the others are compared
+    by content when it matters.
+    """
+    files: dict[str, list] = {}
+    for f in walk_tree(repo.objects, tree):
+        p = (folder / f.path).absolute()
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        hit = cache.lookup(p, st)
+        if hit is not None and hit[1] == f.id:
+            files[f.path] = [st.st_size, st.st_mtime_ns, f.id]
+    try:
+        save_checkout_state(repo.cache_dir, folder, commit_id, tree, files)
+    except OSError:
+        pass  # derived data: without it, status compares with HEAD
 
 
 def _refuse_empty(repo: Repo, folder: os.PathLike | str, tree: str, parents: list[str] | None) -> None:

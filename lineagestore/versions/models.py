@@ -438,6 +438,16 @@ def load_checkout_state(cache_dir: Path, target: Path) -> dict:
         return {"files": {}}
 
 
+def save_checkout_state(cache_dir: Path, target: Path, commit_id: str | None, tree_id: str,
+                        files: dict[str, list]) -> None:
+    """Record that ``target`` holds ``tree_id`` (of ``commit_id``); ``files``: ``{path: [size,
+    mtime_ns, id]}`` of the files known to hold those stored bytes. Derived data (not fsynced):
+    a lost record costs a re-hash, and a checkout then compares contents."""
+    atomic_write_bytes(_state_path(cache_dir, target),
+                       json.dumps({"commit": commit_id, "tree": tree_id, "files": files}).encode(),
+                       cache_dir, durable=False)
+
+
 def _safe_target(target: Path, rel: str) -> Path:
     """The path of ``rel`` inside ``target``, refusing any path that leaves it or crosses a symlink."""
     parts = rel.split("/")
@@ -563,9 +573,7 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
         p = target / f.path
         st = p.stat()
         new_state[f.path] = [st.st_size, st.st_mtime_ns, f.id]
-    atomic_write_bytes(_state_path(cache_dir, target),
-                       json.dumps({"commit": commit_id, "tree": tree_id, "files": new_state}).encode(),
-                       cache_dir, durable=False)
+    save_checkout_state(cache_dir, target, commit_id, tree_id, new_state)
     return CheckoutResult(str(target), len(to_write), unchanged, len(to_remove), written_bytes)
 
 
@@ -585,23 +593,17 @@ class WorkStatus:
     exists: bool
     clean: bool
     changes: list[FileChange]
-    #: the version the folder holds, unchanged, when that is not the version it was compared
-    #: with (HEAD moved since the checkout: ``lin train``, ``lin checkout REV --to DIR``)
+    #: the version the folder holds (its checkout record), when that is not HEAD: the changes
+    #: are relative to it (HEAD moved on since: ``lin train``, ``lin checkout REV --to DIR``)
     holds: str | None = None
     holds_name: str | None = None
 
 
-def work_status(store: ObjectStore, tree_id: str, target: os.PathLike | str, cache_dir: Path,
-                ids: dict | None = None) -> WorkStatus:
-    """Compare a work folder with a stored tree: which files and tensors differ.
-
-    ``ids`` memoizes the ids of the folder's files (by path, type, size and mtime) across
-    comparisons of one folder with several trees: each file is hashed at most once.
-    """
+def work_status(store: ObjectStore, tree_id: str, target: os.PathLike | str, cache_dir: Path) -> WorkStatus:
+    """Compare a work folder with a stored tree: which files and tensors differ."""
     target = Path(target)
     if not target.is_dir():
         return WorkStatus(str(target), False, False, [])
-    ids = {} if ids is None else ids
     state = load_checkout_state(cache_dir, target).get("files", {})
     stored = {f.path: f for f in walk_tree(store, tree_id)}
     changes: list[FileChange] = []
@@ -622,10 +624,8 @@ def work_status(store: ObjectStore, tree_id: str, target: os.PathLike | str, cac
             rec = state.get(rel)
             if rec and rec[0] == st.st_size and rec[1] == st.st_mtime_ns and rec[2] == f.id:
                 continue
-            key = (rel, f.type, st.st_size, st.st_mtime_ns)
-            if key not in ids:
-                ids[key] = file_id(p, f.type)
-            if ids[key] == f.id:
+            current = file_id(p, f.type)
+            if current == f.id:
                 continue
             fc = FileChange(rel, "modified")
             if f.type == "tensor-file":
