@@ -182,3 +182,21 @@ def test_checkout_never_writes_into_a_store_or_beside_one(sealed, tmp_path, lin)
     assert state() == before and sealed.name_of(sealed.head()) == "v002_nested"
     assert lin("checkout", "v001")[0] == 0 and (tmp_path / "model" / "model.safetensors").exists()
     assert lin("checkout", "v002", "--to", "model")[0] == 0 and (tmp_path / "model" / "sub" / "extra.json").exists()
+
+
+def test_a_model_folder_entry_a_tree_may_not_hold_is_left_out_or_refused_at_commit(repo, tmp_path):
+    """.git and .lineage in any letter case are left out (as .git always was); a name no stored
+    tree may hold (a newline) is refused at commit, not stored to fail every later checkout."""
+    from conftest import make_model_dir
+    from lineagestore.core.errors import InvalidInput
+    folder = make_model_dir(tmp_path / "m", seed=11)
+    (folder / ".GIT").mkdir()
+    (folder / ".GIT" / "config").write_text("[core]\n")
+    (folder / ".Lineage").write_text("x")
+    res = repo.import_model(folder, "base")
+    names = {f["path"] for f in repo.show(res.name).files}
+    assert not any(n.lower().startswith((".git", ".lineage")) for n in names)
+    repo.checkout(res.name, to=tmp_path / "out")
+    (folder / "bad\nname.txt").write_text("x")
+    with pytest.raises(InvalidInput, match="holds a control character"):
+        repo.commit_folder(folder, "again")

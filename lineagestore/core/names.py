@@ -101,6 +101,12 @@ def _folded(name: str) -> str:
     return name.translate(_IGNORABLE).rstrip(". ").casefold()
 
 
+def is_reserved_entry(name: str) -> bool:
+    """Whether ``name`` is ``.lineage`` or ``.git`` as a case-folding filesystem would see it."""
+    folded = _folded(name)
+    return folded in RESERVED_ENTRIES or folded in _SHORT_NAMES
+
+
 def tree_entry_problem(name: object) -> str | None:
     """Why ``name`` may not name an entry of a stored tree, or None when it may."""
     if type(name) is str and _PLAIN.match(name) and len(name) <= MAX_ENTRY_BYTES:
@@ -121,8 +127,7 @@ def tree_entry_problem(name: object) -> str | None:
         return "is not valid UTF-8"
     if size > MAX_ENTRY_BYTES:
         return f"is longer than {MAX_ENTRY_BYTES} bytes"
-    folded = _folded(name)
-    if folded in RESERVED_ENTRIES or folded in _SHORT_NAMES:
+    if is_reserved_entry(name):
         return ("would write into a store or a git repository (.lineage and .git are refused in any "
                 "letter case)")
     return None

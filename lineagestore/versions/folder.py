@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InvalidInput, NotFound, PickleRefused
+from ..core.names import is_reserved_entry, tree_entry_problem
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib"}
 MODEL_SUFFIXES = {".safetensors", ".gguf"}
@@ -69,8 +70,9 @@ def check_model_folder(folder: Path, exclude: tuple[str, ...] = ()) -> list[tupl
         for name in sorted(filenames):
             full = dpath / name
             rel = full.relative_to(folder).as_posix()
-            if name.startswith(TMP_PREFIX) or _excluded(rel, exclude):
+            if name.startswith(TMP_PREFIX) or is_reserved_entry(name) or _excluded(rel, exclude):
                 continue
+            _check_name(full, name)
             files.append((rel, full, _check_file(full)))
     if not files:
         raise InvalidInput(f"{folder}: folder is empty")
@@ -78,6 +80,14 @@ def check_model_folder(folder: Path, exclude: tuple[str, ...] = ()) -> list[tupl
         raise InvalidInput(f"{folder}: no model weights found (no *.safetensors or *.gguf file)",
                            hint="save the model with save_pretrained(..., safe_serialization=True)")
     return files
+
+
+def _check_name(path: Path, name: str) -> None:
+    """A name a stored tree may not hold is refused here, not stored to fail every checkout."""
+    why = tree_entry_problem(name)
+    if why is not None:
+        raise InvalidInput(f"{path}: its name {why}; a version must check out anywhere, so lin cannot store it",
+                           hint="rename it, or leave it out with --exclude PATTERN")
 
 
 def _excluded(rel: str, exclude: tuple[str, ...]) -> bool:
@@ -88,8 +98,9 @@ def _folders_to_walk(root: Path, dpath: Path, dirnames: list[str], exclude: tupl
     keep = []
     for d in sorted(dirnames):
         full = dpath / d
-        if d in SKIP_DIRS or _excluded(full.relative_to(root).as_posix(), exclude):
+        if d in SKIP_DIRS or is_reserved_entry(d) or _excluded(full.relative_to(root).as_posix(), exclude):
             continue
+        _check_name(full, d)
         if full.is_symlink():
             raise InvalidInput(f"{full}: is a symlink to a folder; lin stores files, not folder links",
                                hint="copy the folder's contents in place of the link")
