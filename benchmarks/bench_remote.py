@@ -2,6 +2,7 @@
 """Benchmark remotes: push and clone a ~1.2 GB model against a real S3 server (SeaweedFS).
 
     python benchmarks/bench_remote.py [--size-gb 1.2] [--repeat 3] [--workdir DIR] [--workers N]
+                                      [--history N]
 
 In one run, against one `weed mini` server started on 127.0.0.1 (tests/s3server.py):
 
@@ -12,6 +13,10 @@ In one run, against one `weed mini` server started on 127.0.0.1 (tests/s3server.
   lin push child      `lin push` after committing a child in which every tensor changed a little
   lin clone           `lin clone` of the prefix into an empty folder (download, verify, store,
                       then write the work folder)
+  lin push on history with ``--history N``: N more versions (each a new config.json on the
+                      child's weights) pushed, then one more committed and `lin push` timed: a
+                      push asks the remote about every object the new version reaches, the whole
+                      history included
 
 lin runs as a subprocess (`python -m lineagestore.cli.main`), so its times include starting
 Python; the baseline runs in this process. Throughput is counted in raw model bytes (the
@@ -23,6 +28,7 @@ benchmarks/bench_commit.py (Qwen3-0.6B shapes, bf16 N(0, 0.02), fixed seed).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -42,7 +48,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bench_commit import write_models  # noqa: E402
 from s3server import S3Server  # noqa: E402
-
 
 CPU: dict[str, list[float]] = {}
 
@@ -93,6 +98,23 @@ def rmtree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
 
 
+def history(store: Path, child: Path, folder: Path, n: int, start: int = 0) -> int:
+    """Commit ``n`` versions of ``child`` with a new config.json each (in this process; the
+    weights come from the stat cache); return how many objects the last one reaches."""
+    sys.path.insert(0, str(ROOT))
+    from lineagestore.core.repo import Repo
+    from lineagestore.remote.transfer import local_closure
+    from lineagestore.versions.commit import commit_folder
+
+    if not folder.exists():
+        shutil.copytree(child, folder)
+    repo = Repo.open(store)
+    for i in range(start, start + n):
+        (folder / "config.json").write_text(json.dumps({"history": i}) + "\n")
+        cid = commit_folder(repo, folder, f"h{i}").id
+    return len(local_closure(repo, {cid: "bench"}, set())[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-gb", type=float, default=1.2)
@@ -100,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--workers", type=int, default=0, help="LIN_REMOTE_WORKERS for lin (default: lin's own)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (for a look after a failure)")
+    ap.add_argument("--history", type=int, default=0,
+                    help="also time a push of one version on top of N more pushed versions (default: skip)")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-remote-", dir=args.workdir))
@@ -138,7 +162,7 @@ def run(work: Path, args) -> int:
         print(f"lin import: {time.perf_counter() - t0:.1f}s (not part of the comparison)")
 
         res: dict[str, list[float]] = {k: [] for k in ("upload", "download", "push", "push_again",
-                                                      "push_child", "clone")}
+                                                      "push_child", "clone", "push_history")}
         for i in range(args.repeat):
             key = f"plain/{uuid.uuid4().hex}/model.safetensors"
             t0 = time.perf_counter()
@@ -166,6 +190,12 @@ def run(work: Path, args) -> int:
         # the child (every tensor changed a little) pushed to the last remote: only its new objects travel
         lin("commit", str(child), "--name", "child", env=env, cwd=store)
         res["push_child"].append(lin("push", name, env=env, cwd=store, label="push_child"))
+        if args.history:
+            objects = history(store / ".lineage", child, work / "hist", args.history)
+            lin("push", name, env=env, cwd=store)
+            objects += history(store / ".lineage", child, work / "hist", 1, start=args.history)
+            print(f"history: {args.history + 3} versions, {objects} objects under the last")
+            res["push_history"].append(lin("push", name, env=env, cwd=store, label="push_history"))
     finally:
         srv.stop()
 
@@ -186,6 +216,7 @@ def run(work: Path, args) -> int:
             ("lin push (first, fresh prefix)", "push", "upload"),
             ("lin push again (unchanged)", "push_again", None),
             ("lin push child (all tensors new)", "push_child", "upload"),
+            ("lin push, 1 version on a long history", "push_history", None),
             ("boto3 download_file (baseline)", "download", "download"),
             ("lin clone (download+verify+checkout)", "clone", "download")]
     for label, k, base_k in rows:
