@@ -19,15 +19,24 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 from .errors import CorruptObject, InvalidInput, MalformedFile, ObjectNotFound
 from .fsutil import copy_range, is_nospace
 from .ids import check_object_id, hash_object
-from .objects import (CHUNK_SIZE, CODEC_RAW, HEADER_SIZE, Chunks, ObjectHeader, TensorEntry, TensorFile,
-                      decompress, unpack_header)
+from .objects import (
+    CHUNK_SIZE,
+    CODEC_RAW,
+    HEADER_SIZE,
+    Chunks,
+    ObjectHeader,
+    TensorEntry,
+    TensorFile,
+    decompress,
+    unpack_header,
+)
 from .safetensors_io import SafetensorsLayout, read_layout
 
 _HINT = "run `lin fsck` to list every damaged object"
@@ -116,7 +125,7 @@ class RawBlob:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "RawBlob":
+    def __enter__(self) -> RawBlob:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -162,7 +171,7 @@ def tensor_file(layout: SafetensorsLayout, ids: Sequence[str]) -> TensorFile:
     content ids ``ids``: what storing the file stores, and what its id is computed from."""
     return TensorFile(header=layout.header.decode("utf-8"), size=layout.file_size,
                       tensors=[TensorEntry(name=s.name, dtype=s.dtype, shape=list(s.shape), size=s.size, id=i)
-                               for s, i in zip(layout.tensors, ids)])
+                               for s, i in zip(layout.tensors, ids, strict=True)])
 
 
 def _pread_into(fd: int, view: memoryview, offset: int, where: str) -> None:
@@ -277,7 +286,7 @@ class ParallelWriter:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
-    def __enter__(self) -> "ParallelWriter":
+    def __enter__(self) -> ParallelWriter:
         return self
 
     def __exit__(self, *exc) -> None:

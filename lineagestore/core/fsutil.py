@@ -17,10 +17,11 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from .errors import LockTimeout, NoSpace
 
@@ -356,7 +357,7 @@ class FileLock:
                     who = "; ".join(h.describe() for h in self.holders()) or "an unknown process"
                     raise LockTimeout(f"timed out after {timeout:.0f}s waiting for the store lock "
                                       f"{self.path}: held by {who}",
-                                      hint="wait for that command to finish, or raise LIN_LOCK_TIMEOUT")
+                                      hint="wait for that command to finish, or raise LIN_LOCK_TIMEOUT") from None
                 if not told and on_wait is not None and time.monotonic() - start >= report_after:
                     on_wait(self.holders())
                     told = True

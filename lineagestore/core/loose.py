@@ -12,14 +12,15 @@ kernel (:func:`LooseFolder.copy_piece`). No store logic: the disk store and its 
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .errors import InvalidInput, ObjectNotFound
 from .fsutil import AtomicFile, copy_range, fsync_dir, is_nospace, kill_point, nospace_error, pwrite_all, temp_name
@@ -296,7 +297,7 @@ class WaitingFiles:
             for oid, tmp in waiting.items():
                 os.chmod(tmp, 0o444)
                 path = Path(self.folder.file(oid))
-                in_object_folder(path.parent, lambda: os.replace(tmp, path))
+                in_object_folder(path.parent, functools.partial(os.replace, tmp, path))
                 folders.add(path.parent)
                 placed.add(oid)
             assert pool is not None

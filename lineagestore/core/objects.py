@@ -119,7 +119,7 @@ _PROBE_SIZE = 64 << 10  # bytes from each of three places of a large object
 _TLS = threading.local()  # zstd contexts per thread: making one costs more than a small object's work
 
 
-def _compressor(level: int) -> "zstandard.ZstdCompressor":
+def _compressor(level: int) -> zstandard.ZstdCompressor:
     cs = _TLS.__dict__.setdefault("c", {})
     c = cs.get(level)
     if c is None:
@@ -127,7 +127,7 @@ def _compressor(level: int) -> "zstandard.ZstdCompressor":
     return c
 
 
-def _decompressor() -> "zstandard.ZstdDecompressor":
+def _decompressor() -> zstandard.ZstdDecompressor:
     d = getattr(_TLS, "d", None)
     if d is None:
         d = _TLS.d = zstandard.ZstdDecompressor()

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import Conflict
 from .ids import check_object_id
 from .progress import NULL, Progress
-from .errors import Conflict
 from .repo import HeadMoved, HookFailure, PublishEvent, Repo
 from .settings import read_env
 from .store import ObjectStore

@@ -18,10 +18,10 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .errors import InvalidName, RefConflict
 from .fsutil import AtomicFile, FileLock, append_line, fsync_dir
@@ -70,7 +70,7 @@ class ReflogEntry:
                 f"\t{self.message.replace(chr(10), ' ')}")
 
     @classmethod
-    def parse(cls, line: str) -> "ReflogEntry":
+    def parse(cls, line: str) -> ReflogEntry:
         head, _, message = line.rstrip("\n").partition("\t")
         old, new, rest = head.split(" ", 2)
         who_part, ts, _tz = rest.rsplit(" ", 2)

@@ -11,19 +11,28 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
-from .settings import Config, Settings, lock_timeout, read_env
-from .errors import (AmbiguousRevision, InvalidInput, LinError, NoSpace, NotAStore, RefConflict, RevisionNotFound,
-                     UnsupportedFormat)
+from .errors import (
+    AmbiguousRevision,
+    InvalidInput,
+    LinError,
+    NoSpace,
+    NotAStore,
+    RefConflict,
+    RevisionNotFound,
+    UnsupportedFormat,
+)
 from .fsutil import FileLock, atomic_write_bytes, clean_stale_temp, is_nospace
 from .ids import check_object_id, is_id_prefix
 from .names import check_name, parse_version, slug_from_user, version_name
 from .objects import Commit
 from .refs import DiskRefsContainer, MemoryRefsContainer, RefsContainer, who
+from .settings import Config, Settings, lock_timeout, read_env
 from .store import DiskObjectStore, MemoryObjectStore, ObjectStore
 
 FORMAT_VERSION = 1
@@ -33,7 +42,7 @@ _REV_SUFFIX = re.compile(r"^(.*?)((?:~\d*|\^)+)$")
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -80,7 +89,7 @@ class AfterPublish(Protocol):
 
     name: str
 
-    def __call__(self, repo: "Repo", event: PublishEvent) -> Any: ...
+    def __call__(self, repo: Repo, event: PublishEvent) -> Any: ...
 
 
 class Repo:
@@ -100,7 +109,7 @@ class Repo:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def init(cls, store: os.PathLike | str) -> "Repo":
+    def init(cls, store: os.PathLike | str) -> Repo:
         """Create a store at ``store`` (the ``.lineage`` folder itself)."""
         path = Path(store).absolute()
         if (path / "format").exists():
@@ -116,7 +125,7 @@ class Repo:
         return cls.open(path)
 
     @classmethod
-    def open(cls, store: os.PathLike | str) -> "Repo":
+    def open(cls, store: os.PathLike | str) -> Repo:
         path = Path(store).absolute()
         fmt = path / "format"
         try:
@@ -138,7 +147,7 @@ class Repo:
         return cls(objects, refs, config, path)
 
     @classmethod
-    def discover(cls, start: os.PathLike | str | None = None, store: os.PathLike | str | None = None) -> "Repo":
+    def discover(cls, start: os.PathLike | str | None = None, store: os.PathLike | str | None = None) -> Repo:
         explicit = store or read_env("LIN_STORE")
         if explicit:
             return cls.open(explicit)
@@ -151,7 +160,7 @@ class Repo:
                         hint="run `lin init` here, or pass --store PATH / set LIN_STORE")
 
     @classmethod
-    def memory(cls) -> "Repo":
+    def memory(cls) -> Repo:
         refs = MemoryRefsContainer()
         refs._write_raw("HEAD", f"ref: refs/heads/{DEFAULT_BRANCH}")
         config = Config()

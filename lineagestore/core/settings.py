@@ -385,7 +385,7 @@ class TrainSettings:
     deterministic: bool | None = key(None, "bool", optional=True)  # default: on for the CPU, off on a GPU
     gradient_checkpointing: bool = key(False, "bool")
 
-    def validate(self) -> "TrainSettings":
+    def validate(self) -> TrainSettings:
         for f in fields(self):
             v = getattr(self, f.name)
             try:
@@ -425,7 +425,7 @@ class TrainSettings:
         return out
 
     @classmethod
-    def build(cls, *layers: dict[str, Any] | None) -> "TrainSettings":
+    def build(cls, *layers: dict[str, Any] | None) -> TrainSettings:
         """Defaults, then each layer in order (None values are skipped); validated."""
         values: dict[str, Any] = {}
         for layer in layers:
@@ -455,7 +455,7 @@ class Settings:
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
-    def from_toml(cls, doc: dict, path: Path | str | None = None) -> "Settings":
+    def from_toml(cls, doc: dict, path: Path | str | None = None) -> Settings:
         """Check a parsed config.toml; a bad value raises one InvalidInput line naming file and key."""
         reader = _Reader(str(path or "config.toml"))
         tables: dict[str, Any] = {}
@@ -586,7 +586,7 @@ class Config:
         self.settings = Settings.from_toml(self.user, path)
 
     @classmethod
-    def load(cls, path: Path) -> "Config":
+    def load(cls, path: Path) -> Config:
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)

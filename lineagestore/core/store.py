@@ -28,17 +28,26 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO
 
 from .content import ParallelWriter, RawBlob, decode_stored, name_content, open_raw, piece_spans
 from .errors import AmbiguousRevision, CorruptObject, InvalidInput, ObjectNotFound
 from .ids import check_object_id, hash_object, is_id_prefix
 from .loose import LooseFolder, WaitingFiles
-from .objects import (CODEC_RAW, DEFAULT_COMPRESSION, DEFAULT_LEVEL, HEADER_SIZE, ObjectHeader, decode_object,
-                      encode_payload, pack_header, unpack_header)
-
+from .objects import (
+    CODEC_RAW,
+    DEFAULT_COMPRESSION,
+    DEFAULT_LEVEL,
+    HEADER_SIZE,
+    ObjectHeader,
+    decode_object,
+    encode_payload,
+    pack_header,
+    unpack_header,
+)
 
 _COUNT_LOCK = threading.Lock()
 
@@ -121,14 +130,14 @@ class ObjectStore(ABC):
     def verify(self, oid: str) -> None:
         self.get_raw(oid)
 
-    def open_raw_blob(self, oid: str) -> "RawBlob | None":
+    def open_raw_blob(self, oid: str) -> RawBlob | None:
         """A blob stored raw, verified and open for an in-kernel copy; None where the store
         cannot offer one (compressed object, another type, not on disk): then use get_raw."""
         return None
 
     # ---- batches: many objects made durable together (DiskObjectStore; others write at once)
 
-    def batch(self, compression_level: int | None = None) -> "ObjectStore":
+    def batch(self, compression_level: int | None = None) -> ObjectStore:
         """A view of this store whose new objects become visible together at :meth:`flush`."""
         return self
 
@@ -138,6 +147,7 @@ class ObjectStore(ABC):
 
     def discard(self) -> None:
         """Drop a batch's waiting objects (after an error)."""
+        return  # not abstract: outside a batch every object is written at once, none waits
 
     # ---- stored form (header + payload), for copying objects between stores (remotes)
 
@@ -163,7 +173,7 @@ class ObjectStore(ABC):
 
     # ---- content of any size, chunked by the rule of .content
 
-    def put_bytes_chunked(self, data: bytes | memoryview, writer: ParallelWriter | None = None) -> "str | Future[str]":
+    def put_bytes_chunked(self, data: bytes | memoryview, writer: ParallelWriter | None = None) -> str | Future[str]:
         """Store bytes in memory as content; with a writer, a future of the id (hashing and
         compression of the pieces on its threads). The bytes must not change until it is done."""
         view = memoryview(data).cast("B")
@@ -171,7 +181,7 @@ class ObjectStore(ABC):
                                   for o, n in piece_spans(len(view))), writer)
 
     def put_stream(self, f: BinaryIO, size: int, writer: ParallelWriter | None = None,
-                   on_bytes: Callable[[int], None] | None = None) -> "str | Future[str]":
+                   on_bytes: Callable[[int], None] | None = None) -> str | Future[str]:
         """Store ``size`` bytes read from ``f`` (at most CHUNK_SIZE at a time, in this thread) as
         content; with a writer, a future of the id."""
         def pieces():
@@ -184,7 +194,7 @@ class ObjectStore(ABC):
         return self._put_content(pieces(), writer)
 
     def put_range(self, src_fd: int, offset: int, size: int, writer: ParallelWriter | None = None,
-                  on_bytes: Callable[[int], None] | None = None, where: str = "input") -> "str | Future[str]":
+                  on_bytes: Callable[[int], None] | None = None, where: str = "input") -> str | Future[str]:
         """Store ``size`` bytes of an open file from ``offset`` as content, each piece with
         :meth:`_put_file_piece` (``on_bytes`` is called as pieces finish); with a writer, a
         future of the id. The file must stay open until it is done."""
@@ -197,7 +207,7 @@ class ObjectStore(ABC):
         return self._put_content(((lambda o=o, n=n: piece(offset + o, n), n) for o, n in piece_spans(size)), writer)
 
     def _put_content(self, pieces: Iterable[tuple[Callable[[], str], int]],
-                     writer: ParallelWriter | None) -> "str | Future[str]":
+                     writer: ParallelWriter | None) -> str | Future[str]:
         """Run the jobs storing each piece (on the writer's threads if given), then name the content."""
         if writer is None:
             return self._name_content([(job(), n) for job, n in pieces])
@@ -341,7 +351,7 @@ class DiskObjectStore(ObjectStore):
         os.fsync(fd)
         self.files.install(tmp, oid)
 
-    def batch(self, compression_level: int | None = None) -> "BatchObjectStore":
+    def batch(self, compression_level: int | None = None) -> BatchObjectStore:
         """This store, writing new objects as one batch (see :class:`BatchObjectStore`)."""
         level = self.compression_level if compression_level is None else compression_level
         return BatchObjectStore(self.root, self.tmp_dir, level, self.compression)
