@@ -95,6 +95,7 @@ def main() -> int:
     a = ap.parse_args()
 
     import torch
+
     from lineagestore import Repo
     from tools import samples
 

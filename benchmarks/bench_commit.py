@@ -223,7 +223,7 @@ STEPS = ["first commit", "re-commit unchanged", "child commit", "checkout (empty
 
 
 def bench_cp(work: Path, base: Path, child: Path, cold: bool):
-    for i, (step, src) in enumerate(zip(STEPS, (base, base, child, base, child))):
+    for i, (step, src) in enumerate(zip(STEPS, (base, base, child, base, child), strict=True)):
         dst = work / f"cp-{i}"
         yield step, run_timed(["cp", "-r", str(src), str(dst)], work, cold=cold)
         rmtree(dst)
@@ -239,6 +239,7 @@ def compile_bytecode(source: Path | None) -> None:
     an editable checkout under PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module
     from source at each start (~25 ms)."""
     import compileall
+
     import lineagestore
     root = (source / "lineagestore") if source is not None else Path(lineagestore.__file__).parent
     compileall.compile_dir(str(root), quiet=1)
@@ -383,7 +384,7 @@ def table(res: Results, has_dvc: bool, has_base: bool = False) -> str:
         if tgt is not None and lt and dt:
             met = (" met" if statistics.median(lt) / statistics.median(dt) <= tgt else " MISSED")
         row = (f"| {step} | {fmt(lt)} | {fmt(ct)} | {fmt(dt) if has_dvc else '-'} | {ratio(lt, ct)} | "
-               f"{ratio(lt, dt) if has_dvc else '-'} | {('<= %.1fx' % tgt + met) if tgt else ''} |")
+               f"{ratio(lt, dt) if has_dvc else '-'} | {f'<= {tgt:.1f}x{met}' if tgt else ''} |")
         if has_base:
             bt = res.times("baseline", step)
             row += f" {fmt(bt)} | {ratio(lt, bt)} |"

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from conftest import make_model_dir
+
     from lineagestore import Repo, data
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="lin-bench-scale-"))

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import make_model_dir
 
 
@@ -67,6 +66,7 @@ def test_log_graph_draws_branches(two_versions, store_dir, lin):
 def test_graph_of_a_long_lineage_is_a_straight_line_and_branches_indent():
     """Thousands of versions trained file after file: drawn flat, without recursion limits."""
     from types import SimpleNamespace
+
     from lineagestore.cli.versions_cmd import graph_lines
 
     def v(n, parent=None):

@@ -38,9 +38,9 @@ def test_command_module_skips_global_options():
 
 
 def _modules_loaded_by(args: list[str]) -> set[str]:
-    code = ("import sys; from lineagestore.cli.main import main; main(%r); "
+    code = (f"import sys; from lineagestore.cli.main import main; main({args!r}); "
             "print(' '.join(m for m in sys.modules if m.startswith(('lineagestore', 'pygit2', "
-            "'pydantic', 'numpy', 'torch'))))" % (args,))
+            "'pydantic', 'numpy', 'torch'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(out.stdout.split())
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import enospc_at_fsync, write_safetensors
+
 from lineagestore import Repo
 from lineagestore.core import fsutil
 from lineagestore.core.errors import CorruptObject
-from lineagestore.versions.models import walk_tree
 from lineagestore.core.objects import CHUNK_SIZE, CODEC_RAW, CODEC_ZSTD, encode_payload, has_repeats
+from lineagestore.versions.models import walk_tree
 
 
 def _bf16(rng, n: int) -> bytes:
@@ -152,9 +152,9 @@ def test_an_unknown_mode_is_one_clear_error(store_dir, lin):
 
 
 def test_put_file_range_copies_verifies_and_dedupes(tmp_path):
+    from lineagestore.core.content import ParallelWriter
     from lineagestore.core.errors import InvalidInput
     from lineagestore.core.ids import hash_object
-    from lineagestore.core.content import ParallelWriter
     from lineagestore.core.store import DiskObjectStore
     (tmp_path / "objects").mkdir()
     (tmp_path / "tmp").mkdir()

@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import make_model_dir
-from lineagestore import Repo
-from lineagestore.guard.fsck import check
-from lineagestore.core.fsutil import FileLock
 from test_guard_helpers import folder_bytes, run_lin, spawn_lin, version_bytes
+
+from lineagestore import Repo
+from lineagestore.core.fsutil import FileLock
+from lineagestore.guard.fsck import check
 
 
 @pytest.fixture

@@ -10,14 +10,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
-
 from conftest import make_model_dir, write_safetensors
+
 from lineagestore import Repo
 from lineagestore.core.content import decode_stored, file_content_id, file_id, open_raw, tensor_file_of
 from lineagestore.core.errors import CorruptObject, InvalidInput
 from lineagestore.core.ids import hash_object
-from lineagestore.core.objects import (CHUNK_SIZE, CODEC_RAW, CODEC_ZSTD, HEADER, JSON_MAX, MAGIC, MAX_SIZE,
-                                       RECORDS_MAX, TYPE_CODES, canonical_json, links_of, pack_header)
+from lineagestore.core.objects import (
+    CHUNK_SIZE,
+    CODEC_RAW,
+    CODEC_ZSTD,
+    HEADER,
+    JSON_MAX,
+    MAGIC,
+    MAX_SIZE,
+    RECORDS_MAX,
+    TYPE_CODES,
+    canonical_json,
+    links_of,
+    pack_header,
+)
 from lineagestore.data.ledger import PART_IDS
 from lineagestore.data.records import ID_BYTES
 from lineagestore.guard.trash import read_trash_object

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from lineagestore.core import errors
 from lineagestore.cli.main import register
+from lineagestore.core import errors
 
 app = register()  # every command group
 

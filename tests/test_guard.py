@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_guard_helpers import ROOT, folder_bytes, lineage, snapshot, version_bytes
 
 from lineagestore import Repo
 from lineagestore.core.errors import Conflict, NotFound, Refused
-from test_guard_helpers import ROOT, folder_bytes, lineage, snapshot, version_bytes
 
 
 @pytest.fixture
@@ -408,8 +408,8 @@ def test_the_work_folder_and_cache_are_disposable(lin, repo, four, store_dir):
 def test_fsck_accepts_every_object_layout_the_project_writes(repo, four):
     """No false alarms: a dataset whose record-id set is split into a chunks of records objects,
     a training checkpoint, a tag alias and a detached HEAD."""
-    from lineagestore.guard.fsck import check
     from lineagestore.core.objects import Checkpoint, Chunks, Dataset
+    from lineagestore.guard.fsck import check
     parts = [repo.objects.put("records", bytes([i]) * 32) for i in (1, 2)]
     rid = repo.objects.put_object(Chunks(size=64, parts=[[p, 32] for p in parts]))
     content = repo.objects.put("blob", b'{"a": 1}\n')

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import make_model_dir, write_safetensors
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from lineagestore import Repo
 from lineagestore.core.errors import InvalidInput, MalformedFile, NotFound, PickleRefused, Refused
-from lineagestore.versions.models import walk_tree
 from lineagestore.core.safetensors_io import DTYPE_SIZES
 
 ALL_DTYPES = sorted(DTYPE_SIZES)

@@ -7,13 +7,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from test_train_support import new_store, train_assets  # noqa: F401 - fixture
 
 from lineagestore import Repo
 from lineagestore.core.errors import LockTimeout, RefConflict
 from lineagestore.core.publish import publish
-from lineagestore.core.repo import HookFailure, Repo as CoreRepo
-
-from test_train_support import new_store, train_assets  # noqa: F401 - fixture
+from lineagestore.core.repo import HookFailure
+from lineagestore.core.repo import Repo as CoreRepo
 
 
 def _folder_with_file(path, text: str):
@@ -53,8 +53,9 @@ def test_commit_model_is_backed_up(tmp_path, train_assets):  # noqa: F811 - fixt
 
 def test_lineage_callback_version_is_on_the_backup_remote(tmp_path, train_assets, monkeypatch):  # noqa: F811
     pytest.importorskip("accelerate")
-    from lineagestore.integrations import LineageCallback
     from test_train_integrations import _trainer
+
+    from lineagestore.integrations import LineageCallback
     folder = new_store(tmp_path / "w", train_assets)
     shutil.copytree(train_assets / "base", folder / "base")
     _backup_to_folder(Repo.open(folder / ".lineage"), tmp_path / "remote")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 from conftest import make_model_dir
+
 from lineagestore import Repo
 
 
@@ -27,8 +28,8 @@ def test_repair_when_objects_folder_is_gone(tmp_path, lin):
     assert code == 1
     missing = {line.split()[2] for line in out.splitlines() if line.startswith("missing:")}
     assert len(missing) == 1  # HEAD's commit: the first thing a walk misses
-    assert f"hint: 1 object(s) missing or damaged: `lin fsck --repair` fetches them, verified, from the backup " \
-           f"remote 'o'" in out
+    assert "hint: 1 object(s) missing or damaged: `lin fsck --repair` fetches them, verified, from the backup " \
+           "remote 'o'" in out
     code, out, err = lin("--store", store, "fsck", "--repair")
     assert code == 0, out + err
     assert out.splitlines()[-1].endswith(": ok")

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 from botocore.exceptions import ClientError
-
 from s3server import S3Server, weed_or_skip
 
 if TYPE_CHECKING:  # importing the plugin module here would defeat pytest's assert rewriting

@@ -188,6 +188,7 @@ def test_a_model_folder_entry_a_tree_may_not_hold_is_left_out_or_refused_at_comm
     """.git and .lineage in any letter case are left out (as .git always was); a name no stored
     tree may hold (a newline) is refused at commit, not stored to fail every later checkout."""
     from conftest import make_model_dir
+
     from lineagestore.core.errors import InvalidInput
     folder = make_model_dir(tmp_path / "m", seed=11)
     (folder / ".GIT").mkdir()

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from test_guard_helpers import run_lin
 
 from lineagestore import Repo
 from lineagestore.core import settings as S
 from lineagestore.core.errors import InvalidInput
 from lineagestore.core.settings import Config, Settings, TrainSettings
-from test_guard_helpers import run_lin
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "lineagestore"
@@ -260,7 +262,7 @@ def environ_reads(path: Path) -> list[int]:
     not_reads = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Dict):
-            not_reads |= {id(v) for k, v in zip(node.keys, node.values) if k is None}
+            not_reads |= {id(v) for k, v in zip(node.keys, node.values, strict=True) if k is None}
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "setdefault":
             not_reads.add(id(node.func.value))
     return [node.lineno for node in ast.walk(tree)

@@ -7,13 +7,13 @@ import os
 import time
 
 import pytest
-from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from lineagestore.core.content import ParallelWriter, content_id, file_content_id
 from lineagestore.core.errors import CorruptObject, InvalidInput, ObjectNotFound
 from lineagestore.core.ids import hash_object
-from lineagestore.core.content import content_id, file_content_id
 from lineagestore.core.objects import CHUNK_SIZE, CODEC_RAW, CODEC_ZSTD, RECORDS_MAX, Tree, TreeEntry
-from lineagestore.core.content import ParallelWriter
 from lineagestore.core.store import BatchObjectStore, DiskObjectStore, MemoryObjectStore
 
 
@@ -126,7 +126,7 @@ def test_large_content_is_chunked_and_streams_back(store, tmp_path):
     with open(p, "rb") as f, ParallelWriter(2) as w:
         oid = store.put_stream(f, len(data), w).result()
     assert store.header(oid).type == "chunks"
-    assert store.content_size(oid) == len(data)
+    assert store.get(oid, "chunks").size == len(data)
     pieces = list(store.iter_content(oid))
     assert len(pieces) == 3 and b"".join(pieces) == data
     assert store.put_bytes_chunked(data) == oid
