@@ -6,11 +6,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ..core.errors import InvalidInput
 from .output import Output
+
+if TYPE_CHECKING:
+    from ..core.repo import Repo
 
 JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 
@@ -19,7 +23,7 @@ JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON on st
 class State:
     store: Path | None = None
     quiet: bool = False
-    repo_obj: object | None = None
+    repo_obj: Repo | None = None  # the store opened (an api.Repo; discover and clone declare the core class)
     mutated: bool = False
 
     def repo(self):
@@ -31,6 +35,10 @@ class State:
             for warning in self.repo_obj.settings.warnings:  # unknown keys of config.toml, once
                 o.warn(warning)
         return self.repo_obj
+
+    def reset(self) -> None:
+        """Back to the state of a new invocation (the command modules hold this object, not a copy)."""
+        self.__dict__.update(vars(State()))
 
 
 STATE = State()

@@ -9,7 +9,6 @@ exists already; 7 refused by a guardrail (protected name, confirmation missing o
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import typer
 
@@ -47,8 +46,8 @@ def rm(
     force: bool = typer.Option(False, "--force", help="Remove a protected name (with --confirm-lineage)."),
     confirm_lineage: bool = typer.Option(False, "--confirm-lineage",
                                          help="Acknowledge that descendants lose their named ancestor."),
-    confirm_name: Optional[str] = typer.Option(None, "--confirm-name", metavar="NAME",
-                                               help="The full name, typed out: needed when not in a terminal."),
+    confirm_name: str | None = typer.Option(None, "--confirm-name", metavar="NAME",
+                                            help="The full name, typed out: needed when not in a terminal."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Remove a name; its objects stay (`lin restore NAME` undoes it).
@@ -92,8 +91,8 @@ def _interactive() -> bool:
 def gc(
     confirm: bool = typer.Option(False, "--confirm", help="Move eligible objects to trash/ (default: only show the plan)."),
     empty_trash: bool = typer.Option(False, "--empty-trash", help="With --confirm: delete trash older than the grace period."),
-    grace: Optional[str] = typer.Option(None, "--grace", metavar="DURATION",
-                                        help="Grace period: days (14) or 12h, 30m, 2w; default gc.grace_days. 0 must be given explicitly."),
+    grace: str | None = typer.Option(None, "--grace", metavar="DURATION",
+                                     help="Grace period: days (14) or 12h, 30m, 2w; default gc.grace_days. 0 must be given explicitly."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Plan, or move unreachable objects past the grace period to trash/.
@@ -189,7 +188,7 @@ def _print_holders(o: Output, plan, top: int = 8) -> None:
 
 
 def reflog(
-    name: Optional[str] = typer.Argument(None, help="A name (current or removed), HEAD, or refs/...; default: all."),
+    name: str | None = typer.Argument(None, help="A name (current or removed), HEAD, or refs/...; default: all."),
     limit: int = typer.Option(0, "--limit", "-n", help="Show at most N changes (0: all)."),
     json_out: bool = JSON_OPT,
 ) -> None:

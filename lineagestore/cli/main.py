@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-try:  # typer >= 0.20 ships its own copy of click; catch the exceptions it really raises
+if TYPE_CHECKING:  # checked against the typer this project is developed with
     from typer._click.exceptions import ClickException
-except ImportError:  # pragma: no cover - older typer uses click itself
-    from click.exceptions import ClickException
-try:
-    from typer.exceptions import Abort, Exit
-except ImportError:  # pragma: no cover
-    from click.exceptions import Abort, Exit
+else:
+    try:  # typer >= 0.20 ships its own copy of click; catch the exceptions it really raises
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover - older typer uses click itself
+        from click.exceptions import ClickException
 
 from ..core.errors import EXIT_INTERRUPTED, LinError, UnexpectedError
 from . import common
@@ -134,6 +134,7 @@ def _record_audit(argv: list[str]) -> None:
 def _unexpected(e: Exception) -> LinError:
     """The one-line error for an exception that escaped every command."""
     import errno
+
     from ..core.errors import NoSpace
     from ..core.settings import read_env
     if read_env("LIN_DEBUG"):
@@ -161,7 +162,7 @@ def _report_error(e: LinError, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    common.STATE.__init__()  # fresh state per invocation (tests call main() repeatedly)
+    common.STATE.reset()  # fresh state per invocation (tests call main() repeatedly)
     from ..core import fsutil
     fsutil.set_lock_wait_reporter(_report_lock_wait)
     mod = _command_module(argv)
@@ -175,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             code = rv
     except LinError as e:
         code = _report_error(e, argv)
-    except Exit as e:
+    except typer.Exit as e:  # typer's own class; click's in older typer
         code = e.exit_code
-    except Abort:
+    except typer.Abort:
         Output().error(KeyboardInterrupt("aborted"))
         code = EXIT_INTERRUPTED
     except ClickException as e:

@@ -10,10 +10,14 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import LinError
 from ..core.settings import read_env
+
+if TYPE_CHECKING:  # rich is imported when a bar is first shown
+    from rich.progress import Progress as RichBar
+    from rich.progress import TaskID
 
 
 def _console(stderr: bool):
@@ -124,7 +128,7 @@ class Output:
         if hint:
             self.diag(f"hint: {one_line(hint)}")
 
-    def progress(self) -> "BarProgress":
+    def progress(self) -> BarProgress:
         enabled = not self.quiet and not _plain(sys.stderr) and not read_env("LIN_NO_PROGRESS")
         return BarProgress(self.err if enabled else None, enabled)
 
@@ -155,17 +159,24 @@ class BarProgress:
     def __init__(self, console, enabled: bool):
         self.console = console
         self.enabled = enabled
-        self._bar = None  # rich.progress.Progress, made (and imported) when work starts
-        self._task = None
+        self._bar: RichBar | None = None  # made (and rich imported) when work starts
+        self._task: TaskID | None = None
         self._fields: dict = {}
 
     def start(self, description: str, total: float | None = None, unit: str = "B") -> None:
         if not self.enabled:
             return
         self.finish()
-        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress as RichBar,
-                                   TaskProgressColumn, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import Progress as RichBar
         if unit == "B":
             cols = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                     TextColumn("{task.fields[extra]}"), TimeRemainingColumn()]
@@ -179,7 +190,7 @@ class BarProgress:
 
     def advance(self, amount: float = 1, **fields: object) -> None:
         """``records=N`` (a running count) is shown with its rate; other fields as ``name value``."""
-        if self._bar is None:
+        if self._bar is None or self._task is None:
             return
         parts = []
         for k, v in fields.items():

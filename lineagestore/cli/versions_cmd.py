@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
 from ..core.names import parse_version
 from .common import JSON_OPT, STATE, out, parse_pairs, short
 from .output import human_bytes, human_int
+
+if TYPE_CHECKING:
+    from ..versions.history import VersionInfo
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 def init(
-    path: Optional[Path] = typer.Argument(None, help="Folder to create .lineage/ in (default: here)."),
+    path: Path | None = typer.Argument(None, help="Folder to create .lineage/ in (default: here)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Create an empty store (.lineage/) here, at PATH, or at --store."""
@@ -61,7 +64,7 @@ def import_(
     folder: Path = typer.Argument(..., help="A model folder (as written by save_pretrained)."),
     name: str = typer.Option(..., "--name", "-n", help="Descriptive name; the version becomes vNNN_NAME."),
     message: str = typer.Option("", "--message", "-m", help="What this model is."),
-    exclude: List[str] = typer.Option([], "--exclude", help="Glob of files to leave out (repeatable)."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Glob of files to leave out (repeatable)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Store a model folder as a new root version.
@@ -82,12 +85,12 @@ def commit(
     folder: Path = typer.Argument(..., help="The model folder to store."),
     name: str = typer.Option(..., "--name", "-n", help="Descriptive name; the version becomes vNNN_NAME."),
     message: str = typer.Option("", "--message", "-m"),
-    parent: Optional[str] = typer.Option(None, "--parent", help="Parent version (default: the active version, HEAD)."),
-    data: List[Path] = typer.Option([], "--data", help="A data file this version was trained on (repeatable)."),
-    metric: List[str] = typer.Option([], "--metric", help="KEY=VALUE (repeatable)."),
-    param: List[str] = typer.Option([], "--param", help="KEY=VALUE (repeatable)."),
-    code: Optional[Path] = typer.Option(None, "--code", help="The training code's git repository (default: here)."),
-    exclude: List[str] = typer.Option([], "--exclude", help="Glob of files to leave out (repeatable)."),
+    parent: str | None = typer.Option(None, "--parent", help="Parent version (default: the active version, HEAD)."),
+    data: list[Path] = typer.Option([], "--data", help="A data file this version was trained on (repeatable)."),
+    metric: list[str] = typer.Option([], "--metric", help="KEY=VALUE (repeatable)."),
+    param: list[str] = typer.Option([], "--param", help="KEY=VALUE (repeatable)."),
+    code: Path | None = typer.Option(None, "--code", help="The training code's git repository (default: here)."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Glob of files to leave out (repeatable)."),
     allow_empty: bool = typer.Option(False, "--allow-empty",
                                      help="Make the version even if its files are exactly its parent's."),
     json_out: bool = JSON_OPT,
@@ -107,7 +110,7 @@ def commit(
     if data:
         from ..data import datasets_for_commit  # the data registry
         base = parents[0] if parents else repo.head()
-        datasets, warnings = datasets_for_commit(repo, data, base=base, progress=o.progress())
+        datasets, warnings = datasets_for_commit(repo, list(data), base=base, progress=o.progress())
     for w in warnings:
         o.warn(w)
     res = repo.commit_folder(folder, name, message=message, parents=parents, datasets=datasets,
@@ -170,7 +173,7 @@ def _version_block(o, v, indent: str = "") -> None:
         o.line(f"{pad}message  {v.message.splitlines()[0]}")
 
 
-def graph_lines(versions) -> list[tuple[str, object]]:
+def graph_lines(versions: list[VersionInfo]) -> list[tuple[str, VersionInfo]]:
     """Draw versions as a tree (first parent = tree parent), roots and children oldest first.
 
     An only child is drawn under its parent in the same column, so a long lineage (thousands of
@@ -179,7 +182,7 @@ def graph_lines(versions) -> list[tuple[str, object]]:
     Iterative: the depth of a lineage is not limited by Python's recursion limit.
     """
     by_id = {v.id: v for v in versions}
-    children: dict[str | None, list] = {}
+    children: dict[str | None, list[VersionInfo]] = {}
     for v in versions:
         parent = v.parents[0] if v.parents and v.parents[0] in by_id else None
         children.setdefault(parent, []).append(v)
@@ -190,7 +193,7 @@ def graph_lines(versions) -> list[tuple[str, object]]:
 
     for lst in children.values():
         lst.sort(key=order)
-    lines: list[tuple[str, object]] = []
+    lines: list[tuple[str, VersionInfo]] = []
     # (version, prefix of its column, connector drawn before it)
     stack = [(r, "", "") for r in reversed(children.get(None, []))]
     while stack:
@@ -207,7 +210,7 @@ def graph_lines(versions) -> list[tuple[str, object]]:
 
 
 def log(
-    rev: Optional[str] = typer.Argument(None, help="Start from this version (default: HEAD)."),
+    rev: str | None = typer.Argument(None, help="Start from this version (default: HEAD)."),
     all_: bool = typer.Option(False, "--all", help="Every version, not only the lineage of REV."),
     graph: bool = typer.Option(False, "--graph", help="Draw all versions as a tree."),
     json_out: bool = JSON_OPT,
@@ -289,7 +292,7 @@ def show(rev: str = typer.Argument("HEAD"), json_out: bool = JSON_OPT) -> None:
 
 def checkout(
     rev: str = typer.Argument(..., help="Version, branch, tag or id prefix."),
-    to: Optional[Path] = typer.Option(None, "--to", help="Folder to write into (default: the work folder)."),
+    to: Path | None = typer.Option(None, "--to", help="Folder to write into (default: the work folder)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite files that changed since checkout."),
     activate: bool = typer.Option(True, "--activate/--keep-active",
                                   help="Make REV the active version (default), or only write its files "
@@ -317,7 +320,7 @@ def checkout(
 
 
 def status(
-    to: Optional[Path] = typer.Option(None, "--to", help="Folder to compare (default: the work folder)."),
+    to: Path | None = typer.Option(None, "--to", help="Folder to compare (default: the work folder)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """The active version, and what the work folder holds.
@@ -417,7 +420,7 @@ def registry(json_out: bool = typer.Option(True, "--json/--table", help="JSON (d
 
 
 def tag(
-    name: Optional[str] = typer.Argument(None, help="New tag name (omit to list tags)."),
+    name: str | None = typer.Argument(None, help="New tag name (omit to list tags)."),
     rev: str = typer.Argument("HEAD"),
     json_out: bool = JSON_OPT,
 ) -> None:
@@ -440,7 +443,7 @@ def tag(
 
 
 def branch(
-    name: Optional[str] = typer.Argument(None, help="New branch name (omit to list branches)."),
+    name: str | None = typer.Argument(None, help="New branch name (omit to list branches)."),
     rev: str = typer.Argument("HEAD"),
     switch: bool = typer.Option(False, "--switch", "-s", help="Make the new branch the active line (HEAD)."),
     json_out: bool = JSON_OPT,
