@@ -8,12 +8,16 @@ the bytes, never on how they are stored (codec, chunking of the file on disk).
 from __future__ import annotations
 
 import re
+from typing import NewType
 
 import blake3
 
 from .errors import InvalidInput
 
-ID_HEX_LEN = 64
+#: a validated object id (64 lowercase hex characters). What makes ids (hashing, the store's puts,
+#: :func:`check_object_id`) returns one; what only reads an id accepts any ``str``.
+ObjectId = NewType("ObjectId", str)
+
 _ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _PREFIX_RE = re.compile(r"^[0-9a-f]{4,64}$")
 #: files larger than this are hashed with blake3's own threads
@@ -24,29 +28,12 @@ def object_header(type_name: str, size: int) -> bytes:
     return f"{type_name} {size}\0".encode("ascii")
 
 
-def hash_object(type_name: str, data: bytes | memoryview) -> str:
+def hash_object(type_name: str, data: bytes | memoryview) -> ObjectId:
     threads = blake3.blake3.AUTO if len(data) >= _MT_THRESHOLD else 1
     h = blake3.blake3(object_header(type_name, len(data)), max_threads=threads)
     h.update(data)
-    return h.hexdigest()
-
-
-class ObjectHasher:
-    """Incremental id computation when the size is known in advance."""
-
-    def __init__(self, type_name: str, size: int):
-        self._h = blake3.blake3(object_header(type_name, size), max_threads=blake3.blake3.AUTO)
-        self._expected = size
-        self._seen = 0
-
-    def update(self, data: bytes | memoryview) -> None:
-        self._seen += len(data)
-        self._h.update(data)
-
-    def hexdigest(self) -> str:
-        if self._seen != self._expected:
-            raise ValueError(f"hashed {self._seen} bytes, expected {self._expected}")
-        return self._h.hexdigest()
+    digest: str = h.hexdigest()
+    return ObjectId(digest)
 
 
 def is_object_id(s: str) -> bool:
@@ -57,11 +44,11 @@ def is_id_prefix(s: str) -> bool:
     return bool(_PREFIX_RE.match(s))
 
 
-def check_object_id(s: str) -> str:
+def check_object_id(s: str) -> ObjectId:
     """Validate an id before any path is built from it."""
     if not isinstance(s, str) or not _ID_RE.match(s):
         raise InvalidInput(f"invalid object id {s!r}: expected 64 lowercase hex characters")
-    return s
+    return ObjectId(s)
 
 
 def short(oid: str, n: int = 10) -> str:
