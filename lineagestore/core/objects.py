@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import struct
 import threading
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from dataclasses import Field, asdict, dataclass, field, fields
+from typing import Any, ClassVar, Self
 
 import zstandard
 
@@ -71,7 +72,7 @@ def pack_header(type_name: str, codec: int, size: int) -> bytes:
     return HEADER.pack(MAGIC, TYPE_CODES[type_name], codec, 0, size)
 
 
-def unpack_header(raw: bytes, where: str = "object") -> ObjectHeader:
+def unpack_header(raw: bytes | memoryview, where: str = "object") -> ObjectHeader:
     if len(raw) < HEADER_SIZE:
         raise CorruptObject(f"{where}: truncated header ({len(raw)} bytes)")
     magic, code, codec, _reserved, size = HEADER.unpack_from(raw)
@@ -120,7 +121,7 @@ _TLS = threading.local()  # zstd contexts per thread: making one costs more than
 
 
 def _compressor(level: int) -> zstandard.ZstdCompressor:
-    cs = _TLS.__dict__.setdefault("c", {})
+    cs: dict[int, zstandard.ZstdCompressor] = _TLS.__dict__.setdefault("c", {})
     c = cs.get(level)
     if c is None:
         c = cs[level] = zstandard.ZstdCompressor(level=level)
@@ -128,7 +129,7 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
-    d = getattr(_TLS, "d", None)
+    d: zstandard.ZstdDecompressor | None = getattr(_TLS, "d", None)
     if d is None:
         d = _TLS.d = zstandard.ZstdDecompressor()
     return d
@@ -148,6 +149,7 @@ def has_repeats(data: bytes | memoryview) -> bool:
     """Whether zstd's fast mode (matches, no entropy coding) saves 3% on samples of ``data``."""
     view = memoryview(data)
     n = len(view)
+    sample: bytes | memoryview
     if n <= 3 * _PROBE_SIZE:
         sample = view
     else:
@@ -191,7 +193,7 @@ def canonical_json(obj: Any) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
-def parse_json(data: bytes, where: str) -> dict:
+def parse_json(data: bytes, where: str) -> dict[str, Any]:
     try:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -205,20 +207,22 @@ class JsonObject:
     """Mixin for dataclass objects stored as canonical JSON."""
 
     type_name: ClassVar[str]
+    #: every subclass is a dataclass (declared, not set here: ``dataclass`` sets it on each)
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
-    def to_dict(self) -> dict:
-        return asdict(self)  # type: ignore[call-overload]
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     def encode(self) -> bytes:
         return canonical_json(self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict):
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
     @classmethod
-    def decode(cls, data: bytes, where: str = "object"):
+    def decode(cls, data: bytes, where: str = "object") -> Self:
         d = parse_json(data, where)
         try:
             return cls.from_dict(d)
@@ -231,18 +235,12 @@ class JsonObject:
 
 
 @dataclass(frozen=True)
-class Chunk:
-    id: str
-    size: int
-
-
-@dataclass(frozen=True)
 class Chunks(JsonObject):
     """A large byte string split into blobs, in order."""
 
     type_name: ClassVar[str] = "chunks"
     size: int
-    parts: list = field(default_factory=list)  # list of [blob id, size]
+    parts: list[list[Any]] = field(default_factory=list)  # list of [blob id, size]
 
     def links(self) -> list[str]:
         return [p[0] for p in self.parts]
@@ -252,7 +250,7 @@ class Chunks(JsonObject):
 class TensorEntry:
     name: str
     dtype: str
-    shape: list
+    shape: list[int]
     size: int
     id: str  # blob or chunks id of the raw tensor bytes
 
@@ -266,13 +264,13 @@ class TensorFile(JsonObject):
 
     type_name: ClassVar[str] = "tensor-file"
     header: str
-    tensors: list  # list of TensorEntry dicts
+    tensors: Sequence[TensorEntry | dict[str, Any]]  # TensorEntry dicts once decoded
     size: int
 
     def entries(self) -> list[TensorEntry]:
         return [TensorEntry(**t) if isinstance(t, dict) else t for t in self.tensors]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"header": self.header, "size": self.size,
                 "tensors": [asdict(t) if isinstance(t, TensorEntry) else t for t in self.tensors]}
 
@@ -292,12 +290,12 @@ class TreeEntry:
 @dataclass(frozen=True)
 class Tree(JsonObject):
     type_name: ClassVar[str] = "tree"
-    entries: list  # list of TreeEntry, sorted by name
+    entries: Sequence[TreeEntry | dict[str, Any]]  # sorted by name; TreeEntry dicts once decoded
 
     def items(self) -> list[TreeEntry]:
         return [TreeEntry(**e) if isinstance(e, dict) else e for e in self.entries]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"entries": [asdict(e) if isinstance(e, TreeEntry) else e for e in self.entries]}
 
     def links(self) -> list[str]:
@@ -310,18 +308,18 @@ class Commit(JsonObject):
 
     type_name: ClassVar[str] = "commit"
     tree: str
-    parents: list
+    parents: list[str]
     name: str
     kind: str = "commit"  # import | commit | train
-    datasets: list = field(default_factory=list)  # dataset object ids
-    metrics: dict = field(default_factory=dict)
-    params: dict = field(default_factory=dict)
-    code: dict | None = None  # {"path", "commit", "dirty", "branch"} of the training code's git repo
-    env: dict = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)  # dataset object ids
+    metrics: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    code: dict[str, Any] | None = None  # {"path", "commit", "dirty", "branch"} of the training code's git repo
+    env: dict[str, Any] = field(default_factory=dict)
     author: str = ""
     created: str = ""  # ISO 8601 UTC
     message: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def links(self) -> list[str]:
         return [self.tree, *self.parents, *self.datasets]
@@ -340,12 +338,14 @@ class Dataset(JsonObject):
     #: id of the sorted record-id set: a ``records`` object, or for a large set a ``chunks`` object
     #: whose parts are ``records`` objects (lineagestore.data.ledger); None if empty
     records: str | None
-    tokens: dict = field(default_factory=dict)  # tokenizer id -> token count
+    tokens: dict[str, Any] = field(default_factory=dict)  # tokenizer id -> token count
     description: str = ""
     first_seen: str = ""
     stored: bool = True  # False with --no-store: content is not in the store
     skipped_lines: int = 0
-    extra: dict = field(default_factory=dict)
+    #: str keys; typed Any so that ``{k: extra[k] for k in (...) if k in extra}`` (data.parts)
+    #: stays a ``dict[str, ...]``: mypy narrows ``k`` to the literals when the keys are ``str``
+    extra: dict[Any, Any] = field(default_factory=dict)
 
     def links(self) -> list[str]:
         out = [self.content] if self.stored else []
@@ -364,7 +364,7 @@ class Checkpoint(JsonObject):
     model: str  # tree id
     state: str | None = None  # tree id of optimizer/scheduler/rng/data-position state
     parent: str | None = None  # previous checkpoint id: a plain id, not a link (see links)
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def links(self) -> list[str]:
         # ``parent`` is not followed: a run's last checkpoint would otherwise keep every earlier
@@ -377,8 +377,10 @@ JSON_TYPES: dict[str, type[JsonObject]] = {
 }
 
 
-def decode_object(type_name: str, data: bytes, where: str = "object"):
-    """Decode a structured object; ``blob`` and ``records`` return the bytes unchanged."""
+def decode_object(type_name: str, data: bytes, where: str = "object") -> Any:
+    """Decode a structured object into its class in :data:`JSON_TYPES`; ``blob`` and ``records``
+    return the bytes unchanged. (Typed ``Any``: which it is depends on ``type_name`` at run time;
+    ``ObjectStore.get`` with a literal type gives the class.)"""
     cls = JSON_TYPES.get(type_name)
     if cls is None:
         return data
@@ -388,4 +390,4 @@ def decode_object(type_name: str, data: bytes, where: str = "object"):
 def links_of(type_name: str, data: bytes, where: str = "object") -> list[str]:
     if type_name not in LINKING_TYPES:
         return []
-    return [check_object_id(x) for x in decode_object(type_name, data, where).links()]
+    return [check_object_id(x) for x in JSON_TYPES[type_name].decode(data, where).links()]
