@@ -19,13 +19,15 @@ from __future__ import annotations
 import mmap
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
 
 from .errors import CorruptObject, InvalidInput, MalformedFile, ObjectNotFound
 from .fsutil import copy_range, is_nospace
-from .ids import check_object_id, hash_object
+from .ids import ObjectId, check_object_id, hash_object
 from .objects import (
     CHUNK_SIZE,
     CODEC_RAW,
@@ -40,6 +42,9 @@ from .objects import (
 from .safetensors_io import SafetensorsLayout, read_layout
 
 _HINT = "run `lin fsck` to list every damaged object"
+#: the id type of the pieces that content is named from; the content's id has that type too
+_IdT = TypeVar("_IdT", bound=str)
+_T = TypeVar("_T")
 
 # ------------------------------------------------------------------------------ chunking
 
@@ -52,7 +57,7 @@ def piece_spans(size: int) -> list[tuple[int, int]]:
     return [(o, min(CHUNK_SIZE, size - o)) for o in range(0, size, CHUNK_SIZE)]
 
 
-def name_content(parts: Sequence[tuple[str, int]]) -> str | Chunks:
+def name_content(parts: Sequence[tuple[_IdT, int]]) -> _IdT | Chunks:
     """What names content stored as ``parts`` (``(blob id, size)`` of its pieces, in order): the
     one blob's id, or the chunks object to store (whose id is then the content's)."""
     if len(parts) == 1:
@@ -60,7 +65,7 @@ def name_content(parts: Sequence[tuple[str, int]]) -> str | Chunks:
     return Chunks(size=sum(n for _, n in parts), parts=[[i, n] for i, n in parts])
 
 
-def content_id(parts: Sequence[tuple[str, int]]) -> str:
+def content_id(parts: Sequence[tuple[_IdT, int]]) -> _IdT | ObjectId:
     """The id of content stored as ``parts`` (see :func:`name_content`); ``[]`` is empty content."""
     if not parts:
         return hash_object("blob", b"")
@@ -128,11 +133,12 @@ class RawBlob:
     def __enter__(self) -> RawBlob:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
 
-def open_raw(path: os.PathLike | str, oid: str) -> RawBlob | None:
+def open_raw(path: os.PathLike[str] | str, oid: str) -> RawBlob | None:
     """The object file ``path`` of ``oid``, verified by hashing it through mmap (no copy into
     Python) and returned open, if it is a raw-stored blob; None for any other object."""
     where = f"object {oid}"
@@ -184,10 +190,10 @@ def _pread_into(fd: int, view: memoryview, offset: int, where: str) -> None:
         got += n
 
 
-def _hash_range(fd: int, offset: int, size: int, buf: memoryview, where: str) -> str:
+def _hash_range(fd: int, offset: int, size: int, buf: memoryview, where: str) -> ObjectId:
     """The id of ``size`` bytes of an open file from ``offset``, read through ``buf`` (at least
     min(size, CHUNK_SIZE) bytes, reused piece after piece)."""
-    parts = []
+    parts: list[tuple[ObjectId, int]] = []
     for start, n in piece_spans(size):
         piece = buf[:n]
         _pread_into(fd, piece, offset + start, where)
@@ -195,8 +201,10 @@ def _hash_range(fd: int, offset: int, size: int, buf: memoryview, where: str) ->
     return content_id(parts)
 
 
-def file_content_id(path: os.PathLike | str) -> str:
-    """The id the store gives a file's bytes (a blob, or chunks above CHUNK_SIZE), storing nothing."""
+def file_content_id(path: os.PathLike[str] | str) -> str:
+    """The id the store gives a file's bytes (a blob, or chunks above CHUNK_SIZE), storing nothing.
+
+    (A ``str``, not an ObjectId: callers collect these in ``dict[str, str]``s, which are invariant.)"""
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
@@ -205,7 +213,7 @@ def file_content_id(path: os.PathLike | str) -> str:
         os.close(fd)
 
 
-def tensor_file_of(path: os.PathLike | str) -> TensorFile:
+def tensor_file_of(path: os.PathLike[str] | str) -> TensorFile:
     """The ``tensor-file`` object storing a safetensors file would make, storing nothing.
     MalformedFile if it is not a valid safetensors file."""
     layout = read_layout(path)
@@ -248,7 +256,7 @@ class ParallelWriter:
         # at most 32 chunks (512 MiB of input) by default, whatever the core count
         self._sem = threading.BoundedSemaphore(max_inflight or min(self.workers * 2, 32))
 
-    def submit(self, fn, *args) -> Future:
+    def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
         self._sem.acquire()
         try:
             fut = self.pool.submit(fn, *args)
@@ -258,25 +266,25 @@ class ParallelWriter:
         fut.add_done_callback(lambda _f: self._sem.release())
         return fut
 
-    def submit_after(self, deps: list[Future], fn) -> Future:
-        out: Future = Future()
+    def submit_after(self, deps: Sequence[Future[Any]], fn: Callable[[], _T]) -> Future[_T]:
+        out: Future[_T] = Future()
         remaining = [len(deps)]
         lock = threading.Lock()
 
-        def done(_f):
+        def done(_f: Future[Any]) -> None:
             with lock:
                 remaining[0] -= 1
                 last = remaining[0] == 0
             if last:
                 try:
                     out.set_result(fn())
-                except BaseException as e:  # noqa: BLE001 - propagated through the future
+                except BaseException as e:  # propagated through the future
                     out.set_exception(e)
 
         if not deps:
             try:
                 out.set_result(fn())
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:  # propagated through the future
                 out.set_exception(e)
             return out
         for d in deps:
@@ -289,5 +297,6 @@ class ParallelWriter:
     def __enter__(self) -> ParallelWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()

@@ -23,6 +23,7 @@ Tested by tests/test_store_contract.py against the disk store, its batch and the
 
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 import threading
@@ -31,18 +32,25 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, Literal, Protocol, overload
 
 from .content import ParallelWriter, RawBlob, decode_stored, name_content, open_raw, piece_spans
-from .errors import AmbiguousRevision, CorruptObject, InvalidInput, ObjectNotFound
-from .ids import check_object_id, hash_object, is_id_prefix
+from .errors import CorruptObject, InvalidInput, ObjectNotFound
+from .ids import ObjectId, check_object_id, hash_object, is_id_prefix
 from .loose import LooseFolder, WaitingFiles
 from .objects import (
     CODEC_RAW,
     DEFAULT_COMPRESSION,
     DEFAULT_LEVEL,
     HEADER_SIZE,
+    Checkpoint,
+    Chunks,
+    Commit,
+    Dataset,
+    JsonObject,
     ObjectHeader,
+    TensorFile,
+    Tree,
     decode_object,
     encode_payload,
     pack_header,
@@ -50,6 +58,12 @@ from .objects import (
 )
 
 _COUNT_LOCK = threading.Lock()
+
+
+class Readable(Protocol):
+    """What :meth:`ObjectStore.put_stream` reads from: a binary file (``open(path, "rb")``)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
 class ObjectStore(ABC):
@@ -93,7 +107,7 @@ class ObjectStore(ABC):
 
     # ---- behaviour shared by all stores
 
-    def put(self, type_name: str, data: bytes | memoryview) -> str:
+    def put(self, type_name: str, data: bytes | memoryview) -> ObjectId:
         """Store one object (at most its type's size, objects.MAX_SIZE); return its id."""
         oid = hash_object(type_name, data)
         if self.has(oid):
@@ -110,7 +124,7 @@ class ObjectStore(ABC):
             self.written_objects += 1
             self.written_bytes += stored
 
-    def put_object(self, obj) -> str:
+    def put_object(self, obj: JsonObject) -> ObjectId:
         return self.put(obj.type_name, obj.encode())
 
     def header(self, oid: str) -> ObjectHeader:
@@ -121,7 +135,24 @@ class ObjectStore(ABC):
         h, data = decode_stored(check_object_id(oid), self._read_file(oid))
         return h.type, data
 
-    def get(self, oid: str, expect: str | None = None):
+    @overload
+    def get(self, oid: str, expect: Literal["chunks"]) -> Chunks: ...
+    @overload
+    def get(self, oid: str, expect: Literal["tensor-file"]) -> TensorFile: ...
+    @overload
+    def get(self, oid: str, expect: Literal["tree"]) -> Tree: ...
+    @overload
+    def get(self, oid: str, expect: Literal["commit"]) -> Commit: ...
+    @overload
+    def get(self, oid: str, expect: Literal["dataset"]) -> Dataset: ...
+    @overload
+    def get(self, oid: str, expect: Literal["checkpoint"]) -> Checkpoint: ...
+    @overload
+    def get(self, oid: str, expect: str | None = None) -> Any: ...
+
+    def get(self, oid: str, expect: str | None = None) -> Any:
+        """The decoded object (see :func:`.objects.decode_object`); CorruptObject if it is not of
+        type ``expect``."""
         type_name, data = self.get_raw(oid)
         if expect is not None and type_name != expect:
             raise CorruptObject(f"object {oid} is a {type_name}, expected a {expect}")
@@ -173,55 +204,60 @@ class ObjectStore(ABC):
 
     # ---- content of any size, chunked by the rule of .content
 
-    def put_bytes_chunked(self, data: bytes | memoryview, writer: ParallelWriter | None = None) -> str | Future[str]:
+    # The futures are of ``str``, not ObjectId: a Future is invariant in its result type, and
+    # callers keep them beside the ids of other sources.
+
+    def put_bytes_chunked(self, data: bytes | memoryview,
+                          writer: ParallelWriter | None = None) -> ObjectId | Future[str]:
         """Store bytes in memory as content; with a writer, a future of the id (hashing and
         compression of the pieces on its threads). The bytes must not change until it is done."""
         view = memoryview(data).cast("B")
-        return self._put_content(((lambda o=o, n=n: self.put("blob", view[o:o + n]), n)
+        return self._put_content(((functools.partial(self.put, "blob", view[o:o + n]), n)
                                   for o, n in piece_spans(len(view))), writer)
 
-    def put_stream(self, f: BinaryIO, size: int, writer: ParallelWriter | None = None,
-                   on_bytes: Callable[[int], None] | None = None) -> str | Future[str]:
+    def put_stream(self, f: Readable, size: int, writer: ParallelWriter | None = None,
+                   on_bytes: Callable[[int], None] | None = None) -> ObjectId | Future[str]:
         """Store ``size`` bytes read from ``f`` (at most CHUNK_SIZE at a time, in this thread) as
         content; with a writer, a future of the id."""
-        def pieces():
+        def pieces() -> Iterator[tuple[Callable[[], ObjectId], int]]:
             for _, n in piece_spans(size):
                 data = _read_exact(f, n)
                 if on_bytes:
                     on_bytes(n)
-                yield (lambda data=data: self.put("blob", data)), n
+                yield functools.partial(self.put, "blob", data), n
 
         return self._put_content(pieces(), writer)
 
     def put_range(self, src_fd: int, offset: int, size: int, writer: ParallelWriter | None = None,
-                  on_bytes: Callable[[int], None] | None = None, where: str = "input") -> str | Future[str]:
+                  on_bytes: Callable[[int], None] | None = None,
+                  where: str = "input") -> ObjectId | Future[str]:
         """Store ``size`` bytes of an open file from ``offset`` as content, each piece with
         :meth:`_put_file_piece` (``on_bytes`` is called as pieces finish); with a writer, a
         future of the id. The file must stay open until it is done."""
-        def piece(start: int, n: int) -> str:
+        def piece(start: int, n: int) -> ObjectId:
             oid = self._put_file_piece(src_fd, start, n, where)
             if on_bytes:
                 on_bytes(n)
             return oid
 
-        return self._put_content(((lambda o=o, n=n: piece(offset + o, n), n) for o, n in piece_spans(size)), writer)
+        return self._put_content(((functools.partial(piece, offset + o, n), n) for o, n in piece_spans(size)), writer)
 
-    def _put_content(self, pieces: Iterable[tuple[Callable[[], str], int]],
-                     writer: ParallelWriter | None) -> str | Future[str]:
+    def _put_content(self, pieces: Iterable[tuple[Callable[[], ObjectId], int]],
+                     writer: ParallelWriter | None) -> ObjectId | Future[str]:
         """Run the jobs storing each piece (on the writer's threads if given), then name the content."""
         if writer is None:
             return self._name_content([(job(), n) for job, n in pieces])
-        futures = [(writer.submit(job), n) for job, n in pieces]
+        futures: list[tuple[Future[str], int]] = [(writer.submit(job), n) for job, n in pieces]
         if len(futures) == 1:
             return futures[0][0]
         return writer.submit_after([fu for fu, _ in futures],
                                    lambda: self._name_content([(fu.result(), n) for fu, n in futures]))
 
-    def _name_content(self, parts: list[tuple[str, int]]) -> str:
-        named = name_content(parts)
-        return named if isinstance(named, str) else self.put_object(named)
+    def _name_content(self, parts: list[tuple[str, int]]) -> ObjectId:
+        named = name_content(parts)  # one piece: its id, which put gave
+        return ObjectId(named) if isinstance(named, str) else self.put_object(named)
 
-    def _put_file_piece(self, src_fd: int, offset: int, size: int, where: str = "input") -> str:
+    def _put_file_piece(self, src_fd: int, offset: int, size: int, where: str = "input") -> ObjectId:
         """Store ``size`` bytes (at most CHUNK_SIZE) of an open file from ``offset`` as one blob.
 
         Here: read, then :meth:`put`. :class:`DiskObjectStore` copies in the kernel instead.
@@ -232,19 +268,13 @@ class ObjectStore(ABC):
                                "was it changed while being read?")
         return self.put("blob", data)
 
-    def content_size(self, oid: str) -> int:
-        h = self.header(oid)
-        if h.type == "chunks":
-            return self.get(oid, "chunks").size
-        return h.size
-
     def iter_content(self, oid: str) -> Iterator[bytes]:
         """Yield the bytes of a blob or chunks object, verifying every piece."""
         type_name, data = self.get_raw(oid)
         if type_name == "blob":
             yield data
         elif type_name == "chunks":
-            ch = decode_object("chunks", data, f"object {oid}")
+            ch = Chunks.decode(data, f"object {oid}")
             for part_id, n in ch.parts:
                 t, piece = self.get_raw(part_id)
                 if t != "blob" or len(piece) != n:
@@ -257,17 +287,17 @@ class ObjectStore(ABC):
         return b"".join(self.iter_content(oid))
 
 
-def _read_exact(f: BinaryIO, n: int) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
+def _read_exact(f: Readable, n: int) -> memoryview:
+    """``n`` bytes of ``f`` in a new buffer (a view of it: hashing and compression read views)."""
+    view = memoryview(bytearray(n))
     got = 0
     while got < n:
-        k = f.readinto(view[got:])  # type: ignore[attr-defined]
+        k = f.readinto(view[got:])
         if not k:
             raise InvalidInput(f"{getattr(f, 'name', 'input')}: file ended early "
                                f"(expected {n - got} more bytes); was it changed while being read?")
         got += k
-    return buf  # a bytearray is fine for hashing and compression
+    return view
 
 
 class DiskObjectStore(ObjectStore):
@@ -320,7 +350,7 @@ class DiskObjectStore(ObjectStore):
         return it open; None for compressed objects. A flipped byte raises CorruptObject."""
         return open_raw(self.files.file(oid), oid)
 
-    def _put_file_piece(self, src_fd: int, offset: int, size: int, where: str = "input") -> str:
+    def _put_file_piece(self, src_fd: int, offset: int, size: int, where: str = "input") -> ObjectId:
         """Store a piece of an open file without passing its bytes through Python.
 
         The bytes are copied in the kernel into a temp object file, then hashed and probed there
@@ -371,7 +401,7 @@ class BatchObjectStore(DiskObjectStore):
     which the next writer removes. Used by commits and training checkpoints.
     """
 
-    def __init__(self, root, tmp_dir, compression_level: int, compression: str):
+    def __init__(self, root: Path, tmp_dir: Path, compression_level: int, compression: str):
         super().__init__(root, tmp_dir, compression_level, compression)
         self.waiting = WaitingFiles(self.files)
 
@@ -393,7 +423,7 @@ class BatchObjectStore(DiskObjectStore):
         with open(tmp, "rb") as f:
             return f.read(HEADER_SIZE)
 
-    def _write_file(self, oid: str, data) -> None:
+    def _write_file(self, oid: str, data: list[bytes | memoryview]) -> None:
         self.waiting.write(oid, data)
 
     def _adopt(self, fd: int, tmp: Path, oid: str) -> None:
@@ -491,10 +521,3 @@ class MemoryObjectStore(ObjectStore):
         b = bytearray(self._files[oid])
         b[offset] ^= 0xFF
         self._files[oid] = bytes(b)
-
-
-def resolve_unique_prefix(store: ObjectStore, prefix: str) -> str | None:
-    found = store.resolve_prefix(prefix)
-    if len(found) > 1:
-        raise AmbiguousRevision(prefix, [f[:12] for f in found])
-    return found[0] if found else None
