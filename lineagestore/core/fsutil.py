@@ -17,10 +17,11 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import IO
 
 from .errors import LockTimeout, NoSpace
@@ -60,7 +61,7 @@ def _test_point(label: str, hooks: dict[str, str]) -> None:
             time.sleep(0.01)
 
 
-def nospace_error(exc: OSError, path: os.PathLike | str) -> NoSpace:
+def nospace_error(exc: OSError, path: os.PathLike[str] | str) -> NoSpace:
     return NoSpace(f"no space left on device while writing {path}",
                    hint="free some disk space and run the command again; nothing was half-written")
 
@@ -69,7 +70,7 @@ def is_nospace(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _NOSPACE
 
 
-def fsync_dir(path: os.PathLike | str) -> None:
+def fsync_dir(path: os.PathLike[str] | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -90,7 +91,7 @@ class AtomicFile:
     0o444 (objects are immutable). ``durable=False`` skips the fsyncs (caches only).
     """
 
-    def __init__(self, path: os.PathLike | str, tmp_dir: os.PathLike | str | None = None, *,
+    def __init__(self, path: os.PathLike[str] | str, tmp_dir: os.PathLike[str] | str | None = None, *,
                  readonly: bool = False, durable: bool = True, prefix: str = ""):
         self.path = Path(path)
         self.prefix = prefix
@@ -110,7 +111,8 @@ class AtomicFile:
             raise
         return self._f
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         assert self._f is not None and self.tmp_path is not None
         if exc_type is not None:
             self._abort()
@@ -189,13 +191,13 @@ def copy_range(src_fd: int, src_offset: int, count: int, dst_fd: int, dst_offset
         dst_offset += len(data)
 
 
-def atomic_write_bytes(path: os.PathLike | str, data: bytes, tmp_dir: os.PathLike | str | None = None,
+def atomic_write_bytes(path: os.PathLike[str] | str, data: bytes, tmp_dir: os.PathLike[str] | str | None = None,
                        *, readonly: bool = False, durable: bool = True) -> None:
     with AtomicFile(path, tmp_dir, readonly=readonly, durable=durable) as f:
         f.write(data)
 
 
-def append_line(path: os.PathLike | str, line: str, *, durable: bool = True) -> None:
+def append_line(path: os.PathLike[str] | str, line: str, *, durable: bool = True) -> None:
     """Append one line with a single write(2) under O_APPEND (atomic for small lines), fsynced."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
     try:
@@ -276,13 +278,15 @@ def current_command() -> str:
     return " ".join(argv)[:200]
 
 
+#: ``on_wait(holders)``: told once, while a lock is busy, who holds it
+OnWait = Callable[[list[LockHolder]], object]
 #: ``fn(lock_path, holders)``, called once a lock has been busy for a second and the caller
 #: passed no ``on_wait``; the CLI sets it (library code never prints) so that every waiting
 #: command says what it waits for, and who holds it
-_default_on_wait = None
+_default_on_wait: Callable[[Path, list[LockHolder]], object] | None = None
 
 
-def set_lock_wait_reporter(fn) -> None:
+def set_lock_wait_reporter(fn: Callable[[Path, list[LockHolder]], object] | None) -> None:
     global _default_on_wait
     _default_on_wait = fn
 
@@ -306,7 +310,7 @@ class FileLock:
         self._info: Path | None = None
 
     def holders(self) -> list[LockHolder]:
-        out = []
+        out: list[LockHolder] = []
         try:
             entries = list(self.holders_dir.iterdir())
         except FileNotFoundError:
@@ -329,8 +333,7 @@ class FileLock:
             out.append(h)
         return out
 
-    def acquire(self, mode: str = "shared", timeout: float = 300.0,
-                on_wait=None) -> None:
+    def acquire(self, mode: str = "shared", timeout: float = 300.0, on_wait: OnWait | None = None) -> None:
         """Take the lock in ``mode`` ("shared" or "exclusive"); raise LockTimeout after ``timeout``."""
         if self._depth:
             if mode == "exclusive" and self._mode != "exclusive":
@@ -403,7 +406,7 @@ class FileLock:
         self._mode = None
 
     @contextmanager
-    def held(self, mode: str = "shared", timeout: float = 300.0, on_wait=None) -> Iterator[None]:
+    def held(self, mode: str = "shared", timeout: float = 300.0, on_wait: OnWait | None = None) -> Iterator[None]:
         self.acquire(mode, timeout, on_wait)
         try:
             yield

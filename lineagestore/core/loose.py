@@ -191,7 +191,7 @@ class LooseFolder:
             tmp.unlink(missing_ok=True)  # gone already when it became an object (or a batch's)
 
 
-def _fsync_file(path) -> None:
+def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -209,7 +209,7 @@ class WaitingFiles:
     def __init__(self, folder: LooseFolder):
         self.folder = folder
         self._files: dict[str, Path | None] = {}  # None: being written
-        self._syncs: list[Future] = []
+        self._syncs: list[Future[None]] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -266,7 +266,7 @@ class WaitingFiles:
                 self._pool = ThreadPoolExecutor(8, thread_name_prefix="lin-fsync")
             self._syncs.append(self._pool.submit(_fsync_file, tmp))  # the disk works while we hash on
 
-    def _take(self) -> tuple[dict[str, Path | None], list[Future], ThreadPoolExecutor | None]:
+    def _take(self) -> tuple[dict[str, Path | None], list[Future[None]], ThreadPoolExecutor | None]:
         with self._lock:
             files, self._files = self._files, {}
             syncs, self._syncs = self._syncs, []

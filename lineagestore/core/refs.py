@@ -52,7 +52,7 @@ def check_ref_name(name: str) -> str:
 def who() -> str:
     try:
         user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in some containers
+    except Exception:  # no user name in some containers
         user = str(os.getuid())
     return f"{user} <{user}@{socket.gethostname()}>"
 
@@ -283,7 +283,7 @@ class DiskRefsContainer(RefsContainer):
     def reflog_names(self) -> list[str]:
         if not self.logs.is_dir():
             return []
-        out = []
+        out: list[str] = []
         for dirpath, _dirs, filenames in os.walk(self.logs):
             rel = Path(dirpath).relative_to(self.logs).as_posix()
             out.extend(f if rel == "." else f"{rel}/{f}" for f in filenames)
