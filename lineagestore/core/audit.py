@@ -24,6 +24,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import blake3
 
@@ -41,13 +42,13 @@ class AuditEntry:
     user: str
     host: str
     pid: int
-    argv: list
-    refs: list  # [{"ref", "old", "new"}]
+    argv: list[str]
+    refs: list[dict[str, str | None]]  # [{"ref", "old", "new"}]
     prev: str
     hash: str = ""
-    notes: list = field(default_factory=list)  # what a command did besides moving refs
+    notes: list[str] = field(default_factory=list)  # what a command did besides moving refs
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if not d["notes"]:
             del d["notes"]  # entries without notes hash as they always did
@@ -61,9 +62,10 @@ class AuditCheck:
     problems: list[str] = field(default_factory=list)
 
 
-def _hash(d: dict) -> str:
+def _hash(d: dict[str, Any]) -> str:
     body = {k: v for k, v in d.items() if k != "hash"}
-    return blake3.blake3(canonical_json(body)).hexdigest()
+    digest: str = blake3.blake3(canonical_json(body)).hexdigest()
+    return digest
 
 
 def _paths(repo: Repo) -> tuple[Path, Path, Path]:
@@ -71,7 +73,7 @@ def _paths(repo: Repo) -> tuple[Path, Path, Path]:
     return repo.path / "audit.log", repo.path / "audit.head", repo.path / "locks" / "audit.lock"
 
 
-def _last_entry(log: Path) -> dict | None:
+def _last_entry(log: Path) -> dict[str, Any] | None:
     try:
         with open(log, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -84,9 +86,10 @@ def _last_entry(log: Path) -> dict | None:
         line = line.strip()
         if line:
             try:
-                return json.loads(line)
+                entry: dict[str, Any] = json.loads(line)  # a line of ours: one JSON object
             except ValueError:
                 return None
+            return entry
     return None
 
 
@@ -138,7 +141,7 @@ def _redact_value(arg: str) -> str:
 
 
 def record(repo: Repo, argv: list[str], changes: list[RefChange],
-           notes: list | None = None) -> AuditEntry | None:
+           notes: list[str] | None = None) -> AuditEntry | None:
     """Append one entry for a command that changed the store (no-op for a memory repo).
 
     ``notes`` default to ``repo.notes`` (what the command did besides moving refs: a publish,
@@ -153,7 +156,7 @@ def record(repo: Repo, argv: list[str], changes: list[RefChange],
         last = _last_entry(log)
         try:
             user = getpass.getuser()
-        except Exception:  # noqa: BLE001
+        except Exception:  # no user name in some containers
             user = str(os.getuid())
         e = AuditEntry(seq=(last["seq"] + 1) if last else 1,
                        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), user=user,
@@ -167,7 +170,7 @@ def record(repo: Repo, argv: list[str], changes: list[RefChange],
     return e
 
 
-def entries(repo: Repo) -> list[dict]:
+def entries(repo: Repo) -> list[dict[str, Any]]:
     log, _, _ = _paths(repo)
     try:
         lines = log.read_text(encoding="utf-8").splitlines()

@@ -62,8 +62,9 @@ class BranchMoved(Conflict):
 
 def publish(repo: Repo, content: Callable[[ObjectStore], str], *, name: str, kind: str = "commit",
             parents: list[str] | None = None, datasets: list[str] | None = None,
-            metrics: dict | None = None, params: dict | None = None, code: dict | None = None,
-            env: dict | None = None, message: str = "", extra: dict | None = None,
+            metrics: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
+            code: dict[str, Any] | None = None, env: dict[str, Any] | None = None, message: str = "",
+            extra: dict[str, Any] | None = None,
             activate: bool = True, retire: dict[str, str] | None = None, compression_level: int | None = None,
             expect_head: tuple[str | None, str | None] | None = None, progress: Progress = NULL) -> Published:
     """Store a version's objects with ``content(batch) -> tree id``, then name and announce it.
@@ -132,7 +133,7 @@ def announce(repo: Repo, event: PublishEvent) -> dict[str, Any]:
     for hook in repo.after_publish:
         try:
             outcome = hook(repo, event)
-        except Exception as e:  # noqa: BLE001 - a hook never fails what was already published
+        except Exception as e:  # a hook never fails what was already published
             outcome = HookFailure(hook.name, f"{type(e).__name__}: {e}")
         if outcome is not None:
             out[hook.name] = outcome
@@ -142,10 +143,10 @@ def announce(repo: Repo, event: PublishEvent) -> dict[str, Any]:
 # ---------------------------------------------------------------------- environment, code
 
 
-def environment() -> dict:
+def environment() -> dict[str, Any]:
     """Versions of what produced a model, without importing heavy packages."""
     import shutil
-    env = {"python": platform.python_version(), "platform": platform.platform(terse=True),
+    env: dict[str, str | list[str] | None] = {"python": platform.python_version(), "platform": platform.platform(terse=True),
            "lineagestore": _version("lineagestore")}
     for pkg in ("torch", "transformers", "tokenizers", "safetensors", "accelerate"):
         v = _version(pkg)
@@ -219,7 +220,7 @@ def _in_git_work_tree(start: str) -> bool:
     return False
 
 
-def code_revision(path: os.PathLike | str | None = None) -> dict | None:
+def code_revision(path: os.PathLike[str] | str | None = None) -> dict[str, Any] | None:
     """The git revision of the training code's repository (commit, dirty flag), via pygit2."""
     start = str(Path(path or os.getcwd()).absolute())
     if not _in_git_work_tree(start):  # no git repository: no need to load pygit2 (~30 ms)

@@ -27,8 +27,8 @@ from .errors import (
     RevisionNotFound,
     UnsupportedFormat,
 )
-from .fsutil import FileLock, atomic_write_bytes, clean_stale_temp, is_nospace
-from .ids import check_object_id, is_id_prefix
+from .fsutil import FileLock, OnWait, atomic_write_bytes, clean_stale_temp, is_nospace
+from .ids import ObjectId, check_object_id, is_id_prefix
 from .names import check_name, parse_version, slug_from_user, version_name
 from .objects import Commit
 from .refs import DiskRefsContainer, MemoryRefsContainer, RefsContainer, who
@@ -109,7 +109,7 @@ class Repo:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def init(cls, store: os.PathLike | str) -> Repo:
+    def init(cls, store: os.PathLike[str] | str) -> Repo:
         """Create a store at ``store`` (the ``.lineage`` folder itself)."""
         path = Path(store).absolute()
         if (path / "format").exists():
@@ -125,7 +125,7 @@ class Repo:
         return cls.open(path)
 
     @classmethod
-    def open(cls, store: os.PathLike | str) -> Repo:
+    def open(cls, store: os.PathLike[str] | str) -> Repo:
         path = Path(store).absolute()
         fmt = path / "format"
         try:
@@ -147,7 +147,7 @@ class Repo:
         return cls(objects, refs, config, path)
 
     @classmethod
-    def discover(cls, start: os.PathLike | str | None = None, store: os.PathLike | str | None = None) -> Repo:
+    def discover(cls, start: os.PathLike[str] | str | None = None, store: os.PathLike[str] | str | None = None) -> Repo:
         explicit = store or read_env("LIN_STORE")
         if explicit:
             return cls.open(explicit)
@@ -205,7 +205,7 @@ class Repo:
         return lock_timeout(self.settings)
 
     @contextmanager
-    def writing(self, on_wait=None) -> Iterator[None]:
+    def writing(self, on_wait: OnWait | None = None) -> Iterator[None]:
         """Hold the store lock shared (every writer) for the duration of a write."""
         if self._lock is None:
             yield
@@ -215,7 +215,7 @@ class Repo:
             yield
 
     @contextmanager
-    def exclusive(self, on_wait=None) -> Iterator[None]:
+    def exclusive(self, on_wait: OnWait | None = None) -> Iterator[None]:
         """Hold the store lock exclusively (gc): no writer runs meanwhile."""
         if self._lock is None:
             yield
@@ -223,9 +223,6 @@ class Repo:
         with self._lock.held("exclusive", self.lock_timeout, on_wait):
             clean_stale_temp(self.tmp_dir)
             yield
-
-    def lock_holders(self):
-        return self._lock.holders() if self._lock else []
 
     # ------------------------------------------------------------------ refs
 
@@ -257,14 +254,14 @@ class Repo:
 
     def versions(self) -> dict[str, str]:
         """Version names (``vNNN_slug``) -> commit ids, in version order."""
-        vs = {n: v for n, v in self.tags().items() if parse_version(n)}
-        return dict(sorted(vs.items(), key=lambda kv: parse_version(kv[0])[0]))  # type: ignore[index]
+        numbered = [(p[0], n, v) for n, v in self.tags().items() if (p := parse_version(n))]
+        return {n: v for _, n, v in sorted(numbered, key=lambda t: t[0])}
 
     def name_of(self, commit_id: str) -> str | None:
         """The version name of a commit (from the commit object itself)."""
         try:
             return self.commit(commit_id).name
-        except Exception:  # noqa: BLE001 - a missing commit has no name
+        except Exception:  # a missing commit has no name
             return None
 
     def next_version_number(self) -> int:
@@ -288,7 +285,7 @@ class Repo:
 
     def ancestry(self, commit_id: str) -> Iterator[tuple[str, Commit]]:
         """The first-parent line from ``commit_id`` back to its root."""
-        seen = set()
+        seen: set[str] = set()
         cur: str | None = commit_id
         while cur and cur not in seen:
             seen.add(cur)
@@ -361,7 +358,7 @@ class Repo:
                 try:
                     if self.objects.header(oid).type == "commit":
                         candidates[oid[:12]] = oid
-                except Exception:  # noqa: BLE001 - corrupt objects are not candidates
+                except Exception:  # corrupt objects are not candidates
                     continue
         distinct = set(candidates.values())
         if len(distinct) == 1:
@@ -374,11 +371,12 @@ class Repo:
     # ------------------------------------------------------------------ writing commits
 
     def write_commit(self, *, tree: str, parents: list[str], name: str, kind: str = "commit",
-                     datasets: list[str] | None = None, metrics: dict | None = None,
-                     params: dict | None = None, code: dict | None = None, env: dict | None = None,
-                     message: str = "", extra: dict | None = None, move_head: bool = True,
+                     datasets: list[str] | None = None, metrics: dict[str, Any] | None = None,
+                     params: dict[str, Any] | None = None, code: dict[str, Any] | None = None,
+                     env: dict[str, Any] | None = None, message: str = "", extra: dict[str, Any] | None = None,
+                     move_head: bool = True,
                      expect_head: tuple[str | None, str | None] | None = None,
-                     author: str | None = None) -> tuple[str, Commit, HeadMoved | None]:
+                     author: str | None = None) -> tuple[ObjectId, Commit, HeadMoved | None]:
         """Name, write and publish a commit whose tree and data objects are already stored.
 
         Under the refs lock: allocate ``vNNN``, write the commit object, create the immutable
