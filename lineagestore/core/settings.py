@@ -19,7 +19,7 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -238,6 +238,7 @@ def _bounded(value: int | float, rule: Rule) -> int | float:
 
 def _duration(value: Any, rule: Rule) -> int | float | str:
     """A duration keeps the form it was written in (days, or ``"12h"``); ``rule.low`` is in seconds."""
+    written: int | float | str = value  # a str, or else a number (_number checks it below)
     if not isinstance(value, str):
         days = _number(value, False, False)
         if days < 0:
@@ -251,11 +252,12 @@ def _duration(value: Any, rule: Rule) -> int | float | str:
             raise BadValue("must be > 0: a zero grace period is only accepted when given explicitly "
                            "(lin gc --grace 0)")
         raise BadValue("must be at least one hour (e.g. \"1h\", or 0.5 for half a day)")
-    return value
+    return written
 
 
-def rule_of(f) -> Rule:
-    return f.metadata["rule"]
+def rule_of(f: Field[Any]) -> Rule:
+    rule: Rule = f.metadata["rule"]  # every settings field is made by key()
+    return rule
 
 
 def show(value: Any) -> str:
@@ -327,7 +329,7 @@ class TrainTable:
     keep_checkpoints: int = key(2, "int", low=1)  # checkpoints gc keeps of a run in progress
     checkpoint_share_warn: float = key(0.5, "number", low=0, high=1)  # doctor: share of the store
     #: training settings set here (checked; see :class:`TrainSettings`), the layer after defaults
-    defaults: dict = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def check_endpoint(endpoint: str | None) -> str | None:
@@ -377,7 +379,7 @@ class TrainSettings:
     adam_beta1: float = key(0.9, "number", low=0, below=1)
     adam_beta2: float = key(0.999, "number", low=0, below=1)
     adam_eps: float = key(1e-8, "number", low=0)
-    freeze: list = key([], "names")  # fnmatch patterns of parameter names not trained
+    freeze: list[str] = key([], "names")  # fnmatch patterns of parameter names not trained
     packing: bool = key(True, "bool")  # concatenate examples and cut blocks of seq_len
     log_every: int = key(10, "int", low=1)  # steps per entry of metrics["loss_per_interval"]
     device: str = key("auto", "choice", choices=DEVICES)
@@ -394,10 +396,10 @@ class TrainSettings:
                 raise InvalidInput(f"invalid training setting: {f.name} = {show(v)} {e}") from None
         return self
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def result_dict(self) -> dict:
+    def result_dict(self) -> dict[str, Any]:
         d = self.to_dict()
         return {k: d[k] for k in RESULT_KEYS}
 
@@ -455,7 +457,7 @@ class Settings:
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
-    def from_toml(cls, doc: dict, path: Path | str | None = None) -> Settings:
+    def from_toml(cls, doc: dict[str, Any], path: Path | str | None = None) -> Settings:
         """Check a parsed config.toml; a bad value raises one InvalidInput line naming file and key."""
         reader = _Reader(str(path or "config.toml"))
         tables: dict[str, Any] = {}
@@ -471,7 +473,7 @@ class Settings:
                 reader.warnings.append(f"{reader.where}: unknown {what} (ignored)")
         return cls(**tables, warnings=tuple(reader.warnings))
 
-    def to_toml(self, *, every_key: bool = False) -> dict:
+    def to_toml(self, *, every_key: bool = False) -> dict[str, Any]:
         """The TOML document of these settings: the keys that differ from the defaults (or all)."""
         doc: dict[str, Any] = {}
         for name in _TABLES:
@@ -483,14 +485,21 @@ class Settings:
         return {k: v for k, v in doc.items() if v or every_key}
 
 
-def _table_toml(table: Any, every_key: bool) -> dict:
+def _table_toml(table: Any, every_key: bool) -> dict[str, Any]:
     out = {}
     for f in fields(table):
         v = getattr(table, f.name)
-        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
-        if every_key or v != default:
+        if every_key or v != _default_of(f):
             out[f.name] = v
     return out
+
+
+def _default_of(f: Field[Any]) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    raise TypeError(f"settings field {f.name} has no default")
 
 
 class _Reader:
@@ -503,7 +512,7 @@ class _Reader:
     def bad(self, key_name: str, value: Any, problem: str) -> InvalidInput:
         return InvalidInput(f"{self.where}: {key_name} = {show(value)} {problem}")
 
-    def values(self, cls: type, raw: Any, prefix: str, skip: tuple[str, ...] = ()) -> dict:
+    def values(self, cls: type, raw: Any, prefix: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
         if not isinstance(raw, dict):
             raise self.bad(prefix, raw, "must be a table")
         known = {f.name: f for f in fields(cls) if f.name not in skip}
@@ -565,7 +574,7 @@ def lock_timeout(settings: Settings | None = None) -> float:
 
 # ----------------------------------------------------------------------------- the file itself
 
-def _merge(base: dict, over: dict) -> dict:
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
@@ -580,7 +589,7 @@ class Config:
     :class:`Settings` it makes. ``set`` checks the new value before it takes it; ``dumps`` gives
     the file's text (unknown keys kept). Code reads settings from :attr:`settings`."""
 
-    def __init__(self, data: dict | None = None, path: Path | None = None):
+    def __init__(self, data: dict[str, Any] | None = None, path: Path | None = None):
         self.path = path
         self.user = data or {}
         self.settings = Settings.from_toml(self.user, path)
