@@ -7,13 +7,19 @@ module as methods. Each returns a dataclass; nothing prints.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Self, cast
 
+from .core.progress import NULL, Progress
+from .core.repo import Repo as _BaseRepo
 from .versions import checkout as _checkout
 from .versions import commit as _commit
 from .versions import history as _versions
 from .versions import labels as _labels
-from .core.progress import NULL, Progress
-from .core.repo import Repo as _BaseRepo
+
+if TYPE_CHECKING:  # imported by the methods that need them (numpy, for one, only by diff)
+    from .core.objects import Commit
+    from .guard.fsck import FsckReport
+    from .versions.diff import DiffResult
 
 
 class Repo(_BaseRepo):
@@ -30,7 +36,8 @@ class Repo(_BaseRepo):
         return _commit.commit_folder(self, folder, name, message=message, parents=[], kind="import",
                                        progress=progress, exclude=exclude)
 
-    def commit(self, commit_id: str):  # noqa: D401 - keep the base meaning: read a commit object
+    def commit(self, commit_id: str) -> Commit:
+        """Read the commit object ``commit_id`` (tree, parents, metadata); ``commit_folder`` makes one."""
         return super().commit(commit_id)
 
     def commit_folder(self, folder: os.PathLike | str, name: str, **kw) -> _commit.CommitResult:
@@ -42,6 +49,7 @@ class Repo(_BaseRepo):
         return _checkout.checkout(self, rev, **kw)
 
     def status(self, target=None) -> _checkout.StatusInfo:
+        """HEAD, and how the work folder (or ``target``) compares with the version it holds."""
         return _checkout.status(self, target)
 
     def tag(self, name: str, rev: str = "HEAD") -> _labels.Label:
@@ -53,19 +61,24 @@ class Repo(_BaseRepo):
         return _labels.branch(self, name, rev, switch=switch)
 
     def log(self, rev: str | None = None, *, all_versions: bool = False) -> list[_versions.VersionInfo]:
+        """The lineage of ``rev`` (default HEAD) back to its root, newest first; every version with ``all_versions``."""
         return _versions.log(self, rev, all_versions=all_versions)
 
     def show(self, rev: str) -> _versions.ShowInfo:
+        """One version: its details, its files, and its tensors counted by dtype."""
         return _versions.show(self, rev)
 
     def registry(self) -> dict:
+        """Every version by name, in the shape of the ``registry.json`` people kept by hand."""
         return _versions.registry(self)
 
-    def diff(self, rev_a: str, rev_b: str, *, stats: bool = True) -> "_diff.DiffResult":
+    def diff(self, rev_a: str, rev_b: str, *, stats: bool = True) -> DiffResult:
+        """The files and tensors that differ from ``rev_a`` to ``rev_b`` (``stats``: how far each tensor moved)."""
         from .versions import diff as _diff  # numpy: imported only by the commands that need it
         return _diff.diff_versions(self, rev_a, rev_b, stats=stats)
 
-    def fsck(self, *, quick: bool = False, progress: Progress = NULL) -> _fsck.FsckReport:  # noqa: F821 - imported lazily
+    def fsck(self, *, quick: bool = False, progress: Progress = NULL) -> FsckReport:
+        """Check every object, ref and reflog of the store (``quick``: blobs by header only); a report of problems."""
         from .guard import fsck as _fsck
         return _fsck.check(self, quick=quick, progress=progress)
 
@@ -83,6 +96,7 @@ class Repo(_BaseRepo):
                                    confirm_name=confirm_name)
 
     def reflog(self, name: str | None = None):
+        """Every change of the ref ``name`` (current or removed, or HEAD), or of all refs; newest first."""
         from .guard import protect
         return protect.reflog(self, name)
 
@@ -114,15 +128,18 @@ class Repo(_BaseRepo):
         return res
 
     def doctor(self):
+        """The risks to this store's data (backups, free disk, writable objects, one disk), as a report."""
         from .guard import doctor
         from .remote.backup import backup_status
         return doctor.diagnose(self, backup=backup_status(self))
 
     def audit_log(self) -> list[dict]:
+        """The entries of the audit log (each command that changed the store), oldest first."""
         from .core import audit
         return audit.entries(self)
 
     def audit_verify(self):
+        """Whether the audit log is intact: detects an edited, reordered, inserted or truncated log."""
         from .core import audit
         return audit.verify(self)
 
@@ -148,10 +165,12 @@ class Repo(_BaseRepo):
         return train(self, p, progress=progress, log=log, message=message, code_path=code_path)
 
     def runs(self):
+        """The training runs in ``refs/runs/``, each with its status, step and last checkpoint."""
         from .train import runs
         return runs.list_runs(self)
 
     def abandon_run(self, run: str):
+        """Delete the run's ref (its checkpoints but the last become garbage for ``gc``); returns the run as it was."""
         from .train import runs
         return runs.abandon(self, run)
 
@@ -167,22 +186,27 @@ class Repo(_BaseRepo):
         return _data.register(self, path, **kw)
 
     def data_lookup(self, path_or_id: os.PathLike | str):
+        """The registered dataset of a file (by content), fingerprint or id prefix, or file name; None if none."""
         from . import data as _data
         return _data.lookup(self, path_or_id)
 
     def data_list(self):
+        """Every registered dataset with the versions that trained it, oldest first."""
         from . import data as _data
         return _data.list_datasets(self)
 
     def data_show(self, path_or_id: os.PathLike | str):
+        """One registered dataset (by file, fingerprint, id prefix or name) with its use; NotFound if none."""
         from . import data as _data
         return _data.show(self, path_or_id)
 
     def data_verify(self, paths=None, *, progress: Progress = NULL):
+        """Re-hash data files (registered ones at their recorded paths, or ``paths``); a report of changes."""
         from . import data as _data
         return _data.verify(self, paths, progress=progress)
 
     def data_manifest(self) -> dict:
+        """The data registry per fingerprint, in the shape of a hand-kept ``manifest.json``."""
         from . import data as _data
         return _data.manifest(self)
 
@@ -192,6 +216,7 @@ class Repo(_BaseRepo):
         return _data.check(self, paths, base=base, progress=progress)
 
     def trained_dataset_ids(self, rev: str = "HEAD") -> list[str]:
+        """Ids of the datasets trained into ``rev`` and all its ancestors (oldest first, each once)."""
         from . import data as _data
         return _data.trained_dataset_ids(self, self.resolve(rev))
 
@@ -203,6 +228,7 @@ class Repo(_BaseRepo):
         return spec.add_remote(self, name, url, endpoint_url=endpoint_url, region=region, backup=backup)
 
     def remotes(self):
+        """The configured remotes (name, url, endpoint, region), sorted by name."""
         from .remote import spec
         return spec.list_remotes(self)
 
@@ -212,21 +238,24 @@ class Repo(_BaseRepo):
         return sync.push(self, remote, revs, progress=progress, recheck=recheck)
 
     def fetch(self, remote: str | None = None, *, progress: Progress = NULL):
+        """Receive the remote's refs and the objects this store lacks, checked; local names do not move."""
         from .remote import sync
         return sync.fetch(self, remote, progress=progress)
 
     def pull(self, remote: str | None = None, *, renumber: bool = False, progress: Progress = NULL):
+        """Fetch, then move local names forward to the remote's (never across a divergence); conflicts reported."""
         from .remote import sync
         return sync.pull(self, remote, renumber=renumber, progress=progress)
 
     @classmethod
-    def clone(cls, url: str, dest: os.PathLike | str, **kw) -> "Repo":
+    def clone(cls, url: str, dest: os.PathLike | str, **kw) -> Self:
         """A new store in ``dest/.lineage`` from a remote, HEAD checked out; see lineagestore.remote.clone."""
         from .remote import sync
         repo, _ = sync.clone(url, dest, repo_class=cls, **kw)
-        return repo
+        return cast(Self, repo)  # made by repo_class=cls; sync.clone's signature says only core.repo.Repo
 
     def verify_remote(self, remote: str | None = None, *, full: bool = False, progress: Progress = NULL):
+        """Check that the remote holds every object of its refs (``full``: download and re-hash each)."""
         from .remote import sync
         return sync.verify(self, remote, full=full, progress=progress)
 
@@ -236,5 +265,6 @@ class Repo(_BaseRepo):
         return backup.run_backup(self, progress=progress)
 
     def backup_status(self) -> dict:
+        """Which versions and runs the backup remote holds, from this store's records alone (no network)."""
         from .remote import backup
         return backup.backup_status(self)

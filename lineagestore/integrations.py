@@ -24,22 +24,36 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:
+if TYPE_CHECKING:  # checked against transformers (the ``train`` extra)
     from transformers import TrainerCallback
-except ImportError:  # pragma: no cover - transformers is an optional dependency
-    class TrainerCallback:  # type: ignore[no-redef]
-        pass
+else:
+    try:
+        from transformers import TrainerCallback
+    except ImportError:  # pragma: no cover - transformers is an optional dependency
+        TrainerCallback = object  # only a Trainer calls the callback, and there is none without transformers
 
 from .core.errors import Refused
 from .core.repo import utc_now
 
+if TYPE_CHECKING:
+    from .core.repo import Repo
+
 
 class LineageCallback(TrainerCallback):
+    """A ``transformers.TrainerCallback`` that stores checkpoints and commits the trained model as ``vNNN_<name>``.
+
+    ``store``: a Repo or a store folder (default: found like ``lin`` finds it); ``base``: the parent
+    version (default: the active one); ``data``: the training files, registered and checked for
+    overlap with the base's lineage; ``run``: the name under ``refs/runs/`` (default: ``name``).
+    After training, ``result`` is the CommitResult (None with ``commit=False``).
+    """
+
     def __init__(self, name: str, *, store: Any = None, base: str | None = None,
-                 data: list[os.PathLike | str] = (), tokenizer: Any = None, checkpoint_every: int | None = None,
+                 data: Sequence[os.PathLike | str] = (), tokenizer: Any = None, checkpoint_every: int | None = None,
                  checkpoint_on_save: bool = True, commit: bool = True, allow_overlap: bool = False,
                  message: str = "", code_path: os.PathLike | str | None = None, run: str | None = None):
         from .core.names import check_name
@@ -57,7 +71,7 @@ class LineageCallback(TrainerCallback):
         self.code_path = code_path
         self.run = run or name
         check_name(self.run, "run name")
-        self.repo = None
+        self.repo: Repo | None = None  # opened at the start of training (rank 0 only)
         self.base: str | None = None
         self.datasets: list[str] = []
         self.warnings: list[str] = []
@@ -69,7 +83,7 @@ class LineageCallback(TrainerCallback):
 
     # ---------------------------------------------------------------- helpers
 
-    def _open(self):
+    def _open(self) -> Repo:
         from .api import Repo
         s = self.store
         if isinstance(s, Repo):
@@ -79,19 +93,18 @@ class LineageCallback(TrainerCallback):
         p = Path(s)
         return Repo.open(p if (p / "format").exists() or p.name == ".lineage" else p / ".lineage")
 
-    def _meta(self, status: str, args, state) -> dict:
+    def _meta(self, repo: Repo, status: str, args, state) -> dict:
         return {"status": status, "run_id": self._run_id, "base": self.base,
-                "base_name": self.repo.name_of(self.base) if self.base else None, "datasets": list(self.datasets),
+                "base_name": repo.name_of(self.base) if self.base else None, "datasets": list(self.datasets),
                 "output": self.name, "data_paths": [{"path": str(p.absolute())} for p in self.data],
                 "total_steps": getattr(state, "max_steps", None), "created": utc_now(), "pid": os.getpid(),
                 "host": socket.gethostname(), "source": "transformers.Trainer",
                 "settings": {"lr": args.learning_rate, "epochs": args.num_train_epochs,
                              "batch_size": args.per_device_train_batch_size, "seed": args.seed}}
 
-    def _checkpoint(self, args, state, model, optimizer=None, lr_scheduler=None) -> None:
+    def _checkpoint(self, repo: Repo, args, state, model, optimizer=None, lr_scheduler=None) -> None:
         from .train.checkpoint import save_state, write_checkpoint
         from .train.modelio import store_model
-        repo = self.repo
         base_tree = repo.commit(self.base).tree if self.base else None
         parts: dict = {"trainer": {"step": state.global_step, "epoch": state.epoch,
                                    "log_history": list(state.log_history)}}
@@ -105,11 +118,12 @@ class LineageCallback(TrainerCallback):
             st = save_state(repo.objects, _jsonable_parts(parts))
             self.last_checkpoint = write_checkpoint(
                 repo, self.run, step=state.global_step, model=tree, state=st, parent=self.last_checkpoint,
-                meta=self._meta("running", args, state), message=f"checkpoint: step {state.global_step}")
+                meta=self._meta(repo, "running", args, state), message=f"checkpoint: step {state.global_step}")
 
     # ---------------------------------------------------------------- events
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kw):
+        """Open the store, resolve the base, register the data (refused if base's lineage trained it), hold the run."""
         if not state.is_world_process_zero:
             return
         from . import data as _data
@@ -119,7 +133,7 @@ class LineageCallback(TrainerCallback):
         self.tokenizer = self.tokenizer if self.tokenizer is not None else processing_class
         self.base = self.repo.resolve(self.base_rev or "HEAD") if (self.base_rev or self.repo.head()) else None
         if self.data:
-            self.datasets, self.warnings = _data.datasets_for_commit(self.repo, self.data, base=self.base)
+            self.datasets, self.warnings = _data.datasets_for_commit(self.repo, list(self.data), base=self.base)
             if self.warnings and not self.allow_overlap:
                 raise Refused("refusing to train on data already trained in this lineage: "
                               + "; ".join(self.warnings), hint="pass allow_overlap=True to train on it again")
@@ -130,18 +144,21 @@ class LineageCallback(TrainerCallback):
         self._t0 = time.monotonic()
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kw):
+        """Store a checkpoint every ``checkpoint_every`` steps (if given)."""
         if self.repo is None or not self.checkpoint_every or state.global_step % self.checkpoint_every:
             return
-        self._checkpoint(args, state, model, optimizer, lr_scheduler)
+        self._checkpoint(self.repo, args, state, model, optimizer, lr_scheduler)
 
     def on_save(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kw):
+        """Store a checkpoint when the Trainer saves one (unless ``checkpoint_on_save=False``)."""
         if self.repo is None or not self.checkpoint_on_save:
             return
         if self.checkpoint_every and state.global_step % self.checkpoint_every == 0:
             return  # on_step_end just stored this step
-        self._checkpoint(args, state, model, optimizer, lr_scheduler)
+        self._checkpoint(self.repo, args, state, model, optimizer, lr_scheduler)
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kw):
+        """Commit the model as ``vNNN_<name>`` with data, metrics, arguments (unless ``commit=False``); end the run."""
         if self.repo is None:
             return
         from .train.checkpoint import run_ref
