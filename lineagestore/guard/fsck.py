@@ -36,11 +36,11 @@ from ..core.errors import InvalidName, LinError, MalformedFile
 from ..core.fsutil import pid_alive
 from ..core.ids import is_object_id
 from ..core.names import check_version_name, parse_version, tree_entry_problems
-from ..core.objects import LINKING_TYPES, decode_object
+from ..core.objects import LINKING_TYPES, Commit, decode_object
 from ..core.progress import NULL, Progress
 from ..core.refs import check_ref_name
-from ..core.safetensors_io import check_tensor_list
 from ..core.repo import Repo
+from ..core.safetensors_io import check_tensor_list
 from .reachability import live_reflog_ids, reached_from, ref_values, reflog_problems, reflogs
 from .trash import find_in_trash, stale_purges
 
@@ -240,7 +240,7 @@ def _verify_one(store, oid: str, quick: bool) -> tuple[str, _Info | None, int, P
             return oid, _Info(type_name, n, []), n, None
         obj = decode_object(type_name, data, f"object {oid}")
         size = getattr(obj, "size", n)
-        name = obj.name if type_name == "commit" else None
+        name = obj.name if isinstance(obj, Commit) else None
         problem = _rule_problem(oid, type_name, obj) or _tensor_file_problem(oid, type_name, obj)
         return oid, _Info(type_name, size, _links(type_name, obj), name), n, problem
     except (LinError, OSError, ValueError, TypeError, KeyError, AttributeError) as e:
@@ -405,7 +405,7 @@ def _in_trash(repo: Repo, oid: str) -> str:
 def stale_temp(repo: Repo) -> list[Path]:
     """Files in tmp/ whose writer is gone: what the next write removes (``clean_stale_temp``)."""
     assert repo.path is not None
-    out = []
+    out: list[Path] = []
     try:
         entries = sorted((repo.path / "tmp").iterdir())
     except FileNotFoundError:
@@ -436,6 +436,7 @@ def stale_lock_records(repo: Repo) -> list[Path]:
 
 
 def leftovers(repo: Repo) -> list[Problem]:
+    assert repo.path is not None
     notes = [Problem("stale-temp", f"tmp/{p.name}", f"tmp/{p.name}: temporary file of a killed command "
                      "(removed by the next command that writes)") for p in stale_temp(repo)]
     notes += [Problem("stale-lock", str(p.relative_to(repo.path)), f"{p.relative_to(repo.path)}: lock record of "
@@ -449,7 +450,7 @@ def leftovers(repo: Repo) -> list[Problem]:
 def _stray_files(repo: Repo) -> list[Problem]:
     assert repo.path is not None
     root = repo.path / "objects"
-    out = []
+    out: list[Problem] = []
     try:
         dirs = sorted(os.listdir(root))
     except FileNotFoundError:

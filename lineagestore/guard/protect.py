@@ -303,7 +303,9 @@ def _removed(repo: Repo, what: str) -> tuple[str, ReflogEntry] | None:
     except RevisionNotFound:
         return None
     if repo.refs.read(ref) is not None:
-        raise Conflict(f"{short_name(ref)} exists (it names {repo.refs.resolve(ref)[:12]}); nothing to restore")
+        target = repo.refs.resolve(ref)  # None: a symbolic ref to a name that does not exist
+        raise Conflict(f"{short_name(ref)} exists" + (f" (it names {target[:12]})" if target else "")
+                       + "; nothing to restore")
     entry = last_removal(repo.refs.reflog(ref))
     return None if entry is None else (ref, entry)
 
@@ -327,7 +329,7 @@ def restore(repo: Repo, what: str) -> RestoreResult:
             return RestoreResult(what, entry.old, ref, got.objects, got.bytes, got.batches)
         oid = _restore_id(repo, what)
         got = restore_closure(repo, oid)
-        ref = None
+        tag_back: str | None = None  # the version name given back to a restored commit
         if _is_commit(repo, oid):
             vname = repo.commit(oid).name
             if parse_version(vname):
@@ -335,12 +337,12 @@ def restore(repo: Repo, what: str) -> RestoreResult:
                 current = repo.refs.read(tag)
                 if current is None:
                     repo.update_ref(tag, None, oid, f"restore: {vname}")
-                    ref = tag
+                    tag_back = tag
                 elif current != oid:
                     raise Conflict(f"version name {vname} names another commit ({current[:12]})")
-        if got.objects == 0 and ref is None:
+        if got.objects == 0 and tag_back is None:
             raise NotFound(f"{what} is already in the store and named; nothing to restore")
-        return RestoreResult(what, oid, ref, got.objects, got.bytes, got.batches)
+        return RestoreResult(what, oid, tag_back, got.objects, got.bytes, got.batches)
 
 
 def _restore_id(repo: Repo, what: str) -> str:

@@ -27,6 +27,7 @@ from ..core.ids import check_object_id, is_object_id
 from ..core.objects import LINKING_TYPES
 from ..core.refs import ZERO, ReflogEntry, check_ref_name
 from ..core.repo import Repo
+from ..core.store import ObjectStore
 
 # ----------------------------------------------------------------------------- refs and reflogs
 
@@ -274,7 +275,7 @@ def last_named(logs: dict[str, list]) -> dict[str, tuple[float, str]]:
 # ----------------------------------------------------------------------------- the graph
 
 
-def object_links(store, oid: str, type_name: str) -> list[str]:
+def object_links(store: ObjectStore, oid: str, type_name: str) -> list[str]:
     """What ``oid`` links to, given its type (from its header): only objects of a linking type
     (metadata) are decoded; any other object links to nothing and its payload is not read."""
     return list(store.get(oid).links()) if type_name in LINKING_TYPES else []
@@ -283,7 +284,7 @@ def object_links(store, oid: str, type_name: str) -> list[str]:
 class Graph:
     """Types and links of objects, loaded lazily: headers for all, payloads of linking types only."""
 
-    def __init__(self, store):
+    def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self.type: dict[str, str] = {}
         self.links: dict[str, list[str]] = {}

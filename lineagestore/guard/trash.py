@@ -14,9 +14,9 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from ..core.content import decode_stored
 from ..core.errors import InvalidInput, ObjectNotFound

@@ -24,7 +24,7 @@ class CommitResult(Published):
     cached_files: int = 0  # files whose content the stat cache vouched for (not re-read)
 
     @classmethod
-    def of(cls, pub: Published, *, files: int, bytes: int, tensors: int, cached_files: int = 0) -> "CommitResult":
+    def of(cls, pub: Published, *, files: int, bytes: int, tensors: int, cached_files: int = 0) -> CommitResult:
         return cls(**vars(pub), files=files, bytes=bytes, tensors=tensors, cached_files=cached_files)
 
 

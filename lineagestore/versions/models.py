@@ -11,23 +11,23 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Literal
 
 import blake3
 
+from ..core.content import ParallelWriter, file_id, tensor_file, tensor_file_of
 from ..core.errors import InvalidInput, MalformedFile, Refused
 from ..core.fsutil import AtomicFile, atomic_write_bytes, clean_stale_temp, pwrite_all
-from ..core.content import ParallelWriter, file_id, tensor_file, tensor_file_of
 from ..core.names import check_tree_entries
 from ..core.objects import Tree, TreeEntry
 from ..core.progress import NULL, Progress
 from ..core.safetensors_io import read_layout
 from ..core.store import ObjectStore
 from .folder import SKIP_DIRS, TMP_PREFIX, check_model_folder
-
 
 # ------------------------------------------------------------------------------ stat cache
 
@@ -105,7 +105,7 @@ class _FileJob:
     executable: bool
     st: os.stat_result
     type: str = "blob"
-    result: "str | Future[str] | None" = None
+    result: str | Future[str] | None = None
 
 
 def store_folder(store: ObjectStore, folder: os.PathLike | str, *, progress: Progress = NULL,
@@ -263,9 +263,10 @@ def walk_tree(store: ObjectStore, tree_id: str, prefix: str = "") -> Iterator[Fi
 def iter_file_bytes(store: ObjectStore, info: FileInfo, prefetch: int = 4) -> Iterator[bytes]:
     """The bytes of a stored file, verified, with a few pieces decompressed ahead on threads."""
     pieces = _file_pieces(store, info)
-    if pieces and isinstance(pieces[0][0], bytes):
-        yield pieces.pop(0)[0]
-    yield from _prefetch(store, [oid for oid, _, _ in pieces], prefetch)
+    head = pieces[0][0] if pieces else None
+    if isinstance(head, bytes):  # a tensor-file's header, the one piece held as bytes
+        yield head
+    yield from _prefetch(store, [oid for oid, _, _ in pieces if isinstance(oid, str)], prefetch)
 
 
 def _file_pieces(store: ObjectStore, info: FileInfo) -> list[tuple[str | bytes, int, int]]:
@@ -399,10 +400,11 @@ def _start_writeback(fd: int, offset: int, size: int) -> None:
         _SYNC_FILE_RANGE = False  # unsupported here: the final fsync does it all
 
 
-_SYNC_FILE_RANGE = None  # libc's sync_file_range, looked up on first use; False where there is none
+# libc's sync_file_range, looked up on first use; False where there is none
+_SYNC_FILE_RANGE: Callable[[int, int, int, int], int] | Literal[False] | None = None
 
 
-def _load_sync_file_range():
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | Literal[False]:
     if not sys.platform.startswith("linux"):
         return False
     try:
