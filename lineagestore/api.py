@@ -110,14 +110,16 @@ class Repo(_BaseRepo):
 
     def gc_plan(self, *, grace: str | float | None = None, progress: Progress = NULL):
         """What ``gc`` would move to trash; deletes nothing. ``grace``: days, or "12h", "0"."""
+        from .core.settings import parse_grace
         from .guard import gc
-        return gc.plan(self, grace_s=None if grace is None else gc.parse_grace(grace), progress=progress)
+        return gc.plan(self, grace_s=None if grace is None else parse_grace(grace), progress=progress)
 
     def gc(self, *, grace: str | float | None = None, empty_trash: bool = False, progress: Progress = NULL,
            on_wait=None):
         """Move unreachable objects older than the grace period to trash/ (exclusive store lock)."""
+        from .core.settings import parse_grace
         from .guard import gc
-        res = gc.collect(self, grace_s=None if grace is None else gc.parse_grace(grace),
+        res = gc.collect(self, grace_s=None if grace is None else parse_grace(grace),
                          empty_trash=empty_trash, progress=progress, on_wait=on_wait)
         notes = []
         if res.moved_objects:

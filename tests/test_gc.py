@@ -13,6 +13,7 @@ from test_guard_helpers import folder_bytes, lineage, snapshot, version_bytes
 from lineagestore import Repo
 from lineagestore.core.errors import CheckFailed, InvalidInput, ObjectNotFound
 from lineagestore.core.objects import Checkpoint, Tree, TreeEntry
+from lineagestore.core.settings import parse_duration
 from lineagestore.guard import gc, trash
 
 DAY = 86400.0
@@ -191,9 +192,9 @@ def test_zero_grace_must_be_explicit(lin, repo, four):
     (repo.path / "config.toml").write_text("")
     code, _, err = lin("gc", "--grace", "0")
     assert code == 0 and "warning: --grace 0" in err
-    assert gc.parse_duration("12h") == 12 * 3600 and gc.parse_duration("2w") == 14 * DAY
+    assert parse_duration("12h") == 12 * 3600 and parse_duration("2w") == 14 * DAY
     with pytest.raises(Exception, match="invalid duration"):
-        gc.parse_duration("-1")
+        parse_duration("-1")
 
 
 def test_gc_refuses_when_a_reflog_line_cannot_be_read(repo, four):

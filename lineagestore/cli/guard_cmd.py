@@ -100,7 +100,7 @@ def gc(
     Without --confirm only the plan is shown; with it, unreachable objects older than the grace
     period move to trash/.
     """
-    from ..guard.gc import parse_grace
+    from ..core.settings import parse_grace
     o = out(json_out)
     repo = STATE.repo()
     try:

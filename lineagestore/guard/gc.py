@@ -36,7 +36,7 @@ from ..core.errors import CheckFailed, LinError, NoSpace, ObjectNotFound
 from ..core.fsutil import atomic_write_bytes, fsync_dir, kill_point
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
-from ..core.settings import parse_duration, parse_grace  # noqa: F401 - the CLI and api parse --grace with these
+from ..core.store import DiskObjectStore
 from .reachability import (
     Graph,
     Holder,
@@ -340,6 +340,8 @@ def collect(repo: Repo, *, grace_s: float | None = None, empty_trash: bool = Fal
 
 def _move_to_trash(repo: Repo, p: GcPlan, res: GcResult, progress: Progress) -> None:
     assert repo.path is not None
+    store = repo.objects
+    assert isinstance(store, DiskObjectStore)  # a store with a path keeps its objects there (Repo.open)
     trash = trash_dir(repo)
     name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(p.now)) + f"-{os.getpid()}-{secrets.token_hex(3)}"
     batch = trash / name
@@ -355,7 +357,7 @@ def _move_to_trash(repo: Repo, p: GcPlan, res: GcResult, progress: Progress) -> 
     progress.start("moving unreachable objects to trash", len(p.order), "objects")
     try:
         for oid in p.order:
-            src = repo.objects.path_for(oid)  # type: ignore[attr-defined]
+            src = store.path_for(oid)
             dst = batch / oid[:2] / oid[2:]
             dst.parent.mkdir(exist_ok=True)
             if src.parent not in touched:

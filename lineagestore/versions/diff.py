@@ -112,13 +112,13 @@ def diff_versions(repo: Repo, rev_a: str, rev_b: str, *, stats: bool = True) -> 
     same_files = 0
     same_tensors = 0
     for path in sorted(set(fa) | set(fb)):
-        x, y = fa.get(path), fb.get(path)
-        if x is None:
-            files.append(FileDiff(path, "added", None, y.size))  # type: ignore[union-attr]
+        if path not in fa:
+            files.append(FileDiff(path, "added", None, fb[path].size))
             continue
-        if y is None:
-            files.append(FileDiff(path, "removed", x.size, None))
+        if path not in fb:
+            files.append(FileDiff(path, "removed", fa[path].size, None))
             continue
+        x, y = fa[path], fb[path]
         if x.id == y.id:
             same_files += 1
             if x.type == "tensor-file":
@@ -138,12 +138,14 @@ def _tensor_diffs(store: ObjectStore, x: FileInfo, y: FileInfo, stats: bool) -> 
     out = []
     same = 0
     for name in sorted(set(ta) | set(tb)):
-        p, q = ta.get(name), tb.get(name)
-        if p is None:
-            out.append(TensorDiff(name, "added", q.dtype, q.shape))  # type: ignore[union-attr]
-        elif q is None:
-            out.append(TensorDiff(name, "removed", p.dtype, p.shape))
-        elif p.id == q.id:
+        if name not in ta:
+            out.append(TensorDiff(name, "added", tb[name].dtype, tb[name].shape))
+            continue
+        if name not in tb:
+            out.append(TensorDiff(name, "removed", ta[name].dtype, ta[name].shape))
+            continue
+        p, q = ta[name], tb[name]
+        if p.id == q.id:
             same += 1
         else:
             td = TensorDiff(name, "changed", q.dtype, q.shape)
