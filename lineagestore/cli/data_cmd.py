@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -61,11 +60,11 @@ def _overlap_text(rep) -> str:
 
 @data_app.command("add")
 def add(
-    files: List[Path] = typer.Argument(..., help="JSONL files (.jsonl, .jsonl.gz, .jsonl.zst)."),
+    files: list[Path] = typer.Argument(..., help="JSONL files (.jsonl, .jsonl.gz, .jsonl.zst)."),
     description: str = typer.Option("", "--description", "-d", help="What this data is."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer",
-                                            help="Count tokens with this version's tokenizer, or a folder / "
-                                                 "tokenizer.json (default: the active model's)."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer",
+                                         help="Count tokens with this version's tokenizer, or a folder / "
+                                              "tokenizer.json (default: the active model's)."),
     no_tokens: bool = typer.Option(False, "--no-tokens", help="Do not count tokens."),
     no_store: bool = typer.Option(False, "--no-store",
                                   help="Record fingerprint and ledger only; do not store the content."),
@@ -169,7 +168,7 @@ def show(target: str = typer.Argument(..., help="A file, a fingerprint or datase
 
 
 @data_app.command("verify")
-def verify(files: List[Path] = typer.Argument(None, help="Files to check (default: every registered file at "
+def verify(files: list[Path] = typer.Argument(None, help="Files to check (default: every registered file at "
                                                          "the path it was registered from)."),
            json_out: bool = JSON_OPT) -> None:
     """Re-hash data files: report changed, missing and renamed ones.
@@ -213,9 +212,9 @@ def manifest(json_out: bool = typer.Option(True, "--json/--table", help="JSON (d
 
 @data_app.command("check")
 def check(
-    files: List[Path] = typer.Argument(..., help="Data files to check."),
-    base: Optional[str] = typer.Option(None, "--base",
-                                       help="The version whose lineage to check against (default: HEAD)."),
+    files: list[Path] = typer.Argument(..., help="Data files to check."),
+    base: str | None = typer.Option(None, "--base",
+                                    help="The version whose lineage to check against (default: HEAD)."),
     fail_if_trained: bool = typer.Option(False, "--fail-if-trained",
                                          help="Exit 1 if any file or record was already trained."),
     json_out: bool = JSON_OPT,
@@ -231,7 +230,7 @@ def check(
     if json_out:
         o.json([r.to_dict() for r in reps])
     else:
-        for r, f in zip(reps, files):
+        for r, f in zip(reps, files, strict=True):  # one report per file
             o.line(_check_line(r, f))
             if r.changed_since_registration:
                 o.warn(r.changed_since_registration)

@@ -147,16 +147,17 @@ def _parse_lines(lines: list, n_lines: int, tally: _Tally) -> None:
 def _parse_line(line: str, line_no: int, tally: _Tally) -> None:
     """The careful path for a line the hot path did not take: a record, a blank line, or why it is bad."""
     rec, reason = PARSER.parse(line)
-    if reason is None:
-        obj = rec[1]  # type: ignore[index]
-        kind, reason = record_kind(obj)  # type: ignore[arg-type]
-    elif not line.strip(" \t\r"):
-        return  # a blank line
+    if rec is None:  # then with the reason, unless the line is blank
+        if reason is not None and line.strip(" \t\r"):
+            tally.add_bad(line_no, reason)
+        return
+    rid, obj = rec
+    kind, reason = record_kind(obj)
     if reason is not None:
         tally.add_bad(line_no, reason)
         return
-    tally.ids.append(rec[0])  # type: ignore[index]
+    tally.ids.append(rid)
     if kind == "chat":
         tally.chat += 1
     if tally.collect:
-        tally.add_parts(obj, kind)  # type: ignore[arg-type]
+        tally.add_parts(obj, kind)

@@ -56,13 +56,11 @@ def merge_sorted(streams: Sequence[Iterable[np.ndarray]]) -> Iterator[np.ndarray
         refill(k)
     last: np.ndarray | None = None  # the last id emitted (1-element array)
     while True:
-        live = [k for k in range(len(bufs)) if bufs[k] is not None]
+        live = [(k, b) for k, b in enumerate(bufs) if b is not None]
         if not live:
             return
         if len(live) == 1:
-            k = live[0]
-            chunk = bufs[k]
-            assert chunk is not None
+            k, chunk = live[0]
             if last is not None and chunk[0] <= last[0]:
                 chunk = chunk[chunk > last[0]]
             if len(chunk) > 1 and not bool(np.all(chunk[1:] != chunk[:-1])):
@@ -72,12 +70,10 @@ def merge_sorted(streams: Sequence[Iterable[np.ndarray]]) -> Iterator[np.ndarray
                 yield chunk
             refill(k)
             continue
-        lasts = np.concatenate([bufs[k][-1:] for k in live])  # type: ignore[index]
+        lasts = np.concatenate([b[-1:] for _, b in live])
         cut = np.sort(lasts)[:1]
         taken = []
-        for k in live:
-            b = bufs[k]
-            assert b is not None
+        for k, b in live:
             n = int(np.searchsorted(b, cut, side="right")[0])
             if n:
                 taken.append(b[:n])

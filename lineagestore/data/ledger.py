@@ -45,6 +45,7 @@ from ..core.errors import CorruptObject
 from ..core.fsutil import AtomicFile, FileLock, atomic_write_bytes
 from ..core.objects import Chunks
 from ..core.progress import NULL, Progress
+from ..core.repo import Repo
 from ..core.store import ObjectStore
 from .idsets import ID_DTYPE, as_ids, merge_sorted, rechunk
 from .records import ID_BYTES
@@ -179,7 +180,7 @@ def _memory_dir(repo) -> Path:
 class Ledger:
     """The derived index over record-id sets of one store (see the module docstring)."""
 
-    def __init__(self, repo):
+    def __init__(self, repo: Repo) -> None:
         self.repo = repo
         self.store: ObjectStore = repo.objects
         base = repo.cache_dir / "data" if repo.path is not None else _memory_dir(repo)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,7 @@ def make_part(store: ObjectStore, whole_id: str, whole: Dataset, trained: Iterab
         return None
     if rs.count >= of:
         return Part(whole_id, of, of, whole.examples)
-    extra = {k: whole.extra[k] for k in ("path", "kind") if k in (whole.extra or {})}
+    extra: dict[str, Any] = {k: whole.extra[k] for k in ("path", "kind") if k in (whole.extra or {})}
     extra.update({"distinct": rs.count, PART_KEY: {"dataset": whole_id, "distinct": of, "examples": whole.examples}})
     part = Dataset(content=whole.content, filename=whole.filename, format=whole.format, size=whole.size,
                    examples=int(examples), records=rs.id, tokens={}, description=whole.description,

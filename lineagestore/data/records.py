@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import blake3
@@ -94,20 +94,23 @@ class RecordParser:
 
     def __init__(self) -> None:
         self.decoder = json.JSONDecoder(parse_constant=_reject_constant)
-        self.scan = self.decoder.scan_once  # type: ignore[attr-defined]
-        from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-        if c_make_encoder is None:  # pragma: no cover - CPython always has the C encoder
+        # JSONDecoder.__init__ sets scan_once (Lib/json/decoder.py); typeshed's JSONDecoder leaves it out
+        self.scan: Callable[[str, int], tuple[Any, int]] = self.decoder.scan_once  # type: ignore[attr-defined]
+        from json.encoder import encode_basestring
+        try:
+            from _json import make_encoder  # what json.encoder uses as c_make_encoder
+        except ImportError:  # pragma: no cover - CPython always has the C encoder
             self.encode = lambda o: json.dumps(o, sort_keys=True, separators=(",", ":"),
                                                ensure_ascii=False, allow_nan=False)
         else:
-            enc = c_make_encoder(None, _no_default, encode_basestring, None, ":", ",", True, False, False)
+            enc = make_encoder(None, _no_default, encode_basestring, None, ":", ",", True, False, False)
             self.encode = lambda o: "".join(enc(o, 0))
 
-    def parse(self, line: str) -> tuple[tuple[bytes, object] | None, str | None]:
+    def parse(self, line: str) -> tuple[tuple[bytes, dict[str, Any]] | None, str | None]:
         """(id, record) or a reason why the line is not a record."""
         try:
             obj, end = self.scan(line, 0)
-            if end != len(line) and _JSON_WS.match(line, end).end() != len(line):  # type: ignore[union-attr]
+            if end != len(line) and _JSON_WS.fullmatch(line, end) is None:
                 obj = self.decoder.decode(line)  # raises "Extra data" with its position
         except StopIteration:
             try:

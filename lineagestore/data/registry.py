@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..core.content import file_content_id
 from ..core.errors import InvalidInput, LinError, NotFound, RefConflict, Refused
@@ -81,7 +81,7 @@ def resolve(repo: Repo, path_or_id: os.PathLike | str) -> DatasetInfo:
 
 
 def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
-             tokenizer: str | os.PathLike | bool | None = None, store_content: bool = True,
+             tokenizer: str | os.PathLike | Literal[False] | None = None, store_content: bool = True,
              skip_bad_lines: bool = False, progress: Progress = NULL) -> DatasetInfo:
     """Register a JSONL data file (see docs/data.md). Nothing is registered half-way.
 
@@ -100,7 +100,7 @@ def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
         if tokenizer is False:
             tok_ctx = _no_tokenizer("token counting was turned off")
         else:
-            tok_ctx = open_tokenizer(repo, tokenizer)  # type: ignore[arg-type]
+            tok_ctx = open_tokenizer(repo, tokenizer)
         with tok_ctx as (tok, why):
             if existing is not None:
                 return _update_existing(repo, p, existing, tok, why, description, store_content,
@@ -124,8 +124,8 @@ def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
                 batch = batch or repo.objects.batch()
                 rs = put_record_set(batch, scan.ids.chunks())
                 extra = {"path": str(p.resolve()), "kind": scan.kind, "distinct": rs.count, "lines": scan.lines}
-                tokens = {}
-                if tok is not None:
+                tokens: dict[str, int] = {}
+                if tok is not None and scan.tokens is not None:  # a scan with a counter counts
                     tokens[tok.id] = scan.tokens
                     extra["tokenizers"] = {tok.id: tok.label}
                 ds = Dataset(content=scan.fingerprint, filename=p.name, format=scan.format, size=scan.size,
@@ -230,7 +230,7 @@ def _update_existing(repo: Repo, p: Path, existing: DatasetInfo, tok, why, descr
         except BaseException:
             _discard(batch)
             raise
-        if need_tokens:
+        if need_tokens and scan.tokens is not None:  # a scan with a counter counts
             tokens[tok.id] = scan.tokens
             extra["tokenizers"] = {**extra.get("tokenizers", {}), tok.id: tok.label}
     new = replace(ds, tokens=tokens, extra=extra, stored=ds.stored or need_store,

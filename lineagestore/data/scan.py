@@ -193,7 +193,8 @@ def scan_file(path: os.PathLike | str, *, put_blob: Callable[[bytes], str] | Non
     progress.start(description or f"reading {path.name}", st.st_size, "B")
     try:
         if use_pool:
-            wspec = (counter or counter_for(counter_spec)).worker_spec() if tokenize else None  # type: ignore[arg-type]
+            wspec = (counter.worker_spec() if counter is not None
+                     else counter_for(counter_spec).worker_spec() if counter_spec is not None else None)
             scan.pool = Workers(workers, wspec)
         if put_blob is not None:
             scan.hasher = ThreadPoolExecutor(max(1, min(2, workers)), thread_name_prefix="lin-data-put")
@@ -309,8 +310,8 @@ class _Scan:
                 piece = f.read(CHUNK_SIZE)
                 if not piece:
                     break
-                if self.hasher is not None:
-                    self.pieces.append((self.hasher.submit(put_blob, piece), len(piece)))  # type: ignore[arg-type]
+                if self.hasher is not None and put_blob is not None:  # a hasher is made for put_blob
+                    self.pieces.append((self.hasher.submit(put_blob, piece), len(piece)))
                     _bound(self.pieces, 3)
                 else:
                     self.pieces.append((hash_object("blob", piece), len(piece)))

@@ -188,8 +188,8 @@ class Workers:
             try:
                 if kill:
                     p.kill()
-                else:
-                    p.stdin.close()  # type: ignore[union-attr]
+                elif p.stdin is not None:  # always a pipe: the workers are started with one
+                    p.stdin.close()
             except OSError:
                 pass
         for p in self.procs:
@@ -200,7 +200,8 @@ class Workers:
                 p.wait()
             for f in (p.stdout, p.stdin):
                 try:
-                    f.close()  # type: ignore[union-attr]
+                    if f is not None:
+                        f.close()
                 except OSError:
                     pass
         for e in self.errs:

@@ -9,6 +9,8 @@ keyed by it, so a version's own count of its data is the one under its tree's to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..core.errors import LinError
 from ..core.ids import hash_object
 from ..core.objects import canonical_json
@@ -23,7 +25,7 @@ TOKENIZER_FILES = (
 CORE_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
 
 
-def tokenizer_id(files: dict[str, str]) -> str:
+def tokenizer_id(files: Mapping[str, str]) -> str:
     """The tokenizer id of ``{file name: content id}``."""
     return hash_object("blob", canonical_json({"tokenizer-files": dict(sorted(files.items()))}))
 
