@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any
 
 import typer
 
@@ -54,13 +54,13 @@ def _with_training_options(fn):
     P = inspect.Parameter
     params = [p for p in inspect.signature(fn).parameters.values() if p.kind != P.VAR_KEYWORD]
     extra = [
-        P("data", P.KEYWORD_ONLY, annotation=List[Path],
+        P("data", P.KEYWORD_ONLY, annotation=list[Path],
           default=typer.Option([], "--data", "-d", metavar="FILE", help="A JSONL data file (repeatable).")),
-        P("output", P.KEYWORD_ONLY, annotation=Optional[str],
+        P("output", P.KEYWORD_ONLY, annotation=str | None,
           default=typer.Option(None, "--output", "--name", "-n", help="Name of the new version (becomes vNNN_NAME).")),
-        P("base", P.KEYWORD_ONLY, annotation=Optional[str],
+        P("base", P.KEYWORD_ONLY, annotation=str | None,
           default=typer.Option(None, "--base", "-b", help="Base version (default: the active version, HEAD).")),
-        P("config", P.KEYWORD_ONLY, annotation=Optional[Path],
+        P("config", P.KEYWORD_ONLY, annotation=Path | None,
           default=typer.Option(None, "--config", "-c", help="TOML or JSON file of settings (flags win).")),
         P("allow_overlap", P.KEYWORD_ONLY, annotation=bool,
           default=typer.Option(False, "--allow-overlap", help="Train even on data already trained in this lineage "
@@ -69,29 +69,30 @@ def _with_training_options(fn):
           default=typer.Option(False, "--no-register", help="Refuse unregistered data instead of registering it.")),
         P("resume", P.KEYWORD_ONLY, annotation=bool,
           default=typer.Option(False, "--resume", help="Continue an unfinished run from its last checkpoint.")),
-        P("run", P.KEYWORD_ONLY, annotation=Optional[str],
+        P("run", P.KEYWORD_ONLY, annotation=str | None,
           default=typer.Option(None, "--run", help="Run name (default: the output name).")),
         P("measure", P.KEYWORD_ONLY, annotation=bool,
           default=typer.Option(True, "--measure/--no-measure",
                                help="Time two passes for the estimate when no earlier run tells.")),
-        P("freeze", P.KEYWORD_ONLY, annotation=List[str],
+        P("freeze", P.KEYWORD_ONLY, annotation=list[str],
           default=typer.Option([], "--freeze", metavar="PATTERN",
                                help="Do not train parameters matching this pattern (repeatable).")),
-        P("packing", P.KEYWORD_ONLY, annotation=Optional[bool],
+        P("packing", P.KEYWORD_ONLY, annotation=bool | None,
           default=typer.Option(None, "--packing/--no-packing", help="Pack examples into full blocks (default on).")),
-        P("deterministic", P.KEYWORD_ONLY, annotation=Optional[bool],
+        P("deterministic", P.KEYWORD_ONLY, annotation=bool | None,
           default=typer.Option(None, "--deterministic/--no-deterministic",
                                help="Deterministic kernels (default: on for the CPU, off on a GPU).")),
     ]
     for key, flag, typ, help_ in _SETTING_FLAGS:
-        extra.append(P(key, P.KEYWORD_ONLY, annotation=Optional[typ], default=typer.Option(None, flag, help=help_)))
+        extra.append(P(key, P.KEYWORD_ONLY, annotation=typ | None, default=typer.Option(None, flag, help=help_)))
     fn.__signature__ = inspect.signature(fn).replace(parameters=[*params, *extra])
     return fn
 
 
 def _settings_and_job(repo, opts: dict):
     from ..train.settings import TrainSettings, load_config_file
-    file_settings, job = ({}, {})
+    file_settings: dict[str, Any] = {}
+    job: dict[str, Any] = {}
     if opts.get("config"):
         file_settings, job = load_config_file(Path(opts["config"]))
     store_defaults = repo.settings.train.defaults
@@ -238,7 +239,8 @@ class LineProgress:
     def __init__(self, o, every_s: float = 10.0):
         self.o = o
         self.every_s = every_s
-        self.desc, self.unit, self.total = "", "", None
+        self.desc, self.unit = "", ""
+        self.total: float | None = None
         self.done = 0.0
         self.t0 = self.last = 0.0
         self.start_done = 0.0
@@ -281,7 +283,7 @@ def _progress_for(o):
 def train(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before training (for scripts)."),
     message: str = typer.Option("", "--message", "-m", help="Message of the new version."),
-    code: Optional[Path] = typer.Option(None, "--code", help="The training code's git repository (default: here)."),
+    code: Path | None = typer.Option(None, "--code", help="The training code's git repository (default: here)."),
     json_out: bool = JSON_OPT,
     **opts,
 ) -> None:
@@ -293,7 +295,6 @@ def train(
     same command again) continues from the last checkpoint.
     """
     from ..train import distributed as D
-    from ..train.plan import Plan
     from ..train.trainer import train as run_training
     o = out(json_out)
     plan_file = read_env(D.PLAN_ENV)
@@ -307,25 +308,7 @@ def train(
         D.end_with_launcher(read_env(D.LAUNCHER_ENV))
     if opts.get("deterministic"):  # read by cuBLAS when CUDA starts, so before anything touches it
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if plan_file:  # a rank started by `lin train --gpus N`: the plan was accepted by the parent
-        p = Plan.from_dict(json.loads(Path(plan_file).read_text()))
-    elif dist.enabled:  # started by torchrun/accelerate directly: rank 0 plans for everyone
-        p = _plan_distributed(o, repo, opts, dist, json_out)
-    else:
-        p = _make_plan(o, repo, opts, measure=None)
-        STATE.mutated = STATE.mutated or any(d.registered_now for d in p.data)
-        if not json_out:
-            print_plan(o, p)
-        if not p.ok:
-            if json_out:
-                o.json({"plan": p.to_dict(), "result": None})
-            raise typer.Exit(_plan_exit(p, training=True))
-        if not yes and not o.confirm("Proceed?"):
-            raise Refused("not confirmed; nothing was trained",
-                          hint="answer yes, or pass --yes when running from a script")
-        if p.world_size > 1:
-            code_ = _relaunch(o, repo, p)
-            raise typer.Exit(code_)
+    p = _accepted_plan(o, repo, opts, dist, plan_file, yes=yes, json_out=json_out)
     STATE.mutated = True
     try:
         res = run_training(repo, p, progress=_progress_for(o) if dist.is_main else _null(),
@@ -338,6 +321,36 @@ def train(
     if json_out:
         o.json({"plan": p.to_dict(), "result": res.to_dict()})
         return
+    _print_result(o, res)
+
+
+def _accepted_plan(o, repo, opts: dict, dist, plan_file: str | None, *, yes: bool, json_out: bool):
+    """The plan to train: the parent's (a rank of `lin train --gpus N`), rank 0's (started by
+    torchrun directly), or one made here, printed and confirmed. A plan for several processes is
+    trained by this command again under torchrun, and its exit code ends this one."""
+    from ..train.plan import Plan
+    if plan_file:  # a rank started by `lin train --gpus N`: the plan was accepted by the parent
+        return Plan.from_dict(json.loads(Path(plan_file).read_text()))
+    if dist.enabled:  # started by torchrun/accelerate directly: rank 0 plans for everyone
+        return _plan_distributed(o, repo, opts, dist, json_out)
+    p = _make_plan(o, repo, opts, measure=None)
+    STATE.mutated = STATE.mutated or any(d.registered_now for d in p.data)
+    if not json_out:
+        print_plan(o, p)
+    if not p.ok:
+        if json_out:
+            o.json({"plan": p.to_dict(), "result": None})
+        raise typer.Exit(_plan_exit(p, training=True))
+    if not yes and not o.confirm("Proceed?"):
+        raise Refused("not confirmed; nothing was trained",
+                      hint="answer yes, or pass --yes when running from a script")
+    if p.world_size > 1:
+        raise typer.Exit(_relaunch(o, repo, p))
+    return p
+
+
+def _print_result(o, res) -> None:
+    """What a run trained: steps, tokens and speed, the loss from the first step to the last, bytes stored."""
     first = res.losses[0] if res.losses else None  # the first step's loss, then the last step's
     o.line(f"Trained {res.name}  {short(res.id)}  (parent {res.base_name})")
     m = res.metrics
