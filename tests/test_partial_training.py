@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train_support import TRAIN_ARGS, lin_proc, new_store, train_assets  # noqa: F401
+from test_train_support import TRAIN_ARGS, lin_proc, new_store, train_assets  # noqa: F401 - fixture
 
 from lineagestore import Repo
 from lineagestore.core.objects import Tree
@@ -70,7 +70,7 @@ def _records(repo: Repo, dataset_id: str) -> set[bytes]:
 
 
 def test_max_steps_records_what_it_trained_and_the_rest_trains_later(
-        tmp_path, train_assets, lin, monkeypatch):  # noqa: F811
+        tmp_path, train_assets, lin, monkeypatch):  # noqa: F811 - the fixture
     folder = new_store(tmp_path / "w", train_assets)
     (folder / "base").symlink_to(train_assets / "base")
     monkeypatch.chdir(folder)
@@ -130,7 +130,7 @@ def test_max_steps_records_what_it_trained_and_the_rest_trains_later(
     assert code == 0, out + err
 
 
-def test_a_whole_epoch_names_the_registered_dataset(tmp_path, train_assets, lin, monkeypatch):  # noqa: F811
+def test_a_whole_epoch_names_the_registered_dataset(tmp_path, train_assets, lin, monkeypatch):  # noqa: F811 - the fixture
     """A run that consumed every unit names the registered dataset itself, as before parts existed."""
     folder = new_store(tmp_path / "w", train_assets)
     monkeypatch.chdir(folder)
@@ -146,7 +146,7 @@ def test_a_whole_epoch_names_the_registered_dataset(tmp_path, train_assets, lin,
 
 
 @pytest.mark.slow
-def test_resume_on_more_processes_continues_from_the_data_consumed(tmp_path, train_assets):  # noqa: F811
+def test_resume_on_more_processes_continues_from_the_data_consumed(tmp_path, train_assets):  # noqa: F811 - the fixture
     """A 1-process run killed at step 13 (checkpoint: step 10) resumed with --gpus 2 trains the
     units an uninterrupted run trains (not step 10 of the 2-process plan) and the whole file."""
     folder = new_store(tmp_path / "w", train_assets)
@@ -172,7 +172,7 @@ def test_resume_on_more_processes_continues_from_the_data_consumed(tmp_path, tra
 
 
 @pytest.mark.slow
-def test_gpus_1_on_resume_of_a_two_process_run_is_taken(tmp_path, train_assets):  # noqa: F811
+def test_gpus_1_on_resume_of_a_two_process_run_is_taken(tmp_path, train_assets):  # noqa: F811 - the fixture
     folder = new_store(tmp_path / "w", train_assets)
     p = lin_proc(folder, "train", "--data", "bible.jsonl", "--name", "bible", *_args(max_steps="12"),
                  "--gpus", "2", "--yes", env={"OMP_NUM_THREADS": "1", "LIN_TEST_KILL_AT": "train-step:7"})
@@ -191,7 +191,7 @@ def test_gpus_1_on_resume_of_a_two_process_run_is_taken(tmp_path, train_assets):
     assert m["tokens_trained"] == _tokens_of_first_units(folder, 96)
 
 
-def test_final_commit_does_not_move_a_branch_moved_meanwhile(tmp_path, train_assets):  # noqa: F811
+def test_final_commit_does_not_move_a_branch_moved_meanwhile(tmp_path, train_assets):  # noqa: F811 - the fixture
     """A version committed on main while the run trains: the trained version is kept under its
     name, main stays (exit 6, the run committed and gone)."""
     folder = new_store(tmp_path / "w", train_assets)
@@ -223,7 +223,7 @@ def test_final_commit_does_not_move_a_branch_moved_meanwhile(tmp_path, train_ass
     assert v3.parents == [repo.resolve("v001_base")] and repo.refs.names("refs/runs/") == []
 
 
-def test_final_loss_is_the_last_step_and_rates_scale_by_processes(tmp_path, train_assets):  # noqa: F811
+def test_final_loss_is_the_last_step_and_rates_scale_by_processes(tmp_path, train_assets):  # noqa: F811 - the fixture
     from test_train_support import SETTINGS
 
     from lineagestore.cli.versions_cmd import _fmt_metrics

@@ -7,10 +7,9 @@ import shutil
 from collections import namedtuple
 
 import pytest
+from test_train_support import SETTINGS, TRAIN_ARGS, new_store, train_assets  # noqa: F401 - fixture
 
 from lineagestore import Repo
-
-from test_train_support import SETTINGS, TRAIN_ARGS, new_store, train_assets  # noqa: F401 - fixture
 
 
 @pytest.fixture
@@ -146,10 +145,10 @@ def test_plan_after_training_refuses_duplicates_and_offers_resume(lin, store):
 
 
 def test_plan_unfinished_run_on_base(lin, store):
+    import lineagestore.train.trainer as T
     from lineagestore.train.plan import make_plan
     from lineagestore.train.settings import TrainSettings
     from lineagestore.train.trainer import TrainingFailed, train
-    import lineagestore.train.trainer as T
     repo = Repo.open(store / ".lineage")
     p = make_plan(repo, data=[store / "bible.jsonl"], name="first", settings=TrainSettings.build(SETTINGS))
     real = T.compute_loss

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from test_train_support import TRAIN_ARGS, final_state, lin_proc, new_store, train_assets  # noqa: F401 - fixture
 
 from lineagestore import Repo
 from lineagestore.versions.models import walk_tree
-
-from test_train_support import TRAIN_ARGS, final_state, lin_proc, new_store, train_assets  # noqa: F401
 
 BIBLE = ["--data", "bible.jsonl", "--name", "bible"]
 FAST = [*TRAIN_ARGS, "--no-measure"]
@@ -39,7 +38,7 @@ def _runs(lin, folder, monkeypatch) -> list[dict]:
     return json.loads(out)
 
 
-def test_kill_9_and_resume_equals_uninterrupted(tmp_path, train_assets, reference, lin, monkeypatch):  # noqa: F811
+def test_kill_9_and_resume_equals_uninterrupted(tmp_path, train_assets, reference, lin, monkeypatch):  # noqa: F811 - the fixture
     folder = new_store(tmp_path / "w", train_assets)
     code_repo = Path(__file__).resolve().parent.parent  # this project's git checkout: the "training code"
     p = lin_proc(folder, "train", *BIBLE, *FAST, "--code", str(code_repo), "--yes",
@@ -65,7 +64,7 @@ def test_kill_9_and_resume_equals_uninterrupted(tmp_path, train_assets, referenc
     assert code == 0, out + err
 
 
-def test_sigterm_checkpoints_and_same_command_resumes(tmp_path, train_assets, reference, lin, monkeypatch):  # noqa: F811
+def test_sigterm_checkpoints_and_same_command_resumes(tmp_path, train_assets, reference, lin, monkeypatch):  # noqa: F811 - the fixture
     folder = new_store(tmp_path / "w", train_assets)
     pause = tmp_path / "paused"
     env = {**os.environ, "LIN_NO_PROGRESS": "1", "LIN_TEST_PAUSE_AT": "train-step:13",
@@ -95,7 +94,7 @@ def test_sigterm_checkpoints_and_same_command_resumes(tmp_path, train_assets, re
     assert final_state(folder)[:2] == reference
 
 
-def test_failure_is_recorded_then_resumed_or_abandoned(tmp_path, train_assets, reference, lin, monkeypatch):  # noqa: F811
+def test_failure_is_recorded_then_resumed_or_abandoned(tmp_path, train_assets, reference, lin, monkeypatch):  # noqa: F811 - the fixture
     import lineagestore.train.trainer as T
     folder = new_store(tmp_path / "w", train_assets)
     monkeypatch.chdir(folder)
@@ -134,7 +133,29 @@ def test_failure_is_recorded_then_resumed_or_abandoned(tmp_path, train_assets, r
     assert Repo.open(folder / ".lineage").refs.reflog("refs/runs/chat")[-1].message.startswith("abandon")
 
 
-def test_train_commits_lineage_data_metrics_code(tmp_path, train_assets, lin, monkeypatch):  # noqa: F811
+def test_a_model_type_transformers_does_not_know_is_invalid_input_naming_the_version(
+        tmp_path, train_assets, lin, monkeypatch):  # noqa: F811 - the fixture
+    """A base whose config.json names an architecture transformers does not know: training stops
+    with exit 4 (invalid input) and one line naming the version and the cause, before any run."""
+    import shutil
+    odd = tmp_path / "odd"
+    shutil.copytree(train_assets / "base", odd)
+    config = json.loads((odd / "config.json").read_text())
+    config["model_type"] = "no-such-architecture"
+    (odd / "config.json").write_text(json.dumps(config))
+    folder = new_store(tmp_path / "w", train_assets)
+    Repo.open(folder / ".lineage").import_model(odd, "odd")
+    monkeypatch.chdir(folder)
+    code, out, err = lin("train", *BIBLE, *FAST, "--yes")
+    assert code == 4, err
+    assert "Traceback" not in err
+    line = next(x for x in err.splitlines() if "cannot build the model" in x)
+    assert "v002_odd" in line and "no-such-architecture" in line
+    repo = Repo.open(folder / ".lineage")
+    assert list(repo.versions()) == ["v001_base", "v002_odd"] and not repo.refs.names("refs/runs/")
+
+
+def test_train_commits_lineage_data_metrics_code(tmp_path, train_assets, lin, monkeypatch):  # noqa: F811 - the fixture
     import pygit2
     from transformers import AutoModelForCausalLM
     folder = new_store(tmp_path / "w", train_assets)
@@ -197,7 +218,7 @@ def test_train_commits_lineage_data_metrics_code(tmp_path, train_assets, lin, mo
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu(tmp_path, train_assets):  # noqa: F811
+def test_two_process_ddp_on_cpu(tmp_path, train_assets):  # noqa: F811 - the fixture
     folder = new_store(tmp_path / "w", train_assets)
     args = [a for a in FAST]
     args[args.index("--max-steps") + 1] = "4"
@@ -239,7 +260,7 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_ranks_end_with_their_killed_launcher_and_the_run_resumes(tmp_path, train_assets):  # noqa: F811
+def test_ranks_end_with_their_killed_launcher_and_the_run_resumes(tmp_path, train_assets):  # noqa: F811 - the fixture
     folder = new_store(tmp_path / "w", train_assets)
     args = [a for a in FAST]
     args[args.index("--max-steps") + 1] = "6"

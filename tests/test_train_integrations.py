@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_train_support import new_store, train_assets  # noqa: F401 - fixture
 
 from lineagestore import Repo
 from lineagestore.core.errors import Refused
 
-from test_train_support import new_store, train_assets  # noqa: F401 - fixture
-
 
 def _trainer(folder, callback, steps: int = 4):
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     tok = AutoTokenizer.from_pretrained(folder / "base")
@@ -28,7 +32,7 @@ def _trainer(folder, callback, steps: int = 4):
                    data_collator=DataCollatorForLanguageModeling(tok, mlm=False))
 
 
-def test_lineage_callback_checkpoints_and_commits(tmp_path, train_assets, monkeypatch):  # noqa: F811
+def test_lineage_callback_checkpoints_and_commits(tmp_path, train_assets, monkeypatch):  # noqa: F811 - the fixture
     import shutil
     pytest.importorskip("accelerate")  # transformers.Trainer needs it
     from lineagestore.integrations import LineageCallback

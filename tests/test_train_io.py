@@ -8,19 +8,19 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save as st_save
+from test_train_support import TINY
 
 from lineagestore import Repo
-from tools import samples
 from lineagestore.core.errors import Conflict, InvalidInput, MalformedFile
-from lineagestore.versions.models import FileInfo, iter_file_bytes, walk_tree
 from lineagestore.train import dataset as ds
 from lineagestore.train import tensorio
 from lineagestore.train.checkpoint import load_state, save_state
 from lineagestore.train.modelio import load_weights, store_model
-
-from test_train_support import TINY
+from lineagestore.versions.models import FileInfo, iter_file_bytes, walk_tree
+from tools import samples
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64, torch.int32, torch.int8,
           torch.uint8, torch.bool, torch.int16]
@@ -112,7 +112,7 @@ def test_store_model_from_memory_matches_save_pretrained(tmp_path):
 
     other = samples.tiny_model(**TINY, seed=7)
     load_weights(repo.objects, stored.tree, other)
-    for (k, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+    for (k, a), b in zip(model.state_dict().items(), other.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 
 
@@ -138,7 +138,7 @@ def test_commit_model_bf16_and_shards(tmp_path):
     from lineagestore.versions.models import checkout_tree
     checkout_tree(repo.objects, stored.tree, tmp_path / "sharded", cache_dir=repo.cache_dir)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "sharded")
-    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 
 
@@ -159,21 +159,22 @@ def test_text_and_chat_targets(tmp_path, tok):
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     data = ds.load_data([(path, None)], tok)
     assert data.examples == 3
-    spans = [(int(a), int(b)) for a, b in zip(data.offsets[:-1], data.offsets[1:])]
+    spans = [(int(a), int(b)) for a, b in zip(data.offsets[:-1], data.offsets[1:], strict=True)]
     ids0 = list(data.ids[spans[0][0]:spans[0][1]])
     assert ids0 == tok("In the beginning")["input_ids"] + [tok.eos_token_id]
     assert data.mask[spans[0][0]:spans[0][1]].all()
     a, b = spans[1]
-    target_text = tok.decode([int(i) for i, m in zip(data.ids[a:b], data.mask[a:b]) if m])
+    target_text = tok.decode([int(i) for i, m in zip(data.ids[a:b], data.mask[a:b], strict=True) if m])
     assert target_text == "Hello!<|im_end|>\nGoodbye.<|im_end|>\n"
     everything = tok.decode([int(i) for i in data.ids[a:b]])
     assert everything == tok.apply_chat_template(chat["messages"], tokenize=False)
     a, b = spans[2]
-    assert tok.decode([int(i) for i, m in zip(data.ids[a:b], data.mask[a:b]) if m]) == "4<|endoftext|>"
+    assert tok.decode([int(i) for i, m in zip(data.ids[a:b], data.mask[a:b], strict=True) if m]) == "4<|endoftext|>"
 
 
 def test_compressed_files_and_no_final_newline(tmp_path, tok):
     import gzip
+
     import zstandard
     text = '{"text": "one"}\n{"text": "two"}'  # no newline at the end
     plain = tmp_path / "d.jsonl"

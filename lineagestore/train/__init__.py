@@ -14,6 +14,7 @@ Modules (torch and transformers are imported lazily, inside functions):
 - ``plan``       the seven pre-flight checks
 - ``estimate``   the plan's estimates: tokens trained, tokens/s, time
 - ``trainer``    the training loop in phases (set up, resume, steps, checkpoints, the new version)
+- ``session``    what the trainer's phases share, and the counters a checkpoint saves
 - ``distributed`` torchrun / DDP helpers (rank 0 alone writes the store)
 - ``goal``       progress toward ``goal.tokens`` along a lineage (``lin progress``)
 """

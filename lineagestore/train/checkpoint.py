@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from ..core.content import ParallelWriter
 from ..core.errors import CorruptObject, NotFound
 from ..core.objects import Checkpoint
 from ..core.repo import Repo
-from ..core.store import ObjectStore, ParallelWriter
+from ..core.store import ObjectStore
 from ..versions.models import build_trees, walk_tree
-from .tensorio import join_tensors, load_tensors, split_tensors, store_tensors
+from .tensorio import content_id, join_tensors, load_tensors, split_tensors, store_tensors
 
 RUNS_PREFIX = "refs/runs/"
 #: checkpoint meta "status" values
@@ -63,7 +64,7 @@ def save_state(store: ObjectStore, parts: dict[str, Any], *, workers: int = 0) -
         for name, obj in sorted(parts.items()):
             doc, tensors = split_tensors(obj, "")
             data = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-            files.append((f"{name}.json", "blob", store.put_bytes_chunked(data), len(data), False))
+            files.append((f"{name}.json", "blob", content_id(store.put_bytes_chunked(data)), len(data), False))
             if tensors:
                 tf_id, size = store_tensors(store, tensors, writer=writer)
                 files.append((f"{name}.safetensors", "tensor-file", tf_id, size, False))
@@ -178,7 +179,7 @@ def write_checkpoint(repo: Repo, run: str, *, step: int, model: str, state: str 
 def history(repo: Repo, cid: str, limit: int = 1000) -> list[CheckpointInfo]:
     """A run's checkpoints from ``cid`` back through their parents, newest first, as far as they
     are still in the store (gc collects all but the last few)."""
-    out = []
+    out: list[CheckpointInfo] = []
     cur: str | None = cid
     while cur and len(out) < limit:
         try:

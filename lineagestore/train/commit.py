@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from .modelio import StoredModel, store_model
 
 def commit_model(repo: Repo, model: Any, tokenizer: Any = None, name: str = "", *,
                  parents: list[str] | None = None, datasets: list[str] | None = None,
-                 data: list[os.PathLike | str] = (), metrics: dict | None = None, params: dict | None = None,
+                 data: Sequence[os.PathLike | str] = (), metrics: dict | None = None, params: dict | None = None,
                  message: str = "", code_path: os.PathLike | str | None = None, dtype: Any = None,
                  extra: dict | None = None, kind: str | None = None, activate: bool = True,
                  progress: Progress = NULL) -> tuple[CommitResult, list[str]]:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import blake3
 import numpy as np
@@ -236,7 +237,8 @@ class TokenizedData:
         keep = np.asarray(keep, dtype=bool)
         if keep.all():
             return self
-        lengths = np.diff(np.asarray(self.offsets, dtype=np.int64))
+        bounds = np.asarray(self.offsets, dtype=np.int64)
+        lengths = np.diff(bounds)
         tokens = np.repeat(keep, lengths)
         offsets = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
         np.cumsum(lengths[keep], out=offsets[1:])
@@ -361,7 +363,8 @@ def load_data(files: list[tuple[Path, str | None]], tok: Any, *, cache_dir: Path
               skip_bad_lines: bool = False, progress: Progress = NULL) -> TokenizedData:
     """Tokenize (or load from the cache) each ``(path, fingerprint)`` and concatenate in order."""
     tid = tokenizer_id(tok)
-    ids_l, mask_l, off_l, rid_l, infos = [], [], [], [], []
+    ids_l, mask_l, rid_l, infos = [], [], [], []
+    off_l: list[np.ndarray] = []  # each file's example offsets, moved to where its tokens go
     base = 0
     for path, fp in files:
         got = _cache_load(cache_dir, fp, tid) if (cache_dir is not None and fp) else None

@@ -126,7 +126,9 @@ def gather_json(dist: Dist, obj: Any, device: Any = "cpu") -> list[Any]:
         buf[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(dev)
     outs = [torch.zeros_like(buf) for _ in range(dist.world)]
     td.all_gather(outs, buf)
-    return [json.loads(bytes(o[:int(s.item())].cpu().numpy().tobytes()).decode()) for o, s in zip(outs, sizes)]
+    # all_gather filled both lists with one tensor per rank
+    return [json.loads(bytes(o[:int(s.item())].cpu().numpy().tobytes()).decode())
+            for o, s in zip(outs, sizes, strict=True)]
 
 
 def any_flag(dist: Dist, flag: bool, device: Any = "cpu") -> bool:

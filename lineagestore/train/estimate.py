@@ -39,15 +39,17 @@ def tokens_between(data: TokenizedData, units: int, settings: TrainSettings, sta
     return total + (part(e1, 0, p1) if p1 else 0)
 
 
-def estimate_time(repo: Repo, job: Job, settings: TrainSettings, *, base_tree: str | None, model: dict,
-                  device: dict, tokens_left: int | None, measure: bool, world: int) -> tuple[float | None, str]:
+def estimate_time(repo: Repo, job: Job, settings: TrainSettings, *, base_tree: str | None, base_name: str | None,
+                  model: dict, device: dict, tokens_left: int | None, measure: bool,
+                  world: int) -> tuple[float | None, str]:
     """(seconds left, where the rate came from); a measured model is kept in ``job.model`` for training."""
     est, source = None, "unknown"
     if tokens_left:
         rate, source = earlier_rate(repo, model, device, world)
         if rate is None and measure and world == 1 and device["ok"] and base_tree and job.data is not None:
             try:
-                rate, source, job.model = measure_rate(repo, base_tree, job, settings, device["type"])
+                rate, source, job.model = measure_rate(repo, base_tree, base_name or base_tree[:12], job, job.data,
+                                                       settings, device["type"])
             except Exception as e:  # noqa: BLE001 - an estimate must not stop the plan
                 source = f"unknown (measurement failed: {type(e).__name__}: {e})"
         if rate:
@@ -76,14 +78,15 @@ def earlier_rate(repo: Repo, model: dict, device: dict, world: int = 1) -> tuple
     return None, "unknown"
 
 
-def measure_rate(repo: Repo, base_tree: str, job: Job, s: TrainSettings, device_type: str):
-    """Time two forward+backward passes on real batches (no optimizer step: weights unchanged).
+def measure_rate(repo: Repo, base_tree: str, version: str, job: Job, data: TokenizedData, s: TrainSettings,
+                 device_type: str):
+    """Time two forward+backward passes on real batches of ``data`` (no optimizer step: weights unchanged).
 
     Returns (tokens/s, how it was found, the model built for it)."""
     import torch
     dev = torch.device("cuda:0" if device_type == "cuda" else "cpu")
-    model = job.model or build_model(repo, base_tree, job.meta_dir, dev, s)
-    blocks = Blocks(job.data, s.seq_len, s.packing)
+    model = job.model or build_model(repo, base_tree, job.meta_dir, dev, s, version=version)
+    blocks = Blocks(data, s.seq_len, s.packing)
     idx = list(range(min(len(blocks), s.batch_size)))
     batch = blocks.batch(idx, job.tokenizer.pad_token_id or 0)
     n_tokens, _ = blocks.tokens_of(idx)

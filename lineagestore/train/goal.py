@@ -36,7 +36,7 @@ class GoalProgress:
 
 def _parse(ts: str) -> float | None:
     try:
-        return _dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc).timestamp()
+        return _dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC).timestamp()
     except (TypeError, ValueError):
         return None
 

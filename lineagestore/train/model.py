@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..core.errors import CorruptObject, InvalidInput
 from ..core.repo import Repo
+from ..data.tokens import loader_error
 from . import distributed as D
 from .dataset import IGNORE
 from .job import quiet, train_cache
@@ -81,21 +82,28 @@ def compute_loss(model, batch: dict, device, precision: str, denominator: int):
     return ce / denominator, ce
 
 
-def build_model(repo: Repo, base_tree: str, meta_dir: Path | None, device, s: TrainSettings):
+def build_model(repo: Repo, base_tree: str, meta_dir: Path | None, device, s: TrainSettings, *, version: str):
     """The base model in fp32 (master weights), built from its config and filled from the store.
 
     Weights go from the store into memory without a copy of the model on disk; for architectures
     whose stored names differ from the module names it falls back to ``from_pretrained`` on a
-    checked-out folder.
+    checked-out folder. ``version`` names the base in errors.
     """
     import torch
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
     if meta_dir is None:
         meta_dir = materialize(repo.objects, base_tree, train_cache(repo) / f"meta-{base_tree[:24]}", weights=False)
     with quiet():
-        config = AutoConfig.from_pretrained(str(meta_dir))
-        with torch.random.fork_rng(devices=[]):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        try:
+            config = AutoConfig.from_pretrained(str(meta_dir))
+            with torch.random.fork_rng(devices=[]):
+                model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        # an unknown model_type, a config no causal LM is built from, a value of the wrong type
+        except (ValueError, StrictDataclassError) as e:
+            raise InvalidInput(f"cannot build the model of {version} from its config.json: {loader_error(e)}",
+                               hint="its config.json must describe a causal LM this version of transformers "
+                                    "knows") from None
         try:
             load_weights(repo.objects, base_tree, model)
         except CorruptObject:

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.content import ParallelWriter
 from ..core.errors import CorruptObject, InvalidInput
-from ..versions.models import FileInfo, build_trees, iter_file_bytes, walk_tree
 from ..core.progress import NULL, Progress
-from ..core.store import ObjectStore, ParallelWriter
-from .tensorio import iter_tensors, nbytes, store_tensors
+from ..core.store import ObjectStore
+from ..versions.models import FileInfo, build_trees, iter_file_bytes, walk_tree
+from .tensorio import content_id, iter_tensors, nbytes, store_tensors
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
 INDEX_NAMES = ("model.safetensors.index.json",)
@@ -160,7 +161,7 @@ def store_model(store: ObjectStore, model: Any, *, tokenizer: Any = None, base_t
                 continue
             files[f.path] = (f.type, f.id, f.size, f.executable)
     for rel, data in small.items():
-        files[rel] = ("blob", store.put_bytes_chunked(data), len(data), False)
+        files[rel] = ("blob", content_id(store.put_bytes_chunked(data)), len(data), False)
 
     shards = _shards(state, max_shard_bytes, dtype)
     total = sum(nbytes(v, dtype) for v in state.values())
@@ -170,7 +171,7 @@ def store_model(store: ObjectStore, model: Any, *, tokenizer: Any = None, base_t
         with ParallelWriter(workers) as writer:
             names = (["model.safetensors"] if len(shards) == 1 else
                      [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
-            for name, shard in zip(names, shards):
+            for name, shard in zip(names, shards, strict=True):
                 tf_id, size = store_tensors(store, shard, metadata={"format": "pt"}, writer=writer, cast=dtype,
                                             known=known, ids_out=tensor_ids)
                 files[name] = ("tensor-file", tf_id, size, False)
@@ -179,9 +180,10 @@ def store_model(store: ObjectStore, model: Any, *, tokenizer: Any = None, base_t
         progress.finish()
     if len(shards) > 1:
         index = {"metadata": {"total_parameters": sum(v.numel() for v in state.values()), "total_size": total},
-                 "weight_map": {k: n for n, shard in zip(names, shards) for k in shard}}
+                 "weight_map": {k: n for n, shard in zip(names, shards, strict=True) for k in shard}}
         data = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
-        files["model.safetensors.index.json"] = ("blob", store.put_bytes_chunked(data), len(data), False)
+        index_id = content_id(store.put_bytes_chunked(data))
+        files["model.safetensors.index.json"] = ("blob", index_id, len(data), False)
     tree = build_trees(store, [(rel, *v) for rel, v in sorted(files.items())])
     return StoredModel(tree=tree, tensors=len(state), weight_bytes=total,
                        new_objects=store.written_objects - before[0], new_bytes=store.written_bytes - before[1],
@@ -208,7 +210,7 @@ def tree_weight_summary(store: ObjectStore, tree_id: str) -> dict:
             nbytes += e.size
             if e.dtype in ("F32", "BF16", "F16", "F64"):
                 dtypes[e.dtype] = dtypes.get(e.dtype, 0) + e.size
-    main = max(dtypes, key=dtypes.get) if dtypes else None
+    main = max(dtypes, key=lambda d: dtypes[d]) if dtypes else None
     return {"tensors": count, "params": params, "bytes": nbytes, "dtype": main}
 
 

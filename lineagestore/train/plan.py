@@ -209,8 +209,8 @@ def make_plan(repo: Repo, *, data: list[os.PathLike | str], name: str | None, ba
     # -- output name, estimate
     number = repo.next_version_number()
     output = version_name(number, slug_from_user(name, number))
-    est, source = estimate_time(repo, size.job, settings, base_tree=b.tree, model=b.model, device=device,
-                                tokens_left=size.tokens_left, measure=measure, world=world)
+    est, source = estimate_time(repo, size.job, settings, base_tree=b.tree, base_name=b.name, model=b.model,
+                                device=device, tokens_left=size.tokens_left, measure=measure, world=world)
     ordered = [checks[k] for k in CHECK_ORDER]
     plan = Plan(ok=all(c.ok for c in ordered), checks=ordered, name=name, output=output, run=run, base=b.id,
                 base_name=b.name, base_explicit=b.explicit, base_active=(b.id is not None and b.id == head),
@@ -288,7 +288,8 @@ def _check_data(items: list[DataItem]) -> Check:
     broken = [f"{i.path}: {i.error}" for i in items if i.exists and i.error]
     unregistered = [i.path for i in items if i.exists and not i.dataset and not i.error]
     det = [f"{Path(i.path).name}: fingerprint {i.fingerprint[:12]}"
-           + (" (registered now)" if i.registered_now else " (registered)") for i in items if i.dataset]
+           + (" (registered now)" if i.registered_now else " (registered)")
+           for i in items if i.dataset and i.fingerprint]  # a registered file has both
     if missing:
         return _check("data", False, f"missing: {', '.join(missing)}", det)
     if broken:

@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
-from typing import Any, Iterator, Mapping
+from typing import Any
 
+from ..core.content import ParallelWriter
 from ..core.errors import CorruptObject, InvalidInput
 from ..core.objects import TensorEntry, TensorFile
 from ..core.safetensors_io import DTYPE_SIZES, parse_header
-from ..core.store import ObjectStore, ParallelWriter
+from ..core.store import ObjectStore
 
 #: safetensors dtypes in the order of its Rust ``Dtype`` enum (the file orders widest first)
 _ST_ORDER = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16", "F16", "BF16",
@@ -109,6 +111,11 @@ def nbytes(t, cast=None) -> int:
     return t.numel() * (torch.empty((), dtype=to).element_size() if to is not None else t.element_size())
 
 
+def content_id(put: str | Future[str]) -> str:
+    """The id an ``ObjectStore.put_*`` call stored: given at once without a writer, a future of it with one."""
+    return put.result() if isinstance(put, Future) else put
+
+
 def store_tensors(store: ObjectStore, tensors: Mapping[str, Any], *, metadata: Mapping[str, str] | None = None,
                   writer: ParallelWriter | None = None, cast=None, known: Mapping[str, str] | None = None,
                   ids_out: dict | None = None) -> tuple[str, int]:
@@ -132,27 +139,25 @@ def store_tensors(store: ObjectStore, tensors: Mapping[str, Any], *, metadata: M
     own = writer is None
     w = writer or ParallelWriter()
     try:
-        futures = []
+        stored: list[tuple[tuple[str, str, list[int], int], str | Future[str]]] = []
         for spec in ordered:
             kid = (known or {}).get(spec[0])
             if kid is not None and store.has(kid):
-                done: Future = Future()
-                done.set_result(kid)
-                futures.append((spec, done))
+                stored.append((spec, kid))
                 continue
             view = tensor_bytes(tensors[spec[0]], cast)
             if len(view) != spec[3]:
                 raise InvalidInput(f"tensor {spec[0]}: {len(view)} bytes, expected {spec[3]}")
-            futures.append((spec, store.put_bytes_chunked(view, w)))
-        entries = [TensorEntry(name=n, dtype=d, shape=list(s), size=size, id=f.result())
-                   for (n, d, s, size), f in futures]
+            stored.append((spec, store.put_bytes_chunked(view, w)))
+        entries = [TensorEntry(name=n, dtype=d, shape=list(s), size=size, id=content_id(f))
+                   for (n, d, s, size), f in stored]
         if ids_out is not None:
             ids_out.update({e.name: e.id for e in entries})
     finally:
         if own:
             w.close()
     size = 8 + len(header) + sum(s[3] for s in ordered)
-    tf = TensorFile(header=header.decode("utf-8"), tensors=entries, size=size)
+    tf = TensorFile(header=header.decode("utf-8"), tensors=list(entries), size=size)  # a list that may hold dicts
     return store.put_object(tf), size
 
 

@@ -28,14 +28,12 @@ import contextlib
 import math
 import os
 import random
-import secrets
 import shutil
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -77,6 +75,7 @@ from .model import (
 from .modelio import load_weights, store_model, tree_weight_summary
 from .plan import Plan
 from .runs import StopFlag, hold_run
+from .session import Counters, Session
 from .settings import TrainSettings
 from .trained import drop_trained, recorded_parts
 
@@ -121,65 +120,6 @@ class TrainResult:
 # ------------------------------------------------------------------------------ the run
 
 
-@dataclass
-class _State:
-    step: int = 0
-    epoch: int = 0
-    position: int = 0  # units of the epoch's order already trained
-    tokens: int = 0
-    targets: int = 0
-    wall_time_s: float = 0.0
-    sessions: int = 0
-    checkpoints: int = 0
-
-
-@dataclass
-class _Run:
-    """What the phases of one training session share: set up first, then restored or seeded."""
-
-    repo: Repo
-    plan: Plan
-    s: TrainSettings
-    device: Any
-    precision: str
-    dist: D.Dist
-    progress: Progress
-    say: Callable[[str], None]
-    base_tree: str
-    blocks: Blocks
-    pad_id: int
-    per_epoch: int
-    total: int  # optimizer steps of the whole run
-    per_step: int  # training units per optimizer step, all ranks together
-    end: tuple[int, int]  # (epoch, position) where the run ends (kept across resumes)
-    schedule: Schedule  # the learning-rate schedule's clock (changed in place on resume)
-    expect_head: tuple[str | None, str | None]  # (HEAD's branch, HEAD) when this session started
-    model: Any
-    optimizer: Any
-    scheduler: Any
-    scaler: Any  # fp16 only
-    names: list[str]  # trainable parameters, in the optimizer's order
-    trainable_params: int
-    save_dtype: Any
-    code: Any = None
-    st: _State = field(default_factory=_State)
-    losses: list[float] = field(default_factory=list)
-    last_ckpt: str | None = None
-    run_id: str = field(default_factory=lambda: secrets.token_hex(8))
-    resumed_from: int | None = None  # step the run continued from (None: a fresh run)
-    # set when the session starts (after restoring)
-    ddp_model: Any = None
-    env: dict = field(default_factory=dict)
-    ckstore: ObjectStore | None = None
-    frozen_names: set[str] = field(default_factory=set)
-    frozen_ids: dict[str, str] = field(default_factory=dict)  # frozen tensors' ids, stored once
-    written: int = 0  # checkpoints written by this process
-    session_start: float = 0.0
-    wall_before: float = 0.0
-    steps_before: int = 0  # optimizer steps done when this session started
-    tokens_before: int = 0  # tokens trained when this session started
-
-
 def train(repo: Repo, plan: Plan, *, progress: Progress = NULL, log: Callable[[str], None] | None = None,
           code_path: os.PathLike | str | None = None, message: str = "", dist: D.Dist | None = None) -> TrainResult:
     """Train as planned and commit the new version. The plan must be ``ok``."""
@@ -213,7 +153,7 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
     # the training code's revision is taken when the run starts and kept across resumes
     r.code = code_revision(code_path)
     if plan.resume:
-        _resume(r, keep_code=code_path is None)
+        _resume(r, plan.resume, keep_code=code_path is None)
     else:
         random.seed(s.seed + dist.rank)
         np.random.seed((s.seed + dist.rank) & 0xFFFFFFFF)
@@ -227,27 +167,34 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
 
 
 def _set_up(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dist: D.Dist, progress: Progress,
-            say: Callable[[str], None]) -> _Run:
+            say: Callable[[str], None]) -> Session:
     """The data as training units, the base model, optimizer, LR schedule and loss scaler (nothing restored)."""
     import torch
-    base_tree = repo.commit(plan.base).tree
+    base = plan.base
+    if base is None:  # not in a plan that passed: check 2 fails without a base
+        raise Refused("the plan names no base model", hint="see `lin plan` for the reasons")
+    base_tree = repo.commit(base).tree
     job: Job | None = plan._job
     if job is None or job.data is None:
         tok, meta_dir = load_tokenizer(repo, base_tree)
-        data = load_data([(Path(d.path), d.fingerprint) for d in plan.data], tok, cache_dir=repo.cache_dir,
-                         skip_bad_lines=any(d.skipped_lines for d in plan.data), progress=progress)
+        loaded = load_data([(Path(d.path), d.fingerprint) for d in plan.data], tok, cache_dir=repo.cache_dir,
+                           skip_bad_lines=any(d.skipped_lines for d in plan.data), progress=progress)
         # the plan drops what the lineage trained of a file's rest from the data it loads; here too
-        job = Job(tok, drop_trained(repo, plan.base, plan.data, data), meta_dir)
+        data = drop_trained(repo, base, plan.data, loaded)
+        job = Job(tok, data, meta_dir)
+    else:
+        data = job.data
     tok = job.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    blocks = Blocks(job.data, s.seq_len, s.packing)
+    blocks = Blocks(data, s.seq_len, s.packing)
     if not len(blocks):
         raise InvalidInput("no training data: the files have no tokens")
     per_epoch, total = steps_for(len(blocks), s, dist.world)
     per_step = s.batch_size * s.grad_accum * dist.world
     schedule = Schedule(total, per_step)
 
-    model = job.model if job.model is not None else build_model(repo, base_tree, job.meta_dir, device, s)
+    model = job.model if job.model is not None else build_model(repo, base_tree, job.meta_dir, device, s,
+                                                                    version=plan.base_name or base)
     job.model = None
     model.to(device)
     model.train()
@@ -255,7 +202,7 @@ def _set_up(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, di
     optimizer = torch.optim.AdamW(groups, lr=s.lr, betas=(s.adam_beta1, s.adam_beta2), eps=s.adam_eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_lambda(s, schedule))
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    return _Run(repo=repo, plan=plan, s=s, device=device, precision=precision, dist=dist, progress=progress,
+    return Session(repo=repo, plan=plan, base=base, s=s, device=device, precision=precision, dist=dist, progress=progress,
                 say=say, base_tree=base_tree, blocks=blocks, pad_id=pad_id, per_epoch=per_epoch, total=total,
                 per_step=per_step, end=end_position(len(blocks), per_step, total), schedule=schedule,
                 expect_head=(repo.head_branch(), repo.head()), model=model, optimizer=optimizer,
@@ -264,12 +211,13 @@ def _set_up(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, di
                 save_dtype=save_dtype(repo, base_tree))
 
 
-def _resume(r: _Run, *, keep_code: bool) -> None:
-    """Continue the run from its checkpoint: weights, optimizer, schedule, scaler, RNG, counters, losses.
+def _resume(r: Session, resume: dict, *, keep_code: bool) -> None:
+    """Continue the run from its checkpoint (the plan's ``resume``): weights, optimizer, schedule,
+    scaler, RNG, counters, losses.
 
     ``keep_code``: no training code was named now, so the revision recorded at the start stands."""
     plan, dist = r.plan, r.dist
-    ck = read_checkpoint(r.repo, plan.resume["checkpoint"])
+    ck = read_checkpoint(r.repo, resume["checkpoint"])
     r.last_ckpt = ck.id
     r.run_id = str(ck.meta.get("run_id", r.run_id))
     if keep_code and ck.meta.get("code") is not None:
@@ -298,7 +246,7 @@ def _resume(r: _Run, *, keep_code: bool) -> None:
         r.scaler.load_state_dict(parts["scaler"])
     ranks = parts["rng"]["ranks"]
     set_rng_state(ranks[dist.rank] if dist.rank < len(ranks) else ranks[0], r.device)
-    r.st = _State(step=int(tr["step"]), epoch=int(tr["epoch"]), position=int(tr["position"]),
+    r.st = Counters(step=int(tr["step"]), epoch=int(tr["epoch"]), position=int(tr["position"]),
                   tokens=int(tr["tokens"]), targets=int(tr["targets"]), wall_time_s=float(tr["wall_time_s"]),
                   sessions=int(tr.get("sessions", 1)), checkpoints=int(tr.get("checkpoints", 0)))
     r.losses = [float(x) for x in parts["losses"]["loss"].tolist()] if "losses" in parts else []
@@ -311,7 +259,7 @@ def _resume(r: _Run, *, keep_code: bool) -> None:
     r.say(f"resuming run {plan.run} from step {r.st.step} (checkpoint {ck.id[:10]})")
 
 
-def _start_session(r: _Run) -> None:
+def _start_session(r: Session) -> None:
     """Wrap the model for DDP, open the checkpoint store, start this session's clock."""
     if r.dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -329,7 +277,7 @@ def _start_session(r: _Run) -> None:
 # ------------------------------------------------------------------------------ the steps
 
 
-def _run_steps(r: _Run) -> None:
+def _run_steps(r: Session) -> None:
     """Train to the last step; a failure is recorded on the run's last checkpoint, then raised."""
     plan = r.plan
     r.progress.start(f"training {plan.output or plan.name}", r.total, "steps")
@@ -354,10 +302,10 @@ def _run_steps(r: _Run) -> None:
         r.progress.finish()
 
 
-def _loop(r: _Run, stop: StopFlag) -> None:
+def _loop(r: Session, stop: StopFlag) -> None:
     """Optimizer steps in the epoch's order; a checkpoint every ``checkpoint_every`` and on a signal."""
     s, dist, blocks, st = r.s, r.dist, r.blocks, r.st
-    order_epoch, order = -1, None
+    order_epoch, order = -1, None  # the epoch's order of units, made when the epoch is reached
     trainable = [p for p in r.model.parameters() if p.requires_grad]
     if r.last_ckpt is None:
         _checkpoint(r, RUNNING)  # step 0: the run exists (and shows in `lin runs`) from now on
@@ -369,7 +317,7 @@ def _loop(r: _Run, stop: StopFlag) -> None:
             raise TrainingInterrupted(
                 f"interrupted at step {st.step}/{r.total}; checkpoint saved in run {r.plan.run}",
                 hint=f"continue with `lin train --resume --run {r.plan.run}` (or the same command again)")
-        if order_epoch != st.epoch:
+        if order is None or order_epoch != st.epoch:
             order, order_epoch = epoch_order(len(blocks), s.seed, st.epoch), st.epoch
         chunk = order[st.position:min(st.position + r.per_step, limit(len(blocks), st.epoch, r.end))]
         n_tokens, n_targets = blocks.tokens_of(chunk)
@@ -391,7 +339,7 @@ def _loop(r: _Run, stop: StopFlag) -> None:
             t_last, tok_last = time.monotonic(), st.tokens
 
 
-def _step(r: _Run, chunk, denom: int, trainable: list) -> float:
+def _step(r: Session, chunk, denom: int, trainable: list) -> float:
     """One optimizer step over ``chunk`` (all ranks' units), gradients accumulated; the step's mean loss."""
     import torch
     s, dist, optimizer, scaler = r.s, r.dist, r.optimizer, r.scaler
@@ -430,7 +378,7 @@ def _step(r: _Run, chunk, denom: int, trainable: list) -> float:
 # ------------------------------------------------------------------------------ checkpoints
 
 
-def _meta(r: _Run, status: str, error: str | None = None) -> dict:
+def _meta(r: Session, status: str, error: str | None = None) -> dict:
     """The checkpoint's meta: status, run, base, data, settings, where it trains."""
     plan, s, dist = r.plan, r.s, r.dist
     return {
@@ -445,14 +393,14 @@ def _meta(r: _Run, status: str, error: str | None = None) -> dict:
     }
 
 
-def _trainer_state(r: _Run) -> dict:
+def _trainer_state(r: Session) -> dict:
     st = r.st
     st.wall_time_s = r.wall_before + (time.monotonic() - r.session_start)
     return {**asdict(st), "param_names": r.names, "world_size": r.dist.world, "total_steps": r.total,
             "units": len(r.blocks), "seed": r.s.seed, "end": list(r.end), "schedule": r.schedule.to_json()}
 
 
-def _checkpoint(r: _Run, status: str) -> None:
+def _checkpoint(r: Session, status: str) -> None:
     """Every rank sends its RNG state; rank 0 stores weights and state, then moves the run ref."""
     import torch
     repo, plan, st = r.repo, r.plan, r.st
@@ -492,7 +440,7 @@ def _checkpoint(r: _Run, status: str) -> None:
     D.barrier(r.dist)
 
 
-def _record_failure(r: _Run, err: BaseException) -> None:
+def _record_failure(r: Session, err: BaseException) -> None:
     """Rank 0 marks the run failed: the last checkpoint again, with the error and the failed step."""
     if not r.dist.is_main:
         return
@@ -513,7 +461,7 @@ def _record_failure(r: _Run, err: BaseException) -> None:
 # ------------------------------------------------------------------------------ the new version
 
 
-def _final_metrics(r: _Run) -> tuple[dict, dict]:
+def _final_metrics(r: Session) -> tuple[dict, dict]:
     """(metrics, params) of the new version."""
     s, st, dist, plan = r.s, r.st, r.dist, r.plan
     st.wall_time_s = r.wall_before + (time.monotonic() - r.session_start)
@@ -543,13 +491,13 @@ def _final_metrics(r: _Run) -> tuple[dict, dict]:
     return metrics, params
 
 
-def _publish(r: _Run, metrics: dict, params: dict, message: str) -> TrainResult:
+def _publish(r: Session, metrics: dict, params: dict, message: str) -> TrainResult:
     """Rank 0 commits the new version (the others wait); every rank returns the result.
 
     A branch that moved while the run trained is not moved sideways: the version is kept under
     its name and :class:`BranchMoved` is raised once every rank is past the barrier."""
     repo, plan, st, dist = r.repo, r.plan, r.st, r.dist
-    result = TrainResult(id="", name=plan.output or plan.name, base=plan.base, base_name=plan.base_name or "",
+    result = TrainResult(id="", name=plan.output or plan.name, base=r.base, base_name=plan.base_name or "",
                          run=plan.run, steps=st.step, tokens_trained=st.tokens, final_loss=metrics["final_loss"],
                          metrics=metrics, params=params, datasets=list(plan.datasets), resumed_from=r.resumed_from,
                          checkpoints=0, new_bytes=0, losses=r.losses, session_steps=st.step - r.steps_before,
@@ -573,7 +521,7 @@ def _publish(r: _Run, metrics: dict, params: dict, message: str) -> TrainResult:
     return result
 
 
-def _commit(r: _Run, metrics: dict, params: dict, message: str):
+def _commit(r: Session, metrics: dict, params: dict, message: str):
     """Store the final weights and the parts of the data consumed; publish the version."""
     repo, plan, st = r.repo, r.plan, r.st
     model, base_tree, save_dtype = r.model, r.base_tree, r.save_dtype
@@ -588,7 +536,7 @@ def _commit(r: _Run, metrics: dict, params: dict, message: str):
         return stored.tree
 
     last = r.last_ckpt
-    return publish(repo, content, name=plan.name, kind="train", parents=[plan.base], datasets=[p.id for p in parts],
+    return publish(repo, content, name=plan.name, kind="train", parents=[r.base], datasets=[p.id for p in parts],
                    metrics=metrics, params=params, code=r.code, env=r.env, message=message,
                    extra={"run": plan.run, "run_id": r.run_id, "checkpoint": last,
                           **({"allow_overlap": True, "overlap": plan.overlap} if plan.allow_overlap else {})},
