@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import enospc_at_fsync, make_model_dir
+from test_guard_helpers import ROOT, folder_bytes, run_lin, version_bytes
+from test_train_support import train_assets  # noqa: F401 - the fixture (tiny model, data files)
+
 from lineagestore import Repo
 from lineagestore.guard import gc
 from lineagestore.guard.fsck import check
-from test_guard_helpers import ROOT, folder_bytes, run_lin, version_bytes
-from test_train_support import train_assets  # noqa: F401 - the fixture (tiny model, data files)
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import crash  # noqa: E402
@@ -355,8 +355,10 @@ def test_enospc_at_a_checkpoint_stops_training_resumable_from_the_previous_one(t
     when not even that fits, left as a stopped run), nothing of the failed one stays, and
     `lin train --resume` continues from that checkpoint once there is space."""
     import json
-    import lineagestore.train.trainer as T
+
     from test_train_support import TRAIN_ARGS, final_state, new_store
+
+    import lineagestore.train.trainer as T
     folder = new_store(tmp_path / "w", train_assets)
     monkeypatch.chdir(folder)
     store = folder / ".lineage"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import make_model_dir
+
 from lineagestore.api import Repo
 from lineagestore.core.errors import RemoteError
 from lineagestore.remote.backend import FolderBackend

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_model_dir, write_safetensors
+
 from lineagestore.api import Repo
 from lineagestore.core.errors import InvalidInput, RemoteError
 from lineagestore.remote import backend as be
@@ -165,8 +165,8 @@ def test_server_ignoring_conditional_writes_is_refused(s3_bucket_url, tmp_path, 
     make_model_dir(tmp_path / "m")
     repo = Repo.init(tmp_path / "a/.lineage")
     repo.import_model(tmp_path / "m", "base")
-    from lineagestore.remote.spec import add_remote
     from lineagestore.remote import session
+    from lineagestore.remote.spec import add_remote
     add_remote(repo, "origin", s3_bucket_url.url + "/careless", endpoint_url=s3_bucket_url.endpoint_url)
     real = S3Backend._make_client
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -39,9 +38,9 @@ def _remote_main(ctx: typer.Context) -> None:
 def add(
     name: str = typer.Argument(..., metavar="NAME", help="A short name for the remote (e.g. origin)."),
     url: str = typer.Argument(..., metavar="URL", help="s3://bucket/prefix, or a folder path (a second disk)."),
-    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url",
+    endpoint_url: str | None = typer.Option(None, "--endpoint-url",
                                                help="S3-compatible server (MinIO, Ceph, SeaweedFS, R2): http(s)://host:port."),
-    region: Optional[str] = typer.Option(None, "--region", help="S3 region (default: from the AWS config)."),
+    region: str | None = typer.Option(None, "--region", help="S3 region (default: from the AWS config)."),
     backup: bool = typer.Option(False, "--backup", help="Also make it the backup remote: every commit is pushed there."),
     json_out: bool = JSON_OPT,
 ) -> None:
@@ -128,7 +127,7 @@ def _print_push(o, res) -> None:
 
 
 def push(
-    args: Optional[List[str]] = typer.Argument(None, metavar="[REMOTE] [REV]...",
+    args: list[str] | None = typer.Argument(None, metavar="[REMOTE] [REV]...",
                                                help="The remote (default: the backup remote, or the only one), "
                                                     "then branches, versions or tags (default: all). "
                                                     "BRANCH:NAME pushes a branch under another name."),
@@ -140,7 +139,8 @@ def push(
     Refs on the remote move only by compare-and-swap.
     """
     from ..remote.spec import list_remotes
-    from ..remote.sync import PushRejected, push as do_push
+    from ..remote.sync import PushRejected
+    from ..remote.sync import push as do_push
     o = out(json_out)
     repo = STATE.repo()
     args = list(args or [])
@@ -178,7 +178,7 @@ def _print_fetch(o, fr) -> None:
 
 
 def fetch(
-    remote: Optional[str] = typer.Argument(None, help="The remote (default: the backup remote, or the only one)."),
+    remote: str | None = typer.Argument(None, help="The remote (default: the backup remote, or the only one)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Receive a remote's versions; local names are untouched.
@@ -198,7 +198,7 @@ def fetch(
 
 
 def pull(
-    remote: Optional[str] = typer.Argument(None, help="The remote (default: the backup remote, or the only one)."),
+    remote: str | None = typer.Argument(None, help="The remote (default: the backup remote, or the only one)."),
     renumber: bool = typer.Option(False, "--renumber",
                                   help="Rename your unpushed versions whose numbers the remote used for others "
                                        "(after the remote's highest), keeping a diverged branch as BRANCH-VERSION."),
@@ -239,8 +239,8 @@ def pull(
 def clone(
     url: str = typer.Argument(..., metavar="URL", help="s3://bucket/prefix or a folder path."),
     dest: Path = typer.Argument(..., metavar="DIR", help="Folder to create the store in (may exist, without a .lineage/)."),
-    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible server: http(s)://host:port."),
-    region: Optional[str] = typer.Option(None, "--region"),
+    endpoint_url: str | None = typer.Option(None, "--endpoint-url", help="S3-compatible server: http(s)://host:port."),
+    region: str | None = typer.Option(None, "--region"),
     name: str = typer.Option("origin", "--name", help="Name of the remote in the new store."),
     backup: bool = typer.Option(False, "--backup", help="Make it the backup remote of the new store."),
     no_checkout: bool = typer.Option(False, "--no-checkout", help="Do not write the active version into the work folder."),
@@ -276,7 +276,7 @@ def clone(
 
 
 def backup(
-    set_: Optional[str] = typer.Option(None, "--set", help="Make this remote the backup remote."),
+    set_: str | None = typer.Option(None, "--set", help="Make this remote the backup remote."),
     off: bool = typer.Option(False, "--off", help="Stop automatic backups."),
     json_out: bool = JSON_OPT,
 ) -> None:
@@ -311,9 +311,9 @@ def backup(
 
 
 def verify(
-    name: Optional[str] = typer.Argument(None, metavar="[REMOTE]",
+    name: str | None = typer.Argument(None, metavar="[REMOTE]",
                                          help="The remote to check (default: the backup remote, or the only one)."),
-    remote: Optional[str] = typer.Option(None, "--remote", help="The same as REMOTE."),
+    remote: str | None = typer.Option(None, "--remote", help="The same as REMOTE."),
     full: bool = typer.Option(False, "--full", help="Download every object and re-hash it (slow); default: presence."),
     json_out: bool = JSON_OPT,
 ) -> None:

@@ -182,6 +182,7 @@ def _disk_findings(repo: Repo, min_free_ratio: float) -> list[Finding]:
     """Enough free disk for another version of the active model's size."""
     out: list[Finding] = []
     add = out.append
+    assert repo.path is not None  # doctor runs on a store on disk
     usage = shutil.disk_usage(repo.path)
     need = 2 * _active_size(repo)
     free_ratio = usage.free / usage.total if usage.total else 1.0
@@ -212,6 +213,7 @@ def _same_disk_findings(repo: Repo) -> list[Finding]:
     out: list[Finding] = []
     add = out.append
     work = repo.work_dir()
+    assert repo.path is not None  # doctor runs on a store on disk
     try:
         same = os.stat(repo.path).st_dev == os.stat(_existing(work)).st_dev
     except OSError:

@@ -1,7 +1,7 @@
 """Where a remote keeps its bytes: a small key/value interface, an S3 and a folder implementation.
 
 Keys are ``/``-separated relative names (``objects/ab/cdef...``, ``refs/heads/main``). The
-contract every backend keeps (tests/test_remote_backend.py runs it against both):
+contract every backend keeps (tests/test_remote_s3.py::test_backend_contract runs it against both):
 
 - ``read(key)`` returns ``(bytes, etag)`` or None when the key is absent.
 - ``write(key, data)`` stores the bytes atomically: a reader sees the old value, the new one or
@@ -350,7 +350,7 @@ class S3Backend(Backend):
         ep = self.endpoint_url or read_env("AWS_ENDPOINT_URL_S3") or read_env("AWS_ENDPOINT_URL")
         return (self.label or self.url) + (f" at {ep}" if ep else "")
 
-    def _error(self, exc: BaseException, op: str, key: str = "") -> Exception:
+    def _error(self, exc: BaseException, op: str, key: str = "") -> BaseException:
         """A botocore exception as one clear RemoteError (or the PreconditionFailed signal)."""
         from botocore import exceptions as bex
         what = f"{op} {key}".strip()

@@ -153,7 +153,7 @@ def backed_up(repo: Repo) -> dict[str, bool] | None:
     if not name:
         return None
     damaged = read_damage(repo, name) is not None
-    out = {}
+    out: dict[str, bool] = {}
     for vname, cid in repo.versions().items():
         out[cid] = out.get(cid, False) or (
             not damaged and repo.refs.read(sync.tracking_ref(name, f"refs/tags/{vname}")) == cid)

@@ -24,6 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from ..core.fsutil import atomic_write_bytes
@@ -92,7 +93,7 @@ class KnownObjects:
         except OSError:
             pass  # a cache that cannot be written costs time later, nothing else
 
-    def reset(self, known: set[str], complete: set[str], damaged: set[str] = frozenset()) -> None:
+    def reset(self, known: set[str], complete: set[str], damaged: AbstractSet[str] = frozenset()) -> None:
         """Replace the cache with exactly these sets."""
         with self._lock:
             self.known, self.complete, self.damaged = set(known), set(complete), set(damaged)

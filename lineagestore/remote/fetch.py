@@ -262,7 +262,7 @@ def renumber_local(repo: Repo, remote: str, remote_refs: dict[str, str]) -> tupl
     from ..core.names import version_name
     from ..core.objects import Commit
 
-    remote_ids = set()
+    remote_ids: set[str] = set()
     for ref, rid in remote_refs.items():
         if ref.startswith(("refs/heads/", "refs/tags/")) and repo.objects.has(rid):
             remote_ids.update(cid for cid, _ in repo.all_ancestors(rid))
@@ -295,19 +295,20 @@ def renumber_local(repo: Repo, remote: str, remote_refs: dict[str, str]) -> tupl
         # branches and HEAD follow the renamed commits
         for bname, bid in repo.branches().items():
             ref = f"refs/heads/{bname}"
-            new = mapping.get(bid)
-            if new is None:
+            renamed_to = mapping.get(bid)
+            if renamed_to is None:
                 continue
-            rid = remote_refs.get(ref)
-            if rid and repo.objects.has(rid) and not is_ancestor(repo, rid, new, "refs/heads/"):
-                keep = f"{bname}-{repo.name_of(new)}"
-                repo.update_ref(f"refs/heads/{keep}", None, new, f"renumber: your line of {bname}")
-                repo.update_ref(ref, bid, rid, f"renumber: {bname} follows {remote}")
+            remote_tip = remote_refs.get(ref)
+            if remote_tip and repo.objects.has(remote_tip) and not is_ancestor(repo, remote_tip, renamed_to,
+                                                                                "refs/heads/"):
+                keep = f"{bname}-{repo.name_of(renamed_to)}"
+                repo.update_ref(f"refs/heads/{keep}", None, renamed_to, f"renumber: your line of {bname}")
+                repo.update_ref(ref, bid, remote_tip, f"renumber: {bname} follows {remote}")
                 if repo.head_branch() == ref:
-                    repo.set_head(f"refs/heads/{keep}", new, f"renumber: stay on your line ({keep})")
+                    repo.set_head(f"refs/heads/{keep}", renamed_to, f"renumber: stay on your line ({keep})")
                 notes.append(f"your line of {bname} is now branch {keep}; {bname} follows {remote}")
             else:
-                repo.update_ref(ref, bid, new, "renumber")
+                repo.update_ref(ref, bid, renamed_to, "renumber")
         head = repo.head()
         if repo.head_branch() is None and head in mapping:
             repo.set_head(None, mapping[head], "renumber")

@@ -262,7 +262,8 @@ def _plan(repo: Repo, rs: RemoteSession, wanted: dict[str, tuple[str, str]],
           listing: dict[str, Entry]) -> list[RefUpdate]:
     ups = [RefUpdate(dst, src, None, new, "new") for dst, (src, new) in sorted(wanted.items())]
     # values of remote refs we would change (a listed etag equal to md5("<id>\n") needs no read)
-    to_read = [u for u in ups if u.ref in listing and listing[u.ref].etag != md5_etag(ref_bytes(u.new))]
+    to_read = [u for u in ups if u.ref in listing and u.new is not None
+               and listing[u.ref].etag != md5_etag(ref_bytes(u.new))]
     for u in ups:
         if u.ref in listing and u not in to_read:
             u.old, u.status, u.etag = u.new, "up-to-date", listing[u.ref].etag
@@ -281,8 +282,10 @@ def _plan(repo: Repo, rs: RemoteSession, wanted: dict[str, tuple[str, str]],
             continue
         ns = namespace_of(u.ref)
         cur = values.get(u.ref) if u.ref in listing else None
+        assert u.new is not None  # every update _plan makes names the value to send
         if cur is not None:
-            u.old, u.etag = cur
+            old, u.etag = cur
+            u.old = old
             if u.old == u.new:
                 u.status = "up-to-date"
             elif ns == "refs/tags/":
@@ -290,9 +293,9 @@ def _plan(repo: Repo, rs: RemoteSession, wanted: dict[str, tuple[str, str]],
                     f"the remote tag is {describe(repo, u.old)}, yours is {describe(repo, u.new)}; "
                     "tags never move")
             elif ns in ("refs/heads/", "refs/runs/"):
-                if is_ancestor(repo, u.old, u.new, ns):
+                if is_ancestor(repo, old, u.new, ns):
                     u.status = "updated"
-                elif is_ancestor(repo, u.new, u.old, ns):  # the remote is ahead: nothing to send
+                elif is_ancestor(repo, u.new, old, ns):  # the remote is ahead: nothing to send
                     u.status, u.reason = "behind", f"the remote is ahead, at {describe(repo, u.old)} (lin pull)"
                 else:
                     what = "branch" if ns == "refs/heads/" else "run"
@@ -421,6 +424,7 @@ def _write_refs(repo: Repo, rs: RemoteSession, todo: list[RefUpdate], result: Pu
                 u.status, u.reason = "up-to-date", "changed on the remote meanwhile; left as it is"
                 u.new = u.old  # not ours to delete any more
             continue
+        assert u.new is not None  # only a deletion sends no value, and it was handled above
         body = ref_bytes(u.new)
         n = version_number(u.ref)
         try:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Callable, Iterable, Iterator, Sequence
 
 from ..core.errors import CorruptObject, InvalidName, LinError, RefConflict, RemoteError, UnsupportedFormat
 from ..core.ids import is_object_id
@@ -212,7 +212,8 @@ def is_ancestor(repo: Repo, ancestor: str, tip: str, namespace: str) -> bool:
         return False
     try:
         if namespace == "refs/runs/":
-            seen, cur = set(), tip
+            seen: set[str] = set()
+            cur: str | None = tip
             while cur and cur not in seen:
                 seen.add(cur)
                 if cur == ancestor:

@@ -29,8 +29,17 @@ from __future__ import annotations
 from .check import RepairResult, VerifyResult, repair, verify
 from .fetch import CloneResult, FetchResult, PullResult, clone, fetch, pull, remove_remote_refs, renumber_local
 from .push import PushRejected, PushResult, RefUpdate, push, refs_to_push
-from .session import (FORMAT_KEY, HEAD_KEY, NAMESPACES, REMOTE_FORMAT, RemoteSession, claim_key, object_key,
-                      open_session, tracking_ref)
+from .session import (
+                      FORMAT_KEY,
+                      HEAD_KEY,
+                      NAMESPACES,
+                      REMOTE_FORMAT,
+                      RemoteSession,
+                      claim_key,
+                      object_key,
+                      open_session,
+                      tracking_ref,
+)
 from .transfer import download_closure, local_closure
 
 __all__ = ["RepairResult", "VerifyResult", "repair", "verify", "CloneResult", "FetchResult", "PullResult", "clone",
