@@ -56,7 +56,9 @@ from lineagestore.core.repo import Repo  # noqa: E402
 from lineagestore.guard import fsck  # noqa: E402
 from lineagestore.guard.protect import descendants  # noqa: E402
 from lineagestore.remote.check import verify as verify_remote  # noqa: E402
-from lineagestore.versions.models import TMP_PREFIX, iter_file_bytes, walk_tree  # noqa: E402
+from lineagestore.versions.materialize import iter_file_bytes  # noqa: E402
+from lineagestore.versions.folder import TMP_PREFIX  # noqa: E402
+from lineagestore.versions.models import walk_tree  # noqa: E402
 
 REMOTE_SCENARIOS = ("push", "fetch", "pull", "clone")
 SCENARIOS = ("commit", "checkout", "gc", "gc-empty", "data-add", *REMOTE_SCENARIOS)

@@ -35,7 +35,8 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
 
 def version_bytes(repo, rev: str) -> dict[str, bytes]:
     """The files of a version read back through the store (every read verified)."""
-    from lineagestore.versions.models import iter_file_bytes, walk_tree
+    from lineagestore.versions.materialize import iter_file_bytes
+    from lineagestore.versions.models import walk_tree
     tree = repo.commit(repo.resolve(rev)).tree
     return {f.path: b"".join(iter_file_bytes(repo.objects, f)) for f in walk_tree(repo.objects, tree)}
 

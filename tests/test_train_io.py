@@ -19,7 +19,8 @@ from lineagestore.train import dataset as ds
 from lineagestore.train import tensorio
 from lineagestore.train.checkpoint import load_state, save_state
 from lineagestore.train.modelio import load_weights, store_model
-from lineagestore.versions.models import FileInfo, iter_file_bytes, walk_tree
+from lineagestore.versions.materialize import iter_file_bytes
+from lineagestore.versions.models import FileInfo, walk_tree
 from tools import samples
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int64, torch.int32, torch.int8,
@@ -135,7 +136,7 @@ def test_commit_model_bf16_and_shards(tmp_path):
     names = sorted(f.path for f in walk_tree(repo.objects, stored.tree))
     assert "model.safetensors.index.json" in names and "model.safetensors" not in names
     assert "tokenizer.json" in names  # kept from the base tree
-    from lineagestore.versions.models import checkout_tree
+    from lineagestore.versions.materialize import checkout_tree
     checkout_tree(repo.objects, stored.tree, tmp_path / "sharded", cache_dir=repo.cache_dir)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "sharded")
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):

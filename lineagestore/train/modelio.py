@@ -24,7 +24,8 @@ from ..core.content import ParallelWriter
 from ..core.errors import CorruptObject, InvalidInput
 from ..core.progress import NULL, Progress
 from ..core.store import ObjectStore
-from ..versions.models import FileInfo, build_trees, iter_file_bytes, walk_tree
+from ..versions.materialize import iter_file_bytes
+from ..versions.models import FileInfo, build_trees, walk_tree
 from .tensorio import content_id, iter_tensors, nbytes, store_tensors
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")

@@ -10,7 +10,8 @@ from ..core.errors import InvalidInput, LinError
 from ..core.names import check_name
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
-from .models import CheckoutResult, FileInfo, WorkStatus, checkout_tree, load_checkout_state, walk_tree, work_status
+from .materialize import CheckoutResult, WorkStatus, checkout_tree, load_checkout_state, work_status
+from .models import FileInfo, walk_tree
 
 
 @dataclass

@@ -11,7 +11,8 @@ from ..core.progress import NULL, Progress
 from ..core.publish import Published, code_revision, publish
 from ..core.repo import Repo
 from ..core.store import ObjectStore
-from .models import StatCache, StoredFolder, save_checkout_state, store_folder, walk_tree
+from .materialize import save_checkout_state
+from .models import StatCache, StoredFolder, store_folder, walk_tree
 
 
 @dataclass
