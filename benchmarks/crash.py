@@ -56,8 +56,8 @@ from lineagestore.core.repo import Repo  # noqa: E402
 from lineagestore.guard import fsck  # noqa: E402
 from lineagestore.guard.protect import descendants  # noqa: E402
 from lineagestore.remote.check import verify as verify_remote  # noqa: E402
-from lineagestore.versions.materialize import iter_file_bytes  # noqa: E402
 from lineagestore.versions.folder import TMP_PREFIX  # noqa: E402
+from lineagestore.versions.materialize import iter_file_bytes  # noqa: E402
 from lineagestore.versions.models import walk_tree  # noqa: E402
 
 REMOTE_SCENARIOS = ("push", "fetch", "pull", "clone")
@@ -146,18 +146,22 @@ class Lab:
             raise CrashCheckFailed(f"`lin {' '.join(args)}` ({spec}) exited {p.returncode}: {err.strip()[-800:]}")
         return Run(p.returncode, out, err, killed, spec)
 
-    def killing(self, scenario: str, *args: str, store: Path | None = None) -> Run:
-        """Run ``args`` with a kill at a random kill point (most rounds) or a random moment.
+    def killing(self, scenario: str, *args: str, store: Path | None = None, at: str | None = None) -> Run:
+        """Run ``args`` with a kill at a random kill point (most rounds) or a random moment
+        (or at the kill point ``at``, e.g. ``clone-rename:1``).
 
         The number of kill points a command passes is learnt as rounds go: a run that ends
-        before its N-th point bounds it, a killed one raises the bound.
+        before its N-th point bounds it; one killed near the bound doubles it (a clone passes
+        hundreds of points, and its last ones must be reached too).
         """
         top = self.max_point.setdefault(scenario, 30)
-        if self.rng.random() < 1 - self.delay_share:
+        if at is not None:
+            r = self.lin(*args, kill_at=at, store=store)
+        elif self.rng.random() < 1 - self.delay_share:
             n = self.rng.randint(1, top)
             t0 = time.monotonic()
             r = self.lin(*args, kill_at=f"any:{n}", store=store)
-            self.max_point[scenario] = max(top, n) if r.killed else max(2, n - 1)
+            self.max_point[scenario] = (2 * top if n > 0.9 * top else top) if r.killed else max(2, n - 1)
             if not r.killed:  # how long the command takes when it runs to the end
                 self.duration[scenario] = time.monotonic() - t0
         else:
@@ -170,7 +174,7 @@ class Lab:
         if r.killed:
             self.stats["kills"] += 1
             self.stats[f"{scenario} kills"] += 1
-            self.stats["kills at a kill point" if r.spec.startswith("any:") else "kills after a random delay"] += 1
+            self.stats["kills after a random delay" if r.spec.startswith("after") else "kills at a kill point"] += 1
         return r
 
     # ------------------------------------------------------------------ content
@@ -428,7 +432,9 @@ class Lab:
         dest = self.root / f"clone{self.stats['rounds']}"
         if self.rng.random() < 0.5:
             dest.mkdir()  # an existing folder (recovery after rm -rf .lineage)
-        r = self.killing("clone", "clone", str(self.remote), str(dest))
+        # one round in five just before the whole store is renamed into place
+        at = "clone-rename:1" if self.rng.random() < 0.2 else None
+        r = self.killing("clone", "clone", str(self.remote), str(dest), at=at)
         store = dest / ".lineage"
         if store.exists():  # the store was whole: only the work folder was being written
             if set(self.check_store(store, f"clone ({r.spec})").versions()) != set(self.on_remote):

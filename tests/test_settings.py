@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from test_guard_helpers import run_lin
 
 from lineagestore import Repo
+from lineagestore.core import environment as E
 from lineagestore.core import settings as S
 from lineagestore.core.errors import InvalidInput
 from lineagestore.core.settings import Config, Settings, TrainSettings
@@ -271,24 +272,23 @@ def environ_reads(path: Path) -> list[int]:
 
 
 def test_the_environment_is_read_only_through_settings():
-    allowed = {"core/settings.py", *S.READ_IN_PLACE.values()}
+    allowed = {"core/environment.py"}
     offenders = []
     for path in sorted(PKG.rglob("*.py")):
         rel = path.relative_to(PKG).as_posix()
         if rel in allowed:
             continue
         offenders += [f"lineagestore/{rel}:{ln}" for ln in environ_reads(path)]
-    assert not offenders, "read the environment with core.settings.read_env:\n" + "\n".join(offenders)
+    assert not offenders, "read the environment with core.environment.read_env:\n" + "\n".join(offenders)
 
 
 def test_every_variable_named_in_the_package_is_listed():
     named = set()
     for path in PKG.rglob("*.py"):
         named |= set(re.findall(r"\b(LIN_[A-Z0-9_]+)\b", path.read_text()))  # AWS_*: botocore's own, mostly
-    assert named <= set(S.ENVIRONMENT), named - set(S.ENVIRONMENT)
-    assert set(S.READ_IN_PLACE) <= set(S.ENVIRONMENT)
+    assert named <= set(E.ENVIRONMENT), named - set(E.ENVIRONMENT)
     with pytest.raises(KeyError):
-        S.read_env("HOME")
+        E.read_env("HOME")
 
 
 def test_settings_are_read_from_the_typed_object_only():

@@ -135,8 +135,8 @@ def _unexpected(e: Exception) -> LinError:
     """The one-line error for an exception that escaped every command."""
     import errno
 
+    from ..core.environment import read_env
     from ..core.errors import NoSpace
-    from ..core.settings import read_env
     if read_env("LIN_DEBUG"):
         import traceback
         traceback.print_exception(e, file=sys.stderr)

@@ -12,8 +12,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..core.environment import read_env
 from ..core.errors import LinError
-from ..core.settings import read_env
 
 if TYPE_CHECKING:  # rich is imported when a bar is first shown
     from rich.progress import Progress as RichBar

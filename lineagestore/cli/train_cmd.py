@@ -13,8 +13,8 @@ from typing import Any
 
 import typer
 
+from ..core.environment import read_env
 from ..core.errors import Refused
-from ..core.settings import read_env
 from .common import JSON_OPT, STATE, out, short
 from .output import human_bytes, human_int
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from .environment import read_env
 from .errors import LockTimeout, NoSpace
 
 _NOSPACE = {errno.ENOSPC, errno.EDQUOT}
@@ -33,7 +34,7 @@ _NOSPACE = {errno.ENOSPC, errno.EDQUOT}
 #: kill point named LABEL (``any`` counts every point); ``LIN_TEST_PAUSE_AT=LABEL:N`` with
 #: ``LIN_TEST_PAUSE_FILE=PATH`` creates PATH there and waits until it is deleted. Read once at
 #: import; when unset, :func:`kill_point` costs one comparison. Used by tests/test_crash*.py.
-_TEST_HOOKS = {k: os.environ[k] for k in ("LIN_TEST_KILL_AT", "LIN_TEST_PAUSE_AT") if os.environ.get(k)} or None
+_TEST_HOOKS = {k: v for k in ("LIN_TEST_KILL_AT", "LIN_TEST_PAUSE_AT") if (v := read_env(k))} or None
 _hits: dict[str, int] = {}
 _hits_lock = threading.Lock()
 
@@ -54,7 +55,7 @@ def _test_point(label: str, hooks: dict[str, str]) -> None:
             continue
         if var == "LIN_TEST_KILL_AT":
             os.kill(os.getpid(), signal.SIGKILL)
-        flag = Path(os.environ["LIN_TEST_PAUSE_FILE"])
+        flag = Path(read_env("LIN_TEST_PAUSE_FILE") or "")
         flag.write_text(str(os.getpid()))
         deadline = time.monotonic() + 120
         while flag.exists() and time.monotonic() < deadline:

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .environment import read_env
 from .errors import Conflict
 from .ids import check_object_id
 from .progress import NULL, Progress
 from .repo import HeadMoved, HookFailure, PublishEvent, Repo
-from .settings import read_env
 from .store import ObjectStore
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .environment import read_env
 from .errors import (
     AmbiguousRevision,
     InvalidInput,
@@ -32,7 +33,7 @@ from .ids import ObjectId, check_object_id, is_id_prefix
 from .names import check_name, parse_version, slug_from_user, version_name
 from .objects import Commit
 from .refs import DiskRefsContainer, MemoryRefsContainer, RefsContainer, who
-from .settings import Config, Settings, lock_timeout, read_env
+from .settings import Config, Settings, lock_timeout
 from .store import DiskObjectStore, MemoryObjectStore, ObjectStore
 
 FORMAT_VERSION = 1

@@ -8,15 +8,14 @@ Each key's default, type and bounds are declared once, on its field below. A bad
 ``Settings.warnings``; the CLI shows them once). :class:`Config` stays the writable view of the
 file: it keeps what the user wrote, unknown keys included, and writes it back.
 
-The environment variables are listed in :data:`ENVIRONMENT` and read through :func:`read_env` and its
-typed twins, so one table says what outside the file changes what lin does.
+The environment variables lin reads are listed, and read, in :mod:`.environment`: one table says
+what outside the file changes what lin does.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import re
 import tomllib
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
@@ -26,81 +25,10 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
+from .environment import env_number
 from .errors import InvalidInput
 from .names import check_name
 from .objects import COMPRESSION_MODES, DEFAULT_COMPRESSION, DEFAULT_LEVEL
-
-# ----------------------------------------------------------------------------- environment
-
-#: Every environment variable lin reads, with who reads it and what it does. Read them with
-#: :func:`read_env` (or :func:`env_number` / :func:`env_int`); tests/test_settings.py checks that the
-#: package reads ``os.environ`` nowhere else, except in :data:`READ_IN_PLACE`.
-ENVIRONMENT: dict[str, str] = {
-    "LIN_STORE": "core.repo: the store to open instead of looking upward for .lineage/",
-    "LIN_LOCK_TIMEOUT": "core.repo, cli: seconds to wait for a lock; overrides core.lock_timeout",
-    "LIN_NO_PROGRESS": "cli: any non-empty value turns progress bars off",
-    "LIN_DEBUG": "cli.main: any non-empty value prints the traceback of an unexpected error (a bug)",
-    "LIN_REMOTE_WORKERS": "remote.session: parallel requests to a remote (default 8)",
-    "LIN_TRAIN_PLAN": "cli.train_cmd: the accepted plan, for the ranks `lin train --gpus N` starts",
-    "LIN_TRAIN_LAUNCHER": "cli.train_cmd: the pid of `lin train --gpus N`, which its ranks end with",
-    "LIN_DIST_TIMEOUT_MIN": "train.distributed: minutes the ranks wait for each other (default 120)",
-    "LIN_TEST_KILL_AT": "core.fsutil (tests): kill the process at a named point",
-    "LIN_TEST_PAUSE_AT": "core.fsutil (tests): pause at a named point",
-    "LIN_TEST_PAUSE_FILE": "core.fsutil (tests): the file whose removal ends a pause",
-    "AWS_ENDPOINT_URL": "remote: the S3 endpoint when a remote names none (botocore reads it too)",
-    "AWS_ENDPOINT_URL_S3": "remote.backend: the S3 endpoint, before AWS_ENDPOINT_URL",
-    "AWS_MAX_ATTEMPTS": "remote.backend: tries per S3 request (default 4)",
-    "CUDA_VISIBLE_DEVICES": "train.plan: which GPUs the memory check looks at",
-    "WORLD_SIZE": "train.distributed: set by torchrun/accelerate",
-    "RANK": "train.distributed: set by torchrun/accelerate",
-    "LOCAL_RANK": "train.distributed: set by torchrun/accelerate",
-    "GIT_DIR": "core.repo: a git repository given this way counts as the training code's",
-    "PYTHONPATH": "data.workers: passed on to the scan's worker processes",
-}
-
-#: Variables read where they are, not through :func:`read_env`: ``core.fsutil`` sits below this
-#: module (rank 1) and reads its test hooks once at import.
-READ_IN_PLACE: dict[str, str] = {
-    "LIN_TEST_KILL_AT": "core/fsutil.py",
-    "LIN_TEST_PAUSE_AT": "core/fsutil.py",
-    "LIN_TEST_PAUSE_FILE": "core/fsutil.py",
-}
-
-
-def read_env(name: str) -> str | None:
-    """The value of an environment variable listed in :data:`ENVIRONMENT` (None when unset)."""
-    if name not in ENVIRONMENT:
-        raise KeyError(f"{name} is not listed in lineagestore.core.settings.ENVIRONMENT")
-    return os.environ.get(name)
-
-
-def env_number(name: str, default: float, *, low: float = 0.0) -> float:
-    """A finite number ``>= low`` from the environment, else ``default``."""
-    raw = read_env(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < low:
-        raise InvalidInput(f"environment: {name}={raw!r} must be a finite number >= {low:g}")
-    return value
-
-
-def env_int(name: str, default: int, *, low: int = 0) -> int:
-    """A whole number ``>= low`` from the environment, else ``default``."""
-    raw = read_env(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"environment: {name}={raw!r} must be a whole number >= {low}") from None
-    if value < low:
-        raise InvalidInput(f"environment: {name}={raw!r} must be a whole number >= {low}")
-    return value
-
 
 # ----------------------------------------------------------------------------- durations
 

@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from ..core import errors
+from ..core.environment import read_env
 from ..core.errors import InvalidInput, LinError
-from ..core.settings import read_env
 from .blocks import parse_block
 from .tokens import TokenCounter
 

@@ -36,9 +36,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.environment import env_int, read_env
 from ..core.errors import InvalidInput, RemoteError
 from ..core.fsutil import AtomicFile, fsync_dir
-from ..core.settings import env_int, read_env
 
 #: objects above this many bytes go to S3 as multipart uploads (parts of this size, in parallel)
 MULTIPART_THRESHOLD = 8 << 20

@@ -13,13 +13,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
+from ..core.environment import env_int, read_env
 from ..core.errors import CorruptObject, InvalidName, LinError, RefConflict, RemoteError, UnsupportedFormat
 from ..core.ids import is_object_id
 from ..core.names import parse_version
 from ..core.objects import HEADER_SIZE
 from ..core.refs import check_ref_name
 from ..core.repo import Repo
-from ..core.settings import env_int, read_env
 from .backend import Backend, Entry, PreconditionFailed, md5_etag
 from .cache import KnownObjects
 from .spec import RemoteSpec, default_remote, get_remote, open_backend

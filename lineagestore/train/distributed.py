@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.settings import env_number, read_env
+from ..core.environment import env_number, read_env
 
 PLAN_ENV = "LIN_TRAIN_PLAN"
 LAUNCHER_ENV = "LIN_TRAIN_LAUNCHER"

@@ -7,8 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ..core.environment import read_env
 from ..core.repo import Repo
-from ..core.settings import read_env
 from .job import Job
 from .settings import TrainSettings
 
