@@ -193,7 +193,7 @@ def test_zero_grace_must_be_explicit(lin, repo, four):
     code, _, err = lin("gc", "--grace", "0")
     assert code == 0 and "warning: --grace 0" in err
     assert parse_duration("12h") == 12 * 3600 and parse_duration("2w") == 14 * DAY
-    with pytest.raises(Exception, match="invalid duration"):
+    with pytest.raises(InvalidInput, match="invalid duration"):
         parse_duration("-1")
 
 
