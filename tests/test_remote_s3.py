@@ -67,16 +67,18 @@ def test_backend_contract(backend):
         backend.read("../escape")
 
 
-@pytest.mark.parametrize("way", ["head", "list"])
+@pytest.mark.parametrize("way", ["head", "folders", "prefix"])
 def test_present_asks_the_remote(backend, monkeypatch, way):
-    """One batched existence check: HEAD requests or listings of the keys' folders (S3, chosen
-    by cost), stat on folders; the same answer either way, and nothing remembered between calls."""
+    """One batched existence check: HEAD requests, listings of the keys' folders or one of their
+    common prefix (S3, chosen by cost), stat on folders; the same answer every way, and nothing
+    remembered between calls."""
     keys = [f"objects/{i:02x}/" + f"{j:x}" * 62 for i in range(0, 256, 37) for j in range(3)]
     there = {k: 20 + n for n, k in enumerate(keys) if n % 3 != 1}
     for k, n in there.items():
         backend.write(k, b"x" * n)
     backend.write("objects/00/" + "e" * 62, b"a neighbour nobody asked about")
-    monkeypatch.setattr(be, "listing_is_cheaper", lambda *a: way == "list")
+    backend.write("refs/heads/main", b"not an object\n")
+    monkeypatch.setattr(be, "check_plan", lambda *a: way)
     calls = {"size": 0, "list": 0}
     for name in calls:
         real = getattr(type(backend), name)
@@ -87,21 +89,29 @@ def test_present_asks_the_remote(backend, monkeypatch, way):
         monkeypatch.setattr(type(backend), name, counted)
     assert backend.present(keys, workers=4) == there
     if isinstance(backend, S3Backend):
-        assert calls == ({"size": len(keys), "list": 0} if way == "head" else {"size": 0, "list": 7})
+        assert calls == {"head": {"size": len(keys), "list": 0}, "folders": {"size": 0, "list": 7},
+                         "prefix": {"size": 0, "list": 1}}[way]
     backend.delete(keys[0])
     assert keys[0] not in backend.present(keys, workers=4)
+    assert backend.present(keys[3:4]) == {keys[3]: there[keys[3]]}
     assert backend.present([]) == {}
 
 
-def test_listing_is_chosen_where_it_costs_less():
-    """The choice follows the costs measured on SeaweedFS (docs/remotes.md): a few ids on a big
-    remote are HEADed; a whole history (every prefix) is listed unless the remote is far bigger."""
-    assert not be.listing_is_cheaper(64, 61, 20000 * 61 // 256)
-    assert not be.listing_is_cheaper(256, 156, 2000 * 156 // 256)
-    assert be.listing_is_cheaper(1024, 250, 2000 * 250 // 256)
-    assert not be.listing_is_cheaper(1024, 254, 20000 * 254 // 256)
-    assert be.listing_is_cheaper(4096, 256, 20000)
-    assert be.listing_is_cheaper(30000, 256, 30000)
+def test_the_cheapest_check_is_chosen():
+    """The choice follows the costs measured on SeaweedFS (docs/remotes.md, the measured times in
+    the comments): a few ids on a big remote are HEADed; most of a small remote, or a big part of
+    a big one, is listed in one go."""
+    def plan(keys: int, folders: int, remote: int) -> str:
+        return be.check_plan(keys, folders, remote * folders // 256, remote)
+    assert plan(64, 52, 2000) == "head"  # HEAD 0.08 s, folders 0.14 s
+    assert plan(256, 156, 2000) == "prefix"  # HEAD 0.33 s, folders 0.32 s, prefix (2,000 keys) 0.19 s
+    assert plan(1024, 250, 2000) == "prefix"  # HEAD 1.39 s, folders 0.55 s
+    assert plan(256, 171, 20000) == "head"  # HEAD 0.35 s, folders 1.28 s
+    assert plan(1024, 254, 20000) == "head"  # HEAD 1.29 s, folders 1.90 s, prefix (20,000 keys) 1.72 s
+    assert plan(4096, 256, 20000) == "prefix"  # HEAD 5.43 s, folders 2.28 s
+    assert plan(8, 8, 0) == "head"
+    assert plan(50_000, 256, 1_000_000) == "head"
+    assert plan(200_000, 256, 1_000_000) == "folders"  # pages read in parallel beat one long listing
 
 
 def test_remote_urls_are_checked():

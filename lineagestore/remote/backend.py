@@ -12,8 +12,8 @@ contract every backend keeps (tests/test_remote_s3.py::test_backend_contract run
 - ``list(prefix)`` yields :class:`Entry` (key, size, etag) for every key under ``prefix``
   (the folder backend leaves the etag of ``objects/`` keys empty: reading them would cost I/O).
 - ``present(keys)`` is one batched existence check: the size of each key that is there, asked of
-  the server in this call (HEAD requests in parallel, or listings of the folders the keys are in,
-  whichever costs less; see :meth:`S3Backend.present`).
+  the server in this call (HEAD requests in parallel, listings of the folders the keys are in, or
+  one listing of their common prefix, whichever costs less; see :meth:`S3Backend.present`).
 - An etag is opaque, except that for a value written in one piece it is the quoted MD5 of the
   bytes (S3's rule for single-part uploads, kept by the folder backend), which lets a listing
   answer "does this ref hold X?" without reading it.
@@ -43,11 +43,13 @@ from ..core.fsutil import AtomicFile, fsync_dir
 #: objects above this many bytes go to S3 as multipart uploads (parts of this size, in parallel)
 MULTIPART_THRESHOLD = 8 << 20
 MULTIPART_CHUNK = 8 << 20
-#: what an existence check costs on S3, in ms of wall time with 8 requests in flight, measured
-#: against SeaweedFS on 127.0.0.1 (2 CPUs; docs/remotes.md): a HEAD request 1.3 ms whatever the
-#: remote holds; a listing request 2 ms plus 0.09 ms per key it returns (1,000 keys a page)
+#: what an existence check costs on S3, in ms of wall time, measured against SeaweedFS on
+#: 127.0.0.1 (2 CPUs; docs/remotes.md): a HEAD request 1.3 (8 in flight), whatever the remote
+#: holds; listing folders in parallel (one per thread, 8 in flight) 2 a request plus 0.09 per
+#: key returned; one listing read page after page (1,000 keys a page) 10 a page plus 0.09 a key
 HEAD_MS = 1.3
-LIST_REQUEST_MS = 2.0
+FOLDER_LIST_MS = 2.0
+PAGE_MS = 10.0
 LIST_KEY_MS = 0.09
 LIST_PAGE = 1000
 
@@ -108,11 +110,13 @@ class Backend(ABC):
     def size(self, key: str) -> int | None:
         """The size of ``key``, None if absent (one HEAD request)."""
 
-    def present(self, keys: Sequence[str], workers: int = 8, listed_hint: int = 0) -> dict[str, int]:
+    def present(self, keys: Sequence[str], workers: int = 8, listed_hint: int = 0,
+                total_hint: int = 0) -> dict[str, int]:
         """key -> size for each of ``keys`` that exists; absent keys are left out.
 
-        Asked of the remote in this call, never answered from memory. ``listed_hint`` (about how
-        many keys the folders of ``keys`` hold in all) only helps choose how to ask.
+        Asked of the remote in this call, never answered from memory. The hints (about how many
+        keys the folders of ``keys`` hold in all, and how many their common prefix holds) only
+        help choose how to ask.
         """
         return _sizes_by_head(self, keys, workers)
 
@@ -148,12 +152,17 @@ def _sizes_by_head(backend: Backend, keys: Sequence[str], workers: int) -> dict[
     return {k: n for k, n in zip(keys, sizes, strict=True) if n is not None}
 
 
-def listing_is_cheaper(n_keys: int, n_folders: int, listed: int) -> bool:
-    """Whether listing ``n_folders`` folders holding about ``listed`` keys in all costs less
-    than ``n_keys`` HEAD requests (the measured costs above)."""
-    listed = max(listed, n_keys)
-    requests = n_folders + listed // LIST_PAGE
-    return requests * LIST_REQUEST_MS + listed * LIST_KEY_MS < n_keys * HEAD_MS
+def check_plan(n_keys: int, n_folders: int, in_folders: int, under_prefix: int) -> str:
+    """How to ask a remote whether ``n_keys`` keys exist, whichever costs least by the measured
+    costs above: "head" (one request each), "folders" (list the ``n_folders`` folders they are
+    in, holding about ``in_folders`` keys) or "prefix" (list their common prefix, holding about
+    ``under_prefix`` keys, in one paginated listing)."""
+    in_folders = max(in_folders, n_keys)
+    under_prefix = max(under_prefix, in_folders)
+    costs = {"head": n_keys * HEAD_MS,
+             "folders": (n_folders + in_folders // LIST_PAGE) * FOLDER_LIST_MS + in_folders * LIST_KEY_MS,
+             "prefix": (under_prefix // LIST_PAGE + 1) * PAGE_MS + under_prefix * LIST_KEY_MS}
+    return min(costs, key=lambda k: costs[k])
 
 
 # ------------------------------------------------------------------------------------ folder
@@ -275,7 +284,8 @@ class FolderBackend(Backend):
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def present(self, keys: Sequence[str], workers: int = 8, listed_hint: int = 0) -> dict[str, int]:
+    def present(self, keys: Sequence[str], workers: int = 8, listed_hint: int = 0,
+                total_hint: int = 0) -> dict[str, int]:
         # one stat each: cheaper than a thread pool or walking the folders
         out = {}
         for k in keys:
@@ -463,18 +473,24 @@ class S3Backend(Backend):
             return None
         return int(r["ContentLength"])
 
-    def present(self, keys: Sequence[str], workers: int = 8, listed_hint: int = 0) -> dict[str, int]:
-        """HEAD each key in parallel, or list the folders the keys are in (ListObjectsV2, one
-        folder per thread), whichever the measured costs say is cheaper."""
+    def present(self, keys: Sequence[str], workers: int = 8, listed_hint: int = 0,
+                total_hint: int = 0) -> dict[str, int]:
+        """HEAD each key in parallel, list the folders the keys are in (ListObjectsV2, one folder
+        per thread), or list their common prefix once, whichever :func:`check_plan` says costs
+        least for that many keys in remotes that size."""
         keys = list(dict.fromkeys(keys))
         folders = sorted({k.rpartition("/")[0] for k in keys})
-        if not keys or not listing_is_cheaper(len(keys), len(folders), listed_hint):
+        plan = check_plan(len(keys), len(folders), listed_hint, total_hint) if keys else "head"
+        if plan == "head":
             return _sizes_by_head(self, keys, workers)
         wanted = set(keys)
 
         def listed(folder: str) -> list[tuple[str, int]]:
             return [(e.key, e.size) for e in self.list(folder + "/" if folder else "") if e.key in wanted]
 
+        if plan == "prefix":
+            common = os.path.commonprefix([f + "/" for f in folders])
+            return dict(listed(common.rpartition("/")[0]))
         out: dict[str, int] = {}
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="lin-list") as pool:
             for pairs in pool.map(listed, folders):

@@ -137,14 +137,15 @@ class RemoteSession:
 
     def missing_objects(self, ids: Sequence[str], known: KnownObjects) -> set[str]:
         """Which of ``ids`` the remote lacks, asked of the remote now in one batched check (HEAD
-        requests or listings of their 2-hex prefixes, whichever costs less; an object shorter
-        than a header counts as missing). What it holds is noted in ``known``, whose size only
+        requests, listings of their 2-hex prefixes or one of ``objects/``, whichever costs less;
+        an object shorter than a header counts as missing). What it holds is noted in ``known``, whose size only
         estimates how long a listing would be: the cache never answers for the remote."""
         if not ids:
             return set()
         prefixes = {i[:2] for i in ids}
-        listed = max(len(known.known), len(ids)) * len(prefixes) // 256  # ids spread evenly
-        sizes = self.backend.present([object_key(i) for i in ids], self.workers, listed)
+        total = max(len(known.known), len(ids))  # about what objects/ holds
+        sizes = self.backend.present([object_key(i) for i in ids], self.workers,
+                                     total * len(prefixes) // 256, total)  # ids spread evenly
         present = {i for i in ids if sizes.get(object_key(i), 0) >= HEADER_SIZE}
         known.add(present)
         return {i for i in ids if i not in present}
