@@ -55,9 +55,8 @@ def _print_commit(o, res, verb: str) -> None:
     if b is not None and b.ok:
         o.line(f"  backed up to {b.remote}: {b.objects_sent} objects, {human_bytes(b.bytes_sent)} sent")
     elif b is not None:
-        where = f" to {b.remote}" if hasattr(b, "remote") else ""  # a HookFailure names no remote
-        o.warn(f"backup{where} failed: {b.error}; the commit is safe here. "
-               "`lin backup` retries (so does the next commit)")
+        from ..core.publish import failure_text
+        o.warn(f"{failure_text('backup', b)}; the commit is safe here. `lin backup` retries (so does the next commit)")
 
 
 def import_(

@@ -140,6 +140,13 @@ def announce(repo: Repo, event: PublishEvent) -> dict[str, Any]:
     return out
 
 
+def failure_text(name: str, outcome: Any) -> str:
+    """``backup to origin failed: ...``: what a failed after-publish hook's outcome says
+    (a :class:`HookFailure` names no remote)."""
+    remote = getattr(outcome, "remote", None)
+    return f"{name}{f' to {remote}' if remote else ''} failed: {outcome.error}"
+
+
 # ---------------------------------------------------------------------- environment, code
 
 

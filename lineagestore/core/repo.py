@@ -421,10 +421,16 @@ class Repo:
         return None
 
     def _descends(self, commit: Commit, ancestor: str) -> bool:
-        """Whether ``ancestor`` is among the ancestors of ``commit`` (all parents)."""
-        for p in commit.parents:
-            if p == ancestor or any(cid == ancestor for cid, _ in self.all_ancestors(p)):
+        """Whether ``ancestor`` is among the ancestors of ``commit`` (all parents, walked once)."""
+        seen: set[str] = set()
+        stack = list(commit.parents)
+        while stack:
+            cur = stack.pop()
+            if cur == ancestor:
                 return True
+            if cur not in seen:
+                seen.add(cur)
+                stack.extend(self.commit(cur).parents)
         return False
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from ..core.errors import EXIT_INTERRUPTED, CorruptObject, InvalidInput, LinError, NoSpace, Refused
 from ..core.fsutil import kill_point
 from ..core.progress import NULL, Progress
-from ..core.publish import BranchMoved, announce, code_revision, environment, publish
+from ..core.publish import BranchMoved, announce, code_revision, environment, failure_text, publish
 from ..core.repo import PublishEvent, Repo, utc_now
 from ..core.store import ObjectStore
 from . import distributed as D
@@ -547,6 +547,4 @@ def _report(outcomes: dict, say: Callable[[str], None]) -> None:
     """Warn of after-publish hooks that failed (a failed backup never stops training)."""
     for name, out in outcomes.items():
         if not out.ok:
-            where = f" to {out.remote}" if hasattr(out, "remote") else ""
-            say(f"warning: {name}{where} failed: {out.error}; `lin {name}` retries" if name == "backup"
-                else f"warning: {name} failed: {out.error}")
+            say(f"warning: {failure_text(name, out)}" + ("; `lin backup` retries" if name == "backup" else ""))
