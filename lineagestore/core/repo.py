@@ -36,7 +36,16 @@ from .refs import DiskRefsContainer, MemoryRefsContainer, RefsContainer, who
 from .settings import Config, Settings, lock_timeout
 from .store import DiskObjectStore, MemoryObjectStore, ObjectStore
 
-FORMAT_VERSION = 1
+# The store's ``format`` file holds the lowest version of lin that reads it. A store is upgraded
+# (the number raised) only when it first holds what an older lin would misread; docs/format.md,
+# "Changes", says what each number adds. FORMAT_VERSION is the newest this lin reads.
+FORMATS: dict[int, str] = {
+    1: "loose objects, refs, reflogs, audit log, trash",
+    2: "training queues (refs/queues/) and their loop state",
+    3: "model-aware codecs (byte planes, deltas) and packs",
+    4: "per-step training series and evaluation notes",
+}
+FORMAT_VERSION = max(FORMATS)
 STORE_DIRNAME = ".lineage"
 DEFAULT_BRANCH = "main"
 _REV_SUFFIX = re.compile(r"^(.*?)((?:~\d*|\^)+)$")
@@ -106,6 +115,7 @@ class Repo:
         self.notes: list[str] = []  # what it did besides moving refs: the audit entry's notes
         self.after_publish: list[AfterPublish] = []  # hooks run by core/publish.py
         self._lock = FileLock(path / "locks" / "store.lock") if path else None
+        self.format_version = FORMAT_VERSION if path is None else 1  # set by ``open``
 
     # ------------------------------------------------------------------ construction
 
@@ -122,7 +132,7 @@ class Repo:
         atomic_write_bytes(path / "config.toml", Config().dumps().encode(), path / "tmp")
         atomic_write_bytes(path / "HEAD", f"ref: refs/heads/{DEFAULT_BRANCH}\n".encode(), path / "tmp")
         # the format file is written last: a half-initialized folder is not a store
-        atomic_write_bytes(path / "format", f"{FORMAT_VERSION}\n".encode(), path / "tmp")
+        atomic_write_bytes(path / "format", b"1\n", path / "tmp")  # raised by require_format
         return cls.open(path)
 
     @classmethod
@@ -145,7 +155,9 @@ class Repo:
         core = config.settings.core
         objects = DiskObjectStore(path / "objects", path / "tmp", core.compression_level, core.compression)
         refs = DiskRefsContainer(path, path / "tmp", path / "locks" / "refs.lock", lock_timeout(config.settings))
-        return cls(objects, refs, config, path)
+        repo = cls(objects, refs, config, path)
+        repo.format_version = version
+        return repo
 
     @classmethod
     def discover(cls, start: os.PathLike[str] | str | None = None, store: os.PathLike[str] | str | None = None) -> Repo:
@@ -224,6 +236,29 @@ class Repo:
         with self._lock.held("exclusive", self.lock_timeout, on_wait):
             clean_stale_temp(self.tmp_dir)
             yield
+
+    def require_format(self, version: int) -> None:
+        """Raise the store's ``format`` to ``version`` before writing what needs it (no-op if there).
+
+        Called before the first object or ref of a newer kind is written, so an older lin refuses
+        the store ("format N is newer") instead of misreading it. The number only ever rises;
+        concurrent upgrades serialize on ``locks/format.lock`` and keep the larger number.
+        """
+        if version not in FORMATS or version > FORMAT_VERSION:
+            raise ValueError(f"unknown store format {version}")
+        if self.path is None or self.format_version >= version:
+            return
+        with FileLock(self.path / "locks" / "format.lock").held("exclusive", self.lock_timeout):
+            fmt = self.path / "format"
+            try:
+                current = int(fmt.read_text().strip())
+            except (OSError, ValueError):
+                current = 1
+            if current < version:
+                atomic_write_bytes(fmt, f"{version}\n".encode(), self.tmp_dir)
+                self.notes.append(f"store format {current} -> {version} ({FORMATS[version]})")
+                current = version
+            self.format_version = current
 
     # ------------------------------------------------------------------ refs
 
