@@ -18,9 +18,14 @@ ALLOWED: dict[str, set[str]] = {
     "data": {"core", "versions"},
     "remote": {"core", "versions"},
     "train": {"core", "guard", "versions", "data"},
-    "api": {"core", "guard", "versions", "data", "remote", "train"},
+    "queue": {"core", "versions", "data"},
+    "runner": {"core", "guard", "versions", "data", "train", "queue"},
+    "analytics": {"core", "versions", "data", "train", "queue"},
+    "dashboard": {"core", "guard", "versions", "data", "remote", "train", "queue", "analytics"},
+    "api": {"core", "guard", "versions", "data", "remote", "train", "queue", "runner", "analytics"},
     "integrations": {"core", "versions", "data", "train", "api"},
-    "cli": {"core", "guard", "versions", "data", "remote", "train", "api", "cli"},
+    "cli": {"core", "guard", "versions", "data", "remote", "train", "queue", "runner", "analytics",
+            "dashboard", "api", "cli"},
 }
 
 # The store core, bottom to top: a module imports only modules of its own or a lower rank.

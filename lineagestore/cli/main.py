@@ -51,7 +51,14 @@ def _global(
 
 
 #: the modules that define commands, each with ``register(app)``
-MODULES = ("versions_cmd", "check_cmd", "data_cmd", "guard_cmd", "train_cmd", "remote_cmd")
+MODULES = (
+    "versions_cmd",
+    "check_cmd",
+    "data_cmd",
+    "guard_cmd",
+    "train_cmd",
+    "remote_cmd",
+)
 
 #: which module defines each top-level command. ``main()`` imports only the module of the command
 #: it runs (a ``lin`` process should start fast: a re-commit of an unchanged model is mostly
