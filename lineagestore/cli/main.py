@@ -58,6 +58,7 @@ MODULES = (
     "guard_cmd",
     "train_cmd",
     "remote_cmd",
+    "dashboard_cmd",
 )
 
 #: which module defines each top-level command. ``main()`` imports only the module of the command
@@ -72,6 +73,7 @@ COMMANDS = {
     **dict.fromkeys(("rm", "gc", "reflog", "restore", "audit", "doctor"), "guard_cmd"),
     **dict.fromkeys(("plan", "train", "runs", "progress"), "train_cmd"),
     **dict.fromkeys(("remote", "push", "fetch", "pull", "clone", "backup", "verify"), "remote_cmd"),
+    **dict.fromkeys(("report", "serve"), "dashboard_cmd"),
 }
 
 _registered: set[str] = set()
