@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import blake3
@@ -348,3 +349,76 @@ class Decoder:
         kind = "gzip" if self.fmt == "jsonl.gz" else "zstd"
         return InvalidInput(f"{self.name}: truncated or corrupt {kind} file ({why})",
                             hint="the file was probably cut short while copying; copy it again")
+
+
+# ----------------------------------------------------------------------------- bounded lines
+
+
+class LineLimit:
+    """Refuses a line longer than ``limit`` bytes as soon as the bytes fed show it, naming its
+    file and number, so no more than ``limit`` bytes of one line are ever held.
+
+    Fed the (decompressed) bytes of a file in order; each piece costs a few scans in C (find,
+    rfind, count), and pieces longer than the limit a jump from newline to newline.
+    """
+
+    def __init__(self, path: Path, limit: int):
+        self.path = path
+        self.limit = limit
+        self.pos = 0  # bytes fed
+        self.line_start = 0  # where the current line began
+        self.lines = 0  # newlines fed
+
+    def feed(self, data: bytes | bytearray) -> None:
+        first = data.find(b"\n")
+        if first < 0:
+            self.pos += len(data)
+        else:
+            if self.pos + first - self.line_start > self.limit:
+                self._refuse(self.lines + 1)
+            last = data.rfind(b"\n")
+            if last - first > self.limit + 1:  # a whole line between them may be too long
+                self._check_between(data, first, last)
+            self.lines += data.count(b"\n")
+            self.line_start = self.pos + last + 1
+            self.pos += len(data)
+        if self.pos - self.line_start > self.limit:
+            self._refuse(self.lines + 1)
+
+    def _check_between(self, data: bytes | bytearray, first: int, last: int) -> None:
+        p = first
+        while p < last:
+            q = data.rfind(b"\n", p + 1, p + self.limit + 2)  # the farthest newline a line may reach
+            if q < 0:
+                self._refuse(self.lines + data.count(b"\n", 0, p + 1) + 1)
+            p = q
+
+    def _refuse(self, line: int) -> None:
+        raise InvalidInput(f"{self.path}: line {line} is longer than {self.limit:,} bytes (data.max_record_bytes)",
+                           hint="split the record into shorter ones, or raise data.max_record_bytes in "
+                                ".lineage/config.toml")
+
+
+def bounded_lines(pieces: Iterable[bytes], path: Path | str, limit: int) -> Iterator[tuple[int, bytes]]:
+    """``(line number, line)`` of the (decompressed) bytes ``pieces`` of the file ``path``, without
+    their newlines; a line longer than ``limit`` bytes raises InvalidInput naming the file and
+    line before it is held (:class:`LineLimit`). A last line without a newline is yielded too."""
+    guard = LineLimit(Path(path), limit)
+    pending: list[bytes] = []  # the start of a line that has no newline yet (a list: no quadratic joins)
+    lineno = 0
+    for piece in pieces:
+        guard.feed(piece)
+        start = 0
+        while (nl := piece.find(b"\n", start)) >= 0:
+            lineno += 1
+            if pending:
+                pending.append(piece[start:nl])
+                yield lineno, b"".join(pending)
+                pending.clear()
+            else:
+                yield lineno, piece[start:nl]
+            start = nl + 1
+        if start < len(piece):
+            pending.append(piece[start:])
+    if pending:
+        yield lineno + 1, b"".join(pending)

@@ -35,7 +35,7 @@ from ..core.progress import NULL, Progress
 from ..core.settings import DataSettings
 from .blocks import MAX_BAD_SHOWN, BlockResult, parse_block
 from .idsets import ID_DTYPE, as_ids, merge_sorted, sort_unique
-from .records import ID_BYTES, Decoder, detect_format
+from .records import ID_BYTES, Decoder, LineLimit, detect_format
 from .tokens import counter_for
 from .workers import Workers
 
@@ -215,51 +215,6 @@ def scan_file(path: os.PathLike | str, *, put_blob: Callable[[bytes], str] | Non
                       lines=scan.totals["lines"], examples=scan.totals["examples"], text=scan.totals["text"],
                       chat=scan.totals["chat"], bad=scan.totals["bad"], bad_first=scan.bad_first,
                       tokens=scan.totals["tokens"] if tokenize else None, ids=scan.collector.result())
-
-
-class LineLimit:
-    """Refuses a line longer than ``limit`` bytes as soon as the bytes fed show it, naming its
-    file and number, so no more than ``limit`` bytes of one line are ever held.
-
-    Fed the (decompressed) bytes of a file in order; each piece costs a few scans in C (find,
-    rfind, count), and pieces longer than the limit a jump from newline to newline.
-    """
-
-    def __init__(self, path: Path, limit: int):
-        self.path = path
-        self.limit = limit
-        self.pos = 0  # bytes fed
-        self.line_start = 0  # where the current line began
-        self.lines = 0  # newlines fed
-
-    def feed(self, data: bytes | bytearray) -> None:
-        first = data.find(b"\n")
-        if first < 0:
-            self.pos += len(data)
-        else:
-            if self.pos + first - self.line_start > self.limit:
-                self._refuse(self.lines + 1)
-            last = data.rfind(b"\n")
-            if last - first > self.limit + 1:  # a whole line between them may be too long
-                self._check_between(data, first, last)
-            self.lines += data.count(b"\n")
-            self.line_start = self.pos + last + 1
-            self.pos += len(data)
-        if self.pos - self.line_start > self.limit:
-            self._refuse(self.lines + 1)
-
-    def _check_between(self, data: bytes | bytearray, first: int, last: int) -> None:
-        p = first
-        while p < last:
-            q = data.rfind(b"\n", p + 1, p + self.limit + 2)  # the farthest newline a line may reach
-            if q < 0:
-                self._refuse(self.lines + data.count(b"\n", 0, p + 1) + 1)
-            p = q
-
-    def _refuse(self, line: int) -> None:
-        raise InvalidInput(f"{self.path}: line {line} is longer than {self.limit:,} bytes (data.max_record_bytes)",
-                           hint="split the record into shorter ones, or raise data.max_record_bytes in "
-                                ".lineage/config.toml")
 
 
 class _Scan:

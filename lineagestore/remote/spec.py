@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..core.errors import InvalidInput, NotFound
 from ..core.names import check_name
@@ -61,8 +61,12 @@ def normalize_url(url: str, base: Path | None = None) -> str:
             if s in (".", "..") or any(ord(c) < 32 for c in s):
                 raise InvalidInput(f"remote URL {url!r}: invalid prefix segment {s!r}")
         return f"s3://{bucket}/{'/'.join(segs)}" if segs else f"s3://{bucket}"
-    if url.startswith("file://"):
-        url = urlsplit(url).path
+    if url.lower().startswith("file://"):
+        parts = urlsplit(url)
+        if parts.netloc.lower() not in ("", "localhost") or parts.query or parts.fragment or not parts.path:
+            raise InvalidInput(f"remote URL {url!r}: a file URL names a folder on this machine",
+                               hint="give file:///absolute/path, or the folder path itself")
+        url = unquote(parts.path)
     elif "://" in url:
         raise InvalidInput(f"remote URL {url!r}: unsupported scheme",
                            hint="use s3://bucket/prefix (AWS S3, MinIO, Ceph, SeaweedFS, R2) or a folder path")
@@ -73,8 +77,19 @@ def normalize_url(url: str, base: Path | None = None) -> str:
 
 
 def list_remotes(repo: Repo) -> list[RemoteSpec]:
-    return [RemoteSpec(name, r.url, r.endpoint_url or None, r.region or None)
+    """The remotes of ``config.toml``, their URLs read as ``lin remote add`` reads them (a
+    hand-typed ``file:///path`` or relative folder included)."""
+    return [RemoteSpec(name, _configured_url(repo, name, r.url), r.endpoint_url or None, r.region or None)
             for name, r in sorted(repo.settings.remotes.items())]
+
+
+def _configured_url(repo: Repo, name: str, url: str) -> str:
+    """``url`` of ``[remote.NAME]`` normalized; one line naming config.toml if it cannot be."""
+    try:
+        return normalize_url(url, repo.root if repo.path else None)
+    except InvalidInput as e:
+        where = repo.path / "config.toml" if repo.path else "config.toml"
+        raise InvalidInput(f"{where}: [remote.{name}] {e}", hint=e.hint) from None
 
 
 def get_remote(repo: Repo, name: str) -> RemoteSpec:

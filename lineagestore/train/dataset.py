@@ -35,6 +35,7 @@ from ..core.errors import Conflict, MalformedFile, NotFound
 from ..core.ids import hash_object
 from ..core.objects import CHUNK_SIZE, Chunks
 from ..core.progress import NULL, Progress
+from ..core.settings import DataSettings
 
 #: bump when the way records become tokens changes (invalidates the token cache); 2: record ids kept
 TOKENIZATION_VERSION = 2
@@ -54,35 +55,30 @@ def tokenizer_id(tok: Any) -> str:
 # ------------------------------------------------------------------------------ reading files
 
 
-def read_verified_lines(path: Path, expect: str | None) -> Iterator[tuple[int, bytes]]:
+def read_verified_lines(path: Path, expect: str | None,
+                        max_record_bytes: int = DataSettings.max_record_bytes) -> Iterator[tuple[int, bytes]]:
     """Yield ``(line number, line)`` of a file while recomputing its content id (as the store
     computes it: one blob, or 16 MiB blobs listed by a chunks object); raise Conflict at the
-    end if it differs from ``expect``."""
+    end if it differs from ``expect``. Lines are read as the registry reads them
+    (:func:`lineagestore.data.records.bounded_lines`): decompressed in bounded pieces, and a line
+    over ``max_record_bytes`` (``data.max_record_bytes``) is refused naming the file and line."""
     try:
         size = path.stat().st_size
         f = open(path, "rb")
     except FileNotFoundError:
         raise NotFound(f"{path}: no such data file") from None
-    from ..data.records import Decoder, detect_format
+    from ..data.records import Decoder, bounded_lines, detect_format
     decoder = Decoder(detect_format(path.name), str(path))  # .jsonl, .jsonl.gz, .jsonl.zst
     parts: list[list] = []
-    rest = b""
-    lineno = 0
+
+    def decoded() -> Iterator[bytes]:
+        while piece := f.read(CHUNK_SIZE):
+            parts.append([hash_object("blob", piece), len(piece)])
+            yield from decoder.pieces(piece)
+        decoder.finish()  # refuses a compressed stream cut short
+
     with f:
-        while True:
-            piece = f.read(CHUNK_SIZE)
-            if piece:
-                parts.append([hash_object("blob", piece), len(piece)])
-                buf = rest + decoder.feed(piece)
-            else:
-                buf = rest + decoder.finish()
-            lines = buf.split(b"\n")
-            rest = lines.pop() if piece else b""  # at the end, the last line needs no newline
-            for line in lines:
-                lineno += 1
-                yield lineno, line
-            if not piece:
-                break
+        yield from bounded_lines(decoded(), path, max_record_bytes)
     total = sum(n for _, n in parts)
     if total != size:
         raise Conflict(f"{path}: changed while it was being read; run the command again")
@@ -287,7 +283,8 @@ def parse_record(line: bytes, lineno: int, where: str) -> tuple[bytes, Any]:
 
 
 def tokenize_file(path: Path, tok: Any, *, fingerprint: str | None = None, skip_bad_lines: bool = False,
-                  progress: Progress = NULL, batch: int = 512) -> Tokenized:
+                  progress: Progress = NULL, batch: int = 512,
+                  max_record_bytes: int = DataSettings.max_record_bytes) -> Tokenized:
     eos = tok.eos_token_id
     ids_parts: list[np.ndarray] = []
     mask_parts: list[np.ndarray] = []
@@ -327,7 +324,7 @@ def tokenize_file(path: Path, tok: Any, *, fingerprint: str | None = None, skip_
 
     progress.start(f"tokenizing {path.name}", path.stat().st_size if path.exists() else None, "B")
     try:
-        for lineno, line in read_verified_lines(path, fingerprint):
+        for lineno, line in read_verified_lines(path, fingerprint, max_record_bytes):
             progress.advance(len(line) + 1)
             if not line.strip():
                 continue
@@ -360,8 +357,10 @@ def _ends_with_marker(text: str) -> bool:
 
 
 def load_data(files: list[tuple[Path, str | None]], tok: Any, *, cache_dir: Path | None = None,
-              skip_bad_lines: bool = False, progress: Progress = NULL) -> TokenizedData:
-    """Tokenize (or load from the cache) each ``(path, fingerprint)`` and concatenate in order."""
+              skip_bad_lines: bool = False, progress: Progress = NULL,
+              max_record_bytes: int = DataSettings.max_record_bytes) -> TokenizedData:
+    """Tokenize (or load from the cache) each ``(path, fingerprint)`` and concatenate in order;
+    a line over ``max_record_bytes`` is refused naming its file and line."""
     tid = tokenizer_id(tok)
     ids_l, mask_l, rid_l, infos = [], [], [], []
     off_l: list[np.ndarray] = []  # each file's example offsets, moved to where its tokens go
@@ -369,7 +368,8 @@ def load_data(files: list[tuple[Path, str | None]], tok: Any, *, cache_dir: Path
     for path, fp in files:
         got = _cache_load(cache_dir, fp, tid) if (cache_dir is not None and fp) else None
         if got is None:
-            got = tokenize_file(Path(path), tok, fingerprint=fp, skip_bad_lines=skip_bad_lines, progress=progress)
+            got = tokenize_file(Path(path), tok, fingerprint=fp, skip_bad_lines=skip_bad_lines, progress=progress,
+                                max_record_bytes=max_record_bytes)
             if cache_dir is not None and fp:
                 _cache_save(cache_dir, fp, tid, *got)
         ids, mask, offsets, rids, info = got
