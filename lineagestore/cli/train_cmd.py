@@ -204,6 +204,8 @@ def _plan_exit(p, *, training: bool) -> int:
         return 0
     if training and any(c.key == "duplicates" for c in p.failed):
         return Refused.exit_code
+    if training:  # data that cannot be read fails as its error does (a line over the limit: 4)
+        return next((c.code for c in p.failed if c.code is not None), 1)
     return 1
 
 

@@ -15,7 +15,7 @@ the disk and device checks measure in :mod:`.resources`.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class Check:
     hint: str | None = None
     overridden: bool = False
     skipped: bool = False  # could not run because what it checks is missing (an earlier check failed)
+    code: int | None = None  # the exit code of the error that failed it (None: a failure of its own)
 
 
 @dataclass
@@ -326,7 +327,7 @@ def _count_tokens(repo: Repo, items: list[DataItem], b: _Base, settings: TrainSe
         try:
             data = load_data([(Path(i.path), i.fingerprint) for i in items], b.tokenizer,
                              cache_dir=repo.cache_dir, skip_bad_lines=any(i.skipped_lines for i in items),
-                             progress=progress)
+                             progress=progress, max_record_bytes=repo.settings.data.max_record_bytes)
             job.data = drop_trained(repo, b.id, items, data)
             for it, tf in zip(items, job.data.files, strict=True):
                 it.tokens, it.targets, it.examples = tf.tokens, tf.targets, tf.examples
@@ -336,7 +337,7 @@ def _count_tokens(repo: Repo, items: list[DataItem], b: _Base, settings: TrainSe
             if not job.data.targets:
                 size.problem = _check("data", False, "the data has no tokens to train on (no targets)")
         except LinError as e:
-            size.problem = _check("data", False, str(e), hint=e.hint)
+            size.problem = replace(_check("data", False, str(e), hint=e.hint), code=e.exit_code)
     if job.data is not None and size.units and size.steps is not None:
         per_step = settings.batch_size * settings.grad_accum * world
         end = end_position(size.units, per_step, size.steps)

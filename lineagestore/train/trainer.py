@@ -178,7 +178,8 @@ def _set_up(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, di
     if job is None or job.data is None:
         tok, meta_dir = load_tokenizer(repo, base_tree)
         loaded = load_data([(Path(d.path), d.fingerprint) for d in plan.data], tok, cache_dir=repo.cache_dir,
-                           skip_bad_lines=any(d.skipped_lines for d in plan.data), progress=progress)
+                           skip_bad_lines=any(d.skipped_lines for d in plan.data), progress=progress,
+                           max_record_bytes=repo.settings.data.max_record_bytes)
         # the plan drops what the lineage trained of a file's rest from the data it loads; here too
         data = drop_trained(repo, base, plan.data, loaded)
         job = Job(tok, data, meta_dir)
