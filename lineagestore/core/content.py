@@ -25,11 +25,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from .codecs import DEFAULT_MAX_DEPTH, decode_delta, decode_planes, delta_base
 from .errors import CorruptObject, InvalidInput, MalformedFile, ObjectNotFound
 from .fsutil import copy_range, is_nospace
 from .ids import ObjectId, check_object_id, hash_object
 from .objects import (
     CHUNK_SIZE,
+    CODEC_DELTA,
+    CODEC_PLANES,
     CODEC_RAW,
     HEADER_SIZE,
     Chunks,
@@ -83,25 +86,90 @@ def verify(oid: str, type_name: str, data: bytes | memoryview, where: str) -> No
         raise CorruptObject(f"{where} is corrupt: its content hashes to {actual[:16]}...", hint=_HINT)
 
 
-def decode_stored(oid: str, stored: bytes | memoryview, where: str | None = None) -> tuple[ObjectHeader, bytes]:
+#: reads the stored form (header + payload) of an object by id, for the base of a delta;
+#: ObjectNotFound when the source does not hold it
+LoadStored = Callable[[str], bytes | memoryview]
+
+
+def decode_stored(oid: str, stored: bytes | memoryview, where: str | None = None,
+                  load_base: LoadStored | None = None,
+                  max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[ObjectHeader, bytes]:
     """The header and decoded content (always ``bytes``) of an object in stored form, verified.
 
     A header whose size its type may not have, a payload that does not decode to that size, or
     content that does not hash to ``oid`` raise :class:`CorruptObject` naming ``where`` (default
     ``object <oid>``), before anything larger than the type's limit is allocated.
+
+    A delta (codec 3) is decoded against its base, read with ``load_base`` and itself decoded
+    and verified the same way, following at most ``max_depth`` deltas (``core.delta_max_depth``)
+    to an object stored whole. A missing, corrupt or differently sized base, a longer chain or
+    a loop raises CorruptObject naming the object and the base.
     """
     check_object_id(oid)
     where = where or f"object {oid}"
     view = memoryview(stored)
     h = unpack_header(view[:HEADER_SIZE], where)
-    payload = view[HEADER_SIZE:]
+    if h.codec != CODEC_DELTA:
+        return h, _decode_whole(oid, h, view[HEADER_SIZE:], where)
+    chain = _delta_chain(oid, h, view[HEADER_SIZE:], where, load_base, max_depth)
+    try:
+        data = _decode_whole(*chain[-1])
+        for link_id, link_h, payload, link_where in reversed(chain[1:-1]):
+            data = decode_delta(payload, link_h.size, data, link_where)
+            verify(link_id, link_h.type, data, link_where)
+    except CorruptObject as e:
+        raise CorruptObject(f"{where} cannot be decoded: its delta base: {e}", hint=_HINT) from e
+    data = decode_delta(view[HEADER_SIZE:], h.size, data, where)
+    verify(oid, h.type, data, where)
+    return h, data
+
+
+_Link = tuple[str, ObjectHeader, memoryview, str]  # id, header, payload, how errors name it
+
+
+def _delta_chain(oid: str, h: ObjectHeader, payload: memoryview, where: str, load_base: LoadStored | None,
+                 max_depth: int) -> list[_Link]:
+    """The objects from the delta ``oid`` down to the whole object its chain ends at, their
+    headers read and checked (sizes, depth, loops); nothing decoded yet."""
+    chain: list[_Link] = [(oid, h, payload, where)]
+    while chain[-1][1].codec == CODEC_DELTA:
+        base = delta_base(chain[-1][2], chain[-1][3])
+        if any(base == link[0] for link in chain):
+            raise CorruptObject(f"{where} is corrupt: its delta chain loops back to object {base}", hint=_HINT)
+        if len(chain) > max_depth:
+            raise CorruptObject(f"{where}: its delta chain is longer than core.delta_max_depth ({max_depth}) "
+                                f"at base object {base}", hint=_HINT)
+        if load_base is None:
+            raise CorruptObject(f"{where} is a delta against object {base}, which cannot be read here",
+                                hint=_HINT)
+        try:
+            stored = memoryview(load_base(base))
+            bh = unpack_header(stored[:HEADER_SIZE], f"object {base}")
+        except ObjectNotFound:
+            raise CorruptObject(f"{where} cannot be decoded: its delta base object {base} is missing",
+                                hint=_HINT) from None
+        except CorruptObject as e:
+            raise CorruptObject(f"{where} cannot be decoded: its delta base: {e}", hint=_HINT) from e
+        if bh.size != h.size:
+            raise CorruptObject(f"{where} is corrupt: its delta base object {base} holds {bh.size:,} bytes, "
+                                f"not {h.size:,}", hint=_HINT)
+        chain.append((base, bh, stored[HEADER_SIZE:], f"object {base}"))
+    return chain
+
+
+def _decode_whole(oid: str, h: ObjectHeader, payload: memoryview, where: str) -> bytes:
+    """The verified content of an object stored whole (every codec but delta)."""
     if h.codec == CODEC_RAW and len(payload) != h.size:
         raise CorruptObject(f"{where} is corrupt: {len(payload)} bytes, header says {h.size}", hint=_HINT)
-    data = decompress(h.codec, payload, h.size, where)  # zstandard reads the view without a copy
+    data: bytes | memoryview
+    if h.codec == CODEC_PLANES:
+        data = decode_planes(payload, h.size, where)
+    else:
+        data = decompress(h.codec, payload, h.size, where)  # zstandard reads the view without a copy
     if len(data) != h.size:
         raise CorruptObject(f"{where} is corrupt: {len(data)} bytes, header says {h.size}", hint=_HINT)
     verify(oid, h.type, data, where)
-    return h, data if isinstance(data, bytes) else bytes(data)
+    return data if isinstance(data, bytes) else bytes(data)
 
 
 class RawBlob:

@@ -41,7 +41,9 @@ LINKING_TYPES = frozenset({"chunks", "tensor-file", "tree", "commit", "dataset",
 
 CODEC_RAW = 0
 CODEC_ZSTD = 1
-CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd"}
+CODEC_PLANES = 2  # byte planes (core/codecs.py); format 3
+CODEC_DELTA = 3  # XOR delta against a base object, then byte planes (core/codecs.py); format 3
+CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd", CODEC_PLANES: "planes", CODEC_DELTA: "delta"}
 
 #: files (and tensors) larger than this are split into blobs of this size listed by a chunks object
 CHUNK_SIZE = 16 << 20
@@ -133,6 +135,10 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     if d is None:
         d = _TLS.d = zstandard.ZstdDecompressor()
     return d
+
+
+compressor = _compressor  # the per-thread contexts, shared with .codecs
+decompressor = _decompressor
 
 
 def compress(data: bytes | memoryview, level: int = _ZSTD_LEVEL) -> tuple[int, bytes | memoryview]:

@@ -116,6 +116,8 @@ class Repo:
         self.after_publish: list[AfterPublish] = []  # hooks run by core/publish.py
         self._lock = FileLock(path / "locks" / "store.lock") if path else None
         self.format_version = FORMAT_VERSION if path is None else 1  # set by ``open``
+        objects.delta_max_depth = config.settings.core.delta_max_depth
+        objects.before_new_codec = lambda: self.require_format(3)  # planes and delta codecs: format 3
 
     # ------------------------------------------------------------------ construction
 

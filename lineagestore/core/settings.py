@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
+from .codecs import DEFAULT_MAX_DEPTH, DEFAULT_MIN_SAVING
 from .environment import env_number
 from .errors import InvalidInput
 from .names import check_name
@@ -207,6 +208,9 @@ class CoreSettings:
     compression_level: int = key(DEFAULT_LEVEL, "int", low=ZSTD_LEVELS[0], high=ZSTD_LEVELS[1])
     lock_timeout: float = key(300, "number", low=0)  # seconds; LIN_LOCK_TIMEOUT overrides
     workers: int = key(0, "int", low=0)  # threads for hashing/compression/checkout; 0: two per core
+    # a byte-plane or delta encoding (and each plane of it) is kept only if it saves this share
+    codec_min_saving: float = key(DEFAULT_MIN_SAVING, "number", low=0, below=1)
+    delta_max_depth: int = key(DEFAULT_MAX_DEPTH, "int", low=1, high=1000)  # deltas a read follows
 
 
 @dataclass(frozen=True)

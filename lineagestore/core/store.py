@@ -34,11 +34,14 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, Protocol, overload
 
+from .codecs import DEFAULT_MAX_DEPTH
 from .content import ParallelWriter, RawBlob, decode_stored, name_content, open_raw, piece_spans
 from .errors import CorruptObject, InvalidInput, ObjectNotFound
 from .ids import ObjectId, check_object_id, hash_object, is_id_prefix
 from .loose import LooseFolder, WaitingFiles
 from .objects import (
+    CODEC_DELTA,
+    CODEC_PLANES,
     CODEC_RAW,
     DEFAULT_COMPRESSION,
     DEFAULT_LEVEL,
@@ -58,6 +61,7 @@ from .objects import (
 )
 
 _COUNT_LOCK = threading.Lock()
+_CODEC_BYTE = 5  # offset of the codec in the object header (docs/format.md)
 
 
 class Readable(Protocol):
@@ -69,6 +73,10 @@ class Readable(Protocol):
 class ObjectStore(ABC):
     compression_level: int = DEFAULT_LEVEL
     compression: str = DEFAULT_COMPRESSION  # core.compression: auto | zstd | none
+    delta_max_depth: int = DEFAULT_MAX_DEPTH  # core.delta_max_depth: deltas a read follows
+    #: called before the first object with a format-3 codec (planes, delta) is written, so the
+    #: repo raises the store's format first (Repo.require_format(3)); None: nothing to raise
+    before_new_codec: Callable[[], None] | None = None
     #: objects and (stored) bytes this instance has written; for reports of store growth
     written_objects: int = 0
     written_bytes: int = 0
@@ -132,8 +140,13 @@ class ObjectStore(ABC):
         return unpack_header(self._read_header_bytes(oid), f"object {oid}")
 
     def get_raw(self, oid: str) -> tuple[str, bytes]:
-        h, data = decode_stored(check_object_id(oid), self._read_file(oid))
+        h, data = self.decode(check_object_id(oid), self._read_file(oid))
         return h.type, data
+
+    def decode(self, oid: str, stored: bytes | memoryview, where: str | None = None) -> tuple[ObjectHeader, bytes]:
+        """:func:`.content.decode_stored` with this store's delta bases and chain bound: the one
+        way an object in stored form (from here, a remote or the trash) is decoded."""
+        return decode_stored(oid, stored, where, self._read_file, self.delta_max_depth)
 
     @overload
     def get(self, oid: str, expect: Literal["chunks"]) -> Chunks: ...
@@ -189,13 +202,19 @@ class ObjectStore(ABC):
 
     def put_stored(self, oid: str, raw: bytes) -> None:
         """Store an object received in stored form, after verifying that it hashes to ``oid``
-        (CorruptObject otherwise, and nothing is stored)."""
-        decode_stored(oid, raw)
+        (CorruptObject otherwise, and nothing is stored). A delta's base must be in this store."""
+        self.decode(oid, raw)
         if self.has(oid):
             self._touch(oid)
             return
+        self._new_codec(raw)
         self._write_file(oid, [raw])
         self._wrote(len(raw))
+
+    def _new_codec(self, stored: bytes | memoryview) -> None:
+        """Let the repo raise the store's format before an object with a codec of format 3."""
+        if len(stored) > _CODEC_BYTE and stored[_CODEC_BYTE] in (CODEC_PLANES, CODEC_DELTA) and self.before_new_codec:
+            self.before_new_codec()
 
     def resolve_prefix(self, prefix: str) -> list[str]:
         if not is_id_prefix(prefix):
@@ -384,7 +403,9 @@ class DiskObjectStore(ObjectStore):
     def batch(self, compression_level: int | None = None) -> BatchObjectStore:
         """This store, writing new objects as one batch (see :class:`BatchObjectStore`)."""
         level = self.compression_level if compression_level is None else compression_level
-        return BatchObjectStore(self.root, self.tmp_dir, level, self.compression)
+        batch = BatchObjectStore(self.root, self.tmp_dir, level, self.compression)
+        batch.delta_max_depth, batch.before_new_codec = self.delta_max_depth, self.before_new_codec
+        return batch
 
 
 class BatchObjectStore(DiskObjectStore):

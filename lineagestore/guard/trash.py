@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.content import decode_stored
+from ..core.codecs import DEFAULT_MAX_DEPTH, delta_base
+from ..core.content import LoadStored, decode_stored
 from ..core.errors import InvalidInput, ObjectNotFound
 from ..core.fsutil import fsync_dir, kill_point
 from ..core.ids import check_object_id, is_object_id
-from ..core.objects import links_of
+from ..core.objects import CODEC_DELTA, HEADER_SIZE, links_of, unpack_header
 from ..core.repo import Repo
 from .reachability import object_links
 
@@ -105,11 +106,24 @@ def find_in_trash(repo: Repo, prefix: str) -> dict[str, Path]:
     return out
 
 
-def read_trash_object(path: Path, oid: str) -> tuple[str, bytes, bytes]:
-    """(type, decoded content, stored bytes) of an object file in trash, verified against ``oid``."""
+def read_trash_object(path: Path, oid: str, load_base: LoadStored | None = None,
+                      max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[str, bytes, bytes]:
+    """(type, decoded content, stored bytes) of an object file in trash, verified against ``oid``
+    (a delta against its base, read with ``load_base``: see :func:`stored_anywhere`)."""
     raw = path.read_bytes()
-    h, data = decode_stored(oid, raw, f"object {oid} in {path.parent.parent.name}")
+    h, data = decode_stored(oid, raw, f"object {oid} in {path.parent.parent.name}", load_base, max_depth)
     return h.type, data, raw
+
+
+def stored_anywhere(repo: Repo, oid: str) -> bytes:
+    """The stored form of ``oid`` from the store, else from trash (a delta's base may be in
+    either); ObjectNotFound if neither has it."""
+    if repo.objects.has(oid):
+        return repo.objects.get_stored(oid)
+    found = find_in_trash(repo, oid).get(oid)
+    if found is None:
+        raise ObjectNotFound(f"object {oid} is neither in the store nor in trash/")
+    return found.read_bytes()
 
 
 def make_writable(path: Path) -> None:
@@ -203,8 +217,11 @@ def restore_closure(repo: Repo, oid: str) -> RestoredObjects:
             if found is None:
                 raise ObjectNotFound(f"object {cur} is neither in the store nor in trash/; it cannot be restored",
                                      hint="fetch it from a backup remote if one has it")
-            t, data, raw = read_trash_object(found, cur)
+            t, data, raw = read_trash_object(found, cur, lambda b: stored_anywhere(repo, b),
+                                             store.delta_max_depth)
             children = links_of(t, data, f"object {cur}")
+            if unpack_header(raw[:HEADER_SIZE]).codec == CODEC_DELTA:  # its base goes back first, as a link
+                children = [*children, delta_base(memoryview(raw)[HEADER_SIZE:])]
             pending[cur] = (found, raw)
         stack.append((cur, True))
         stack.extend((c, False) for c in children if c not in done)

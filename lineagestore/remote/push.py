@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-from ..core.content import decode_stored
 from ..core.errors import InvalidInput, InvalidName, NotFound, RefConflict
 from ..core.ids import is_object_id
 from ..core.names import check_name
@@ -387,7 +386,7 @@ def _send_objects(repo: Repo, rs: RemoteSession, roots: dict[str, str], known: K
     def send(oid: str) -> tuple[int, int]:
         raw = store.get_stored(oid)
         if verify:
-            h, _ = decode_stored(oid, raw, f"object {oid} in this store")
+            h, _ = store.decode(oid, raw, f"object {oid} in this store")
         else:
             h = unpack_header(raw[:HEADER_SIZE])
         rs.backend.write(object_key(oid), raw, on_bytes=progress.advance)
