@@ -48,6 +48,8 @@ def serve(
     bind: str = typer.Option("127.0.0.1", "--bind", metavar="ADDR",
                              help="Address to listen on (default 127.0.0.1, this machine only; "
                                   "another address shows the dashboard to the network)."),
+    refresh: float = typer.Option(5.0, "--refresh", metavar="SECONDS",
+                                  help="How often open pages ask for new figures (1-3600; default 5)."),
     json_out: bool = typer.Option(False, "--json", help="Print the address as JSON on stdout once listening."),
 ) -> None:
     """Serve the dashboard live (read-only) until Ctrl-C.
@@ -59,7 +61,7 @@ def serve(
     o = out(json_out)
     repo = STATE.repo()
     assert repo.path is not None
-    server = make_server(repo.path, bind=bind, port=port)
+    server = make_server(repo.path, bind=bind, port=port, refresh_s=refresh)
     if not server.loopback:
         o.warn(f"listening on {bind}, not on this machine's loopback: anyone who can reach it sees the "
                "dashboard (names, metrics, data file names); there is no password")

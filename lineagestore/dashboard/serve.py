@@ -3,9 +3,9 @@
 The standard library's ThreadingHTTPServer is enough here and adds no dependency: there are two
 fixed routes (the page and its figures), both built in memory, and no request ever names a file.
 A framework would bring routing, static-file serving and templates we must not have (a static
-route is how a request path reaches the filesystem). The figures are gathered at most once per
-:data:`REFRESH_S` seconds whatever the number of open pages, and each page polls them every
-:data:`POLL_S` seconds, so 50 pages cost about one store read every few seconds.
+route is how a request path reaches the filesystem). Each open page asks for the figures every
+``refresh`` seconds (default :data:`POLL_S`); the store is read at most once per half that,
+whatever the number of pages, so 50 open pages cost one store reading every few seconds.
 
 Only GET and HEAD are answered; every other method gets 405. Bound to a loopback address
 (the default), a request whose Host header is not that loopback address is refused (421), so
@@ -30,9 +30,7 @@ from .data import gather
 from .report import render, to_json
 
 DEFAULT_PORT = 8484
-#: the figures are read from the store at most once per this many seconds
-REFRESH_S = 3.0
-#: each open page asks for new figures every this many seconds
+#: each open page asks for new figures every this many seconds (``lin serve --refresh``)
 POLL_S = 5.0
 
 _SECURITY_HEADERS = {
@@ -59,7 +57,7 @@ class Snapshot:
 class Figures:
     """The cached figures of one store: refreshed at most once per ``refresh_s``, one reader at a time."""
 
-    def __init__(self, store: Path, refresh_s: float = REFRESH_S, poll_s: float = POLL_S):
+    def __init__(self, store: Path, refresh_s: float = POLL_S / 2, poll_s: float = POLL_S):
         self.store = store
         self.refresh_s = refresh_s
         self.poll_s = poll_s
@@ -168,13 +166,16 @@ def is_loopback(bind: str) -> bool:
 
 
 def make_server(store: Path, *, bind: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                refresh_s: float = REFRESH_S, poll_s: float = POLL_S) -> DashboardServer:
-    """A server for the store folder ``store`` (not started: call ``serve_forever``).
+                refresh_s: float = POLL_S) -> DashboardServer:
+    """A server for the store folder ``store`` (not started: call ``serve_forever``); pages poll
+    every ``refresh_s`` seconds and the store is read at most once per half that.
 
     The first reading happens here, so a store that cannot be read fails before anything listens."""
     if not 0 <= port <= 65535:
         raise InvalidInput(f"--port {port}: not a TCP port (0-65535)")
-    figures = Figures(store, refresh_s, poll_s)
+    if not 1 <= refresh_s <= 3600:
+        raise InvalidInput(f"--refresh {refresh_s:g}: give seconds between 1 and 3600")
+    figures = Figures(store, refresh_s / 2, refresh_s)
     figures.get()
     try:
         return DashboardServer(figures, bind, port)
