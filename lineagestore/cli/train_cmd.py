@@ -109,6 +109,11 @@ def _settings_and_job(repo, opts: dict):
     return settings, data, name, base, run, allow, job
 
 
+#: the settings flags and their reading, shared with `lin run` (cli/run_cmd.py), which takes them as `lin train` does
+SETTING_FLAGS = _SETTING_FLAGS
+settings_and_job = _settings_and_job
+
+
 def _as_list(v) -> list:
     if v is None:
         return []

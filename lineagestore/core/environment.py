@@ -26,6 +26,7 @@ ENVIRONMENT: dict[str, str] = {
     "LIN_TEST_KILL_AT": "core.fsutil (tests): kill the process at a named point",
     "LIN_TEST_PAUSE_AT": "core.fsutil (tests): pause at a named point",
     "LIN_TEST_PAUSE_FILE": "core.fsutil (tests): the file whose removal ends a pause",
+    "LIN_TEST_NAN_AT": "train.trainer (tests): the loss of optimizer step N (1-based) reads as NaN",
     "AWS_ENDPOINT_URL": "remote: the S3 endpoint when a remote names none (botocore reads it too)",
     "AWS_ENDPOINT_URL_S3": "remote.backend: the S3 endpoint, before AWS_ENDPOINT_URL",
     "AWS_MAX_ATTEMPTS": "remote.backend: tries per S3 request (default 4)",

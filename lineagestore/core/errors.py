@@ -22,6 +22,7 @@ code  meaning
 9     no space left on device
 10    not a store, or a store format this program does not understand
 11    remote or network error
+12    the training queue is paused (``lin run``: the machine or the store needs a fix first)
 130   interrupted (Ctrl-C)
 ====  =======================================================================
 """
@@ -122,6 +123,12 @@ class UnsupportedFormat(NotAStore):
 
 class RemoteError(LinError):
     exit_code = 11
+
+
+class QueuePaused(LinError):
+    """``lin run`` stopped because the queue is paused (a disk, device, store or base problem)."""
+
+    exit_code = 12
 
 
 class UnexpectedError(LinError):

@@ -66,7 +66,8 @@ def publish(repo: Repo, content: Callable[[ObjectStore], str], *, name: str, kin
             code: dict[str, Any] | None = None, env: dict[str, Any] | None = None, message: str = "",
             extra: dict[str, Any] | None = None,
             activate: bool = True, retire: dict[str, str] | None = None, compression_level: int | None = None,
-            expect_head: tuple[str | None, str | None] | None = None, progress: Progress = NULL) -> Published:
+            expect_head: tuple[str | None, str | None] | None = None, progress: Progress = NULL,
+            branch: str | None = None) -> Published:
     """Store a version's objects with ``content(batch) -> tree id``, then name and announce it.
 
     ``parents=None`` means the active version (HEAD), or none in an empty store. ``env`` defaults
@@ -78,12 +79,14 @@ def publish(repo: Repo, content: Callable[[ObjectStore], str], *, name: str, kin
     ``expect_head`` says the caller's work began: a training run), or if the new version descends
     from where it is now. Otherwise the version is kept under its name, the branch stays, and
     :class:`BranchMoved` (exit 6) is raised after the hooks ran; it carries the result.
+    ``branch`` (``refs/heads/<name>``): that branch moves by the same rule instead of HEAD's.
     """
     with repo.writing():
         if expect_head is None:
-            expect_head = (repo.head_branch(), repo.head())
+            expect_head = ((branch, repo.refs.resolve(branch)) if branch is not None
+                           else (repo.head_branch(), repo.head()))
         if parents is None:
-            head = repo.head()
+            head = repo.refs.resolve(branch) if branch is not None else repo.head()
             parents = [head] if head else []
         for p in parents:
             check_object_id(p)
@@ -100,7 +103,7 @@ def publish(repo: Repo, content: Callable[[ObjectStore], str], *, name: str, kin
         cid, commit, moved = repo.write_commit(
             tree=tree, parents=list(parents), name=name, kind=kind, datasets=datasets,
             metrics=metrics, params=params, code=code, env=environment() if env is None else env,
-            message=message, extra=extra, move_head=activate, expect_head=expect_head)
+            message=message, extra=extra, move_head=activate, expect_head=expect_head, branch=branch)
         for ref, old in (retire or {}).items():
             repo.update_ref(ref, old, None, f"{kind}: published as {commit.name}")
         repo.notes.append(f"published {commit.name} ({cid[:12]}), {new[1]} new bytes")

@@ -414,7 +414,8 @@ class Repo:
                      env: dict[str, Any] | None = None, message: str = "", extra: dict[str, Any] | None = None,
                      move_head: bool = True,
                      expect_head: tuple[str | None, str | None] | None = None,
-                     author: str | None = None) -> tuple[ObjectId, Commit, HeadMoved | None]:
+                     author: str | None = None,
+                     branch: str | None = None) -> tuple[ObjectId, Commit, HeadMoved | None]:
         """Name, write and publish a commit whose tree and data objects are already stored.
 
         Under the refs lock: allocate ``vNNN``, write the commit object, create the immutable
@@ -422,7 +423,9 @@ class Repo:
         ``expect_head`` is (HEAD's branch, its tip) as the caller saw them when its work began.
         HEAD advances only if it is still there, or if the new commit descends from where it is
         now; otherwise the version stays under its name, HEAD does not move, and the third
-        value says where HEAD went meanwhile (a branch never moves sideways).
+        value says where HEAD went meanwhile (a branch never moves sideways). ``branch``
+        (``refs/heads/<name>``): advance that branch instead of HEAD's, by the same rule (a runner
+        of another branch trains beside the active one).
         """
         check_object_id(tree)
         for p in parents:
@@ -440,15 +443,19 @@ class Repo:
             cid = self.objects.put_object(commit)
             self.update_ref(f"refs/tags/{vname}", None, cid, f"{kind}: {vname}")
             try:
-                moved = self._advance_head(cid, commit, expect_head, f"{kind}: {vname}") if move_head else None
+                moved = (self._advance_head(cid, commit, expect_head, f"{kind}: {vname}", branch)
+                         if move_head else None)
             except (LinError, OSError) as e:  # the version exists: say so, never report a plain failure
                 raise _created_but(e, vname) from e
         return cid, commit, moved
 
     def _advance_head(self, cid: str, commit: Commit, expect: tuple[str | None, str | None] | None,
-                      message: str) -> HeadMoved | None:
-        branch = self.head_branch()
-        tip = self.refs.resolve(branch) if branch is not None else self.head()
+                      message: str, branch: str | None = None) -> HeadMoved | None:
+        if branch is None:
+            branch = self.head_branch()
+            tip = self.refs.resolve(branch) if branch is not None else self.head()
+        else:
+            tip = self.refs.resolve(branch)
         if expect is not None and (branch, tip) != expect and tip is not None and not self._descends(commit, tip):
             return HeadMoved(branch, tip, expect[1])
         if branch is not None:

@@ -111,6 +111,10 @@ class Plan:
     allow_overlap: bool = False
     overlap: list[dict] = field(default_factory=list)
     world_size: int = 1
+    #: set by the caller (``lin run``): the branch (``refs/heads/<name>``) the version advances
+    #: instead of HEAD's, and the bound of a step's loss as a multiple of the run's first (None: none)
+    branch: str | None = None
+    loss_bound: float | None = None
     _job: Any = field(default=None, repr=False, compare=False)
 
     @property

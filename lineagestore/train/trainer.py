@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.environment import env_int, read_env
 from ..core.errors import EXIT_INTERRUPTED, CorruptObject, InvalidInput, LinError, NoSpace, Refused
 from ..core.fsutil import kill_point
 from ..core.progress import NULL, Progress
@@ -78,6 +79,9 @@ from .runs import StopFlag, hold_run
 from .session import Counters, Session
 from .settings import TrainSettings
 from .trained import drop_trained, recorded_parts
+
+#: ``LIN_TEST_NAN_AT=N``: the loss of optimizer step N reads as NaN (tests of the failure path)
+_NAN_AT = env_int("LIN_TEST_NAN_AT", 0, low=1) if read_env("LIN_TEST_NAN_AT") else None
 
 
 class TrainingInterrupted(LinError):
@@ -206,7 +210,8 @@ def _set_up(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, di
     return Session(repo=repo, plan=plan, base=base, s=s, device=device, precision=precision, dist=dist, progress=progress,
                 say=say, base_tree=base_tree, blocks=blocks, pad_id=pad_id, per_epoch=per_epoch, total=total,
                 per_step=per_step, end=end_position(len(blocks), per_step, total), schedule=schedule,
-                expect_head=(repo.head_branch(), repo.head()), model=model, optimizer=optimizer,
+                expect_head=((plan.branch, repo.refs.resolve(plan.branch)) if plan.branch
+                             else (repo.head_branch(), repo.head())), model=model, optimizer=optimizer,
                 scheduler=scheduler, scaler=scaler, names=names,
                 trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
                 save_dtype=save_dtype(repo, base_tree))
@@ -370,8 +375,15 @@ def _step(r: Session, chunk, denom: int, trainable: list) -> float:
     r.scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     step_loss = D.sum_floats(dist, [local_sum], r.device)[0] / denom
+    if _NAN_AT is not None and r.st.step + 1 == _NAN_AT:  # the crash lab's injected failure
+        step_loss = math.nan
     if not math.isfinite(step_loss):
         raise TrainingFailed(f"the loss became {step_loss} at step {r.st.step + 1}",
+                             hint="lower the learning rate (--lr) and resume or start again")
+    first = r.losses[0] if r.losses else step_loss
+    if r.plan.loss_bound is not None and first > 0 and step_loss > r.plan.loss_bound * first:
+        raise TrainingFailed(f"the loss grew to {step_loss:.4g} at step {r.st.step + 1}, over "
+                             f"{r.plan.loss_bound:g} x the first step's {first:.4g}",
                              hint="lower the learning rate (--lr) and resume or start again")
     return step_loss
 
@@ -541,7 +553,8 @@ def _commit(r: Session, metrics: dict, params: dict, message: str):
                    metrics=metrics, params=params, code=r.code, env=r.env, message=message,
                    extra={"run": plan.run, "run_id": r.run_id, "checkpoint": last,
                           **({"allow_overlap": True, "overlap": plan.overlap} if plan.allow_overlap else {})},
-                   retire={run_ref(plan.run): last} if last is not None else None, expect_head=r.expect_head)
+                   retire={run_ref(plan.run): last} if last is not None else None, expect_head=r.expect_head,
+                   branch=plan.branch)
 
 
 def _report(outcomes: dict, say: Callable[[str], None]) -> None:
