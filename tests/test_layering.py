@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
 CORE_ORDER: dict[str, int] = {
     "errors": 1, "progress": 1, "environment": 1, "fsutil": 1,
     "ids": 2, "names": 2, "objects": 2, "safetensors_io": 2, "settings": 2, "codecs": 2,
-    "content": 3, "loose": 3,
+    "content": 3, "loose": 3, "packs": 3,
     "store": 4,
     "refs": 5,
     "repo": 6, "audit": 6,

@@ -58,8 +58,8 @@ MODULES = (
     "guard_cmd",
     "train_cmd",
     "remote_cmd",
-    "run_cmd",
     "dashboard_cmd",
+    "storage_cmd",
 )
 
 #: which module defines each top-level command. ``main()`` imports only the module of the command
@@ -70,12 +70,12 @@ COMMANDS = {
     **dict.fromkeys(("init", "import", "commit", "log", "show", "checkout", "status", "diff",
                      "registry", "tag", "branch"), "versions_cmd"),
     "fsck": "check_cmd",
-    "run": "run_cmd",
     "data": "data_cmd",
     **dict.fromkeys(("rm", "gc", "reflog", "restore", "audit", "doctor"), "guard_cmd"),
     **dict.fromkeys(("plan", "train", "runs", "progress"), "train_cmd"),
     **dict.fromkeys(("remote", "push", "fetch", "pull", "clone", "backup", "verify"), "remote_cmd"),
     **dict.fromkeys(("report", "serve"), "dashboard_cmd"),
+    "repack": "storage_cmd",
 }
 
 _registered: set[str] = set()

@@ -211,6 +211,8 @@ class CoreSettings:
     # a byte-plane or delta encoding (and each plane of it) is kept only if it saves this share
     codec_min_saving: float = key(DEFAULT_MIN_SAVING, "number", low=0, below=1)
     delta_max_depth: int = key(DEFAULT_MAX_DEPTH, "int", low=1, high=1000)  # deltas a read follows
+    hot_versions: int = key(3, "int", low=1)  # last versions of each branch lin repack keeps loose and raw
+    keyframe_interval: int = key(10, "int", low=1, high=1000)  # every Nth version of a branch packed whole
 
 
 @dataclass(frozen=True)
@@ -369,19 +371,8 @@ class TrainSettings:
 
 # ----------------------------------------------------------------------------- the whole file
 
-@dataclass(frozen=True)
-class RunSettings:
-    """``[run]``: the training loop of ``lin run`` (docs/continuous.md)."""
-
-    retries: int = key(2, "int", low=0)  # tries again from the last checkpoint before a file is parked
-    max_loss_ratio: float = key(10.0, "number", above=1)  # a step's loss above this x the first step's fails
-    inbox_settle_s: float = key(10.0, "number", low=0)  # an inbox file unchanged this long is complete
-    inbox_poll_s: float = key(2.0, "number", above=0)  # seconds between looks at the inbox
-    paused_recheck_s: float = key(300.0, "number", above=0)  # with --inbox: a paused queue is retried this often
-
-
 _TABLES: dict[str, type] = {"core": CoreSettings, "gc": GcSettings, "data": DataSettings,
-                            "goal": GoalSettings, "backup": BackupSettings, "run": RunSettings}
+                            "goal": GoalSettings, "backup": BackupSettings}
 _TRAIN_OWN = tuple(f.name for f in fields(TrainTable) if f.name != "defaults")  # the rest: TrainSettings
 
 
@@ -395,7 +386,6 @@ class Settings:
     goal: GoalSettings = field(default_factory=GoalSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
     train: TrainTable = field(default_factory=TrainTable)
-    run: RunSettings = field(default_factory=RunSettings)
     remotes: dict[str, RemoteSettings] = field(default_factory=dict)  # by name, sorted
     #: unknown keys and ignored tables, one line each, naming the file
     warnings: tuple[str, ...] = field(default=(), compare=False)

@@ -23,6 +23,7 @@ Tested by tests/test_store_contract.py against the disk store, its batch and the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import os
@@ -59,6 +60,7 @@ from .objects import (
     pack_header,
     unpack_header,
 )
+from .packs import PACK_DIR, PackEntry, PackSet
 
 _COUNT_LOCK = threading.Lock()
 _CODEC_BYTE = 5  # offset of the codec in the object header (docs/format.md)
@@ -306,6 +308,15 @@ class ObjectStore(ABC):
         return b"".join(self.iter_content(oid))
 
 
+def _unique_sorted(ids: Iterable[str]) -> Iterator[str]:
+    """A sorted stream without repeats (an object both loose and packed is listed once)."""
+    last = None
+    for i in ids:
+        if i != last:
+            yield i
+            last = i
+
+
 def _read_exact(f: Readable, n: int) -> memoryview:
     """``n`` bytes of ``f`` in a new buffer (a view of it: hashing and compression read views)."""
     view = memoryview(bytearray(n))
@@ -328,46 +339,115 @@ class DiskObjectStore(ObjectStore):
         self.root = root
         self.tmp_dir = tmp_dir
         self.files = LooseFolder(root, tmp_dir)
+        self.packs = PackSet(root / PACK_DIR)
         self.compression_level = compression_level
         self.compression = compression
 
     def path_for(self, oid: str) -> Path:
+        """The loose file of ``oid`` (a packed object has none: see :meth:`packed`)."""
         return Path(self.files.file(oid))
 
-    def has(self, oid: str) -> bool:
+    # Objects are read loose first, then from packs (core.packs). A repack removes a loose copy
+    # only once a pack holding it is durable, and gc turns packed objects loose before it moves
+    # them: a miss in both is looked up loose once more, for an object moved meanwhile.
+
+    def packed(self, oid: str) -> PackEntry | None:
+        """Where ``oid`` lies in a pack; None if no pack holds it."""
+        return self.packs.find(oid)
+
+    def is_loose(self, oid: str) -> bool:
         return os.path.isfile(self.files.file(oid))
 
+    def has(self, oid: str) -> bool:
+        return self.is_loose(oid) or self.packs.find(oid) is not None or self.is_loose(oid)
+
     def _read_file(self, oid: str) -> bytes:
-        return self.files.read(oid)
+        return self._read_either(oid, -1)
 
     def _read_header_bytes(self, oid: str) -> bytes:
-        return self.files.read(oid, HEADER_SIZE)
+        return self._read_either(oid, HEADER_SIZE)
+
+    def _read_either(self, oid: str, n: int) -> bytes:
+        try:
+            return self.files.read(oid, n)
+        except ObjectNotFound:
+            e = self.packs.find(oid)
+            if e is None:
+                try:
+                    return self.files.read(oid, n)  # moved out of a pack meanwhile
+                except ObjectNotFound as missing:
+                    if not self.packs.bad:
+                        raise
+                    name, why = next(iter(self.packs.bad.items()))
+                    raise ObjectNotFound(f"{missing} (pack index {name} cannot be read: {why})",
+                                         hint=missing.hint) from None
+        data = e.pack.read(e)
+        return data if n < 0 else data[:n]
 
     def _write_file(self, oid: str, data: list[bytes | memoryview]) -> None:
         self.files.write(oid, data)
 
     def _touch(self, oid: str) -> None:
-        self.files.touch(oid)
+        if self.is_loose(oid):
+            self.files.touch(oid)
+            return
+        e = self.packs.find(oid)
+        if e is not None:  # a packed object's age is its pack's (docs/format.md "Packs")
+            with contextlib.suppress(OSError):
+                os.utime(e.pack.path)
 
     def iter_ids(self) -> Iterator[str]:
-        return self.files.ids()
+        packed = self.packs.ids()
+        if not packed:
+            return self.files.ids()
+        return _unique_sorted(heapq.merge(self.files.ids(), packed))
 
     def resolve_prefix(self, prefix: str) -> list[str]:
-        return self.files.ids_with_prefix(prefix)
+        loose = self.files.ids_with_prefix(prefix)
+        if not is_id_prefix(prefix) or not self.packs.packs():
+            return loose
+        return sorted(set(loose) | set(self.packs.ids_with_prefix(prefix)))
 
     def stored_size(self, oid: str) -> int:
-        return self.files.stat(oid).st_size
+        try:
+            return self.files.stat(oid).st_size
+        except ObjectNotFound:
+            e = self.packs.find(oid)
+            if e is None:
+                raise
+            return e.length
 
     def mtime(self, oid: str) -> float:
-        return self.files.stat(oid).st_mtime
+        try:
+            return self.files.stat(oid).st_mtime
+        except ObjectNotFound:
+            e = self.packs.find(oid)
+            if e is None:
+                raise
+            return e.pack.mtime
 
     def remove(self, oid: str) -> None:
+        """Remove a loose object (packed ones leave with their pack: guard.repack)."""
         self.files.remove(oid)
 
     def open_raw_blob(self, oid: str) -> RawBlob | None:
         """Verify a raw-stored blob by hashing its file through mmap (no copy into Python) and
-        return it open; None for compressed objects. A flipped byte raises CorruptObject."""
-        return open_raw(self.files.file(oid), oid)
+        return it open; None for compressed or packed objects. A flipped byte raises CorruptObject."""
+        try:
+            return open_raw(self.files.file(oid), oid)
+        except ObjectNotFound:
+            if self.packs.find(oid) is not None:
+                return None
+            raise
+
+    def get_raw(self, oid: str) -> tuple[str, bytes]:
+        try:
+            return super().get_raw(oid)
+        except CorruptObject as err:
+            e = None if self.is_loose(oid) else self.packs.find(oid)
+            if e is None:
+                raise
+            raise CorruptObject(f"{err} (in pack {e.pack.name}, offset {e.offset})", hint=err.hint) from err
 
     def _put_file_piece(self, src_fd: int, offset: int, size: int, where: str = "input") -> ObjectId:
         """Store a piece of an open file without passing its bytes through Python.

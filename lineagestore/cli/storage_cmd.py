@@ -1,0 +1,61 @@
+"""Storage commands: repack (docs/format.md "Packs"; docs/safety.md).
+
+Exit codes: 0 done; 5 an object the repack needs is missing or corrupt (run `lin fsck`); 8 the
+store lock (or another repack) stayed busy past the timeout.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from .common import JSON_OPT, STATE, out
+from .output import human_bytes
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="repack")(repack)
+
+
+def repack(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be packed and unpacked."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Pack cold objects with delta and byte-plane codecs; keep hot versions loose and raw.
+
+    Hot: the tip and the last core.hot_versions versions of each branch, HEAD, user tags and
+    kept training checkpoints. Everything else reachable goes into objects/pack/ (metadata
+    zstd-compressed; tensor pieces as reverse deltas against the newer version, keyframes every
+    core.keyframe_interval versions, chains at most core.delta_max_depth deep). Writers may go
+    on meanwhile; old packs are removed only once the new ones are durable.
+    """
+    from ..guard.repack import repack as run_repack
+    o = out(json_out)
+    repo = STATE.repo()
+    rep = run_repack(repo, dry_run=dry_run, progress=o.progress())
+    if not dry_run and (rep.packs_written or rep.packs_removed or rep.unpacked_objects or rep.loose_removed):
+        STATE.mutated = True
+        repo.notes.append(f"repack: {rep.packed_objects} objects into {len(rep.packs_written)} pack(s), "
+                          f"{rep.unpacked_objects} unpacked, {len(rep.packs_removed)} old pack(s) removed")
+    if json_out:
+        o.json(rep.to_dict())
+        return
+    verb = "Would pack" if dry_run else "Packed"
+    o.line(f"Hot (loose, raw): {rep.hot_commits} versions, {rep.hot_objects} weight/file objects "
+           f"(core.hot_versions = {rep.hot_versions})")
+    if rep.packed_objects:
+        codecs = ", ".join(f"{n} {c}" for c, n in sorted(rep.codecs.items()))
+        sizes = (f": {human_bytes(rep.raw_bytes)} -> {human_bytes(rep.stored_bytes)} ({rep.ratio:.2f}x)"
+                 if not dry_run else "")
+        o.line(f"{verb} {rep.packed_objects} objects{sizes}" + (f" [{codecs}]" if codecs else ""))
+    if rep.unpacked_objects:
+        o.line(f"{'Would unpack' if dry_run else 'Unpacked'} {rep.unpacked_objects} objects (hot again, or unreachable)")
+    if rep.packs_written:
+        o.line(f"New pack(s): {', '.join(rep.packs_written)}")
+    if rep.packs_removed:
+        o.line(f"{'Would remove' if dry_run else 'Removed'} {len(rep.packs_removed)} old pack(s)")
+    if rep.loose_removed:
+        o.line(f"{'Would remove' if dry_run else 'Removed'} {rep.loose_removed} loose copies of packed objects")
+    if not (rep.packed_objects or rep.unpacked_objects or rep.packs_removed):
+        o.line("Nothing to do.")
+    elif not dry_run:
+        o.line(f"Took {rep.seconds:.1f} s.")

@@ -1,0 +1,397 @@
+"""Pack files: many stored objects in one immutable file, found through a sorted index.
+
+``objects/pack/pack-<hash>.pack`` holds objects exactly as loose files do (16-byte header +
+payload, any codec) one after another; ``pack-<hash>.idx`` beside it lists their ids sorted, with
+a 256-entry fanout table (the number of ids whose first byte is <= each value, as git's idx v2),
+and for each id the offset and length of its stored form in the pack and a CRC-32 of those
+bytes. ``<hash>`` is the hex BLAKE3-256 of the pack's bytes before its trailer, which the pack
+ends with and the index repeats; the index ends with the BLAKE3-256 of itself. Byte layouts:
+docs/format.md "Packs".
+
+A pack may come from elsewhere (a copied store, a remote), so an index is checked whole when it
+is opened (size, checksum, sorted unique ids, the fanout, every offset and length inside its
+pack and within the largest stored size an object may have) before any lookup trusts it; one
+that fails is set aside (:attr:`PackSet.bad`) and its objects read as missing. An object read from
+a pack is decoded and verified like any other (:func:`.content.decode_stored`, by the store).
+
+:class:`PackWriter` writes a pack and its index to ``tmp/``, fsyncs both and renames the pack,
+then the index, into ``objects/pack/`` (a pack without its index is not read), then fsyncs the
+folder. Readers map packs with ``mmap`` and never write them.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+from .errors import CorruptObject, NoSpace
+from .fsutil import fsync_dir, is_nospace, kill_point, nospace_error, temp_name
+from .ids import check_object_id
+from .objects import HEADER_SIZE, MAX_SIZE
+
+PACK_MAGIC = b"LINP"
+IDX_MAGIC = b"LINI"
+PACK_VERSION = 1
+IDX_VERSION = 1
+_HEAD = struct.Struct("<4sIQ")  # magic, version, reserved (pack) / count (index)
+PACK_HEADER_SIZE = _HEAD.size  # 16
+PACK_TRAILER_SIZE = 8 + 32  # object count (u64 LE), BLAKE3-256 of everything before it
+FANOUT_SIZE = 256 * 4
+ENTRY = struct.Struct("<QQII")  # offset, length, crc32 of the stored bytes, reserved (0)
+ENTRY_SIZE = ENTRY.size  # 24
+_ENTRY_FIELDS = [("offset", "<u8"), ("length", "<u8"), ("crc", "<u4"), ("reserved", "<u4")]
+#: the largest stored form (header + payload) any object may have: the largest decoded size a
+#: type may have plus zstd's worst-case expansion of it (ZSTD_compressBound) and room for a codec
+#: header. An index entry claiming more is refused before anything is read.
+MAX_STORED = HEADER_SIZE + max(MAX_SIZE.values()) + (max(MAX_SIZE.values()) >> 7) + (1 << 16)
+PACK_DIR = "pack"
+_HINT = "run `lin fsck` to list every damaged object; `lin repack` rewrites packs from what reads"
+
+
+def idx_size(count: int) -> int:
+    return PACK_HEADER_SIZE + FANOUT_SIZE + count * (32 + ENTRY_SIZE) + 64
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    """Where one object lies: its pack, and the offset and length of its stored form there."""
+
+    pack: Pack
+    offset: int
+    length: int
+    crc: int
+
+
+class Pack:
+    """One pack and its index, both mapped read-only; the index checked whole on opening.
+
+    Raises :class:`CorruptObject` naming the file when either is malformed, truncated or does not
+    match the other (a hostile pack copied from elsewhere included).
+    """
+
+    def __init__(self, idx_path: Path):
+        import numpy as np  # lazily: `lin init` and other small commands never need it
+        self.idx_path = idx_path
+        self.path = idx_path.with_suffix(".pack")
+        self.name = self.path.name
+        self._idx = _map(idx_path)
+        try:
+            self._pack = _map(self.path)
+        except BaseException:
+            self._idx.close()
+            raise
+        self.mtime = os.stat(self.path).st_mtime
+        self.count: int = self._check()
+        base = self._ids_at = PACK_HEADER_SIZE + FANOUT_SIZE
+        self._fanout = np.frombuffer(self._idx, "<u4", 256, PACK_HEADER_SIZE)
+        self._ids = np.frombuffer(self._idx, "S32", self.count, base)
+        self._entries = np.frombuffer(self._idx, _ENTRY_FIELDS, self.count, base + 32 * self.count)
+
+    def _check(self) -> int:
+        """The object count, after checking the whole index against itself and its pack."""
+        import numpy as np  # lazily: `lin init` and other small commands never need it
+        idx, pack = self._idx, self._pack
+        where = f"pack index {self.idx_path.name}"
+        if len(idx) < idx_size(0):
+            raise CorruptObject(f"{where} is truncated ({len(idx)} bytes)", hint=_HINT)
+        magic, version, count = _HEAD.unpack_from(idx)
+        if magic != IDX_MAGIC or version != IDX_VERSION:
+            raise CorruptObject(f"{where}: not a lin pack index of version {IDX_VERSION} "
+                                f"(magic {magic!r}, version {version})", hint=_HINT)
+        if count > (len(idx) // (32 + ENTRY_SIZE)) or len(idx) != idx_size(count):
+            raise CorruptObject(f"{where}: {len(idx)} bytes, but it declares {count} objects", hint=_HINT)
+        if blake3.blake3(memoryview(idx)[:-32]).digest() != idx[-32:]:
+            raise CorruptObject(f"{where} is corrupt: its checksum does not match", hint=_HINT)
+        base = PACK_HEADER_SIZE + FANOUT_SIZE
+        fanout = np.frombuffer(idx, "<u4", 256, PACK_HEADER_SIZE)
+        ids = np.frombuffer(idx, "S32", count, base)
+        raw = np.frombuffer(idx, np.uint8, 32 * count, base).reshape(count, 32)
+        expect = np.cumsum(np.bincount(raw[:, 0], minlength=256)) if count else np.zeros(256, np.int64)
+        if not np.array_equal(fanout.astype(np.int64), expect):
+            raise CorruptObject(f"{where} is corrupt: its fanout table does not count its ids", hint=_HINT)
+        if count > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            raise CorruptObject(f"{where} is corrupt: its ids are not sorted and unique", hint=_HINT)
+        where_p = f"pack {self.name}"
+        if len(pack) < PACK_HEADER_SIZE + PACK_TRAILER_SIZE:
+            raise CorruptObject(f"{where_p} is truncated ({len(pack)} bytes)", hint=_HINT)
+        pmagic, pversion, _ = _HEAD.unpack_from(pack)
+        if pmagic != PACK_MAGIC or pversion != PACK_VERSION:
+            raise CorruptObject(f"{where_p}: not a lin pack of version {PACK_VERSION}", hint=_HINT)
+        (pcount,) = struct.unpack_from("<Q", pack, len(pack) - PACK_TRAILER_SIZE)
+        if pcount != count or pack[-32:] != idx[-64:-32]:
+            raise CorruptObject(f"{where} does not belong to {where_p} (object count or checksum differ)",
+                                hint=_HINT)
+        count = int(count)
+        entries = np.frombuffer(idx, _ENTRY_FIELDS, count, base + 32 * count)
+        end = len(pack) - PACK_TRAILER_SIZE
+        off, length = entries["offset"], entries["length"]
+        bad = ((off < PACK_HEADER_SIZE) | (length < HEADER_SIZE) | (length > MAX_STORED)
+               | (off > end) | (length > end - np.minimum(off, end)))
+        if bool(bad.any()):
+            i = int(np.argmax(bad))
+            raise CorruptObject(f"{where} is corrupt: object {ids[i].hex()} lies at bytes "
+                                f"{int(off[i])}+{int(length[i])}, outside the pack's objects "
+                                f"(16 to {end}) or over the largest object", hint=_HINT)
+        return count
+
+    def find(self, oid: str) -> PackEntry | None:
+        import numpy as np  # lazily: `lin init` and other small commands never need it
+        key = bytes.fromhex(check_object_id(oid))
+        lo = int(self._fanout[key[0] - 1]) if key[0] else 0
+        hi = int(self._fanout[key[0]])
+        i = lo + int(np.searchsorted(self._ids[lo:hi], key))
+        at = self._ids_at + 32 * i
+        if i >= hi or self._idx[at:at + 32] != key:  # (numpy strips trailing NULs from S32 items)
+            return None
+        e = self._entries[i]
+        return PackEntry(self, int(e["offset"]), int(e["length"]), int(e["crc"]))
+
+    def read(self, entry: PackEntry) -> bytes:
+        """The stored bytes (header + payload) of an entry; bounds were checked on opening."""
+        return self._pack[entry.offset:entry.offset + entry.length]
+
+    def read_head(self, entry: PackEntry, n: int) -> bytes:
+        """The first ``n`` stored bytes of an entry (fewer if it is shorter)."""
+        return self._pack[entry.offset:entry.offset + min(n, entry.length)]
+
+    def read_checked(self, oid: str, entry: PackEntry) -> bytes:
+        """:meth:`read`, refusing bytes whose CRC-32 is not the index's (for copying stored form
+        elsewhere without decoding it)."""
+        data = self.read(entry)
+        if zlib.crc32(data) != entry.crc:
+            raise CorruptObject(f"object {oid} in pack {self.name} is corrupt: its CRC-32 does not match",
+                                hint=_HINT)
+        return data
+
+    def ids(self) -> Iterator[str]:
+        raw = self._idx[self._ids_at:self._ids_at + 32 * self.count]
+        for i in range(0, len(raw), 32):
+            yield raw[i:i + 32].hex()
+
+    def entries(self) -> Iterator[tuple[str, PackEntry]]:
+        for oid, (off, length, crc, _) in zip(self.ids(), self._entries.tolist(), strict=True):
+            yield oid, PackEntry(self, off, length, crc)
+
+    def verify_checksum(self) -> bool:
+        """Whether the pack's bytes hash to its trailer (fsck: a flipped byte anywhere in it)."""
+        body = memoryview(self._pack)[:-32]
+        try:
+            return blake3.blake3(body, max_threads=blake3.blake3.AUTO).digest() == self._pack[-32:]
+        finally:
+            body.release()
+
+    @property
+    def size(self) -> int:
+        return len(self._pack) + len(self._idx)
+
+    def close(self) -> None:
+        for m in (self._idx, self._pack):
+            try:
+                m.close()
+            except BufferError:  # a view is still exported; the mapping goes with it
+                pass
+
+
+def _map(path: Path) -> mmap.mmap:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise CorruptObject(f"{path.name} is empty", hint=_HINT)
+        return mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+
+
+class PackSet:
+    """The packs of ``objects/pack/``, rescanned when the folder changes (another process's
+    repack); packs that cannot be opened are listed in :attr:`bad` and skipped."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._packs: list[Pack] = []
+        self._by_name: dict[str, Pack] = {}
+        self._stamp: tuple[int, int] | None = None
+        self.bad: dict[str, str] = {}  # idx file name -> why it was refused
+
+    def _scan(self) -> list[Pack]:
+        try:
+            st = os.stat(self.folder)
+        except FileNotFoundError:
+            self._packs, self._by_name, self._stamp, self.bad = [], {}, None, {}
+            return self._packs
+        stamp = (st.st_mtime_ns, st.st_ino)
+        with self._lock:
+            if stamp == self._stamp:
+                return self._packs
+            names = sorted(n for n in os.listdir(self.folder) if n.startswith("pack-") and n.endswith(".idx"))
+            packs: dict[str, Pack] = {}
+            bad: dict[str, str] = {}
+            for n in names:
+                p = self._by_name.get(n)
+                if p is None:
+                    try:
+                        p = Pack(self.folder / n)
+                    except FileNotFoundError:
+                        continue  # removed meanwhile by a repack
+                    except (CorruptObject, OSError, ValueError) as e:
+                        bad[n] = str(e)
+                        continue
+                packs[n] = p
+            self._by_name, self.bad, self._stamp = packs, bad, stamp
+            # newest first: a repack's new pack holds what the old ones did, re-encoded
+            self._packs = sorted(packs.values(), key=lambda p: -p.mtime)
+            return self._packs
+
+    def packs(self) -> list[Pack]:
+        return self._scan()
+
+    def find(self, oid: str) -> PackEntry | None:
+        for p in self._scan():
+            e = p.find(oid)
+            if e is not None:
+                return e
+        return None
+
+    def ids(self) -> list[str]:
+        """Every packed id, sorted, each once."""
+        packs = self._scan()
+        if not packs:
+            return []
+        if len(packs) == 1:
+            return list(packs[0].ids())
+        return sorted(set().union(*(set(p.ids()) for p in packs)))
+
+    def ids_with_prefix(self, prefix: str) -> list[str]:
+        return sorted({i for p in self._scan() for i in p.ids() if i.startswith(prefix)})
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+class PackWriter:
+    """Write one pack and its index: :meth:`add` stored objects, then :meth:`finish`.
+
+    The pack grows in a temp file in ``tmp_dir`` and is hashed as it is written; ``finish``
+    writes the index, fsyncs both, renames the pack and then the index into ``folder`` and
+    fsyncs it. Until then nothing in ``folder`` changed; :meth:`abort` removes the temp files.
+    """
+
+    def __init__(self, folder: Path, tmp_dir: Path):
+        self.folder = folder
+        self.tmp_dir = tmp_dir
+        self._tmp = temp_name(tmp_dir, ".pack")
+        self._f = open(self._tmp, "xb")  # noqa: SIM115 (closed in finish/abort)
+        self._hash = blake3.blake3()
+        self._pos = 0
+        self._index: dict[str, tuple[int, int, int]] = {}
+        self._emit(_HEAD.pack(PACK_MAGIC, PACK_VERSION, 0))
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        try:
+            self._f.write(data)
+        except OSError as e:
+            if is_nospace(e):
+                raise nospace_error(e, self._tmp) from e
+            raise
+        self._hash.update(data)
+        self._pos += len(data)
+
+    def __contains__(self, oid: str) -> bool:
+        return oid in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def bytes_written(self) -> int:
+        return self._pos
+
+    def add(self, oid: str, stored: bytes | memoryview) -> None:
+        """Append one object in stored form (header + payload); a second add of an id is ignored."""
+        check_object_id(oid)
+        if oid in self._index:
+            return
+        if not HEADER_SIZE <= len(stored) <= MAX_STORED:
+            raise ValueError(f"object {oid}: {len(stored)} stored bytes cannot go into a pack")
+        offset = self._pos
+        self._emit(stored)
+        self._index[oid] = (offset, len(stored), zlib.crc32(stored))
+
+    def finish(self) -> Pack:
+        """Make the pack durable and visible; return it opened."""
+        count = len(self._index)
+        self._emit(struct.pack("<Q", count))
+        digest = self._hash.digest()
+        self._f.write(digest)
+        name = f"pack-{digest.hex()}"
+        idx_tmp = temp_name(self.tmp_dir, ".idx")
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            _write_index(idx_tmp, self._index, digest)
+            kill_point("pack-written")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(self._tmp, 0o444)
+            os.chmod(idx_tmp, 0o444)
+            os.replace(self._tmp, self.folder / f"{name}.pack")
+            kill_point("pack-renamed")
+            os.replace(idx_tmp, self.folder / f"{name}.idx")
+            kill_point("idx-renamed")
+            fsync_dir(self.folder)
+        except OSError as e:
+            self.abort()
+            idx_tmp.unlink(missing_ok=True)
+            if is_nospace(e):
+                raise nospace_error(e, self.folder) from e
+            raise
+        except NoSpace:
+            self.abort()
+            idx_tmp.unlink(missing_ok=True)
+            raise
+        return Pack(self.folder / f"{name}.idx")
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def _write_index(path: Path, index: dict[str, tuple[int, int, int]], pack_digest: bytes) -> None:
+    import numpy as np  # lazily: `lin init` and other small commands never need it
+    ids = sorted(index)
+    count = len(ids)
+    raw = np.frombuffer(b"".join(bytes.fromhex(i) for i in ids), np.uint8).reshape(count, 32)
+    fanout = np.cumsum(np.bincount(raw[:, 0], minlength=256)).astype("<u4") if count else np.zeros(256, "<u4")
+    entries = np.zeros(count, _ENTRY_FIELDS)
+    if count:
+        entries["offset"], entries["length"], entries["crc"] = zip(*(index[i] for i in ids), strict=True)
+    body = b"".join([_HEAD.pack(IDX_MAGIC, IDX_VERSION, count), fanout.tobytes(), raw.tobytes(),
+                     entries.tobytes(), pack_digest])
+    data = body + blake3.blake3(body).digest()
+    try:
+        with open(path, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        if is_nospace(e):
+            raise nospace_error(e, path) from e
+        raise
+
+
+def remove_pack(pack: Pack) -> None:
+    """Delete a pack: its index first (so no reader finds an index without its pack)."""
+    pack.idx_path.unlink(missing_ok=True)
+    pack.path.unlink(missing_ok=True)

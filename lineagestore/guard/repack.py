@@ -1,0 +1,554 @@
+"""``lin repack``: cold objects into packs (core.packs) with model-aware codecs; hot ones loose and raw.
+
+**Hot** (checked out often, kept as today: loose files, raw weights copied in the kernel): every
+object reached from the tip of each branch and the ``core.hot_versions`` - 1 versions before it
+(first parents), HEAD, user tags (``refs/tags/`` names that are not version names), and
+checkpoints of training runs that are still kept (refs/runs and what their reflog keeps).
+
+**Cold**: every other reachable object. Metadata (commits, trees, tensor files, chunks,
+datasets, records, queue documents) always goes into packs, zstd-compressed (``core.compression``
+decides as for loose objects); so do blobs that are not hot. A cold blob that is a piece of a
+tensor is stored as a reverse delta (codec 3) against the same piece of the same tensor in the
+next newer version of its branch (git keeps recent objects whole, so do we: the newest versions
+are hot and raw, older ones deltas towards them), or as byte planes (codec 2) when it is a
+keyframe (every ``core.keyframe_interval``-th version counted from the branch's root), when no
+base helps, or when a delta would make a chain longer than ``core.delta_max_depth``; raw when
+neither saves ``core.codec_min_saving``.
+
+Unreachable objects are left where they are (gc decides about them): loose ones stay loose, and
+packed ones are written back loose, with their pack's mtime as their age, when their pack is
+rewritten. A packed object that became hot again is written back loose (raw) too.
+
+Crash safety (kill -9 anywhere loses nothing): objects leave a pack only after they are durable
+elsewhere, in this order: (1) objects that must leave a pack are written loose; (2) the new packs
+are written to tmp/, fsynced and renamed into ``objects/pack/`` (pack, then index); (3) the packs
+they replace are deleted; (4) loose copies of objects now packed are deleted. gc calls
+:func:`repack` under its exclusive lock with ``drop`` = what it will move to trash: those leave
+every pack (written loose first, self-contained, for the trash) and deltas based on them are
+re-encoded, so the invariant "an object present has every object it needs" holds throughout.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+
+from ..core.codecs import BASE_ID_SIZE, itemsize_of, stored_object
+from ..core.errors import LinError
+from ..core.fsutil import FileLock, fsync_dir, kill_point
+from ..core.names import parse_version
+from ..core.objects import (
+    CODEC_DELTA,
+    CODEC_NAMES,
+    CODEC_PLANES,
+    CODEC_RAW,
+    HEADER_SIZE,
+    TensorFile,
+    encode_payload,
+    pack_header,
+)
+from ..core.packs import PackEntry, PackWriter, remove_pack
+from ..core.progress import NULL, Progress
+from ..core.repo import Repo
+from ..core.store import DiskObjectStore
+from .reachability import Graph, ref_values, reflogs, root_sources
+
+#: a new pack is closed and the next one started past this many bytes
+PACK_LIMIT = 4 << 30
+#: more packs than this and repack merges them all into new ones (copying stored bytes)
+MAX_PACKS = 8
+_WINDOW = 8  # pieces encoded ahead of the one being written
+
+
+@dataclass
+class RepackReport:
+    dry_run: bool
+    hot_versions: int
+    hot_commits: int = 0
+    hot_objects: int = 0  # loose objects kept loose because hot
+    packed_objects: int = 0  # objects written into new packs
+    raw_bytes: int = 0  # their decoded size
+    stored_bytes: int = 0  # their stored size in the packs
+    codecs: dict[str, int] = field(default_factory=dict)  # objects packed per codec
+    keyframes: int = 0
+    unpacked_objects: int = 0  # written back loose (hot again, unreachable, or leaving with gc)
+    packs_written: list[str] = field(default_factory=list)
+    packs_removed: list[str] = field(default_factory=list)
+    loose_removed: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.stored_bytes / self.raw_bytes if self.raw_bytes else 1.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": round(self.ratio, 4)}
+
+
+# ----------------------------------------------------------------------------- hot and cold
+
+
+def _first_parents(repo: Repo, tip: str) -> list[str]:
+    """The first-parent chain from ``tip`` back to its root, newest first (stops at a missing
+    or unreadable commit)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    cur: str | None = tip
+    while cur and cur not in seen:
+        seen.add(cur)
+        try:
+            c = repo.objects.get(cur, "commit")
+        except LinError:
+            break
+        out.append(cur)
+        cur = c.parents[0] if c.parents else None
+    return out
+
+
+@dataclass
+class _Temperature:
+    chains: list[list[str]]  # first-parent chains of the branches, newest first
+    hot_roots: set[str]
+    reachable: set[str]
+    hot: set[str]  # everything the hot roots reach
+    graph: Graph
+
+
+def _temperature(repo: Repo, hot_versions: int, now: float) -> _Temperature:
+    refs = ref_values(repo)
+    g = Graph(repo.objects)
+    sources = root_sources(repo, now=now, refs=refs, logs=reflogs(repo))
+    reachable = g.walk(sources)
+    chains: list[list[str]] = []
+    hot_roots: set[str] = set()
+    for name, oid in sorted(refs.values.items()):
+        if name.startswith("refs/heads/"):
+            chain = _first_parents(repo, oid)
+            chains.append(chain)
+            hot_roots.update(chain[:hot_versions])
+        elif name == "HEAD" or (name.startswith("refs/tags/") and not parse_version(name[len("refs/tags/"):])):
+            hot_roots.add(oid)
+    head = repo.head()
+    if head:
+        hot_roots.add(head)
+    for oid in sources:  # checkpoints still kept (refs/runs and their reflogs)
+        if g.load(oid) == "checkpoint":
+            hot_roots.add(oid)
+    return _Temperature(chains, hot_roots, reachable, _files_of(repo, g, hot_roots), g)
+
+
+def _files_of(repo: Repo, g: Graph, roots: set[str]) -> set[str]:
+    """What the versions (checkpoints) ``roots`` hold: their commits and everything their trees
+    reach, without following a commit's parents or datasets (those versions are not hot)."""
+    start: list[str] = []
+    for oid in roots:
+        t = g.load(oid)
+        if t == "commit":
+            try:
+                start.append(repo.objects.get(oid, "commit").tree)
+            except LinError:
+                continue
+        elif t is not None:
+            start.extend(g.links.get(oid, ()) if t == "checkpoint" else [oid])
+    return g.walk(start) | set(roots)
+
+
+# ----------------------------------------------------------------------------- tensor pieces
+
+
+def _tensor_pieces(repo: Repo, commit_id: str, memo: dict[str, list]) -> dict[tuple[str, str, int], tuple[str, int]]:
+    """(file path, tensor name, piece index) -> (blob id, element size) for every tensor piece of
+    a version (``memo``: trees and tensor files already read, by id)."""
+    out: dict[tuple[str, str, int], tuple[str, int]] = {}
+    try:
+        tree_id = repo.objects.get(commit_id, "commit").tree
+    except LinError:
+        return out
+    stack = [("", tree_id)]
+    while stack:
+        prefix, tid = stack.pop()
+        for path, etype, eid in _tree_entries(repo, tid, memo):
+            if etype == "tree":
+                stack.append((prefix + path + "/", eid))
+            elif etype == "tensor-file":
+                for tname, itemsize, pieces in _tensor_entries(repo, eid, memo):
+                    for k, blob in enumerate(pieces):
+                        out[(prefix + path, tname, k)] = (blob, itemsize)
+    return out
+
+
+def _tree_entries(repo: Repo, tid: str, memo: dict[str, list]) -> list:
+    if tid not in memo:
+        try:
+            memo[tid] = [(e.name, e.type, e.id) for e in repo.objects.get(tid, "tree").items()]
+        except LinError:
+            memo[tid] = []
+    return memo[tid]
+
+
+def _tensor_entries(repo: Repo, fid: str, memo: dict[str, list]) -> list:
+    if fid not in memo:
+        out = []
+        try:
+            tf: TensorFile = repo.objects.get(fid, "tensor-file")
+            for t in tf.entries():
+                pieces = [t.id]
+                if repo.objects.header(t.id).type == "chunks":
+                    pieces = [p for p, _ in repo.objects.get(t.id, "chunks").parts]
+                out.append((t.name, itemsize_of(t.dtype), pieces))
+        except LinError:
+            out = []
+        memo[fid] = out
+    return memo[fid]
+
+
+@dataclass
+class _Choice:
+    itemsize: int
+    base: str | None  # delta base, or None: planes
+    keyframe: bool
+
+
+def _choose_codecs(repo: Repo, temp: _Temperature, candidates: set[str], interval: int,
+                   max_depth: int, depth_of: _Depths) -> dict[str, _Choice]:
+    """For each cold tensor piece among ``candidates``: its element size and delta base.
+
+    Branch by branch, newest version first, a piece not yet chosen takes as base the piece at the
+    same place in the next newer version when that differs and has the same size, unless its
+    version is a keyframe or the chain through the base would be longer than ``max_depth``."""
+    memo: dict[str, list] = {}
+    chosen: dict[str, _Choice] = {}
+    depth: dict[str, int] = {}  # chain length below an object this run chose
+    for chain in temp.chains:
+        newer: dict[tuple[str, str, int], tuple[str, int]] = {}
+        for i, cid in enumerate(chain):
+            position = len(chain) - 1 - i  # from the branch's root
+            pieces = _tensor_pieces(repo, cid, memo)
+            for key, (blob, itemsize) in pieces.items():
+                if blob not in candidates or blob in chosen:
+                    continue
+                keyframe = position % interval == 0
+                base = None
+                nb = newer.get(key)
+                if not keyframe and nb is not None and nb[0] != blob:
+                    d = depth[nb[0]] if nb[0] in depth else depth_of(nb[0])
+                    if d is not None and d + 1 + depth_of.above(blob) <= max_depth:
+                        base = nb[0]
+                        depth[blob] = d + 1
+                chosen[blob] = _Choice(itemsize, base, keyframe)
+                depth.setdefault(blob, 0)
+            newer = pieces
+    return chosen
+
+
+class _Depths:
+    """Delta chain lengths of objects already stored: below an object (how many deltas reading
+    it follows) and above it (the longest chain of deltas resting on it), from packed headers."""
+
+    def __init__(self, store: DiskObjectStore):
+        self.store = store
+        self.below: dict[str, int | None] = {}
+        self.resting: dict[str, list[str]] = {}
+        for p in store.packs.packs():
+            for oid, e in p.entries():
+                head = p.read_head(e, _HEAD)
+                if _delta_base(head):
+                    self.resting.setdefault(head[HEADER_SIZE:].hex(), []).append(oid)
+        self._above: dict[str, int] = {}
+
+    def __call__(self, oid: str) -> int | None:
+        """Deltas followed to read ``oid`` (0: stored whole); None if it cannot be read."""
+        if oid not in self.below:
+            cur, n, result = oid, 0, None
+            while n <= 1000:  # a loop (corrupt) ends here as unreadable
+                head = _stored_head(self.store, cur)
+                if head is None:
+                    break
+                base = _delta_base(head)
+                if base is None:
+                    result = n
+                    break
+                cur, n = base, n + 1
+            self.below[oid] = result
+        return self.below[oid]
+
+    def above(self, oid: str) -> int:
+        if oid not in self._above:
+            self._above[oid] = 0  # a loop of deltas (corrupt) counts as none
+            self._above[oid] = max((1 + self.above(x) for x in self.resting.get(oid, ())), default=0)
+        return self._above[oid]
+
+
+_HEAD = HEADER_SIZE + BASE_ID_SIZE  # the stored bytes that say whether (and on what) an object is a delta
+
+
+def _delta_base(head: bytes) -> str | None:
+    """The base id of a delta object from its first stored bytes; None for any other codec."""
+    if len(head) >= _HEAD and head[5] == CODEC_DELTA:
+        return head[HEADER_SIZE:_HEAD].hex()
+    return None
+
+
+def _stored_head(store: DiskObjectStore, oid: str) -> bytes | None:
+    e = store.packs.find(oid)
+    if e is not None:
+        return e.pack.read_head(e, _HEAD)
+    try:
+        return store.files.read(oid, _HEAD)
+    except LinError:
+        return None
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class _Plan:
+    to_pack: list[str]  # loose (or re-encoded) objects for the new packs, in link order
+    copy: list[tuple[str, PackEntry]]  # (id, pack entry) copied as stored from replaced packs
+    reencode: set[str]  # packed deltas whose base leaves: decoded and encoded again
+    unpack: dict[str, float | None]  # id -> mtime to give it (None: now), written loose
+    replace: list  # packs rewritten
+    loose_packed: list[str]  # loose objects removed once the new packs are durable
+    codecs: dict[str, _Choice]
+
+
+def _plan(repo: Repo, store: DiskObjectStore, temp: _Temperature, drop: set[str], settings) -> _Plan:
+    packs = store.packs.packs()
+    consolidate = len(packs) > MAX_PACKS
+    packed_ids: dict[str, PackEntry] = {}
+    replace = []
+    resting_on_drop: set[str] = set()
+    for p in packs:
+        rewrite = consolidate
+        for oid, e in p.entries():
+            packed_ids.setdefault(oid, e)
+            if oid in drop:
+                rewrite = True
+            elif drop:
+                base = _delta_base(p.read_head(e, _HEAD))
+                if base is not None and base in drop:
+                    resting_on_drop.add(oid)
+                    rewrite = True
+        if rewrite:
+            replace.append(p)
+    replaced = {p.name for p in replace}
+    loose = [o for o in store.files.ids()]
+    cold_loose = [o for o in loose if o in temp.reachable and o not in temp.hot and o not in drop]
+    # hot metadata goes into packs too: only weights and files are read in bulk by a checkout
+    cold_loose += [o for o in loose if o in temp.hot and o not in drop and temp.graph.type.get(o) not in ("blob", None)]
+    to_pack = [o for o in cold_loose if o not in packed_ids or packed_ids[o].pack.name in replaced]
+    loose_set = set(loose)
+    copy: list[tuple[str, PackEntry]] = []
+    unpack: dict[str, float | None] = {}
+    seen = set(to_pack)
+    for p in replace:
+        for oid, e in p.entries():
+            if oid in seen:
+                continue
+            seen.add(oid)
+            if oid in drop or oid not in temp.reachable:
+                if oid not in loose_set:
+                    unpack[oid] = None if oid in drop else p.mtime
+            elif oid in temp.hot and temp.graph.type.get(oid) == "blob":
+                if oid not in loose_set:
+                    unpack[oid] = None
+            elif oid in resting_on_drop:
+                to_pack.append(oid)
+            else:
+                copy.append((oid, e))
+    for oid in packed_ids:  # hot blobs in packs that stay: loose again for checkouts
+        if oid in temp.hot and oid not in loose_set and oid not in unpack and temp.graph.type.get(oid) == "blob":
+            unpack[oid] = None
+    depths = _Depths(store)
+    blobs = {o for o in to_pack if temp.graph.type.get(o) == "blob"}
+    interval = min(settings.keyframe_interval, settings.delta_max_depth + 1)
+    codecs = _choose_codecs(repo, temp, blobs, interval, settings.delta_max_depth, depths) if blobs else {}
+    for ch in codecs.values():  # a base that leaves with gc, or is not packed and not kept
+        if ch.base is not None and (ch.base in drop or ch.base not in temp.reachable):
+            ch.base = None
+    return _Plan(to_pack, copy, resting_on_drop, unpack, replace,
+                 [o for o in cold_loose if o in loose_set], codecs)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def _encode(store: DiskObjectStore, oid: str, choice: _Choice | None, compression: str, level: int,
+            min_saving: float) -> tuple[bytes, int, int]:
+    """(stored bytes, codec, decoded size) of one object for a pack."""
+    type_name, data = store.get_raw(oid)
+    if choice is not None and compression != "none":
+        codec, stored = CODEC_RAW, b""
+        if choice.base is not None:
+            _, base_data = store.get_raw(choice.base)
+            if len(base_data) == len(data):
+                codec, stored = stored_object(type_name, data, CODEC_DELTA, choice.itemsize,
+                                              base=(choice.base, base_data), min_saving=min_saving)
+        if codec == CODEC_RAW:
+            codec, stored = stored_object(type_name, data, CODEC_PLANES, choice.itemsize, min_saving=min_saving)
+        return stored, codec, len(data)
+    codec, payload = encode_payload(data, level, "zstd" if compression == "auto" else compression)
+    return pack_header(type_name, codec, len(data)) + bytes(payload), codec, len(data)
+
+
+def _self_contained(store: DiskObjectStore, oid: str, level: int, compression: str) -> bytes:
+    """An object's stored form without a delta (for a loose file: the trash, a hot version)."""
+    type_name, data = store.get_raw(oid)
+    codec, payload = encode_payload(data, level, compression)
+    return pack_header(type_name, codec, len(data)) + bytes(payload)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def repack(repo: Repo, *, dry_run: bool = False, drop: set[str] | frozenset[str] = frozenset(),
+           locked: bool = False, progress: Progress = NULL, on_wait=None,
+           now: float | None = None) -> RepackReport:
+    """Pack what is cold, unpack what is hot again, and (for gc) take ``drop`` out of every pack.
+
+    Holds the store lock shared (writers go on; gc waits) and ``locks/repack.lock`` (one repack
+    at a time), unless ``locked`` (gc, holding the store lock exclusively).
+    """
+    started = time.monotonic()
+    store = repo.objects
+    settings = repo.settings.core
+    rep = RepackReport(dry_run=dry_run, hot_versions=settings.hot_versions)
+    if repo.path is None or not isinstance(store, DiskObjectStore):
+        rep.notes.append("an in-memory store has no packs")
+        return rep
+    with ExitStack() as stack:
+        if not locked:
+            stack.enter_context(repo.writing(on_wait))
+            stack.enter_context(FileLock(repo.path / "locks" / "repack.lock").held("exclusive", repo.lock_timeout,
+                                                                                   on_wait))
+        _remove_orphan_packs(store)
+        temp = _temperature(repo, settings.hot_versions, time.time() if now is None else now)
+        rep.hot_commits = sum(1 for o in temp.hot_roots if temp.graph.type.get(o) == "commit")
+        plan = _plan(repo, store, temp, set(drop), settings)
+        rep.hot_objects = sum(1 for o in temp.hot if temp.graph.type.get(o) == "blob")
+        if dry_run:
+            rep.packed_objects = len(plan.to_pack) + len(plan.copy)
+            rep.unpacked_objects = len(plan.unpack)
+            rep.packs_removed = [p.name for p in plan.replace]
+            rep.loose_removed = len(plan.loose_packed)
+        elif plan.to_pack or plan.copy or plan.unpack or plan.replace:
+            _execute(repo, store, plan, rep, progress)
+    rep.seconds = time.monotonic() - started
+    return rep
+
+
+def _execute(repo: Repo, store: DiskObjectStore, plan: _Plan, rep: RepackReport, progress: Progress) -> None:
+    settings = repo.settings.core
+    # (1) what leaves a pack is made durable loose first
+    progress.start("unpacking objects", len(plan.unpack), "objects")
+    for oid, mtime in plan.unpack.items():
+        store.files.write(oid, [_self_contained(store, oid, settings.compression_level, settings.compression)])
+        if mtime is not None:
+            os.utime(store.files.file(oid), (mtime, mtime))
+        rep.unpacked_objects += 1
+        progress.advance(1)
+        kill_point("repack-unpack")
+    progress.finish()
+    # (2) the new packs
+    if plan.to_pack or plan.copy:
+        repo.require_format(3)
+        _write_packs(store, plan, rep, progress, settings)
+    # (3) the packs they replace, (4) loose copies of what is now packed
+    for p in plan.replace:
+        remove_pack(p)
+        rep.packs_removed.append(p.name)
+        kill_point("repack-drop-pack")
+    if plan.replace:
+        fsync_dir(store.packs.folder)
+    folders = set()
+    for oid in plan.loose_packed:
+        path = store.path_for(oid)
+        store.remove(oid)
+        folders.add(path.parent)
+        rep.loose_removed += 1
+        kill_point("repack-drop-loose")
+    for folder in folders:
+        if folder.is_dir():
+            os.chmod(folder, 0o555)
+            fsync_dir(folder)
+
+
+def _write_packs(store: DiskObjectStore, plan: _Plan, rep: RepackReport, progress: Progress, settings) -> None:
+    folder = store.packs.folder
+    writer = PackWriter(folder, store.tmp_dir)
+    workers = settings.workers or 2 * (os.cpu_count() or 1)
+    progress.start("packing objects", len(plan.to_pack) + len(plan.copy), "objects")
+    try:
+        def job(oid: str) -> tuple[str, bytes, int, int]:
+            return (oid, *_encode(store, oid, plan.codecs.get(oid), settings.compression,
+                                  settings.compression_level, settings.codec_min_saving))
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="lin-repack") as pool:
+            for oid, stored, codec, size in _ordered(pool, job, plan.to_pack, workers + _WINDOW):
+                writer = _add(writer, folder, store, rep, oid, stored, size)
+                rep.codecs[CODEC_NAMES.get(codec, str(codec))] = rep.codecs.get(CODEC_NAMES.get(codec, str(codec)), 0) + 1
+                ch = plan.codecs.get(oid)
+                rep.keyframes += bool(ch and ch.keyframe)
+                progress.advance(1)
+        for oid, e in plan.copy:
+            stored = e.pack.read_checked(oid, e)
+            writer = _add(writer, folder, store, rep, oid, stored, int.from_bytes(stored[8:16], "little"))
+            name = CODEC_NAMES.get(stored[5], str(stored[5]))
+            rep.codecs[name] = rep.codecs.get(name, 0) + 1
+            progress.advance(1)
+        if len(writer):
+            rep.packs_written.append(writer.finish().name)
+        else:
+            writer.abort()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        progress.finish()
+
+
+def _add(writer: PackWriter, folder, store: DiskObjectStore, rep: RepackReport, oid: str, stored: bytes,
+         size: int) -> PackWriter:
+    writer.add(oid, stored)
+    rep.packed_objects += 1
+    rep.raw_bytes += size
+    rep.stored_bytes += len(stored)
+    if writer.bytes_written < PACK_LIMIT:
+        return writer
+    rep.packs_written.append(writer.finish().name)
+    return PackWriter(folder, store.tmp_dir)
+
+
+def _ordered(pool: ThreadPoolExecutor, fn, items: list[str], window: int) -> Iterator:
+    """``fn`` over ``items`` on the pool, results in order, at most ``window`` running ahead."""
+    futures = []
+    it = iter(items)
+    for x in it:
+        futures.append(pool.submit(fn, x))
+        if len(futures) >= window:
+            break
+    while futures:
+        done = futures.pop(0)
+        nxt = next(it, None)
+        if nxt is not None:
+            futures.append(pool.submit(fn, nxt))
+        yield done.result()
+
+
+def _remove_orphan_packs(store: DiskObjectStore) -> None:
+    """A ``.pack`` whose index never arrived (a repack killed between the two renames)."""
+    folder = store.packs.folder
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for n in names:
+        if n.endswith(".pack") and n[:-5] + ".idx" not in names:
+            (folder / n).unlink(missing_ok=True)
+
