@@ -58,6 +58,7 @@ MODULES = (
     "guard_cmd",
     "train_cmd",
     "remote_cmd",
+    "run_cmd",
     "dashboard_cmd",
     "storage_cmd",
 )
@@ -70,6 +71,7 @@ COMMANDS = {
     **dict.fromkeys(("init", "import", "commit", "log", "show", "checkout", "status", "diff",
                      "registry", "tag", "branch"), "versions_cmd"),
     "fsck": "check_cmd",
+    "run": "run_cmd",
     "data": "data_cmd",
     **dict.fromkeys(("rm", "gc", "reflog", "restore", "audit", "doctor"), "guard_cmd"),
     **dict.fromkeys(("plan", "train", "runs", "progress"), "train_cmd"),

@@ -371,8 +371,19 @@ class TrainSettings:
 
 # ----------------------------------------------------------------------------- the whole file
 
+@dataclass(frozen=True)
+class RunSettings:
+    """``[run]``: the training loop of ``lin run`` (docs/continuous.md)."""
+
+    retries: int = key(2, "int", low=0)  # tries again from the last checkpoint before a file is parked
+    max_loss_ratio: float = key(10.0, "number", above=1)  # a step's loss above this x the first step's fails
+    inbox_settle_s: float = key(10.0, "number", low=0)  # an inbox file unchanged this long is complete
+    inbox_poll_s: float = key(2.0, "number", above=0)  # seconds between looks at the inbox
+    paused_recheck_s: float = key(300.0, "number", above=0)  # with --inbox: a paused queue is retried this often
+
+
 _TABLES: dict[str, type] = {"core": CoreSettings, "gc": GcSettings, "data": DataSettings,
-                            "goal": GoalSettings, "backup": BackupSettings}
+                            "goal": GoalSettings, "backup": BackupSettings, "run": RunSettings}
 _TRAIN_OWN = tuple(f.name for f in fields(TrainTable) if f.name != "defaults")  # the rest: TrainSettings
 
 
@@ -386,6 +397,7 @@ class Settings:
     goal: GoalSettings = field(default_factory=GoalSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
     train: TrainTable = field(default_factory=TrainTable)
+    run: RunSettings = field(default_factory=RunSettings)
     remotes: dict[str, RemoteSettings] = field(default_factory=dict)  # by name, sorted
     #: unknown keys and ignored tables, one line each, naming the file
     warnings: tuple[str, ...] = field(default=(), compare=False)
