@@ -6,7 +6,12 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 EXTRAS := train,s3,samples,test,lint
 
-.PHONY: demo test lint venv bench clean
+.PHONY: demo test lint venv bench clean system-packages docs-screenshot
+
+# Debian packages the tests and the demo use, one list: chromium and its driver for the dashboard's
+# browser tests and `make docs-screenshot`. Installed with apt-get only when missing (as root, or
+# with sudo); where that cannot be done the browser tests skip (LIN_REQUIRE_BROWSER=1 makes them fail).
+SYSTEM_PACKAGES := chromium chromium-driver
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +22,26 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	    echo "note: no apt-get here; install $$(echo $$missing) yourself (the browser tests skip without them)"; exit 0; fi; \
+	sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	echo "installing $$(echo $$missing) with apt-get"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing \
+	    || echo "warning: could not install $$(echo $$missing); the browser tests will skip"
+
+demo: $(STAMP) system-packages
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
 
-test: $(STAMP)
+# docs/img/report.png: the report of the demo store (run `make demo` first), in headless chromium
+docs-screenshot: $(STAMP) system-packages
+	@test -f demo/.lineage/format || { echo "no demo store: run make demo first"; exit 1; }
+	$(PY) scripts/report_screenshot.py demo/.lineage docs/img/report.png
+
+test: $(STAMP) system-packages
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -p no:cacheprovider tests
 
 lint: $(STAMP)

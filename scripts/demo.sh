@@ -90,4 +90,7 @@ printf '$ lin --store damaged.lineage checkout v001 --to damaged_out\n'
 if lin --store damaged.lineage checkout v001 --to damaged_out; then echo "unexpected: checkout read a damaged object"; exit 1; else echo "(checkout: exit code $?, nothing written)"; fi
 rm -rf damaged.lineage damaged_out
 
-step "Done in $((SECONDS - START))s. The store is in $DEMO/.lineage; try: cd demo && lin log"
+step "13. The dashboard: one HTML file, no network needed (lin serve shows it live)"
+run lin report --output report.html
+
+step "Done in $((SECONDS - START))s. The store is in $DEMO/.lineage; try: cd demo && lin log; open demo/report.html"

@@ -105,9 +105,11 @@
     });
     var opts = {
       width: width, height: 240,
+      // one x value: a day either side (uPlot's own pad for seconds is years), or 0 to it
       scales: {x: {time: c.x_kind === "time", range: function (u, lo, hi) {
-        if (lo !== hi) return [lo, hi];
-        return c.x_kind === "time" ? [lo - 86400, hi + 86400] : [0, hi * 1.1 || 1];
+        var a = c.x[0];
+        if (a !== c.x[c.x.length - 1]) return [lo, hi];
+        return c.x_kind === "time" ? [a - 86400, a + 86400] : [0, a * 1.1 || 1];
       }}},
       axes: [{values: c.x_kind === "time" ? undefined : function (u, vals) { return vals.map(human); }},
              {values: function (u, vals) { return vals.map(human); }, size: 60}],
