@@ -181,6 +181,41 @@ class Repo(_BaseRepo):
         from .train.goal import goal_progress
         return goal_progress(self, rev)
 
+    # per-step series, the evaluation set and its notes, analytics
+    def series(self, rev: str = "HEAD"):
+        """The per-step series of a trained version (``lineagestore.train.series.Series``: numpy
+        columns step, tokens, loss, lr, grad_norm, tokens_per_s, wall_s, and ``evals``)."""
+        from .analytics.collect import version_series
+        return version_series(self, rev)
+
+    def eval_set(self):
+        """The store's evaluation set (``EvalSet``), or None."""
+        from .train.evaluate import current_set
+        return current_set(self)
+
+    def set_eval_set(self, path: os.PathLike | str, *, progress: Progress = NULL):
+        """Make ``path`` the evaluation set (refused if any of its records was trained)."""
+        from .train.evaluate import set_eval_set
+        return set_eval_set(self, path, progress=progress)
+
+    def evaluate(self, revs, *, device: str = "auto", force: bool = False, progress: Progress = NULL):
+        """Evaluate versions on the evaluation set and note the results (``EvalResult`` list)."""
+        from .train.evaluate import evaluate_versions
+        return evaluate_versions(self, list(revs), device=device, force=force, progress=progress)
+
+    def eval_notes(self, rev: str | None = None) -> dict:
+        """Evaluation rows by version id: of ``rev`` only, or of every noted version."""
+        from .train.evalnotes import all_notes, note_of
+        if rev is None:
+            return all_notes(self)
+        cid = self.resolve(rev)
+        return {cid: note_of(self, cid)}
+
+    def stats(self, rev: str | None = None):
+        """``lin stats``: gains per version and per data file, the lineage curve and its trend."""
+        from .analytics.collect import stats
+        return stats(self, rev)
+
     # the data registry and ledger
     def data_add(self, path: os.PathLike | str, **kw):
         """Register a JSONL data file (see lineagestore.data.register)."""

@@ -61,6 +61,7 @@ MODULES = (
     "run_cmd",
     "dashboard_cmd",
     "storage_cmd",
+    "analytics_cmd",
 )
 
 #: which module defines each top-level command. ``main()`` imports only the module of the command
@@ -71,6 +72,7 @@ COMMANDS = {
     **dict.fromkeys(("init", "import", "commit", "log", "show", "checkout", "status", "diff",
                      "registry", "tag", "branch"), "versions_cmd"),
     "fsck": "check_cmd",
+    **dict.fromkeys(("stats", "eval"), "analytics_cmd"),
     "run": "run_cmd",
     "data": "data_cmd",
     **dict.fromkeys(("rm", "gc", "reflog", "restore", "audit", "doctor"), "guard_cmd"),

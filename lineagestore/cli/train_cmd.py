@@ -44,6 +44,7 @@ _SETTING_FLAGS = [
     ("scheduler", "--scheduler", str, "linear | cosine | constant (default linear)."),
     ("max_grad_norm", "--max-grad-norm", float, "Gradient clipping norm; 0 disables (default 1)."),
     ("log_every", "--log-every", int, "Steps per recorded loss interval (default 10)."),
+    ("eval_every", "--eval-every", int, "Evaluate on the evaluation set every N steps (default 0: at the end only)."),
     ("device", "--device", str, "auto | cpu | cuda (auto needs a GPU; --device cpu trains on the CPU)."),
     ("gpus", "--gpus", int, "Processes (GPUs) to train on with DDP via torchrun (default 1)."),
 ]

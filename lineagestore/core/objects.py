@@ -328,7 +328,9 @@ class Commit(JsonObject):
     extra: dict[str, Any] = field(default_factory=dict)
 
     def links(self) -> list[str]:
-        return [self.tree, *self.parents, *self.datasets]
+        # a trained version's per-step series (format 4): a tree of segments, kept as long as the version
+        series = self.extra.get("series") if isinstance(self.extra, dict) else None
+        return [self.tree, *self.parents, *self.datasets, *([series] if isinstance(series, str) else [])]
 
 
 @dataclass(frozen=True)

@@ -320,6 +320,7 @@ class TrainSettings:
     gpus: int = key(1, "int", low=1)
     deterministic: bool | None = key(None, "bool", optional=True)  # default: on for the CPU, off on a GPU
     gradient_checkpointing: bool = key(False, "bool")
+    eval_every: int = key(0, "int", low=0)  # optimizer steps between evaluations; 0: at the end only
 
     def validate(self) -> TrainSettings:
         for f in fields(self):
@@ -382,8 +383,17 @@ class RunSettings:
     paused_recheck_s: float = key(300.0, "number", above=0)  # with --inbox: a paused queue is retried this often
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """``[eval]``: how the evaluation set is measured (docs/dashboard.md)."""
+
+    seq_len: int = key(1024, "int", low=2)  # tokens of each example measured (longer ones are cut)
+    batch_size: int = key(8, "int", low=1)  # examples per forward pass
+
+
 _TABLES: dict[str, type] = {"core": CoreSettings, "gc": GcSettings, "data": DataSettings,
-                            "goal": GoalSettings, "backup": BackupSettings, "run": RunSettings}
+                            "goal": GoalSettings, "backup": BackupSettings, "run": RunSettings,
+                            "eval": EvalSettings}
 _TRAIN_OWN = tuple(f.name for f in fields(TrainTable) if f.name != "defaults")  # the rest: TrainSettings
 
 
@@ -398,6 +408,7 @@ class Settings:
     backup: BackupSettings = field(default_factory=BackupSettings)
     train: TrainTable = field(default_factory=TrainTable)
     run: RunSettings = field(default_factory=RunSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
     remotes: dict[str, RemoteSettings] = field(default_factory=dict)  # by name, sorted
     #: unknown keys and ignored tables, one line each, naming the file
     warnings: tuple[str, ...] = field(default=(), compare=False)

@@ -57,9 +57,11 @@ def checkpoint_store(repo: Repo) -> ObjectStore:
     return repo.objects.batch(repo.settings.train.checkpoint_compression_level)
 
 
-def save_state(store: ObjectStore, parts: dict[str, Any], *, workers: int = 0) -> str:
-    """Store named parts of trainer state as a tree: ``<name>.json`` plus ``<name>.safetensors``."""
-    files = []
+def save_state(store: ObjectStore, parts: dict[str, Any], *, workers: int = 0,
+               entries: tuple[tuple[str, str, str, int, bool], ...] = ()) -> str:
+    """Store named parts of trainer state as a tree: ``<name>.json`` plus ``<name>.safetensors``;
+    ``entries`` (name, type, id, size, executable) are added as they are (the run's series)."""
+    files = list(entries)
     with ParallelWriter(workers) as writer:
         for name, obj in sorted(parts.items()):
             doc, tensors = split_tensors(obj, "")

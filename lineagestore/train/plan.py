@@ -459,6 +459,11 @@ def _check_duplicates(repo: Repo, items: list[DataItem], base_id: str | None, da
         return _skipped("duplicates", "no base model"), []
     if not datasets:
         return _skipped("duplicates", "no registered data"), []
+    from .evaluate import training_conflicts  # the evaluation set's records: never trained, overlap or not
+    held_out = training_conflicts(repo, [(Path(i.path).name, i.dataset) for i in items if i.dataset])
+    if held_out:
+        return _check("duplicates", False, "; ".join(held_out),
+                      hint="the evaluation set (`lin eval show`) is held out from training"), []
     threshold = repo.settings.data.overlap_threshold
     registered = [i for i in items if i.dataset]
     reports = _data.check(repo, [Path(i.path) for i in registered], base=base_id, progress=progress)

@@ -15,6 +15,7 @@ from . import distributed as D
 from .course import Schedule
 from .dataset import Blocks
 from .plan import Plan
+from .series import SeriesWriter
 from .settings import TrainSettings
 
 __all__ = ["Counters", "Session"]
@@ -80,3 +81,9 @@ class Session:
     wall_before: float = 0.0
     steps_before: int = 0  # optimizer steps done when this session started
     tokens_before: int = 0  # tokens trained when this session started
+    # the per-step series and the evaluation (.series, .evaluate)
+    series: SeriesWriter = field(default_factory=SeriesWriter)
+    grad_norm: float = float("nan")  # of the last optimizer step
+    eval_on: bool = False  # the store has an evaluation set (every rank knows)
+    evaluator: Any = None  # rank 0: the evaluation set, tokenized
+    final_eval: Any = None  # rank 0: the evaluation of the final weights

@@ -45,6 +45,7 @@ from ..core.publish import BranchMoved, announce, code_revision, environment, fa
 from ..core.repo import PublishEvent, Repo, utc_now
 from ..core.store import ObjectStore
 from . import distributed as D
+from . import evaluate as E
 from .checkpoint import (
     FAILED,
     INTERRUPTED,
@@ -76,6 +77,7 @@ from .model import (
 from .modelio import load_weights, store_model, tree_weight_summary
 from .plan import Plan
 from .runs import StopFlag, hold_run
+from .series import SERIES_ENTRY, SeriesWriter, compute_record, device_kind, series_of_state, store_final
 from .session import Counters, Session
 from .settings import TrainSettings
 from .trained import drop_trained, recorded_parts
@@ -165,6 +167,7 @@ def _train(repo: Repo, plan: Plan, s: TrainSettings, device, precision: str, dis
         torch.manual_seed(s.seed + dist.rank)
     r.st.sessions += 1
     _start_session(r)
+    E.start_session(r)
     _run_steps(r)
     metrics, params = _final_metrics(r)
     return _publish(r, metrics, params, message)
@@ -257,6 +260,7 @@ def _resume(r: Session, resume: dict, *, keep_code: bool) -> None:
                   sessions=int(tr.get("sessions", 1)), checkpoints=int(tr.get("checkpoints", 0)))
     r.losses = [float(x) for x in parts["losses"]["loss"].tolist()] if "losses" in parts else []
     r.resumed_from = r.st.step
+    r.series = SeriesWriter.resume(r.repo.objects, series_of_state(r.repo.objects, ck.state))
     r.total = r.st.step + steps_left(len(r.blocks), r.per_step, r.st.epoch, r.st.position, r.end)
     if int(tr.get("world_size", 1)) != dist.world:
         r.say(f"warning: run {plan.run} was trained on {tr.get('world_size')} process(es), now {dist.world}: it "
@@ -327,6 +331,7 @@ def _loop(r: Session, stop: StopFlag) -> None:
             order, order_epoch = epoch_order(len(blocks), s.seed, st.epoch), st.epoch
         chunk = order[st.position:min(st.position + r.per_step, limit(len(blocks), st.epoch, r.end))]
         n_tokens, n_targets = blocks.tokens_of(chunk)
+        lr, t_step = float(r.optimizer.param_groups[0]["lr"]), time.monotonic()
         step_loss = _step(r, chunk, max(1, n_targets), trainable)
         r.losses.append(step_loss)
         st.tokens += n_tokens
@@ -337,9 +342,12 @@ def _loop(r: Session, stop: StopFlag) -> None:
             st.position = 0
         st.step += 1
         now = time.monotonic()
+        r.series.add(st.step, st.tokens, step_loss, lr, r.grad_norm, n_tokens / max(now - t_step, 1e-9),
+                     r.wall_before + (now - r.session_start))
         rate = (st.tokens - tok_last) / max(now - t_last, 1e-9)
         r.progress.advance(1, **{"loss": f"{step_loss:.4f}", "tokens/s": round(rate)})
         kill_point("train-step")
+        E.during(r)
         if st.step % s.checkpoint_every == 0 and st.step < r.total:
             _checkpoint(r, RUNNING)
             t_last, tok_last = time.monotonic(), st.tokens
@@ -365,8 +373,9 @@ def _step(r: Session, chunk, denom: int, trainable: list) -> float:
         local_sum += float(ce.detach())
     if scaler is not None:
         scaler.unscale_(optimizer)
-    if s.max_grad_norm and s.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(trainable, s.max_grad_norm)
+    # the norm is measured on every step for the series; an infinite bound scales by exactly 1
+    clip = s.max_grad_norm if s.max_grad_norm and s.max_grad_norm > 0 else math.inf
+    r.grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, clip))
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -439,7 +448,8 @@ def _checkpoint(r: Session, status: str) -> None:
                     model_tree = stored.tree
                     # frozen parameters never change in this process: not read again
                     r.frozen_ids.update({n: i for n, i in stored.tensor_ids.items() if n in r.frozen_names})
-                state_tree = save_state(ckstore, parts)
+                series = r.series.store(ckstore)
+                state_tree = save_state(ckstore, parts, entries=((SERIES_ENTRY, "tree", series, r.series.tree_size, False),))
                 ckstore.flush()
             except BaseException:
                 ckstore.discard()
@@ -495,6 +505,8 @@ def _final_metrics(r: Session) -> tuple[dict, dict]:
         "device": device_label(r.device, dist), "precision": r.precision, "world_size": dist.world,
         "model_params": tree_weight_summary(r.repo.objects, r.base_tree)["params"],
         "trainable_params": r.trainable_params, "sessions": st.sessions, "checkpoints": st.checkpoints,
+        "device_hours": compute_record(device_kind(r.device), dist.world, st.wall_time_s)["device_hours"],
+        **E.final(r),
     }
     params = {**s.to_dict(), "optimizer": "adamw", "allow_overlap": plan.allow_overlap,
               "data": [Path(d.path).name for d in plan.data]}
@@ -523,6 +535,7 @@ def _publish(r: Session, metrics: dict, params: dict, message: str) -> TrainResu
         except BranchMoved as e:
             pub, moved = e.published, e
         r.say(f"committed {pub.name} ({pub.id[:10]})")
+        E.note_published(r, pub.id, pub.name)
         _report(pub.after, r.say)
         if repo.path is not None:
             shutil.rmtree(train_cache(repo) / f"base-{r.base_tree[:24]}", ignore_errors=True)
@@ -549,9 +562,12 @@ def _commit(r: Session, metrics: dict, params: dict, message: str):
         return stored.tree
 
     last = r.last_ckpt
+    series = store_final(repo, r.series)
+    compute = compute_record(device_kind(r.device), r.dist.world, st.wall_time_s)
     return publish(repo, content, name=plan.name, kind="train", parents=[r.base], datasets=[p.id for p in parts],
                    metrics=metrics, params=params, code=r.code, env=r.env, message=message,
-                   extra={"run": plan.run, "run_id": r.run_id, "checkpoint": last,
+                   extra={"run": plan.run, "run_id": r.run_id, "checkpoint": last, "series": series, "compute": compute,
+                          **E.duplicates_avoided(plan),
                           **({"allow_overlap": True, "overlap": plan.overlap} if plan.allow_overlap else {})},
                    retire={run_ref(plan.run): last} if last is not None else None, expect_head=r.expect_head,
                    branch=plan.branch)
