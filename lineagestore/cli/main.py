@@ -58,6 +58,7 @@ MODULES = (
     "guard_cmd",
     "train_cmd",
     "remote_cmd",
+    "queue_cmd",
     "run_cmd",
     "dashboard_cmd",
     "storage_cmd",
@@ -78,6 +79,7 @@ COMMANDS = {
     **dict.fromkeys(("rm", "gc", "reflog", "restore", "audit", "doctor"), "guard_cmd"),
     **dict.fromkeys(("plan", "train", "runs", "progress"), "train_cmd"),
     **dict.fromkeys(("remote", "push", "fetch", "pull", "clone", "backup", "verify"), "remote_cmd"),
+    "queue": "queue_cmd",
     **dict.fromkeys(("report", "serve"), "dashboard_cmd"),
     "repack": "storage_cmd",
 }

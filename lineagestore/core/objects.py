@@ -34,10 +34,11 @@ TYPE_CODES: dict[str, int] = {
     "dataset": 6,
     "records": 7,
     "checkpoint": 8,
+    "queue": 9,
 }
 TYPE_NAMES = {v: k for k, v in TYPE_CODES.items()}
 #: types whose payload names other objects (the gc mark phase reads only these)
-LINKING_TYPES = frozenset({"chunks", "tensor-file", "tree", "commit", "dataset", "checkpoint"})
+LINKING_TYPES = frozenset({"chunks", "tensor-file", "tree", "commit", "dataset", "checkpoint", "queue"})
 
 CODEC_RAW = 0
 CODEC_ZSTD = 1
@@ -56,7 +57,7 @@ JSON_MAX = 64 << 20
 #: it before allocating or decoding anything, and writers never make such an object.
 MAX_SIZE: dict[str, int] = {
     "blob": CHUNK_SIZE, "records": RECORDS_MAX,
-    **{t: JSON_MAX for t in ("chunks", "tensor-file", "tree", "commit", "dataset", "checkpoint")},
+    **{t: JSON_MAX for t in ("chunks", "tensor-file", "tree", "commit", "dataset", "checkpoint", "queue")},
 }
 
 
@@ -380,8 +381,30 @@ class Checkpoint(JsonObject):
         return [x for x in (self.model, self.state) if x]
 
 
+@dataclass(frozen=True)
+class QueueDoc(JsonObject):
+    """A branch's training queue (format 2; read and checked by ``lineagestore.queue``).
+
+    ``items`` holds one list per field (columns, in queue order); ``log`` the newest loop-log
+    entries and ``log_parts`` blobs of the older ones, oldest first.
+    """
+
+    type_name: ClassVar[str] = "queue"
+    branch: str
+    next: int
+    paused: str | None
+    items: dict[str, Any]
+    log: list[Any]
+    log_parts: list[str]
+    log_count: int
+
+    def links(self) -> list[str]:
+        datasets = self.items.get("dataset", []) if isinstance(self.items, dict) else []
+        return [*self.log_parts, *datasets]
+
+
 JSON_TYPES: dict[str, type[JsonObject]] = {
-    c.type_name: c for c in (Chunks, TensorFile, Tree, Commit, Dataset, Checkpoint)
+    c.type_name: c for c in (Chunks, TensorFile, Tree, Commit, Dataset, Checkpoint, QueueDoc)
 }
 
 

@@ -30,7 +30,8 @@ from .names import check_name
 
 ZERO = "0" * 64
 SYMREF_PREFIX = "ref: "
-_TOP = ("refs/heads/", "refs/tags/", "refs/runs/", "refs/data/", "refs/notes/", "refs/remotes/", "refs/backup/")
+_TOP = ("refs/heads/", "refs/tags/", "refs/runs/", "refs/data/", "refs/queues/", "refs/notes/", "refs/remotes/",
+        "refs/backup/")
 
 
 def check_ref_name(name: str) -> str:

@@ -5,7 +5,9 @@ Roots (what is never collected): every ref (versions, branches, training runs in
 reflog entry younger than the reflog expiry, except in the reflog of a training run
 (``refs/runs/RUN`` and its remote-tracking twins): there only the last ``train.keep_checkpoints``
 checkpoints of a run in progress, and the last checkpoint of an ended run (committed or
-abandoned) until its removal entry expires, are roots (:func:`run_retention`). A checkpoint does
+abandoned) until its removal entry expires, are roots (:func:`run_retention`). Of a queue's reflog
+(``refs/queues/BRANCH`` and its twins) no entry is a root: the queue's current document links
+everything it needs, including its whole log. A checkpoint does
 not link its parent, so the rest become collectable after the grace period. The graph is what
 each object links to: the type comes from the object's 16-byte header, and only objects of
 :data:`~lineagestore.core.objects.LINKING_TYPES` (metadata) are decoded; a blob's payload is
@@ -132,6 +134,8 @@ def live_reflog_ids(logs: dict[str, list], *, now: float, expire_s: float,
     reflog order (an id may come more than once); of a run's reflog, only what
     :func:`run_retention` keeps."""
     for name, entries in logs.items():
+        if is_queue_ref(name):
+            continue  # a queue's current document (the ref) links its whole log; older ones go
         if is_run_ref(name):
             kept = run_retention(name, entries, now=now, expire_s=expire_s, keep=keep_checkpoints).kept
             yield from ((x, name) for x in kept if is_object_id(x))
@@ -152,6 +156,13 @@ def is_run_ref(name: str) -> bool:
     parts = name.split("/")
     return name.startswith("refs/runs/") or (len(parts) > 4 and parts[:2] == ["refs", "remotes"]
                                              and parts[3] == "runs")
+
+
+def is_queue_ref(name: str) -> bool:
+    """``refs/queues/BRANCH``, or its remote-tracking twin ``refs/remotes/REMOTE/queues/BRANCH``."""
+    parts = name.split("/")
+    return name.startswith("refs/queues/") or (len(parts) > 4 and parts[:2] == ["refs", "remotes"]
+                                               and parts[3] == "queues")
 
 
 @dataclass

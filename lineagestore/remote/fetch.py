@@ -44,7 +44,8 @@ from .spec import RemoteSpec, add_remote
 from .transfer import download_closure
 
 #: the type of object each ref namespace names
-REF_TYPES = {"refs/heads/": "commit", "refs/tags/": "commit", "refs/runs/": "checkpoint", "refs/data/": "dataset"}
+REF_TYPES = {"refs/heads/": "commit", "refs/tags/": "commit", "refs/runs/": "checkpoint", "refs/data/": "dataset",
+             "refs/queues/": "queue"}
 #: a clone is built in ``DIR/<this><pid>-<random>`` and renamed to ``DIR/.lineage`` once complete
 PARTIAL_PREFIX = ".lineage-clone-"
 

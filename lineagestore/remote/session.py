@@ -29,7 +29,7 @@ REMOTE_FORMAT = 1
 FORMAT_KEY = "format"
 HEAD_KEY = "HEAD"
 #: the local ref namespaces a push sends and a fetch receives
-NAMESPACES = ("refs/heads/", "refs/tags/", "refs/runs/", "refs/data/")
+NAMESPACES = ("refs/heads/", "refs/tags/", "refs/runs/", "refs/data/", "refs/queues/")
 #: conditional-write probe results, per remote URL and endpoint, for this process
 _PROBED: dict[str, bool] = {}
 
