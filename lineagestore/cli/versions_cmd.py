@@ -13,6 +13,7 @@ from .output import human_bytes, human_int
 
 if TYPE_CHECKING:
     from ..versions.history import VersionInfo
+    from ..versions.materialize import WorkStatus
 
 
 def register(app: typer.Typer) -> None:
@@ -310,7 +311,8 @@ def checkout(
         o.json(res)
         return
     o.line(f"Checked out {res.name}  {short(res.id)} into {res.target}")
-    o.line(f"  {res.written} files written ({human_bytes(res.bytes_written)}), {res.unchanged} unchanged"
+    shared = f", {human_bytes(res.bytes_shared)} of it sharing the store's blocks" if res.bytes_shared else ""
+    o.line(f"  {res.written} files written ({human_bytes(res.bytes_written)}{shared}), {res.unchanged} unchanged"
            + (f", {res.removed} removed" if res.removed else ""))
     if res.active:
         o.line(f"Active version: {res.name}")
@@ -362,8 +364,20 @@ def status(
                 o.line(f"      tensor {t}")
             if len(c.tensors) > 20:
                 o.line(f"      ... and {len(c.tensors) - 20} more tensors")
+    if w is not None and w.shares is not None:
+        o.line(_sharing_line(w))
     if extra:
         o.line(f"Backup: {extra.get('summary', '')}")
+
+
+def _sharing_line(w: WorkStatus) -> str:
+    """Whether the work folder shares blocks with the store or holds a copy (lin status)."""
+    if not w.shares:
+        return f"Work folder copies: each checkout writes a full copy ({w.sharing})"
+    if w.shared_bytes is None or not w.exists:
+        return f"Work folder shares blocks with the store ({w.sharing}): a checkout costs no second copy"
+    return (f"Work folder shares blocks with the store ({w.sharing}): {human_bytes(w.shared_bytes)} "
+            f"of its {human_bytes(w.stored_bytes)} cost no second copy")
 
 
 # ------------------------------------------------------------------------------ diff, registry

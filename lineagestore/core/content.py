@@ -27,10 +27,12 @@ from typing import Any, TypeVar
 
 from .codecs import DEFAULT_MAX_DEPTH, decode_delta, decode_planes, delta_base
 from .errors import CorruptObject, InvalidInput, MalformedFile, ObjectNotFound
-from .fsutil import copy_range, is_nospace
+from .fsutil import is_nospace
 from .ids import ObjectId, check_object_id, hash_object
+from .loose import aligned_content, share_range
 from .objects import (
     CHUNK_SIZE,
+    CODEC_ALIGNED,
     CODEC_DELTA,
     CODEC_PLANES,
     CODEC_RAW,
@@ -162,7 +164,9 @@ def _decode_whole(oid: str, h: ObjectHeader, payload: memoryview, where: str) ->
     if h.codec == CODEC_RAW and len(payload) != h.size:
         raise CorruptObject(f"{where} is corrupt: {len(payload)} bytes, header says {h.size}", hint=_HINT)
     data: bytes | memoryview
-    if h.codec == CODEC_PLANES:
+    if h.codec == CODEC_ALIGNED:
+        data = aligned_content(payload, h.size, where)
+    elif h.codec == CODEC_PLANES:
         data = decode_planes(payload, h.size, where)
     else:
         data = decompress(h.codec, payload, h.size, where)  # zstandard reads the view without a copy
@@ -175,19 +179,27 @@ def _decode_whole(oid: str, h: ObjectHeader, payload: memoryview, where: str) ->
 class RawBlob:
     """A blob stored raw whose bytes hashed to its id, open for copying without decoding.
 
-    Its content is bytes ``[HEADER_SIZE, HEADER_SIZE + size)`` of the open object file: the
-    same open file the hash was computed from. Close it (or use ``with``).
+    Its content is bytes ``[start, start + size)`` of the open object file (``start`` is
+    HEADER_SIZE, or later in an aligned object): the same open file the hash was computed from.
+    Close it (or use ``with``).
     """
 
-    def __init__(self, oid: str, fd: int, size: int):
+    def __init__(self, oid: str, fd: int, size: int, start: int = HEADER_SIZE):
         self.oid = oid
         self.fd = fd
         self.size = size
+        self.start = start
 
-    def copy_to(self, dst_fd: int, offset: int) -> None:
-        """Write the content into ``dst_fd`` at ``offset`` (copy_file_range: no user-space copy)."""
+    def copy_to(self, dst_fd: int, offset: int, block: int = 0) -> int:
+        """Write the content into ``dst_fd`` at ``offset`` in the kernel (no user-space copy);
+        return the bytes shared with the object file instead of copied.
+
+        With ``block`` (the store's reflink block, where ``dst_fd`` is on the store's
+        filesystem), the blocks the content covers whole at ``offset`` are shared where the
+        object was stored aligned to that offset (:func:`.loose.share_range`); the rest is
+        copied (copy_file_range)."""
         try:
-            copy_range(self.fd, HEADER_SIZE, self.size, dst_fd, offset)
+            return share_range(self.fd, self.start, self.size, dst_fd, offset, block)
         except OSError as e:
             if is_nospace(e):
                 raise
@@ -208,7 +220,8 @@ class RawBlob:
 
 def open_raw(path: os.PathLike[str] | str, oid: str) -> RawBlob | None:
     """The object file ``path`` of ``oid``, verified by hashing it through mmap (no copy into
-    Python) and returned open, if it is a raw-stored blob; None for any other object."""
+    Python) and returned open, if it is a raw-stored blob (codec 0, or aligned: codec 4);
+    None for any other object."""
     where = f"object {oid}"
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -217,21 +230,23 @@ def open_raw(path: os.PathLike[str] | str, oid: str) -> RawBlob | None:
                              hint="run `lin fsck`; a remote backup can restore it") from None
     try:
         h = unpack_header(os.pread(fd, HEADER_SIZE, 0), where)
-        if h.codec != CODEC_RAW or h.type != "blob":
+        if h.codec not in (CODEC_RAW, CODEC_ALIGNED) or h.type != "blob":
             os.close(fd)
             return None
-        stored = os.fstat(fd).st_size - HEADER_SIZE
-        if stored != h.size:
-            raise CorruptObject(f"{where} is corrupt: {stored} bytes, header says {h.size}", hint=_HINT)
-        if h.size:
-            # object files are never truncated in place (atomic renames only), so the
-            # mapping cannot shrink under us
-            with mmap.mmap(fd, HEADER_SIZE + h.size, prot=mmap.PROT_READ) as mm:
-                with memoryview(mm) as whole, whole[HEADER_SIZE:] as content:
-                    verify(oid, "blob", content, where)
-        else:
-            verify(oid, "blob", b"", where)
-        return RawBlob(oid, fd, h.size)
+        file_size = os.fstat(fd).st_size
+        if h.codec == CODEC_RAW and file_size - HEADER_SIZE != h.size:
+            raise CorruptObject(f"{where} is corrupt: {file_size - HEADER_SIZE} bytes, header says {h.size}",
+                                hint=_HINT)
+        # object files are never truncated in place (atomic renames only), so the mapping
+        # cannot shrink under us
+        with mmap.mmap(fd, file_size, prot=mmap.PROT_READ) as mm, memoryview(mm) as whole, \
+                whole[HEADER_SIZE:] as payload:
+            content = aligned_content(payload, h.size, where) if h.codec == CODEC_ALIGNED else payload
+            try:
+                verify(oid, "blob", content, where)
+            finally:
+                content.release()
+        return RawBlob(oid, fd, h.size, file_size - h.size)
     except BaseException:
         os.close(fd)
         raise

@@ -44,7 +44,9 @@ CODEC_RAW = 0
 CODEC_ZSTD = 1
 CODEC_PLANES = 2  # byte planes (core/codecs.py); format 3
 CODEC_DELTA = 3  # XOR delta against a base object, then byte planes (core/codecs.py); format 3
-CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd", CODEC_PLANES: "planes", CODEC_DELTA: "delta"}
+CODEC_ALIGNED = 4  # raw after zero padding, placed for reflinks (core/loose.py); format 3
+CODEC_NAMES = {CODEC_RAW: "raw", CODEC_ZSTD: "zstd", CODEC_PLANES: "planes", CODEC_DELTA: "delta",
+               CODEC_ALIGNED: "aligned"}
 
 #: files (and tensors) larger than this are split into blobs of this size listed by a chunks object
 CHUNK_SIZE = 16 << 20

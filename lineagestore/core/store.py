@@ -39,8 +39,9 @@ from .codecs import DEFAULT_MAX_DEPTH
 from .content import ParallelWriter, RawBlob, decode_stored, name_content, open_raw, piece_spans
 from .errors import CorruptObject, InvalidInput, ObjectNotFound
 from .ids import ObjectId, check_object_id, hash_object, is_id_prefix
-from .loose import LooseFolder, WaitingFiles
+from .loose import ALIGN_MIN, LooseFolder, WaitingFiles
 from .objects import (
+    CODEC_ALIGNED,
     CODEC_DELTA,
     CODEC_PLANES,
     CODEC_RAW,
@@ -215,7 +216,7 @@ class ObjectStore(ABC):
 
     def _new_codec(self, stored: bytes | memoryview) -> None:
         """Let the repo raise the store's format before an object with a codec of format 3."""
-        if len(stored) > _CODEC_BYTE and stored[_CODEC_BYTE] in (CODEC_PLANES, CODEC_DELTA) and self.before_new_codec:
+        if len(stored) > _CODEC_BYTE and stored[_CODEC_BYTE] in (CODEC_PLANES, CODEC_DELTA, CODEC_ALIGNED) and self.before_new_codec:
             self.before_new_codec()
 
     def resolve_prefix(self, prefix: str) -> list[str]:
@@ -456,11 +457,14 @@ class DiskObjectStore(ObjectStore):
         through mmap (:meth:`.loose.LooseFolder.copy_piece`), so the id is always that of the
         bytes stored, even if the source changes meanwhile. Raw objects are then fsynced and
         renamed into place; ones that ``core.compression`` compresses are re-encoded; one already
-        stored is dropped. Pieces under 1 MiB are simply read.
+        stored is dropped. Pieces under 1 MiB are simply read, except on a filesystem with
+        reflinks, where raw pieces from ALIGN_MIN up are stored aligned to their offset in the
+        file (codec 4, :mod:`.loose`), so a checkout shares their blocks instead of copying.
         """
-        if size < (1 << 20):
+        block = self.files.alignment()
+        if size < (ALIGN_MIN if block else 1 << 20):
             return super()._put_file_piece(src_fd, offset, size, where)
-        with self.files.copy_piece(src_fd, offset, size, where) as (fd, tmp, content):
+        with self.files.copy_piece(src_fd, offset, size, where, block) as (fd, tmp, content, stored):
             oid = hash_object("blob", content)
             if self.has(oid):
                 self._touch(oid)
@@ -470,8 +474,10 @@ class DiskObjectStore(ObjectStore):
                 self._write_file(oid, [pack_header("blob", codec, size), payload])
                 self._wrote(HEADER_SIZE + len(payload))
                 return oid
+            if block and self.before_new_codec:
+                self.before_new_codec()  # codec 4 needs format 3
             self._adopt(fd, tmp, oid)
-        self._wrote(HEADER_SIZE + size)
+        self._wrote(stored)
         return oid
 
     def _adopt(self, fd: int, tmp: Path, oid: str) -> None:
@@ -485,6 +491,7 @@ class DiskObjectStore(ObjectStore):
         level = self.compression_level if compression_level is None else compression_level
         batch = BatchObjectStore(self.root, self.tmp_dir, level, self.compression)
         batch.delta_max_depth, batch.before_new_codec = self.delta_max_depth, self.before_new_codec
+        batch.files.block = self.files.block
         return batch
 
 

@@ -4,7 +4,8 @@ Each finding is a *risk* (something that can lose work: no backup, versions not 
 nearly full disk, writable objects, store and work folder on one disk, a broken audit chain, a
 zero grace period) or
 *info* (worth knowing, harmless: leftovers of killed commands, what trash/ holds, checkpoints
-holding more than ``train.checkpoint_share_warn`` of the store).
+holding more than ``train.checkpoint_share_warn`` of the store, whether the work folder shares
+blocks with the store or holds a second copy).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 from ..core import audit as _audit
 from ..core.errors import LinError
+from ..core.loose import work_sharing
 from ..core.repo import Repo
 from .fsck import leftovers
 from .gc import plan as gc_plan
@@ -103,6 +105,7 @@ def diagnose(repo: Repo, *, min_free_ratio: float = 0.10, backup: dict | None = 
     rep.findings += _disk_findings(repo, min_free_ratio)
     rep.findings += _writable_findings(repo)
     rep.findings += _same_disk_findings(repo)
+    rep.findings += _sharing_findings(repo)
     rep.findings += _settings_findings(repo)
     rep.findings += _audit_findings(repo)
     rep.findings += _leftover_findings(repo)
@@ -228,6 +231,22 @@ def _same_disk_findings(repo: Repo) -> list[Finding]:
                     "failure loses the model you are working on and every stored version together.",
                     "keep a backup remote on another disk or machine (see no-backup)"))
     return out
+
+
+def _sharing_findings(repo: Repo) -> list[Finding]:
+    """Whether a checkout into the work folder shares blocks with the store or writes a copy."""
+    assert repo.path is not None
+    work = repo.work_dir()
+    share = work_sharing(repo.tmp_dir, work)
+    if share.shares:
+        return [Finding("info", "work-shares",
+                        f"The work folder ({work}) shares blocks with the store ({share.reason}): a checkout "
+                        "of a raw version costs no second copy on disk.")]
+    return [Finding("info", "work-copies",
+                    f"Each checkout writes a full copy of the version into the work folder ({work}): "
+                    f"{share.reason}, so the disk holds every checked-out model twice.",
+                    "keep the store and the work folder on one filesystem with reflinks (XFS made with "
+                    "`mkfs.xfs -m reflink=1`, Btrfs): weights stored there are shared, not copied")]
 
 
 def _settings_findings(repo: Repo) -> list[Finding]:

@@ -24,6 +24,8 @@ class CheckoutInfo:
     removed: int
     bytes_written: int
     active: bool
+    #: of ``bytes_written``, the bytes sharing blocks with the store (reflinks): no second copy
+    bytes_shared: int = 0
 
 
 def checkout(repo: Repo, rev: str, *, to: os.PathLike | str | None = None, force: bool = False,
@@ -57,7 +59,7 @@ def _checkout(repo: Repo, rev: str, *, to: os.PathLike | str | None, force: bool
         elif head != cid or repo.head_branch() is not None:
             repo.set_head(None, cid, f"checkout: moving to {commit.name}")
     return CheckoutInfo(cid, commit.name, res.target, res.written, res.unchanged, res.removed,
-                        res.bytes_written, activate)
+                        res.bytes_written, activate, res.bytes_shared)
 
 
 def check_target(repo: Repo, target: Path, files: list[FileInfo]) -> None:

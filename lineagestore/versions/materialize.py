@@ -21,8 +21,9 @@ import blake3
 from ..core.content import file_id, tensor_file_of
 from ..core.errors import InvalidInput, MalformedFile, Refused
 from ..core.fsutil import AtomicFile, atomic_write_bytes, clean_stale_temp, pwrite_all
+from ..core.loose import shared_bytes, work_sharing
 from ..core.progress import NULL, Progress
-from ..core.store import ObjectStore
+from ..core.store import DiskObjectStore, ObjectStore
 from .folder import SKIP_DIRS, TMP_PREFIX
 from .models import FileInfo, walk_tree
 
@@ -100,9 +101,12 @@ def _blob(store: ObjectStore, oid: str) -> bytes:
     return data
 
 
-def _write_piece(store: ObjectStore, piece: str | bytes, fd: int, offset: int, size: int) -> int:
-    """Write one verified piece of a file at ``offset``: a raw blob by an in-kernel copy from
-    its object file, anything else decoded here (called on the checkout's threads)."""
+def _write_piece(store: ObjectStore, piece: str | bytes, fd: int, offset: int, size: int, block: int) -> int:
+    """Write one verified piece of a file at ``offset``: a raw blob from its object file in the
+    kernel (its whole blocks shared where ``block`` and the object's alignment allow: see
+    :meth:`.content.RawBlob.copy_to`), anything else decoded here (called on the checkout's
+    threads). Return the bytes shared with the store."""
+    shared = 0
     if isinstance(piece, bytes):
         pwrite_all(fd, piece, offset)
     else:
@@ -111,38 +115,49 @@ def _write_piece(store: ObjectStore, piece: str | bytes, fd: int, offset: int, s
             with raw:
                 if raw.size != size:
                     raise MalformedFile(f"object {piece[:12]} holds {raw.size} bytes, expected {size}")
-                raw.copy_to(fd, offset)
+                shared = raw.copy_to(fd, offset, block)
         else:
             data = _blob(store, piece)
             if len(data) != size:
                 raise MalformedFile(f"object {piece[:12]} holds {len(data)} bytes, expected {size}")
             pwrite_all(fd, data, offset)
-    _start_writeback(fd, offset, size)
-    return size
+    if shared < size:
+        _start_writeback(fd, offset, size)
+    return shared
 
 
 def _write_file_pieces(store: ObjectStore, info: FileInfo, fd: int, progress: Progress,
-                       threads: int) -> int:
+                       threads: int, block: int) -> int:
     """Write a stored file into ``fd``, its pieces in parallel at their offsets (at most
-    ``2 x threads`` 16 MiB pieces decoded ahead)."""
+    ``2 x threads`` 16 MiB pieces decoded ahead); return the bytes shared with the store."""
     pieces = _file_pieces(store, info)
+    shared = 0
+    if block and pieces:
+        # sized first, so no piece lands past the end: that would make XFS reserve blocks
+        # beyond it (speculative preallocation), which the clones never use (+2% of the size)
+        os.ftruncate(fd, pieces[-1][1] + pieces[-1][2])
     if len(pieces) <= 1 or threads <= 1:
         for piece, offset, size in pieces:
-            progress.advance(_write_piece(store, piece, fd, offset, size))
-        return info.size
+            shared += _write_piece(store, piece, fd, offset, size, block)
+            progress.advance(size)
+        return shared
     with ThreadPoolExecutor(threads) as pool:
-        pending: list[Future] = []
+        pending: list[tuple[Future[int], int]] = []
         try:
             for piece, offset, size in pieces:
-                pending.append(pool.submit(_write_piece, store, piece, fd, offset, size))
+                pending.append((pool.submit(_write_piece, store, piece, fd, offset, size, block), size))
                 while len(pending) >= 2 * threads:
-                    progress.advance(pending.pop(0).result())
+                    fu, n = pending.pop(0)
+                    shared += fu.result()
+                    progress.advance(n)
             while pending:
-                progress.advance(pending.pop(0).result())
+                fu, n = pending.pop(0)
+                shared += fu.result()
+                progress.advance(n)
         finally:
-            for fu in pending:
+            for fu, _ in pending:
                 fu.cancel()
-    return info.size
+    return shared
 
 
 # ------------------------------------------------------------------------------ checkout
@@ -191,6 +206,8 @@ class CheckoutResult:
     unchanged: int
     removed: int
     bytes_written: int
+    #: of ``bytes_written``, the bytes that share blocks with the store's objects (reflinks)
+    bytes_shared: int = 0
 
 
 def _state_path(cache_dir: Path, target: Path) -> Path:
@@ -239,7 +256,9 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
 
     Every piece is verified against its id as it is read; raw-stored pieces are copied in the
     kernel (copy_file_range), compressed ones decoded, both on ``workers`` threads (0: two per
-    core) writing at their offsets.
+    core) writing at their offsets. Where ``target`` is on the store's filesystem and it has
+    reflinks, the blocks of aligned objects are shared instead of copied (FICLONERANGE): the
+    files cost no second copy on disk (:func:`.core.loose.work_sharing`).
 
     A file already in ``target`` is replaced only if it is unchanged since lin last wrote it
     (or identical to the same path in ``known``, the active version's files); otherwise the
@@ -262,13 +281,16 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
     target.mkdir(parents=True, exist_ok=True)
     for folder in {(target / f.path).parent for f in files}:  # left by a killed checkout
         clean_stale_temp(folder, prefix=TMP_PREFIX)
-    written_bytes = _write_files(store, target, plan, progress, workers or 2 * (os.cpu_count() or 1))
+    block = work_sharing(store.tmp_dir, target).block if isinstance(store, DiskObjectStore) else 0
+    written_bytes, shared = _write_files(store, target, plan, progress, workers or 2 * (os.cpu_count() or 1),
+                                         block)
     new_state = {}
     for f in files:
         st = (target / f.path).stat()
         new_state[f.path] = [st.st_size, st.st_mtime_ns, f.id]
     save_checkout_state(cache_dir, target, commit_id, tree_id, new_state)
-    return CheckoutResult(str(target), len(plan.to_write), plan.unchanged, len(plan.to_remove), written_bytes)
+    return CheckoutResult(str(target), len(plan.to_write), plan.unchanged, len(plan.to_remove), written_bytes,
+                          shared)
 
 
 @dataclass
@@ -328,9 +350,11 @@ def _compare_file(p: Path, f: FileInfo, rec: list | None, known: dict[str, str],
     return ""
 
 
-def _write_files(store: ObjectStore, target: Path, plan: _CheckoutPlan, progress: Progress, threads: int) -> int:
-    """Write the planned files (each via a temp file and rename) and remove the planned ones."""
-    written_bytes = 0
+def _write_files(store: ObjectStore, target: Path, plan: _CheckoutPlan, progress: Progress, threads: int,
+                 block: int) -> tuple[int, int]:
+    """Write the planned files (each via a temp file and rename) and remove the planned ones;
+    return the bytes written and, of those, shared with the store."""
+    written_bytes = shared = 0
     progress.start(f"checking out into {target}", sum(f.size for f in plan.to_write), "B")
     try:
         for f in plan.to_write:
@@ -340,7 +364,8 @@ def _write_files(store: ObjectStore, target: Path, plan: _CheckoutPlan, progress
                 p.unlink()
             with AtomicFile(p, p.parent, prefix=TMP_PREFIX) as out:
                 # written through the descriptor (nothing is buffered in `out`)
-                written_bytes += _write_file_pieces(store, f, out.fileno(), progress, threads)
+                shared += _write_file_pieces(store, f, out.fileno(), progress, threads, block)
+                written_bytes += f.size
                 if os.fstat(out.fileno()).st_size != f.size:
                     raise MalformedFile(f"{f.path}: wrote {os.fstat(out.fileno()).st_size} bytes, "
                                         f"the stored file has {f.size}")
@@ -349,7 +374,7 @@ def _write_files(store: ObjectStore, target: Path, plan: _CheckoutPlan, progress
             p.unlink(missing_ok=True)
     finally:
         progress.finish()
-    return written_bytes
+    return written_bytes, shared
 
 
 # ------------------------------------------------------------------------------ status
@@ -372,17 +397,29 @@ class WorkStatus:
     #: are relative to it (HEAD moved on since: ``lin train``, ``lin checkout REV --to DIR``)
     holds: str | None = None
     holds_name: str | None = None
+    #: whether a checkout into the folder shares blocks with the store (reflinks) or copies
+    #: (None: not a store on disk), and why
+    shares: bool | None = None
+    sharing: str = ""
+    #: bytes of the folder's files that lie in shared blocks, where the filesystem can tell
+    shared_bytes: int | None = None
+    #: bytes of the folder's files that are in the stored tree (what could share)
+    stored_bytes: int = 0
 
 
 def work_status(store: ObjectStore, tree_id: str, target: os.PathLike | str, cache_dir: Path) -> WorkStatus:
-    """Compare a work folder with a stored tree: which files and tensors differ."""
+    """Compare a work folder with a stored tree: which files and tensors differ, and whether
+    the folder shares blocks with the store (and how many of its bytes do)."""
     target = Path(target)
+    share = work_sharing(store.tmp_dir, target) if isinstance(store, DiskObjectStore) else None
+    shares, why = (share.shares, share.reason) if share else (None, "")
     if not target.is_dir():
-        return WorkStatus(str(target), False, False, [])
+        return WorkStatus(str(target), False, False, [], shares=shares, sharing=why)
     state = load_checkout_state(cache_dir, target).get("files", {})
     stored = {f.path: f for f in walk_tree(store, tree_id)}
     changes: list[FileChange] = []
     present: set[str] = set()
+    in_blocks: list[int | None] = []
     for dirpath, dirnames, filenames in os.walk(target):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
         for name in sorted(filenames):
@@ -396,6 +433,8 @@ def work_status(store: ObjectStore, tree_id: str, target: os.PathLike | str, cac
                 changes.append(FileChange(rel, "added"))
                 continue
             st = p.stat()
+            if shares:
+                in_blocks.append(shared_bytes(p))
             rec = state.get(rel)
             if rec and rec[0] == st.st_size and rec[1] == st.st_mtime_ns and rec[2] == f.id:
                 continue
@@ -408,7 +447,9 @@ def work_status(store: ObjectStore, tree_id: str, target: os.PathLike | str, cac
             changes.append(fc)
     for rel in sorted(set(stored) - present):
         changes.append(FileChange(rel, "removed"))
-    return WorkStatus(str(target), True, not changes, changes)
+    in_shared = None if not in_blocks or None in in_blocks else sum(n or 0 for n in in_blocks)
+    return WorkStatus(str(target), True, not changes, changes, shares=shares, sharing=why,
+                      shared_bytes=in_shared, stored_bytes=sum(stored[r].size for r in present if r in stored))
 
 
 def _changed_tensors(store: ObjectStore, tf_id: str, path: Path) -> list[str]:
