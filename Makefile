@@ -9,9 +9,10 @@ EXTRAS := train,s3,samples,test,lint
 .PHONY: demo test lint venv bench clean system-packages docs-screenshot
 
 # Debian packages the tests and the demo use, one list: chromium and its driver for the dashboard's
-# browser tests and `make docs-screenshot`. Installed with apt-get only when missing (as root, or
-# with sudo); where that cannot be done the browser tests skip (LIN_REQUIRE_BROWSER=1 makes them fail).
-SYSTEM_PACKAGES := chromium chromium-driver
+# browser tests and `make docs-screenshot`; xfsprogs (mkfs.xfs) for the loop-mounted XFS image of
+# tests/test_reflink.py. Installed with apt-get only when missing (as root, or with sudo); where that
+# cannot be done those tests skip (LIN_REQUIRE_BROWSER=1 and LIN_REQUIRE_LOOP=1 make them fail).
+SYSTEM_PACKAGES := chromium chromium-driver xfsprogs
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +28,11 @@ system-packages:
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then \
-	    echo "note: no apt-get here; install $$(echo $$missing) yourself (the browser tests skip without them)"; exit 0; fi; \
+	    echo "note: no apt-get here; install $$(echo $$missing) yourself (the browser and XFS tests skip without them)"; exit 0; fi; \
 	sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	echo "installing $$(echo $$missing) with apt-get"; \
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing \
-	    || echo "warning: could not install $$(echo $$missing); the browser tests will skip"
+	    || echo "warning: could not install $$(echo $$missing); the browser and XFS tests will skip"
 
 demo: $(STAMP) system-packages
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
