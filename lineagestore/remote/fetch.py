@@ -217,9 +217,9 @@ def pull(repo: Repo, remote: str | None = None, *, progress: Progress = NULL, re
                         f"; the remote's {ref[len('refs/tags/'):]} was not taken "
                         f"(`lin pull --renumber {fr.remote}` renames yours)")
             elif cur is not None and ns in ("refs/heads/", "refs/runs/"):
-                if is_ancestor(repo, rid, cur, ns):
+                if is_ancestor(repo, rid, cur, ns, ref):
                     continue  # local is ahead: push it
-                if not is_ancestor(repo, cur, rid, ns):
+                if not is_ancestor(repo, cur, rid, ns, ref):
                     u.status, u.reason = "rejected", (
                         f"diverged: yours is at {describe(repo, cur)}, the remote's at {describe(repo, rid)}"
                         + (f" (`lin pull --renumber {fr.remote}` keeps yours on a branch of its own)"

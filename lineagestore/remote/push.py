@@ -37,6 +37,7 @@ from .session import (
     open_session,
     parallel_map,
     ref_bytes,
+    run_descends,
     set_tracking,
     tracking_ref,
     unordered_map,
@@ -292,10 +293,13 @@ def _plan(repo: Repo, rs: RemoteSession, wanted: dict[str, tuple[str, str]],
                     f"the remote tag is {describe(repo, u.old)}, yours is {describe(repo, u.new)}; "
                     "tags never move")
             elif ns in ("refs/heads/", "refs/runs/"):
-                if is_ancestor(repo, old, u.new, ns):
+                run = u.source if ns == "refs/runs/" else None  # its reflog vouches for checkpoints gc took
+                if is_ancestor(repo, old, u.new, ns, run):
                     u.status = "updated"
-                elif is_ancestor(repo, u.new, old, ns):  # the remote is ahead: nothing to send
+                elif is_ancestor(repo, u.new, old, ns, run):  # the remote is ahead: nothing to send
                     u.status, u.reason = "behind", f"the remote is ahead, at {describe(repo, u.old)} (lin pull)"
+                elif run is not None and run_descends(repo, old, u.new, run) is None:
+                    u.status, u.reason = "rejected", _unknown_run(repo, rs.name, u, old)
                 else:
                     what = "branch" if ns == "refs/heads/" else "run"
                     u.status, u.reason = "rejected", (
@@ -335,6 +339,17 @@ def _plan(repo: Repo, rs: RemoteSession, wanted: dict[str, tuple[str, str]],
                     f"= {claim[1][:10] if is_object_id(claim[1]) else '?'}, "
                     "pushed from another machine (its push may still be running)")
     return ups
+
+
+def _unknown_run(repo: Repo, remote: str, u: RefUpdate, old: str) -> str:
+    """Why a run ref whose remote value this store cannot place is left alone."""
+    run = u.ref[len("refs/runs/"):]
+    return (f"the remote run is at {describe(repo, old)}, which this store cannot place in the history of "
+            f"yours, {describe(repo, u.new)}: the checkpoints between are not all here (gc collects a run's "
+            "earlier ones; a clone or fetch brings only the last) and this run's reflog here does not name it "
+            "(another machine may have trained the run on). Nothing was "
+            f"overwritten; `lin fetch {remote}` brings the remote's checkpoint, or push yours under another "
+            f"name: `lin push {remote} {run}:{run}-2`")
 
 
 def _finished_runs(repo: Repo, rs: RemoteSession, listing: dict[str, Entry],

@@ -205,25 +205,70 @@ def describe(repo: Repo, oid: str | None) -> str:
     return f"{oid[:10]} (not in this store)"
 
 
-def is_ancestor(repo: Repo, ancestor: str, tip: str, namespace: str) -> bool:
-    """Whether ``ancestor`` is ``tip`` or in its history (commits' parents, checkpoints' parent)."""
+def is_ancestor(repo: Repo, ancestor: str, tip: str, namespace: str, ref: str | None = None) -> bool:
+    """Whether ``ancestor`` is ``tip`` or in its history (commits' parents; of a run,
+    :func:`run_descends`, with ``ref`` the local run ref whose reflog may vouch). A history this
+    store cannot tell is not an ancestry."""
+    if namespace == "refs/runs/":
+        return run_descends(repo, ancestor, tip, ref) is True
     if ancestor == tip:
         return True
     if not repo.objects.has(ancestor):
         return False
     try:
-        if namespace == "refs/runs/":
-            seen: set[str] = set()
-            cur: str | None = tip
-            while cur and cur not in seen:
-                seen.add(cur)
-                if cur == ancestor:
-                    return True
-                cur = getattr(repo.objects.get(cur, "checkpoint"), "parent", None)
-            return False
         return any(cid == ancestor for cid, _ in repo.all_ancestors(tip))
     except LinError:
         return False
+
+
+def run_descends(repo: Repo, ancestor: str, tip: str, ref: str | None = None) -> bool | None:
+    """Whether checkpoint ``tip`` descends from checkpoint ``ancestor``: True, False, or None
+    when this store cannot tell.
+
+    gc collects a run's earlier checkpoints (docs/format.md, "Training runs"), so the walk down
+    ``parent`` may stop at a collected one. Then the run's own record decides: the reflog of the
+    local run ref ``ref``, in its current life (since the entry that created it), names every
+    value the ref took, and a run ref moves only forward (to a checkpoint whose parent is its
+    value, by compare-and-set, or by a fetch that checked the ancestry), so a value taken before
+    ``tip`` is in ``tip``'s history. A walk that ends at the run's first checkpoint without
+    meeting ``ancestor`` is False; one cut short by a collected checkpoint, with no reflog entry
+    that vouches, is None (unknown: never a reason to overwrite).
+    """
+    if ancestor == tip:
+        return True
+    seen: set[str] = set()
+    cur: str | None = tip
+    complete = True
+    while cur and cur not in seen:
+        seen.add(cur)
+        if cur == ancestor:
+            return True
+        try:
+            cur = repo.objects.get(cur, "checkpoint").parent
+        except LinError:  # collected by gc (or never here): the walk cannot go on
+            complete = False
+            break
+    if ref is not None and _taken_before(repo, ref, ancestor, tip):
+        return True
+    return False if complete else None
+
+
+def _taken_before(repo: Repo, ref: str, ancestor: str, tip: str) -> bool:
+    """Whether the current life of local ref ``ref`` took ``ancestor`` before ``tip`` (its reflog)."""
+    life: list[str] = []
+    try:
+        entries = repo.refs.reflog(ref)
+    except LinError:
+        return False
+    for e in entries:
+        if e.new is None or e.old is None:  # removed, or created anew: a new life starts
+            life = []
+        if e.new is not None:
+            life.append(e.new)
+    if tip not in life:
+        return False
+    last_tip = len(life) - 1 - life[::-1].index(tip)
+    return ancestor in life[:last_tip]
 
 
 def namespace_of(ref: str) -> str:
