@@ -20,8 +20,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..core.errors import LinError
 from ..core.objects import Commit
 from ..core.repo import Repo, utc_now
+from .steps import StepPoints, series_id, step_points
 
 #: most points one chart draws (all its series together); longer series are downsampled
 POINTS_PER_CHART = 600
@@ -29,6 +31,9 @@ POINTS_PER_CHART = 600
 LINEAGE_NODES = 200
 #: data files listed one by one (the most recently registered); totals count them all
 DATA_ROWS = 40
+#: queue items listed per branch: the last QUEUE_DONE_ROWS done, then the others in queue order
+QUEUE_ROWS = 60
+QUEUE_DONE_ROWS = 10
 #: training versions whose tokens and wall time make the "recent rate" of the ETA
 RECENT_VERSIONS = 5
 
@@ -165,9 +170,12 @@ def journey(repo: Repo, head: str | None) -> list[Step]:
     return out
 
 
+Row = tuple[float, list[float | None], str]
+
+
 def _loss_points(s: Step) -> list[tuple[float, float]]:
-    """(cumulative tokens, training loss) of a version: its recorded loss intervals spread evenly
-    over its tokens, or its final loss at its end."""
+    """(cumulative tokens, training loss) of a version without a series: its recorded loss
+    intervals spread evenly over its tokens, or its final loss at its end."""
     m = s.commit.metrics
     raw = m.get("loss_per_interval")
     vals = [num(v) for v in raw] if isinstance(raw, list) else []
@@ -184,37 +192,68 @@ def _eval_loss(repo: Repo, s: Step, evaluate: Any) -> float | None:
     if evaluate is not None and hasattr(evaluate, "eval_loss"):
         try:
             v = num(evaluate.eval_loss(repo, s.id))
-        except Exception:  # noqa: BLE001 - a damaged note must not take the page down
+        except (LinError, ValueError, KeyError):  # a damaged note must not take the page down
             v = None
         if v is not None:
             return v
     return num(s.commit.metrics.get("eval_loss"))
 
 
-def curves(repo: Repo, steps: list[Step], evaluate: Any) -> list[Chart]:
+@dataclass
+class Rows:
+    tokens: list[Row] = field(default_factory=list)
+    loss: list[Row] = field(default_factory=list)
+    throughput: list[Row] = field(default_factory=list)
+
+
+def _version_rows(repo: Repo, s: Step, pts: StepPoints | None, evaluate: Any, out: Rows) -> None:
+    """The chart rows of one version: from its per-step series when there is one, else from
+    its metrics (one point per version, or its loss intervals)."""
+    name, end = s.commit.name, float(s.before + s.tokens)
+    evals: dict[float, float] = {}
+    if pts is not None and pts.steps:
+        wall_end = pts.wall_s[-1]
+        for t, loss, tps, wall in zip(pts.tokens, pts.loss, pts.tokens_per_s, pts.wall_s, strict=True):
+            x = s.before + t
+            if loss is not None:
+                out.loss.append((x, [loss, None], name))
+            if s.created is not None:
+                when = s.created - wall_end + wall  # the run's steps, ending at the version's creation
+                out.tokens.append((when, [x], name))
+                if tps is not None and tps > 0:
+                    out.throughput.append((when, [tps], name))
+        evals.update({s.before + t: v for t, v in pts.evals})
+    else:
+        out.loss += [(x, [y, None], name) for x, y in _loss_points(s)]
+        if s.created is not None:
+            out.tokens.append((s.created, [end], name))
+            r = num(s.commit.metrics.get("tokens_per_s"))
+            if r is not None and r > 0:
+                out.throughput.append((s.created, [r], name))
+    ev = _eval_loss(repo, s, evaluate)
+    if ev is not None:
+        evals.setdefault(end, ev)  # the run's own evaluation at its end is the same measurement
+    out.loss += [(x, [None, v], name) for x, v in sorted(evals.items())]
+
+
+def curves(repo: Repo, steps: list[Step], evaluate: Any, series: Any) -> list[Chart]:
     """Tokens over time, training and eval loss over cumulative tokens, throughput over time."""
-    name = [s.commit.name for s in steps]
-    tok_rows: list[tuple[float, list[float | None], str]] = [
-        (s.created, [float(s.before + s.tokens)], name[i]) for i, s in enumerate(steps) if s.created is not None]
-    loss_rows: list[tuple[float, list[float | None], str]] = []
-    for i, s in enumerate(steps):
-        loss_rows += [(x, [y, None], name[i]) for x, y in _loss_points(s)]
-        ev = _eval_loss(repo, s, evaluate)
-        if ev is not None:
-            loss_rows.append((float(s.before + s.tokens), [None, ev], name[i]))
-    thr_rows: list[tuple[float, list[float | None], str]] = []
-    for i, s in enumerate(steps):
-        r = num(s.commit.metrics.get("tokens_per_s"))
-        if s.created is not None and r is not None and r > 0:
-            thr_rows.append((s.created, [r], name[i]))
+    sids = [series_id(s.commit) if series is not None else None for s in steps]
+    cap = max(16, 2 * POINTS_PER_CHART // max(1, sum(x is not None for x in sids)))
+    out = Rows()
+    for s, sid in zip(steps, sids, strict=True):
+        pts = step_points(repo, sid, cap, downsample, series) if sid else None
+        _version_rows(repo, s, pts, evaluate, out)
+    how = "per optimizer step from each run's series where kept, else per version from its metrics"
     return [
-        make_chart("tokens", "Tokens trained over time", "date", "time", ["cumulative tokens"], tok_rows,
-                   "tokens_trained of each training version on the active lineage, at its creation time"),
+        make_chart("tokens", "Tokens trained over time", "date", "time", ["cumulative tokens"], out.tokens,
+                   f"cumulative tokens of the active lineage over time, {how}"),
         make_chart("loss", "Loss over cumulative tokens", "tokens trained", "tokens",
-                   ["training loss", "eval loss"], loss_rows,
-                   "loss_per_interval of each version spread over its tokens; eval loss per version"),
-        make_chart("throughput", "Throughput over time", "date", "time", ["tokens/s"], thr_rows,
-                   "tokens_per_s of each training version, at its creation time"),
+                   ["training loss", "eval loss"], out.loss,
+                   f"training loss {how} (loss_per_interval); eval loss of each version and of evaluations "
+                   "during its run"),
+        make_chart("throughput", "Throughput over time", "date", "time", ["tokens/s"], out.throughput,
+                   f"tokens per second, {how} (tokens_per_s)"),
     ]
 
 
@@ -277,20 +316,31 @@ def queue_panel(repo: Repo, queue: Any) -> dict[str, Any]:
     if queue is None or not hasattr(queue, "load"):
         return {"available": False, "note": "this lin keeps no training queue yet", "branches": []}
     out: list[dict[str, Any]] = []
-    for branch in sorted(repo.branches()):
+    names = queue.queue_branches(repo) if hasattr(queue, "queue_branches") else repo.branches()
+    for branch in sorted(names):
         try:
             q = queue.load(repo, branch)
         except Exception as e:  # noqa: BLE001 - one unreadable queue must not hide the others
             out.append({"branch": branch, "error": f"{type(e).__name__}: {e}", "items": [], "counts": {}})
             continue
         items = [_queue_item(it) for it in getattr(q, "items", [])]
-        if not items:
+        paused = getattr(q, "paused", None)
+        if not items and not paused:
             continue
         counts: dict[str, int] = {}
         for it in items:
             counts[it["status"]] = counts.get(it["status"], 0) + 1
-        out.append({"branch": branch, "items": items, "counts": counts})
+        out.append({"branch": branch, "items": _queue_rows(items), "total": len(items), "counts": counts,
+                    "paused": str(paused) if paused is not None else None})
     return {"available": True, "note": "" if out else "the queue is empty", "branches": out}
+
+
+def _queue_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most :data:`QUEUE_ROWS` items, in queue order: the last few done, then what is not done."""
+    done = [it for it in items if it["status"] == "done"][-QUEUE_DONE_ROWS:]
+    rest = [it for it in items if it["status"] != "done"][:QUEUE_ROWS - len(done)]
+    keep = {id(it) for it in done + rest}
+    return [it for it in items if id(it) in keep]
 
 
 def _queue_item(it: Any) -> dict[str, Any]:
@@ -351,12 +401,13 @@ def _tree_size(path: str) -> tuple[int, int]:
 
 
 def storage_panel(repo: Repo) -> dict[str, Any]:
-    """Bytes of the store on disk: objects (loose and packed), trash, derived cache."""
+    """Bytes of the store on disk: loose objects, packs, trash, derived cache."""
     if repo.path is None:
-        return {"objects": 0, "bytes": 0, "trash_bytes": 0, "cache_bytes": 0, "total_bytes": 0}
+        return {"objects": 0, "bytes": 0, "pack_files": 0, "pack_bytes": 0, "trash_bytes": 0, "cache_bytes": 0,
+                "total_bytes": 0}
     n, obj = _tree_size(str(repo.path / "objects"))
-    packs = repo.path / "packs"
-    pn, pb = _tree_size(str(packs)) if packs.is_dir() else (0, 0)
+    pn, pb = _tree_size(str(repo.path / "objects" / "pack"))  # packs and their indexes (core/packs.py)
+    n, obj = n - pn, obj - pb
     _, trash = _tree_size(str(repo.path / "trash"))
     _, cache = _tree_size(str(repo.path / "cache"))
     _, total = _tree_size(str(repo.path))
@@ -384,9 +435,9 @@ def gather(repo: Repo) -> Dashboard:
     return Dashboard(
         generated=utc_now(), store=str(repo.path or "(memory)"), format_version=repo.format_version,
         head={"id": head, "name": repo.name_of(head) if head else None, "branch": repo.head_branch()},
-        goal=goal_figures(repo, head, steps), charts=curves(repo, steps, evaluate),
+        goal=goal_figures(repo, head, steps), charts=curves(repo, steps, evaluate, series),
         lineage=lineage_graph(repo, head), queue=queue_panel(repo, queue), runs=runs_panel(repo),
         data=data_panel(repo), storage=storage_panel(repo), backup=backup_panel(repo),
         sources={"series": series is not None, "evaluation": evaluate is not None, "queue": queue is not None},
         limits={"points_per_chart": POINTS_PER_CHART, "lineage_nodes": LINEAGE_NODES, "data_rows": DATA_ROWS,
-                "recent_versions": RECENT_VERSIONS})
+                "queue_rows": QUEUE_ROWS, "recent_versions": RECENT_VERSIONS})

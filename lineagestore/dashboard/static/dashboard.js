@@ -200,7 +200,9 @@
     if (!q.branches.length) { b.appendChild(el("div", {class: "empty"}, q.note || "The queue is empty.")); return; }
     q.branches.forEach(function (br) {
       var counts = Object.keys(br.counts).map(function (k) { return br.counts[k] + " " + k; }).join(", ");
-      b.appendChild(el("p", {}, "Branch " + br.branch + ": " + (br.error || counts)));
+      b.appendChild(el("p", {}, "Branch " + br.branch + ": " + (br.error || counts) +
+        (br.paused ? " — paused: " + br.paused : "")));
+      if (br.items.length < br.total) b.appendChild(el("p", {class: "muted"}, br.items.length + " of " + br.total + " items listed: the last done and the next ones."));
       table(b, [["file"], ["status", false, true], ["version / reason"], ["tokens", true]], br.items.map(function (it) {
         return [it.file, it.status, it.version || it.reason || "", it.tokens === null ? "" : human(it.tokens)];
       }));
@@ -221,7 +223,7 @@
   function drawStorage(d) {
     var b = body("storage"), s = d.storage, k = d.backup, f = el("div", {class: "figures"});
     figure(f, "store on disk", bytes(s.total_bytes));
-    figure(f, "objects (" + s.objects + " loose files)", bytes(s.bytes));
+    figure(f, "loose objects (" + s.objects + " files)", bytes(s.bytes));
     if (s.pack_files) figure(f, "packs (" + s.pack_files + " files)", bytes(s.pack_bytes));
     figure(f, "trash (gc, kept for the grace period)", bytes(s.trash_bytes));
     figure(f, "versions backed up", k.remote ? k.backed_up + " of " + k.total : "no backup");
