@@ -16,6 +16,8 @@
   as the safetensors library) and the tensor list is what it says (``malformed``);
 - presence: everything reachable from refs, HEAD and live reflog entries is present; and every
   object present has all the objects it links to (the invariant gc and restore keep);
+- packs: an index core.packs refused (hostile or damaged) and, in full, each pack's checksum and
+  each packed object's CRC-32 (the problem names the pack and the object);
 - the audit chain (``audit.verify``);
 - leftovers of killed commands (temp files, lock records, half-deleted trash): reported as
   *notes*, not problems — the next command that writes (or ``gc --confirm``) removes them.
@@ -37,10 +39,12 @@ from ..core.fsutil import pid_alive
 from ..core.ids import is_object_id
 from ..core.names import check_version_name, parse_version, tree_entry_problems
 from ..core.objects import LINKING_TYPES, Commit, decode_object
+from ..core.packs import PACK_DIR
 from ..core.progress import NULL, Progress
 from ..core.refs import check_ref_name
 from ..core.repo import Repo
 from ..core.safetensors_io import check_tensor_list
+from ..core.store import DiskObjectStore
 from .reachability import live_reflog_ids, reached_from, ref_values, reflog_problems, reflogs
 from .trash import find_in_trash, stale_purges
 
@@ -194,6 +198,7 @@ def check(repo: Repo, *, quick: bool = False, progress: Progress = NULL, now: fl
     rep.reachable = sum(1 for o in reached if objs.present(o))
     rep.unreachable = len(ids) - rep.reachable
     rep.problems.extend(_check_links(repo, objs, reached))
+    rep.problems.extend(check_packs(repo, full=not quick))
     if repo.path is not None:
         rep.audit_entries, problems = _check_audit(repo)
         rep.problems.extend(problems)
@@ -385,6 +390,26 @@ def _check_links(repo: Repo, objs: _Objects, reached: dict[str, str]) -> list[Pr
     return out
 
 
+def check_packs(repo: Repo, *, full: bool = True) -> list[Problem]:
+    """Packs whose index was refused (core.packs checks it whole), and with ``full`` each pack's
+    checksum and each object's CRC-32: a flipped byte is found naming the pack and the object."""
+    store = repo.objects
+    if not isinstance(store, DiskObjectStore):
+        return []
+    packs = store.packs.packs()
+    out = [Problem("corrupt", f"objects/pack/{name}", msg) for name, msg in sorted(store.packs.bad.items())]
+    for p in packs if full else ():
+        if not p.verify_checksum():
+            out.append(Problem("corrupt", f"objects/pack/{p.name}", f"pack {p.name} is corrupt: its bytes do "
+                               "not hash to its checksum"))
+        for oid, e in p.entries():
+            try:
+                p.read_checked(oid, e)
+            except LinError as err:
+                out.append(Problem("corrupt", oid, str(err)))
+    return out
+
+
 def _check_audit(repo: Repo) -> tuple[int, list[Problem]]:
     chk = _audit.verify(repo)
     return chk.entries, [Problem("audit", "audit.log", p) for p in chk.problems]
@@ -457,6 +482,8 @@ def _stray_files(repo: Repo) -> list[Problem]:
         return out
     for d in dirs:
         p = root / d
+        if d == PACK_DIR and p.is_dir():
+            continue  # packs: check_packs
         if len(d) != 2 or not p.is_dir() or any(c not in "0123456789abcdef" for c in d):
             out.append(Problem("stray", f"objects/{d}", f"objects/{d}: not an object folder (lin ignores it)"))
             continue

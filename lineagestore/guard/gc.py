@@ -298,6 +298,7 @@ class GcResult:
     purged_batches: list[str] = field(default_factory=list)
     purged_objects: int = 0
     purged_bytes: int = 0
+    repack: dict | None = None  # guard.repack's report, when the store has packs
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -333,6 +334,13 @@ def collect(repo: Repo, *, grace_s: float | None = None, empty_trash: bool = Fal
                                    "backup remote or trash/ (lin restore ID) first")
         res = GcResult(p, purged_batches=[b.name for b in purged],
                        purged_objects=sum(b.objects for b in purged), purged_bytes=sum(b.bytes for b in purged))
+        if repo.path is not None and isinstance(repo.objects, DiskObjectStore) and repo.objects.packs.packs():
+            # a store that has packs (made by `lin repack`, which raised it to format 3) is
+            # repacked here: what became cold goes into packs, and what goes to trash leaves
+            # every pack first (written loose, self-contained), deltas on it re-encoded. A store
+            # without packs is not repacked by gc, so gc never raises a store's format.
+            from .repack import repack
+            res.repack = repack(repo, drop=set(p.order), locked=True, progress=progress, now=now).to_dict()
         if p.order:
             _move_to_trash(repo, p, res, progress)
     return res
