@@ -409,3 +409,23 @@ def _enospc_always(real_fsync):
         return real_fsync(fd)
 
     return failing_fsync
+
+
+@pytest.mark.slow
+def test_sigkill_lin_run_in_every_phase_loses_nothing(tmp_path):
+    """`lin run` killed in the train step, the checkpoint, the publish, the backup and the queue
+    update: every cycle ends with the lineage of an uninterrupted run (weights bit for bit), each
+    file trained once, all backed up, `fsck --full` clean (benchmarks/crash_run.py runs 200+)."""
+    import crash_run
+    lab = crash_run.RunLab(tmp_path / "lab", seed=5, files=2)
+    lab.setup()
+    for phase, points in crash_run.PHASES.items():  # one kill in each phase, then the cycle ends
+        folder = lab.new_cycle(f"cycle-{phase.replace(' ', '-')}")
+        label = points[0][0]
+        p = lab.lin(folder, "run", *crash_run.RUN_ARGS, "--yes", kill_at=f"{label}:2")
+        assert p.returncode == -9, (phase, p.stderr[-800:])
+        lab.check_store(folder, phase)
+        p = lab.lin(folder, "run", *crash_run.RUN_ARGS, "--yes")
+        assert p.returncode == 0, p.stderr[-800:]
+        lab.check_cycle(folder)
+    assert lab.stats["cycles checked"] == len(crash_run.PHASES)

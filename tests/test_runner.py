@@ -24,12 +24,12 @@ from lineagestore import queue as Q
 from lineagestore.runner.batch import file_slug, pick, version_slug
 from lineagestore.runner.inbox import Inbox
 
-#: a short CPU run per file: one epoch of 4 x 32-token units, a checkpoint every 3 steps
-RUN_ARGS = ["--device", "cpu", "--batch-size", "4", "--seq-len", "32", "--checkpoint-every", "3",
+#: a short CPU run per file: one epoch of 2 x 32-token units (about 10 steps), a checkpoint every 3 steps
+RUN_ARGS = ["--device", "cpu", "--batch-size", "2", "--seq-len", "32", "--checkpoint-every", "3",
             "--lr", "1e-3", "--log-every", "1"]
 
 
-def _files(folder: Path, n: int, per: int = 12, start: int = 0) -> list[Path]:
+def _files(folder: Path, n: int, per: int = 24, start: int = 0) -> list[Path]:
     from tools import samples
     out = []
     for i in range(n):
@@ -344,3 +344,18 @@ def test_inbox_queues_files_and_waits(tmp_path, train_assets):  # noqa: F811 - t
     repo = Repo.open(folder / ".lineage")
     assert repo.commit(repo.head()).metrics["tokens_trained"] > 0
     assert [i.examples for i in Q.load(repo, "main").items] == [len(lines)]
+
+
+@pytest.mark.slow
+def test_two_processes_under_gloo(tmp_path, train_assets):  # noqa: F811 - the fixture
+    """`lin run --gpus 2` trains each file on two processes (gloo on the CPU); rank 0 publishes."""
+    folder, paths = _store(tmp_path, train_assets, 2)
+    _queue(folder, paths)
+    p = _run(folder, "--gpus", "2", env={"OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads(p.stdout)
+    assert [t["version"] for t in rep["trained"]] == ["v002_part_00", "v003_part_01"]
+    repo = Repo.open(folder / ".lineage")
+    assert repo.commit(repo.head()).metrics["world_size"] == 2
+    assert repo.commit(repo.head()).parents == [repo.resolve("v002_part_00")]
+    assert repo.refs.names("refs/runs/") == [] and {v[0] for v in _statuses(folder).values()} == {"done"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.fsutil import kill_point
 from ..core.progress import NULL
 from ..core.repo import PublishEvent, Repo
 
@@ -21,4 +22,5 @@ class BackupHook:
         if repo.path is None or not repo.settings.backup.remote:
             return None
         from .backup import after_commit
+        kill_point("backup")
         return after_commit(repo, event.id, progress=event.progress or NULL)

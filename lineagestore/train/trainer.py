@@ -454,6 +454,7 @@ def _checkpoint(r: Session, status: str) -> None:
             except BaseException:
                 ckstore.discard()
                 raise
+            kill_point("train-checkpoint")
             r.last_ckpt = write_checkpoint(repo, plan.run, step=st.step, model=model_tree, state=state_tree,
                                            parent=r.last_ckpt, meta=_meta(r, status),
                                            message=f"checkpoint: step {st.step}/{r.total} ({status})")
