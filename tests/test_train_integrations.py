@@ -39,12 +39,14 @@ def test_lineage_callback_checkpoints_and_commits(tmp_path, train_assets, monkey
     folder = new_store(tmp_path / "w", train_assets)
     shutil.copytree(train_assets / "base", folder / "base")
     monkeypatch.chdir(folder)
-    cb = LineageCallback("hf_run", data=[folder / "bible.jsonl"], checkpoint_every=2)
+    # the Trainer's 64 rows are the first 64 records of bible.jsonl
+    cb = LineageCallback("hf_run", data=[folder / "bible.jsonl"], checkpoint_every=2, row_records=range(64))
     _trainer(folder, cb).train()
     repo = Repo.open(folder / ".lineage")
     v = repo.log()[0]
     assert v.name == "v002_hf_run" and v.kind == "train" and v.active
     assert v.parent_names == ["v001_base"] and [d["file"] for d in v.datasets] == ["bible.jsonl"]
+    assert v.datasets[0]["part"] == {"records": 16, "of": 200}  # 4 steps of 4 rows
     assert v.metrics["steps"] == 4 and len(v.metrics["loss_per_interval"]) == 4
     assert v.metrics["tokens_trained"] > 0 and v.params["learning_rate"] > 0
     assert repo.commit(v.id).extra["source"] == "transformers.Trainer"

@@ -11,6 +11,7 @@ from ..core.progress import NULL, Progress
 from ..core.publish import code_revision, publish
 from ..core.repo import Repo
 from ..core.store import ObjectStore
+from ..data.parts import Part
 from ..versions.commit import CommitResult
 from ..versions.models import walk_tree
 from .modelio import StoredModel, store_model
@@ -21,13 +22,14 @@ def commit_model(repo: Repo, model: Any, tokenizer: Any = None, name: str = "", 
                  data: Sequence[os.PathLike | str] = (), metrics: dict | None = None, params: dict | None = None,
                  message: str = "", code_path: os.PathLike | str | None = None, dtype: Any = None,
                  extra: dict | None = None, kind: str | None = None, activate: bool = True,
-                 progress: Progress = NULL) -> tuple[CommitResult, list[str]]:
+                 progress: Progress = NULL, parts: Sequence[Part] = ()) -> tuple[CommitResult, list[str]]:
     """Store ``model`` (and ``tokenizer``) from memory and publish it as ``vNNN_<name>``.
 
     ``parents`` defaults to the active version. Files of the parent that the model does not
     replace (tokenizer when none is given, README, ...) are kept. ``data`` files are looked up
-    (registered if new) as :func:`lineagestore.data.datasets_for_commit` does; returns the
-    result and its warnings.
+    (registered if new) as :func:`lineagestore.data.datasets_for_commit` does; ``parts``
+    (:mod:`lineagestore.data.parts`) are stored with the version and named as its data; returns
+    the result and its warnings.
     """
     warnings: list[str] = []
     if parents is None:
@@ -39,9 +41,12 @@ def commit_model(repo: Repo, model: Any, tokenizer: Any = None, name: str = "", 
         more, warnings = datasets_for_commit(repo, [Path(p) for p in data], base=parents[0] if parents else None,
                                              progress=progress)
         ds += [d for d in more if d not in ds]
+    ds += [p.id for p in parts if p.id not in ds]
     stored: list[StoredModel] = []
 
     def content(batch: ObjectStore) -> str:
+        for part in parts:
+            part.store_into(batch)
         base_tree = repo.commit(parents[0]).tree if parents else None
         stored.append(store_model(batch, model, tokenizer=tokenizer, base_tree=base_tree, dtype=dtype,
                                   tmp_dir=repo.tmp_dir if repo.path else None,
