@@ -75,19 +75,102 @@ def store(tmp_path) -> Repo:
     return build_store(tmp_path / "s")
 
 
+SERIES_STEPS = 20
+
+
+def build_rich_store(root: Path) -> Repo:
+    """build_store, then: an evaluation set with notes on v003, v004, v005; v007 on main with a
+    per-step series (20 steps, an evaluation at step 10) and a note; a queue of three files, one
+    parked with a reason."""
+    from lineagestore.queue import add_files, park
+    from lineagestore.train.evalnotes import write_note
+    from lineagestore.train.evaluate import method_of, set_eval_set
+    from lineagestore.train.series import SeriesWriter
+    repo = build_store(root)
+    ev = root / "eval.jsonl"
+    ev.write_text("".join(json.dumps({"text": f"held out {i}"}) + "\n" for i in range(5)))
+    es = set_eval_set(repo, ev).set
+    method = method_of(repo.settings.eval.seq_len)
+    for v, loss in (("v003", 2.9), ("v004", 2.7), ("v005", 2.6)):
+        write_note(repo, repo.resolve(v), {"set": es.dataset, "method": method, "loss": loss})
+    w = SeriesWriter()
+    for k in range(1, SERIES_STEPS + 1):
+        w.add(k, 100 * k, 2.5 - 0.01 * k, 1e-3, 0.5, 400.0 + k, 0.25 * k)
+    w.add_eval({"step": 10, "tokens": 1000, "loss": 2.55})
+    sid = w.store(repo.objects)
+    vid, _c, _ = repo.write_commit(tree=repo.commit(repo.head()).tree, parents=[repo.head()], name="stepwise",
+                                   kind="train", extra={"series": sid},
+                                   metrics={"tokens_trained": 100 * SERIES_STEPS, "wall_time_s": 5.0,
+                                            "tokens_per_s": 400.0, "device_hours": 5.0 / 3600})
+    write_note(repo, vid, {"set": es.dataset, "method": method, "loss": 2.5})
+    files = []
+    for name in ("done.jsonl", "parked.jsonl", "next.jsonl"):
+        (root / name).write_text("".join(json.dumps({"text": f"{name} {i}"}) + "\n" for i in range(3)))
+        files.append(root / name)
+    add_files(repo, "main", files)
+    park(repo, "main", "parked.jsonl", "loss went up")
+    return repo
+
+
+@pytest.fixture
+def rich(tmp_path) -> Repo:
+    return build_rich_store(tmp_path / "r")
+
+
+def _finite(v) -> bool:
+    return type(v) is float and math.isfinite(v)
+
+
+def _noted(repo: Repo, cid: str) -> float | None:
+    """A version's eval loss noted on the store's evaluation set (None: not evaluated)."""
+    from lineagestore.train.evalnotes import note_of
+    from lineagestore.train.evaluate import current_set
+    es = current_set(repo)
+    rows = [r for r in note_of(repo, cid) if es and r.get("set") == es.dataset]
+    return rows[-1]["loss"] if rows else None
+
+
+def _eval_of(repo: Repo, cid: str, c) -> float | None:
+    """A version's eval loss: its note, else its metric."""
+    noted = _noted(repo, cid)
+    return noted if noted is not None else c.metrics.get("eval_loss")
+
+
 def expected_points(repo: Repo) -> dict[str, int]:
-    """What each chart must draw, computed from the commits of HEAD's lineage directly."""
-    tokens = loss = throughput = 0
-    for _cid, c in repo.all_ancestors(repo.head()):
+    """What each chart must draw, computed from the commits of HEAD's lineage, their series and
+    notes (read with lin's readers of those objects, not with the dashboard's code)."""
+    from lineagestore.train.series import read_series
+    tokens = loss = throughput = scaling = 0
+    for cid, c in repo.all_ancestors(repo.head()):
         m = c.metrics
         t = m.get("tokens_trained")
         if not isinstance(t, (int, float)) or t <= 0:
             continue
-        tokens += 1
-        loss += sum(1 for v in m.get("loss_per_interval", []) if type(v) is float and math.isfinite(v))
-        loss += 1 if isinstance(m.get("eval_loss"), float) else 0
-        throughput += 1 if m.get("tokens_per_s", 0) > 0 else 0
-    return {"chart-tokens": tokens, "chart-loss": loss, "chart-throughput": throughput,
+        ev = _eval_of(repo, cid, c)
+        sid = c.extra.get("series")
+        if sid:
+            s = read_series(repo.objects, sid)
+            tokens += len(s)
+            loss += sum(1 for v in s.loss.tolist() if math.isfinite(v))
+            ev_tokens = {e["tokens"] for e in s.evals}
+            loss += len(ev_tokens) + (1 if ev is not None and t not in ev_tokens else 0)
+            throughput += sum(1 for v in s.tokens_per_s.tolist() if v > 0)
+        else:
+            tokens += 1
+            loss += sum(1 for v in m.get("loss_per_interval", []) if _finite(v)) + (ev is not None)
+            throughput += 1 if m.get("tokens_per_s", 0) > 0 else 0
+    chain, cur = [], repo.head()
+    while cur:  # the scaling curve follows first parents: noted versions with tokens trained so far
+        chain.append(cur)
+        c = repo.commit(cur)
+        cur = c.parents[0] if c.parents else None
+    cum = 0
+    for cid in reversed(chain):
+        cum += repo.commit(cid).metrics.get("tokens_trained", 0)
+        scaling += 1 if cum > 0 and _noted(repo, cid) is not None else 0
+    if scaling >= 3:
+        scaling += 24  # the fitted trend, drawn at 24 points (docs/dashboard.md)
+    return {"chart-tokens": tokens, "chart-loss": loss, "chart-throughput": throughput, "chart-scaling": scaling,
             "lineage": min(len(repo.versions()), dd.LINEAGE_NODES)}
 
 
@@ -120,6 +203,28 @@ def test_gather_follows_the_active_lineage(store):
     assert nodes["v004_step2"]["tags"] == ["best"]
     assert nodes["v006_side_try"]["parents"] == [2]  # v003, by index
     json.loads(json.dumps(d.to_dict(), allow_nan=False))  # strict JSON: what is not a number is dropped
+
+
+def test_gather_reads_series_notes_and_the_queue(rich):
+    d = dd.gather(rich)
+    exp = expected_points(rich)
+    assert {f"chart-{c.key}": c.points for c in d.charts} == {k: v for k, v in exp.items() if k != "lineage"}
+    assert exp["chart-tokens"] == 4 + SERIES_STEPS and exp["chart-scaling"] == 4 + 24
+    loss = next(c for c in d.charts if c.key == "loss")
+    at = dict(zip(loss.x, loss.ys[1], strict=True))
+    before = 1000 + 2000 + 3000 + 4000  # v007 starts after main's four training versions
+    assert at[before + 1000] == 2.55 and at[before + 2000] == 2.5  # the run's evaluation, then the note
+    assert d.sources == {"per-step series": True, "evaluation set": True, "queue": True}
+    (q,) = d.queue["branches"]
+    assert q["branch"] == "main" and q["counts"] == {"queued": 2, "parked": 1}
+    parked = [(Path(i["file"]).name, i["reason"]) for i in q["items"] if i["status"] == "parked"]
+    assert parked == [("parked.jsonl", "loss went up")]
+    g = d.gains
+    assert g["available"] and g["trend"]["ok"] and g["eval_set"]["filename"] == "eval.jsonl"
+    rows = {v["name"]: v for v in g["versions"]}
+    assert rows["v004_step2"]["eval_before"] == 2.9 and rows["v004_step2"]["eval_after"] == 2.7
+    assert rows["v004_step2"]["gain"] == pytest.approx(0.2)
+    assert d.goal["device_hours"] == pytest.approx(5.0 / 3600)
 
 
 def test_report_is_self_contained_and_script_safe(store, tmp_path):
@@ -440,7 +545,8 @@ def _http_requests(driver) -> list[str]:
     return urls
 
 
-def test_report_in_chromium_offline(browser, store, tmp_path):
+def test_report_in_chromium_offline(browser, rich, tmp_path):
+    store = rich
     out = tmp_path / "report.html"
     write_report(store, out)
     browser.get_log("performance")

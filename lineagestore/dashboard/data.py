@@ -14,7 +14,6 @@ the page stays small whatever the store's size. The lineage graph draws the
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 from ..core.errors import LinError
 from ..core.objects import Commit
 from ..core.repo import Repo, utc_now
+from .gains import eval_losses, gains_panel, read_stats, scaling_rows
 from .steps import StepPoints, series_id, step_points
 
 #: most points one chart draws (all its series together); longer series are downsampled
@@ -52,6 +52,7 @@ class Chart:
     names: list[str]  # the version each x belongs to (shown on hover)
     total: int  # points before downsampling
     source: str  # where the figures come from, in words
+    log_x: bool = False  # x drawn on a log scale
 
     @property
     def points(self) -> int:
@@ -75,7 +76,8 @@ class Dashboard:
     data: dict[str, Any]
     storage: dict[str, Any]
     backup: dict[str, Any]
-    #: which optional sources were there (per-step series, evaluation notes, queue)
+    gains: dict[str, Any]  # what each token bought (lin stats), see gains.py
+    #: whether the store holds per-step series, an evaluation set, a queue (the page says what is missing)
     sources: dict[str, bool] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)
 
@@ -121,22 +123,14 @@ def downsample(n: int, ys: list[list[float | None]], limit: int = POINTS_PER_CHA
 
 def make_chart(key: str, title: str, x_label: str, x_kind: str, labels: list[str],
                rows: list[tuple[float, list[float | None], str]], source: str,
-               limit: int = POINTS_PER_CHART) -> Chart:
+               limit: int = POINTS_PER_CHART, log_x: bool = False) -> Chart:
     """A chart from (x, [y per series], version name) rows, sorted by x and downsampled."""
     rows = sorted(rows, key=lambda r: r[0])
     ys = [[r[1][s] for r in rows] for s in range(len(labels))]
     idx = downsample(len(rows), ys, limit)
     total = sum(v is not None for col in ys for v in col)
     return Chart(key, title, x_label, x_kind, labels, [rows[i][0] for i in idx],
-                 [[col[i] for i in idx] for col in ys], [rows[i][2] for i in idx], total, source)
-
-
-def optional_module(name: str) -> Any:
-    """A module another part of lin provides once it is built (queue, series, evaluation), or None."""
-    try:
-        return importlib.import_module(f"lineagestore.{name}")
-    except ImportError:
-        return None
+                 [[col[i] for i in idx] for col in ys], [rows[i][2] for i in idx], total, source, log_x)
 
 
 # ------------------------------------------------------------------------------ the lineage of HEAD
@@ -187,16 +181,10 @@ def _loss_points(s: Step) -> list[tuple[float, float]]:
     return [(float(s.before + s.tokens), final)] if final is not None else []
 
 
-def _eval_loss(repo: Repo, s: Step, evaluate: Any) -> float | None:
-    """The version's eval loss: from the evaluation notes when lin keeps them, else its metric."""
-    if evaluate is not None and hasattr(evaluate, "eval_loss"):
-        try:
-            v = num(evaluate.eval_loss(repo, s.id))
-        except (LinError, ValueError, KeyError):  # a damaged note must not take the page down
-            v = None
-        if v is not None:
-            return v
-    return num(s.commit.metrics.get("eval_loss"))
+def _eval_loss(s: Step, evals: dict[str, float]) -> float | None:
+    """The version's eval loss on the store's evaluation set (notes), else its ``eval_loss`` metric."""
+    v = evals.get(s.id)
+    return v if v is not None else num(s.commit.metrics.get("eval_loss"))
 
 
 @dataclass
@@ -206,7 +194,7 @@ class Rows:
     throughput: list[Row] = field(default_factory=list)
 
 
-def _version_rows(repo: Repo, s: Step, pts: StepPoints | None, evaluate: Any, out: Rows) -> None:
+def _version_rows(s: Step, pts: StepPoints | None, evals_of: dict[str, float], out: Rows) -> None:
     """The chart rows of one version: from its per-step series when there is one, else from
     its metrics (one point per version, or its loss intervals)."""
     name, end = s.commit.name, float(s.before + s.tokens)
@@ -230,20 +218,20 @@ def _version_rows(repo: Repo, s: Step, pts: StepPoints | None, evaluate: Any, ou
             r = num(s.commit.metrics.get("tokens_per_s"))
             if r is not None and r > 0:
                 out.throughput.append((s.created, [r], name))
-    ev = _eval_loss(repo, s, evaluate)
+    ev = _eval_loss(s, evals_of)
     if ev is not None:
         evals.setdefault(end, ev)  # the run's own evaluation at its end is the same measurement
     out.loss += [(x, [None, v], name) for x, v in sorted(evals.items())]
 
 
-def curves(repo: Repo, steps: list[Step], evaluate: Any, series: Any) -> list[Chart]:
+def curves(repo: Repo, steps: list[Step], evals: dict[str, float]) -> list[Chart]:
     """Tokens over time, training and eval loss over cumulative tokens, throughput over time."""
-    sids = [series_id(s.commit) if series is not None else None for s in steps]
+    sids = [series_id(s.commit) for s in steps]
     cap = max(16, 2 * POINTS_PER_CHART // max(1, sum(x is not None for x in sids)))
     out = Rows()
     for s, sid in zip(steps, sids, strict=True):
-        pts = step_points(repo, sid, cap, downsample, series) if sid else None
-        _version_rows(repo, s, pts, evaluate, out)
+        pts = step_points(repo, sid, cap, downsample) if sid else None
+        _version_rows(s, pts, evals, out)
     how = "per optimizer step from each run's series where kept, else per version from its metrics"
     return [
         make_chart("tokens", "Tokens trained over time", "date", "time", ["cumulative tokens"], out.tokens,
@@ -278,7 +266,9 @@ def goal_figures(repo: Repo, head: str | None, steps: list[Step]) -> dict[str, A
         return {"seconds": s, "date": _dt.datetime.fromtimestamp(when, _dt.UTC).strftime("%Y-%m-%d")
                 if when < 253402300799 else None}
 
+    dh = sum(d for s in steps if (d := num(s.commit.metrics.get("device_hours"))) is not None and d > 0)
     return {"goal": goal, "trained": trained, "remaining": remaining, "fraction": trained / goal if goal else 1.0,
+            "device_hours": dh, "tokens_per_device_hour": trained / dh if dh > 0 else None,
             "versions": len(steps), "recent_versions": len(recent), "recent_rate": rate, "calendar_rate": pace,
             "eta_recent": eta(rate), "eta_calendar": eta(pace),
             "first": steps[0].commit.created if steps else None, "last": steps[-1].commit.created if steps else None}
@@ -311,16 +301,14 @@ def lineage_graph(repo: Repo, head: str | None) -> dict[str, Any]:
             "head_branch": repo.head_branch()}
 
 
-def queue_panel(repo: Repo, queue: Any) -> dict[str, Any]:
-    """The training queue of each branch (lineagestore.queue), or why there is none to show."""
-    if queue is None or not hasattr(queue, "load"):
-        return {"available": False, "note": "this lin keeps no training queue yet", "branches": []}
+def queue_panel(repo: Repo) -> dict[str, Any]:
+    """The training queue of each branch that has one (`lin queue`)."""
+    from ..queue import load, queue_branches
     out: list[dict[str, Any]] = []
-    names = queue.queue_branches(repo) if hasattr(queue, "queue_branches") else repo.branches()
-    for branch in sorted(names):
+    for branch in sorted(queue_branches(repo)):
         try:
-            q = queue.load(repo, branch)
-        except Exception as e:  # noqa: BLE001 - one unreadable queue must not hide the others
+            q = load(repo, branch)
+        except (LinError, ValueError) as e:  # one unreadable queue must not hide the others
             out.append({"branch": branch, "error": f"{type(e).__name__}: {e}", "items": [], "counts": {}})
             continue
         items = [_queue_item(it) for it in getattr(q, "items", [])]
@@ -332,7 +320,8 @@ def queue_panel(repo: Repo, queue: Any) -> dict[str, Any]:
             counts[it["status"]] = counts.get(it["status"], 0) + 1
         out.append({"branch": branch, "items": _queue_rows(items), "total": len(items), "counts": counts,
                     "paused": str(paused) if paused is not None else None})
-    return {"available": True, "note": "" if out else "the queue is empty", "branches": out}
+    return {"available": True, "note": "" if out else "no queue (lin queue add FILE...; lin run trains it)",
+            "branches": out}
 
 
 def _queue_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -429,15 +418,21 @@ def gather(repo: Repo) -> Dashboard:
     """Read everything the page shows. Read-only: it takes no lock and writes nothing."""
     head = repo.head()
     steps = journey(repo, head)
-    evaluate = optional_module("train.evaluate")
-    queue = optional_module("queue")
-    series = optional_module("train.series")
+    st, why = read_stats(repo)
+    charts = curves(repo, steps, eval_losses(st))
+    charts.append(make_chart("scaling", "Eval loss over cumulative tokens, with the fitted trend to the goal",
+                             "tokens trained", "tokens", ["eval loss", "fitted trend"], scaling_rows(st),
+                             "eval loss of each evaluated version along first parents (lin stats); the power law "
+                             "fitted to them, drawn to goal.tokens", log_x=True))
+    queue = queue_panel(repo)
+    lineage = {s.id for s in steps}
     return Dashboard(
         generated=utc_now(), store=str(repo.path or "(memory)"), format_version=repo.format_version,
         head={"id": head, "name": repo.name_of(head) if head else None, "branch": repo.head_branch()},
-        goal=goal_figures(repo, head, steps), charts=curves(repo, steps, evaluate, series),
-        lineage=lineage_graph(repo, head), queue=queue_panel(repo, queue), runs=runs_panel(repo),
-        data=data_panel(repo), storage=storage_panel(repo), backup=backup_panel(repo),
-        sources={"series": series is not None, "evaluation": evaluate is not None, "queue": queue is not None},
+        goal=goal_figures(repo, head, steps), charts=charts, lineage=lineage_graph(repo, head), queue=queue,
+        runs=runs_panel(repo), data=data_panel(repo), storage=storage_panel(repo), backup=backup_panel(repo),
+        gains=gains_panel(st, why, lineage),
+        sources={"per-step series": any(series_id(s.commit) for s in steps),
+                 "evaluation set": bool(st is not None and st.eval_set), "queue": bool(queue["branches"])},
         limits={"points_per_chart": POINTS_PER_CHART, "lineage_nodes": LINEAGE_NODES, "data_rows": DATA_ROWS,
                 "queue_rows": QUEUE_ROWS, "recent_versions": RECENT_VERSIONS})

@@ -18,6 +18,7 @@ from ..core.errors import LinError
 from ..core.ids import is_object_id
 from ..core.objects import Commit
 from ..core.repo import Repo
+from ..train.series import read_series
 
 #: series kept decoded and cut (each a few KB); the oldest are dropped beyond this
 CACHE_ENTRIES = 20_000
@@ -51,17 +52,17 @@ def series_id(c: Commit) -> str | None:
     return sid if isinstance(sid, str) and is_object_id(sid) else None
 
 
-def step_points(repo: Repo, sid: str, cap: int, downsample: Any, series: Any) -> StepPoints | None:
-    """The points of series ``sid`` cut to ``cap`` steps by ``downsample`` (min and max kept),
-    read with the module ``series`` (lineagestore.train.series); None when the series cannot be
-    read (damaged, or not a series): the version's own metrics are drawn instead."""
+def step_points(repo: Repo, sid: str, cap: int, downsample: Any) -> StepPoints | None:
+    """The points of series ``sid`` cut to ``cap`` steps by ``downsample`` (min and max kept);
+    None when the series cannot be read (damaged, or not a series): the version's own metrics
+    are drawn instead."""
     key = (sid, cap)
     with _lock:
         if key in _cache:
             return _cache[key]
     try:
-        s = series.read_series(repo.objects, sid)
-    except (LinError, ValueError, KeyError, AttributeError):
+        s = read_series(repo.objects, sid)
+    except (LinError, ValueError, KeyError):
         pts = None
     else:
         loss = [_finite(v) for v in s.loss.tolist()]

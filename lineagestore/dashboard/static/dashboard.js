@@ -27,6 +27,7 @@
     for (var i = 0; i < units.length; i++) if (a >= units[i][0]) return (n / units[i][0]).toFixed(2).replace(/\.?0+$/, "") + units[i][1];
     return (Math.round(n * 100) / 100).toString();
   }
+  function num(v, digits) { return v === null || v === undefined ? "–" : Number(v).toPrecision(digits || 3); }
   function bytes(n) {
     var u = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
     while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
@@ -62,6 +63,8 @@
     figure(f, "calendar pace (tokens/day, first to last version)", g.calendar_rate ? human(g.calendar_rate * 86400) : "–");
     figure(f, "ETA at the calendar pace", g.eta_calendar ? duration(g.eta_calendar.seconds) + (g.eta_calendar.date ? " (" + g.eta_calendar.date + ")" : "") : "unknown");
     figure(f, "training versions on this lineage", g.versions);
+    figure(f, "device-hours of training (devices × hours)", g.device_hours ? (g.device_hours < 1000 ? num(g.device_hours) : human(g.device_hours)) : "–");
+    figure(f, "tokens per device-hour", g.tokens_per_device_hour ? human(g.tokens_per_device_hour) : "–");
     b.appendChild(f);
     (d.runs || []).forEach(function (r) {
       var total = r.total_steps ? " of " + r.total_steps : "";
@@ -90,6 +93,13 @@
     return n;
   }
   var COLORS = ["#2563eb", "#dc2626", "#16a34a"];
+  // a log axis ticked at powers of ten only (at most 8 labels: every 10^k, 10^2k, ...)
+  function decades(u, axis, min, max) {
+    var lo = Math.floor(Math.log10(Math.max(min, 1e-300))), hi = Math.ceil(Math.log10(Math.max(max, 1e-300)));
+    var step = Math.max(1, Math.ceil((hi - lo) / 8)), out = [];
+    for (var k = lo; k <= hi; k += step) { var v = Math.pow(10, k); if (v >= min && v <= max) out.push(v); }
+    return out;
+  }
   function drawChart(c) {
     var box = clear(document.getElementById("chart-" + c.key));
     box.setAttribute("data-points", "0");
@@ -106,12 +116,13 @@
     var opts = {
       width: width, height: 240,
       // one x value: a day either side (uPlot's own pad for seconds is years), or 0 to it
-      scales: {x: {time: c.x_kind === "time", range: function (u, lo, hi) {
+      scales: {x: {time: c.x_kind === "time", distr: c.log_x ? 3 : 1, range: c.log_x ? undefined : function (u, lo, hi) {
         var a = c.x[0];
         if (a !== c.x[c.x.length - 1]) return [lo, hi];
         return c.x_kind === "time" ? [a - 86400, a + 86400] : [0, a * 1.1 || 1];
       }}},
-      axes: [{values: c.x_kind === "time" ? undefined : function (u, vals) { return vals.map(human); }},
+      axes: [c.log_x ? {splits: decades, values: function (u, vals) { return vals.map(human); }}
+             : {values: c.x_kind === "time" ? undefined : function (u, vals) { return vals.map(human); }},
              {values: function (u, vals) { return vals.map(human); }, size: 60}],
       series: series,
       hooks: {
@@ -128,6 +139,34 @@
     };
     plots.push(new uPlot(opts, [c.x].concat(c.ys), box));
     if (c.total > c.x.length) box.appendChild(el("p", {class: "muted"}, "downsampled: " + c.x.length + " of " + c.total + " points (min and max of each bucket kept)"));
+  }
+
+  // ------------------------------------------------------------------ what each token bought
+  function drawGains(d) {
+    var b = body("gains"), g = d.gains;
+    if (!g.available) { b.appendChild(el("div", {class: "empty"}, g.note)); return; }
+    if (g.note) b.appendChild(el("p", {class: "muted"}, g.note));
+    if (g.eval_set) b.appendChild(el("p", {}, "Evaluation set: " + g.eval_set.filename + " (" + g.eval_set.method + ")"));
+    b.appendChild(el("p", {}, g.trend.ok ? "Trend: " + g.trend.statement : "No trend yet: " + g.trend.reason + "."));
+    var dup = g.duplicates;
+    if (dup.records) b.appendChild(el("p", {}, "Duplicates avoided: " + human(dup.records) + " records, ~" + human(dup.tokens) +
+      " tokens, ~" + num(dup.device_hours) + " device-hours that training them again would have cost."));
+    if (g.versions.length) {
+      if (g.versions.length < g.versions_total) b.appendChild(el("p", {class: "muted"}, "The newest " + g.versions.length + " of " + g.versions_total + " training versions of the active lineage:"));
+      var wrap = el("div", {class: "scroll"});
+      table(wrap, [["version"], ["tokens", true], ["device-h", true], ["eval before", true], ["eval after", true],
+                   ["gain", true], ["gain / B tokens", true], ["gain / device-h", true]], g.versions.map(function (v) {
+        return [v.name, human(v.tokens), num(v.device_hours), num(v.eval_before, 4), num(v.eval_after, 4), num(v.gain),
+                num(v.gain_per_billion_tokens), num(v.gain_per_device_hour)];
+      }));
+      b.appendChild(wrap);
+    }
+    if (g.files.length) {
+      b.appendChild(el("p", {}, "Data files by gain per token (" + g.files.length + " of " + g.files_total + "):"));
+      table(b, [["file"], ["tokens", true], ["gain", true], ["gain / B tokens", true], ["gain / device-h", true]], g.files.map(function (f) {
+        return [f.filename, human(f.tokens), num(f.gain), num(f.gain_per_billion_tokens), num(f.gain_per_device_hour)];
+      }));
+    }
   }
 
   // ------------------------------------------------------------------ lineage (SVG)
@@ -239,6 +278,7 @@
     document.getElementById("subtitle").textContent = d.store + " — format " + d.format_version + " — read " + d.generated;
     drawProgress(d);
     d.charts.forEach(drawChart);
+    drawGains(d);
     drawLineage(d);
     drawQueue(d);
     drawData(d);
@@ -246,7 +286,7 @@
     var missing = Object.keys(d.sources).filter(function (k) { return !d.sources[k]; });
     document.getElementById("footer").textContent = "lin report — charts: at most " + d.limits.points_per_chart +
       " points each; lineage: the newest " + d.limits.lineage_nodes + " versions" +
-      (missing.length ? "; not kept by this lin yet: " + missing.join(", ") : "");
+      (missing.length ? "; this store has no " + missing.join(", no ") + " yet" : "");
   }
   function resized() {
     plots.forEach(function (p) { var box = p.root.parentNode; p.setSize({width: Math.max(260, box.clientWidth), height: 240}); });
