@@ -39,7 +39,7 @@ from .codecs import DEFAULT_MAX_DEPTH
 from .content import ParallelWriter, RawBlob, decode_stored, name_content, open_raw, piece_spans
 from .errors import CorruptObject, InvalidInput, ObjectNotFound
 from .ids import ObjectId, check_object_id, hash_object, is_id_prefix
-from .loose import ALIGN_MIN, LooseFolder, WaitingFiles
+from .loose import ALIGN_MIN, LooseFolder, WaitingFiles, aligned_start
 from .objects import (
     CODEC_ALIGNED,
     CODEC_DELTA,
@@ -118,16 +118,30 @@ class ObjectStore(ABC):
 
     # ---- behaviour shared by all stores
 
-    def put(self, type_name: str, data: bytes | memoryview) -> ObjectId:
-        """Store one object (at most its type's size, objects.MAX_SIZE); return its id."""
+    def put(self, type_name: str, data: bytes | memoryview, at: int | None = None) -> ObjectId:
+        """Store one object (at most its type's size, objects.MAX_SIZE); return its id. ``at``:
+        the offset a blob's bytes will have in the file they belong to, if known (a raw blob may
+        then be stored aligned to it: :meth:`_padding`)."""
         oid = hash_object(type_name, data)
         if self.has(oid):
             self._touch(oid)
             return oid
         codec, payload = encode_payload(data, self.compression_level, self.compression)
-        self._write_file(oid, [pack_header(type_name, codec, len(data)), payload])
-        self._wrote(HEADER_SIZE + len(payload))
+        pad = self._padding(type_name, codec, len(data), at)
+        if pad is None:
+            self._write_file(oid, [pack_header(type_name, codec, len(data)), payload])
+        else:
+            if self.before_new_codec:
+                self.before_new_codec()  # codec 4 needs format 3
+            self._write_file(oid, [pack_header(type_name, CODEC_ALIGNED, len(data)), bytes(pad), payload])
+        self._wrote(HEADER_SIZE + (pad or 0) + len(payload))
         return oid
+
+    def _padding(self, type_name: str, codec: int, size: int, at: int | None) -> int | None:
+        """The zero bytes to put before the content of a blob stored at file offset ``at`` (an
+        aligned object, codec 4), or None to store it as encoded. Only :class:`DiskObjectStore`
+        on a filesystem with reflinks aligns."""
+        return None
 
     def _wrote(self, stored: int) -> None:
         """Count one new object of ``stored`` bytes in :attr:`written_objects` / ``written_bytes``."""
@@ -229,12 +243,14 @@ class ObjectStore(ABC):
     # The futures are of ``str``, not ObjectId: a Future is invariant in its result type, and
     # callers keep them beside the ids of other sources.
 
-    def put_bytes_chunked(self, data: bytes | memoryview,
-                          writer: ParallelWriter | None = None) -> ObjectId | Future[str]:
+    def put_bytes_chunked(self, data: bytes | memoryview, writer: ParallelWriter | None = None,
+                          at: int | None = None) -> ObjectId | Future[str]:
         """Store bytes in memory as content; with a writer, a future of the id (hashing and
-        compression of the pieces on its threads). The bytes must not change until it is done."""
+        compression of the pieces on its threads). The bytes must not change until it is done.
+        ``at``: their offset in the file they are part of (a tensor's in its safetensors file),
+        so that a checkout of that file can share the blocks of raw pieces (:meth:`put`)."""
         view = memoryview(data).cast("B")
-        return self._put_content(((functools.partial(self.put, "blob", view[o:o + n]), n)
+        return self._put_content(((functools.partial(self.put, "blob", view[o:o + n], None if at is None else at + o), n)
                                   for o, n in piece_spans(len(view))), writer)
 
     def put_stream(self, f: Readable, size: int, writer: ParallelWriter | None = None,
@@ -479,6 +495,12 @@ class DiskObjectStore(ObjectStore):
             self._adopt(fd, tmp, oid)
         self._wrote(stored)
         return oid
+
+    def _padding(self, type_name: str, codec: int, size: int, at: int | None) -> int | None:
+        if at is None or type_name != "blob" or codec != CODEC_RAW or size < ALIGN_MIN:
+            return None
+        block = self.files.alignment()
+        return aligned_start(at, block) - HEADER_SIZE if block else None
 
     def _adopt(self, fd: int, tmp: Path, oid: str) -> None:
         """Make the complete temp file ``tmp`` (open as ``fd``) object ``oid``: fsync, rename

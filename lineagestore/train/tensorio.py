@@ -140,7 +140,9 @@ def store_tensors(store: ObjectStore, tensors: Mapping[str, Any], *, metadata: M
     w = writer or ParallelWriter()
     try:
         stored: list[tuple[tuple[str, str, list[int], int], str | Future[str]]] = []
+        end = 8 + len(header)
         for spec in ordered:
+            at, end = end, end + spec[3]  # where its bytes lie in the file: a checkout may share them
             kid = (known or {}).get(spec[0])
             if kid is not None and store.has(kid):
                 stored.append((spec, kid))
@@ -148,7 +150,7 @@ def store_tensors(store: ObjectStore, tensors: Mapping[str, Any], *, metadata: M
             view = tensor_bytes(tensors[spec[0]], cast)
             if len(view) != spec[3]:
                 raise InvalidInput(f"tensor {spec[0]}: {len(view)} bytes, expected {spec[3]}")
-            stored.append((spec, store.put_bytes_chunked(view, w)))
+            stored.append((spec, store.put_bytes_chunked(view, w, at=at)))
         entries = [TensorEntry(name=n, dtype=d, shape=list(s), size=size, id=content_id(f))
                    for (n, d, s, size), f in stored]
         if ids_out is not None:
