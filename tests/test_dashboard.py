@@ -227,6 +227,37 @@ def test_gather_reads_series_notes_and_the_queue(rich):
     assert d.goal["device_hours"] == pytest.approx(5.0 / 3600)
 
 
+def _checkpoint_with_series(repo: Repo, run: str, steps: int) -> None:
+    """A run in progress from HEAD, as the trainer leaves it: a checkpoint whose state tree names
+    the run's series so far."""
+    from lineagestore.core.objects import TreeEntry
+    from lineagestore.train.checkpoint import write_checkpoint
+    from lineagestore.train.series import SERIES_ENTRY, SeriesWriter
+    w = SeriesWriter()
+    for k in range(1, steps + 1):
+        w.add(k, 50 * k, 2.0 - 0.01 * k, 1e-3, 0.5, 300.0, 0.1 * k)
+    sid = w.store(repo.objects)
+    state = repo.objects.put_object(Tree(entries=[TreeEntry(SERIES_ENTRY, "tree", sid, w.tree_size)]))
+    head = repo.head()
+    with repo.writing():
+        write_checkpoint(repo, run, step=steps, model=repo.commit(head).tree, state=state, parent=None,
+                         meta={"base": head, "output": "next_file", "status": "running", "total_steps": 40,
+                               "tokens_trained": 50 * steps, "created": "2026-01-01T00:00:00Z"},
+                         message="test: checkpoint")
+
+
+def test_a_run_in_progress_extends_the_curves(rich):
+    before = {c.key: c.points for c in dd.gather(rich).charts}
+    _checkpoint_with_series(rich, "live-run", 12)
+    d = dd.gather(rich)
+    after = {c.key: c.points for c in d.charts}
+    assert after["loss"] - before["loss"] == 12 and after["tokens"] - before["tokens"] == 12
+    loss = next(c for c in d.charts if c.key == "loss")
+    trained = d.goal["trained"]  # the run's steps continue from the lineage's tokens
+    assert loss.x[-1] == trained + 50 * 12 and loss.names[-1].startswith("next_file (run live-run")
+    assert [r["name"] for r in d.runs] == ["live-run"] and d.runs[0]["step"] == 12
+
+
 def test_report_is_self_contained_and_script_safe(store, tmp_path):
     out = tmp_path / "r.html"
     r = write_report(store, out)

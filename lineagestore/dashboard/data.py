@@ -194,23 +194,29 @@ class Rows:
     throughput: list[Row] = field(default_factory=list)
 
 
+def _step_rows(name: str, before: int, ended: float | None, pts: StepPoints, out: Rows) -> dict[float, float]:
+    """Rows of a run's steps (x: ``before`` + its tokens; time: the steps' training seconds laid
+    back from ``ended``); the evaluations made during the run, by x."""
+    wall_end = pts.wall_s[-1]
+    for t, loss, tps, wall in zip(pts.tokens, pts.loss, pts.tokens_per_s, pts.wall_s, strict=True):
+        x = before + t
+        if loss is not None:
+            out.loss.append((x, [loss, None], name))
+        if ended is not None:
+            when = ended - wall_end + wall
+            out.tokens.append((when, [x], name))
+            if tps is not None and tps > 0:
+                out.throughput.append((when, [tps], name))
+    return {before + t: v for t, v in pts.evals}
+
+
 def _version_rows(s: Step, pts: StepPoints | None, evals_of: dict[str, float], out: Rows) -> None:
     """The chart rows of one version: from its per-step series when there is one, else from
     its metrics (one point per version, or its loss intervals)."""
     name, end = s.commit.name, float(s.before + s.tokens)
     evals: dict[float, float] = {}
     if pts is not None and pts.steps:
-        wall_end = pts.wall_s[-1]
-        for t, loss, tps, wall in zip(pts.tokens, pts.loss, pts.tokens_per_s, pts.wall_s, strict=True):
-            x = s.before + t
-            if loss is not None:
-                out.loss.append((x, [loss, None], name))
-            if s.created is not None:
-                when = s.created - wall_end + wall  # the run's steps, ending at the version's creation
-                out.tokens.append((when, [x], name))
-                if tps is not None and tps > 0:
-                    out.throughput.append((when, [tps], name))
-        evals.update({s.before + t: v for t, v in pts.evals})
+        evals = _step_rows(name, s.before, s.created, pts, out)
     else:
         out.loss += [(x, [y, None], name) for x, y in _loss_points(s)]
         if s.created is not None:
@@ -224,15 +230,42 @@ def _version_rows(s: Step, pts: StepPoints | None, evals_of: dict[str, float], o
     out.loss += [(x, [None, v], name) for x, v in sorted(evals.items())]
 
 
-def curves(repo: Repo, steps: list[Step], evals: dict[str, float]) -> list[Chart]:
+def live_runs(repo: Repo, head: str | None) -> list[tuple[str, str, float | None]]:
+    """(label, series id, time of its checkpoint) of the unfinished runs training from HEAD: what
+    `lin run` or `lin train` has trained since the last version, as of its last checkpoint."""
+    from ..train.checkpoint import read_checkpoint
+    from ..train.runs import list_runs
+    from ..train.series import series_of_state
+    out = []
+    for r in list_runs(repo):
+        if head is None or r.base != head:
+            continue
+        try:
+            sid = series_of_state(repo.objects, read_checkpoint(repo, r.checkpoint).state)
+        except (LinError, ValueError, KeyError):
+            sid = None
+        if sid:
+            out.append((f"{r.output or r.name} (run {r.name}, {r.status})", sid, parse_time(r.updated)))
+    return out
+
+
+def curves(repo: Repo, steps: list[Step], evals: dict[str, float], live: list[tuple[str, str, float | None]]
+           ) -> list[Chart]:
     """Tokens over time, training and eval loss over cumulative tokens, throughput over time."""
     sids = [series_id(s.commit) for s in steps]
-    cap = max(16, 2 * POINTS_PER_CHART // max(1, sum(x is not None for x in sids)))
+    cap = max(16, 2 * POINTS_PER_CHART // max(1, sum(x is not None for x in sids) + len(live)))
     out = Rows()
     for s, sid in zip(steps, sids, strict=True):
         pts = step_points(repo, sid, cap, downsample) if sid else None
         _version_rows(s, pts, evals, out)
-    how = "per optimizer step from each run's series where kept, else per version from its metrics"
+    trained = sum(s.tokens for s in steps)
+    for label, sid, when in live:
+        pts = step_points(repo, sid, cap, downsample)
+        if pts is not None and pts.steps:
+            run_evals = _step_rows(label, trained, when, pts, out)
+            out.loss += [(x, [None, v], label) for x, v in sorted(run_evals.items())]
+    how = ("per optimizer step from each run's series where kept (runs in progress from HEAD up to "
+           "their last checkpoint), else per version from its metrics")
     return [
         make_chart("tokens", "Tokens trained over time", "date", "time", ["cumulative tokens"], out.tokens,
                    f"cumulative tokens of the active lineage over time, {how}"),
@@ -419,7 +452,7 @@ def gather(repo: Repo) -> Dashboard:
     head = repo.head()
     steps = journey(repo, head)
     st, why = read_stats(repo)
-    charts = curves(repo, steps, eval_losses(st))
+    charts = curves(repo, steps, eval_losses(st), live_runs(repo, head))
     charts.append(make_chart("scaling", "Eval loss over cumulative tokens, with the fitted trend to the goal",
                              "tokens trained", "tokens", ["eval loss", "fitted trend"], scaling_rows(st),
                              "eval loss of each evaluated version along first parents (lin stats); the power law "
