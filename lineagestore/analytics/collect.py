@@ -15,7 +15,7 @@ from ..train.evaluate import current_set, method_of
 from ..train.series import Series, read_series
 from .stats import FileShare, Stats, VersionInput, compute_stats
 
-__all__ = ["eval_loss_of", "stats", "version_eval", "version_inputs", "version_series"]
+__all__ = ["eval_loss_of", "eval_summaries", "stats", "version_eval", "version_inputs", "version_series"]
 
 
 def _number(x: Any) -> float | None:
@@ -82,6 +82,20 @@ def version_series(repo: Repo, rev: str) -> Series:
     if not isinstance(sid, str):
         return Series.empty()
     return read_series(repo.objects, sid)
+
+
+def eval_summaries(repo: Repo) -> dict[str, dict[str, Any]]:
+    """Version id -> ``{"eval_loss", "set", "method", "by", "evals"}`` for every noted version
+    (``eval_loss`` on the current set and method, or None), read in one walk of the notes."""
+    es = current_set(repo)
+    method = method_of(repo.settings.eval.seq_len)
+    out = {}
+    for vid, rows in all_notes(repo).items():
+        loss = eval_loss_of(rows, es.dataset, method) if es else None
+        by = next((r.get("by") for r in reversed(rows) if es and r.get("set") == es.dataset
+                   and r.get("method") == method), None)
+        out[vid] = {"eval_loss": loss, "set": es.filename if es else None, "method": method, "by": by, "evals": rows}
+    return out
 
 
 def version_eval(repo: Repo, rev: str) -> dict[str, Any]:

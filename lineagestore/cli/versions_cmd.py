@@ -9,7 +9,7 @@ import typer
 
 from ..core.names import parse_version
 from .common import JSON_OPT, STATE, out, parse_pairs, short
-from .output import human_bytes, human_int
+from .output import human_bytes, human_int, to_jsonable
 
 if TYPE_CHECKING:
     from ..versions.history import VersionInfo
@@ -155,7 +155,19 @@ def _decorations(v) -> str:
     return f"  [{', '.join(decs)}]" if decs else ""
 
 
-def _version_block(o, v, indent: str = "") -> None:
+def _eval_line(ev: dict | None) -> str | None:
+    """A version's eval loss on the store's evaluation set, from its notes (lin eval)."""
+    if not ev or ev.get("eval_loss") is None:
+        return None
+    return f"loss {ev['eval_loss']:.4f} on {ev['set']} ({ev['method']}, {ev['by']})"
+
+
+def _evals(repo) -> dict[str, dict]:
+    from ..analytics.collect import eval_summaries
+    return eval_summaries(repo)
+
+
+def _version_block(o, v, indent: str = "", evals: dict | None = None) -> None:
     o.line(f"{indent}{v.name}  {short(v.id)}  {v.created}{_decorations(v)}", style="bold" if v.active else None)
     pad = indent + "    "
     o.line(f"{pad}parent   {', '.join(v.parent_names) if v.parent_names else '(root: ' + v.kind + ')'}")
@@ -166,6 +178,8 @@ def _version_block(o, v, indent: str = "") -> None:
         o.line(f"{pad}data     {d.get('file')} ({short(d.get('hash'))}{tok})")
     if v.metrics:
         o.line(f"{pad}metrics  {_fmt_metrics(v.metrics)}")
+    if (ev := _eval_line((evals or {}).get(v.id))) is not None:
+        o.line(f"{pad}eval     {ev}")
     if v.code and v.code.get("commit"):
         dirty = " (dirty)" if v.code.get("dirty") else ""
         o.line(f"{pad}code     {v.code.get('path')} @ {short(v.code.get('commit'), 12)}{dirty}")
@@ -225,9 +239,10 @@ def log(
         from ..remote.backup import backed_up
         backed = backed_up(repo)
     mark = (lambda v: "" if backed is None else ("" if backed.get(v.id) else "  (not backed up)"))
+    evals = _evals(repo)
     if json_out:
-        o.json([{**v.to_dict(), "backed_up": None if backed is None else bool(backed.get(v.id))}
-                for v in versions])
+        o.json([{**v.to_dict(), "backed_up": None if backed is None else bool(backed.get(v.id)),
+                 "eval": evals.get(v.id)} for v in versions])
         return
     if not versions:
         o.line("No versions yet. Import a model: lin import DIR --name NAME")
@@ -241,7 +256,7 @@ def log(
                    + (f"  ({metrics})" if metrics else "") + mark(v), style="bold" if v.active else None)
         return
     for v in versions:
-        _version_block(o, v)
+        _version_block(o, v, evals=evals)
         if backed is not None:
             o.line(f"    backup   {'yes (' + repo.settings.backup.remote + ')' if backed.get(v.id) else 'not yet (lin backup)'}")
         o.line()
@@ -264,11 +279,12 @@ def show(rev: str = typer.Argument("HEAD"), json_out: bool = JSON_OPT) -> None:
     o = out(json_out)
     repo = STATE.repo()
     info = repo.show(rev)
+    evals = _evals(repo)
     if json_out:
-        o.json(info)
+        o.json({**to_jsonable(info), "eval": evals.get(info.version.id)})
         return
     v = info.version
-    _version_block(o, v)
+    _version_block(o, v, evals=evals)
     pad = "    "
     o.line(f"{pad}id       {v.id}")
     o.line(f"{pad}author   {v.author}")
@@ -421,12 +437,17 @@ def registry(json_out: bool = typer.Option(True, "--json/--table", help="JSON (d
     o = out(json_out)
     repo = STATE.repo()
     reg = repo.registry()
+    evals = _evals(repo)
+    for r in reg.values():
+        ev = evals.get(r["id"])
+        r["eval_loss"] = ev.get("eval_loss") if ev else None
     if json_out:
         o.json(reg)
         return
     for name, r in reg.items():
         act = "  (active)" if r["active"] else ""
-        o.line(f"{name:<30} parent {r['parent'] or '-':<30} {r['created']}{act}")
+        loss = f"  eval loss {r['eval_loss']:.4f}" if r["eval_loss"] is not None else ""
+        o.line(f"{name:<30} parent {r['parent'] or '-':<30} {r['created']}{loss}{act}")
 
 
 # ------------------------------------------------------------------------------ tag, branch

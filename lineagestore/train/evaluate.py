@@ -38,7 +38,7 @@ from ..data.scan import check_file, scan_file
 from ..data.usage import dataset_key
 from .evalnotes import NOTES_FORMAT, note_of, write_note
 
-__all__ = ["EVAL_SET_REF", "EvalResult", "EvalSet", "Evaluator", "current_set", "evaluate_versions",
+__all__ = ["EVAL_SET_REF", "EvalResult", "EvalSet", "Evaluator", "current_set", "eval_loss", "evaluate_versions",
            "method_of", "set_eval_set", "training_conflicts"]
 
 EVAL_SET_REF = "refs/notes/eval-set"
@@ -105,6 +105,19 @@ def current_set(repo: Repo) -> EvalSet | None:
     return EvalSet(dataset=did, fingerprint=d.content, filename=d.filename, examples=d.examples,
                    records=int(d.extra.get("distinct", d.examples)) if isinstance(d.extra, dict) else d.examples,
                    record_set=d.records, format=d.format)
+
+
+def eval_loss(repo: Repo, version_id: str) -> float | None:
+    """A version's noted eval loss on the current evaluation set and method (None: not measured)."""
+    es = current_set(repo)
+    if es is None:
+        return None
+    method = method_of(repo.settings.eval.seq_len)
+    for row in reversed(note_of(repo, version_id)):
+        if row.get("set") == es.dataset and row.get("method") == method:
+            loss = row.get("loss")
+            return float(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool) else None
+    return None
 
 
 def _sorted_ids(chunks) -> np.ndarray:
