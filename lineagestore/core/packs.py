@@ -255,8 +255,24 @@ class PackSet:
     def packs(self) -> list[Pack]:
         return self._scan()
 
+    def find_known(self, oid: str) -> PackEntry | None:
+        """Where ``oid`` lies in the packs already open (no look at the folder)."""
+        for p in self._packs:
+            e = p.find(oid)
+            if e is not None:
+                return e
+        return None
+
     def find(self, oid: str) -> PackEntry | None:
-        for p in self._scan():
+        """Where ``oid`` lies; the packs known are searched first and the folder is looked at
+        again only on a miss (a stat per lookup costs as much as the lookup)."""
+        for p in self._packs:
+            e = p.find(oid)
+            if e is not None:
+                return e
+        known = self._packs
+        packs = self._scan()
+        for p in packs if packs is not known else ():
             e = p.find(oid)
             if e is not None:
                 return e

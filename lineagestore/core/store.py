@@ -385,6 +385,10 @@ class DiskObjectStore(ObjectStore):
         return self._read_either(oid, HEADER_SIZE)
 
     def _read_either(self, oid: str, n: int) -> bytes:
+        e = self.packs.find_known(oid)  # packs already open first: no failed open() per packed object
+        if e is not None:
+            data = e.pack.read(e)
+            return data if n < 0 else data[:n]
         try:
             return self.files.read(oid, n)
         except ObjectNotFound:
