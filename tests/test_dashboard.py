@@ -623,6 +623,23 @@ def test_report_on_a_phone_and_empty_store(browser, tmp_path):
         browser.set_window_size(1280, 1800)
 
 
+def test_report_prints(browser, store, tmp_path):
+    """In print the panels stack one under the other, and the page prints to a PDF."""
+    import base64
+    out = tmp_path / "print.html"
+    write_report(store, out)
+    browser.get(out.as_uri())
+    _wait_drawn(browser, expected_points(store))
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        assert browser.execute_script("return getComputedStyle(document.querySelector('main')).display") == "block"
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    pdf = base64.b64decode(browser.print_page())
+    assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
+    assert _severe(browser) == []
+
+
 def test_served_page_redraws_while_versions_arrive(browser, store, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
     p, info = _start_serve(store, "--refresh", "1")
