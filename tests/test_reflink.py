@@ -114,8 +114,9 @@ def test_no_alignment_where_the_filesystem_has_no_reflinks(tmp_path):
 
 def model_folder(path: Path, seed: int = 0) -> Path:
     """A model of a real layout in miniature: an embedding, two layers of attention and MLP
-    matrices (fp32, 64 KiB to 4 MiB) with their norms (1 KiB, stored compressed or unpadded),
-    ~13 MB in all; the header padded so that no tensor starts on a block boundary."""
+    matrices (fp32, 256 KiB to 4 MiB) with their norms (1 KiB, stored compressed or unpadded),
+    19 MB in all. As in real files, no tensor starts on a block boundary (the data starts at
+    byte 2,216)."""
     rng = np.random.default_rng(seed)
     tensors: dict[str, tuple[str, list[int], bytes]] = {}
 
