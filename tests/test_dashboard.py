@@ -392,6 +392,27 @@ def test_server_reads_the_store_once_per_refresh(server):
     assert server.figures.reads == before  # within one refresh period: all from memory
 
 
+def test_figures_are_read_again_only_when_the_store_changed(store, monkeypatch):
+    from lineagestore.dashboard import serve
+    clock = [1000.0]
+    monkeypatch.setattr(serve.time, "monotonic", lambda: clock[0])
+    figures = serve.Figures(store.path, refresh_s=2, poll_s=4)
+    first = figures.get()
+    assert figures.reads == 1
+    clock[0] += 10  # past the refresh period, nothing changed: checked, not read
+    assert figures.get() is first and figures.reads == 1
+    tree = store.commit(store.head()).tree
+    store.write_commit(tree=tree, parents=[store.head()], name="later", kind="train",
+                       metrics={"tokens_trained": 10})
+    clock[0] += 1  # within the refresh period: the change is not looked for yet
+    assert figures.get() is first
+    clock[0] += 1.5
+    second = figures.get()
+    assert figures.reads == 2 and json.loads(second.data)["lineage"]["total"] == 7
+    clock[0] += serve.MAX_STALE_S + 1  # a minute on, read again whatever the refs say
+    assert figures.get() is not second and figures.reads == 3
+
+
 def _start_serve(store: Repo, *extra: str) -> tuple[subprocess.Popen, dict]:
     p = subprocess.Popen([*LIN, "--store", str(store.path), "serve", "--port", "0", "--json", *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

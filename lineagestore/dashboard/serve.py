@@ -5,7 +5,8 @@ fixed routes (the page and its figures), both built in memory, and no request ev
 A framework would bring routing, static-file serving and templates we must not have (a static
 route is how a request path reaches the filesystem). Each open page asks for the figures every
 ``refresh`` seconds (default :data:`POLL_S`); the store is read at most once per half that,
-whatever the number of pages, so 50 open pages cost one store reading every few seconds.
+whatever the number of pages, so 50 open pages cost one store check every few seconds; the
+store is read again only when a ref, HEAD or the config changed (or a minute passed).
 
 Only GET and HEAD are answered; every other method gets 405. Bound to a loopback address
 (the default), a request whose Host header is not that loopback address is refused (421), so
@@ -32,6 +33,8 @@ from .report import render, to_json
 DEFAULT_PORT = 8484
 #: each open page asks for new figures every this many seconds (``lin serve --refresh``)
 POLL_S = 5.0
+#: the store is read again after this many seconds even when no ref moved
+MAX_STALE_S = 60.0
 
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -50,12 +53,27 @@ class Snapshot:
     page: bytes
     data: bytes
     etag: str
-    taken: float  # time.monotonic() of the reading
+    taken: float  # time.monotonic() of the last check against the store
+    gathered: float  # time.monotonic() of the reading itself
+    key: tuple[Any, ...]  # the store's state it was read at (see state_key)
     error: str | None = None  # why the last refresh failed (the previous figures are kept)
 
 
+def state_key(store: Path, repo: Repo) -> tuple[Any, ...]:
+    """What the figures depend on, cheaply: every ref (versions, branches, runs' checkpoints,
+    queues, notes, data), HEAD, config.toml and the format. ~10 us a ref."""
+    refs = repo.refs.as_dict("refs/")
+    try:
+        config = (store / "config.toml").stat().st_mtime_ns
+    except OSError:
+        config = 0
+    return (repo.refs.read("HEAD"), config, repo.format_version, hash(frozenset(refs.items())), len(refs))
+
+
 class Figures:
-    """The cached figures of one store: refreshed at most once per ``refresh_s``, one reader at a time."""
+    """The cached figures of one store. At most once per ``refresh_s`` the store's state is
+    checked (:func:`state_key`); it is read again only when that state changed, or after
+    :data:`MAX_STALE_S` (sizes on disk move without a ref moving). One reader at a time."""
 
     def __init__(self, store: Path, refresh_s: float = POLL_S / 2, poll_s: float = POLL_S):
         self.store = store
@@ -68,21 +86,26 @@ class Figures:
     def get(self) -> Snapshot:
         with self._lock:
             snap = self._snap
-            if snap is not None and time.monotonic() - snap.taken < self.refresh_s:
+            now = time.monotonic()
+            if snap is not None and now - snap.taken < self.refresh_s:
                 return snap
             try:
-                d = gather(Repo.open(self.store))  # opened anew: config and format changes show
+                repo = Repo.open(self.store)  # opened anew: config and format changes show
+                key = state_key(self.store, repo)
+                if snap is not None and key == snap.key and now - snap.gathered < MAX_STALE_S:
+                    snap.taken = now
+                    return snap
+                self.reads += 1
+                d = gather(repo)
             except (LinError, OSError) as e:
                 if snap is None:
                     raise
-                self._snap = Snapshot(snap.page, snap.data, snap.etag, time.monotonic(), f"{type(e).__name__}: {e}")
-                return self._snap
-            finally:
-                self.reads += 1
+                snap.taken, snap.error = now, f"{type(e).__name__}: {e}"
+                return snap
             data = to_json(d).encode("utf-8")
             page = render(d, live_s=self.poll_s).encode("utf-8")
             etag = '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
-            self._snap = Snapshot(page, data, etag, time.monotonic())
+            self._snap = Snapshot(page, data, etag, now, now, key)
             return self._snap
 
 
