@@ -190,6 +190,22 @@ def test_an_older_lin_refuses_the_store_and_old_objects_still_read(tmp_path, mon
         Repo.open(tmp_path / ".lineage")
 
 
+def test_aligned_objects_travel_through_a_remote_and_raise_the_receivers_format(tmp_path):
+    """A remote holds objects as stored: a clone receives aligned objects verbatim, so it is
+    raised to format 3 before the first one lands, and checks them out exactly."""
+    repo = Repo.init(tmp_path / "a" / ".lineage")
+    repo.objects.files.block = BLOCK
+    src = model_folder(tmp_path / "src")
+    res = repo.import_model(src, name="base")
+    repo.remote_add("origin", str(tmp_path / "remote"))
+    repo.push("origin")
+    clone = Repo.clone(str(tmp_path / "remote"), tmp_path / "b")
+    assert (tmp_path / "b" / ".lineage" / "format").read_text() == "3\n"
+    assert any(clone.objects.header(i).codec == CODEC_ALIGNED for i in clone.objects.iter_ids())
+    clone.checkout(res.name, to=tmp_path / "out")
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
+
+
 def test_a_flipped_byte_in_an_aligned_object_file_fails_the_checkout(tmp_path):
     repo = Repo.init(tmp_path / ".lineage")
     repo.objects.files.block = BLOCK
