@@ -83,9 +83,10 @@ _NO_CLONE = frozenset({errno.EOPNOTSUPP, errno.ENOTTY, errno.ENOSYS, errno.EXDEV
 #: an aligned object's padding is shorter than this: the largest filesystem block lin aligns to
 MAX_ALIGN = 1 << 16
 #: raw blobs at least this large are stored aligned where the store's filesystem has reflinks.
-#: The padding costs half a block on average (2 KiB of a 4 KiB block: 3% of a 64 KiB tensor,
-#: 0.05% of a 1.2 GB model's 310 pieces) and saves the whole piece in the work folder; smaller
-#: pieces (norms, biases) are compressed or stay unpadded, and are copied at checkout.
+#: The padding costs half a block on average (2 KiB of a 4 KiB block: 3% of a 64 KiB tensor;
+#: 463 KB, 0.04%, for the 215 aligned pieces of a 1.2 GB Qwen3-shaped model) and saves the whole
+#: piece in the work folder; smaller pieces (norms, biases) are compressed or stay unpadded, and
+#: are copied at checkout.
 ALIGN_MIN = 64 << 10
 
 
