@@ -136,7 +136,8 @@ def test_tag_and_branch(two_versions, lin):
     code, _, err = lin("tag", "release-1", "v002")
     assert code == 6 and "never move" in err
     code, _, err = lin("tag", "v009_fake")
-    assert code == 4
+    assert code == 4 and err == "error: invalid tag name 'v009_fake': vNNN_ names are given by lin to new versions\n"
+    assert "v009_fake" not in lin("tag")[1]  # nothing was written
     assert lin("branch", "experiment", "v001", "--switch")[0] == 0
     code, out, _ = lin("branch")
     assert "* experiment" in out

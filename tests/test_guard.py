@@ -67,7 +67,7 @@ def test_force_confirm_lineage_lists_orphans_and_needs_the_exact_name(lin, repo,
         code, _, err = lin("rm", "v002", "--force", "--confirm-lineage", "--confirm-name", wrong)
         assert code == 7 and "full name typed" in err
     code, _, err = lin("rm", "v002", "--force", "--confirm-name", "v002_syllo")  # --confirm-lineage missing
-    assert code == 7
+    assert code == 7 and "v003_syllo_reasoning, v004_full_stack" in err and "--confirm-lineage" in err, err
     assert "v002_syllo" in Repo.open(repo.path).versions()
 
     code, out, _ = lin("rm", "v002", "--force", "--confirm-lineage", "--confirm-name", "v002_syllo", "--json")
@@ -169,7 +169,8 @@ def test_reflog_shows_every_change_and_restore_brings_a_name_back(lin, repo, fou
     code, _, err = lin("restore", "v002_syllo")
     assert code == 6 and "exists" in err
     code, _, err = lin("restore", "never_existed")
-    assert code == 3
+    assert code == 3 and err.startswith("error: nothing to restore for 'never_existed': no removed name, "
+                                        "and not an object id\n"), err
     # numbers are never reused, even for a removed name
     repo.rm("v003_syllo_reasoning", force=True, confirm_lineage=True, confirm_name="v003_syllo_reasoning")
     assert repo.next_version_number() == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import namedtuple
 
@@ -29,14 +30,26 @@ def _checks(p) -> dict:
     return {c["key"]: c for c in p["checks"]}
 
 
-def test_plan_passes_and_registers_new_data(lin, store):
+def test_plan_passes_and_registers_new_data(lin, store, train_assets):  # noqa: F811 - the fixture
     code, p, _ = _plan(lin, "--data", "bible.jsonl", "--name", "bible", *TRAIN_ARGS)
     assert code == 0 and p["ok"], [c for c in p["checks"] if not c["ok"]]
     assert [c["number"] for c in p["checks"]] == [1, 2, 3, 4, 5, 6, 7]
     assert p["output"] == "v002_bible" and p["run"] == "bible"
-    assert p["data"][0]["registered_now"] and p["data"][0]["tokens"] > 0
+    d = p["data"][0]
+    assert d["registered_now"] and d["examples"] == 200
+    # training's count: the base's tokenizer on each text, one EOS each (the registry counts no EOS)
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(train_assets / "base"))
+    texts = [json.loads(line)["text"] for line in open(store / "bible.jsonl")]
+    assert d["tokens"] == d["targets"] == sum(len(tok(t)["input_ids"]) + 1 for t in texts)
+    assert d["registered_tokens"] == d["tokens"] - 200
     assert p["steps"] == 16 and p["tokens_total"] == 16 * 4 * 32  # packed blocks: every unit is full
-    assert p["estimate_s"] > 0 and p["estimate_source"].startswith("measured")
+    # the estimate is the tokens to train at the measured rate (shown rounded to 1 token/s), one
+    # batch of 4 units of 32 tokens measured
+    shown = re.fullmatch(r"measured \(([\d,]+) tokens/s over 128 tokens\)", p["estimate_source"])
+    assert shown, p["estimate_source"]
+    rate = float(shown[1].replace(",", ""))
+    assert 2048 / (rate + 0.5) <= p["estimate_s"] <= 2048 / max(rate - 0.5, 1e-9)
     assert p["base_name"] == "v001_base" and not p["base_explicit"] and p["base_active"]
     # human output: a mark and a reason per check, the name, tokens, steps, time
     code, out, _ = lin("plan", "--data", "bible.jsonl", "--name", "bible", *TRAIN_ARGS)

@@ -48,7 +48,8 @@ def test_lineage_callback_checkpoints_and_commits(tmp_path, train_assets, monkey
     assert v.parent_names == ["v001_base"] and [d["file"] for d in v.datasets] == ["bible.jsonl"]
     assert v.datasets[0]["part"] == {"records": 16, "of": 200}  # 4 steps of 4 rows
     assert v.metrics["steps"] == 4 and len(v.metrics["loss_per_interval"]) == 4
-    assert v.metrics["tokens_trained"] > 0 and v.params["learning_rate"] > 0
+    assert v.metrics["tokens_trained"] > 0 and v.params["learning_rate"] == 5e-05  # the Trainer's default
+    assert v.params["max_steps"] == 4 and v.params["per_device_train_batch_size"] == 4
     assert repo.commit(v.id).extra["source"] == "transformers.Trainer"
     # checkpoints at steps 2, 3 (the Trainer's save) and 4, then the run closed by the commit
     log = [e.message for e in repo.refs.reflog("refs/runs/hf_run")]
