@@ -22,6 +22,7 @@ moves) or after a random delay. After every round:
 
 Usage: python benchmarks/crash.py [--kills 500] [--seed 1] [--jobs 2] [--keep DIR]
                                   [--scenarios commit,checkout,...]
+       python benchmarks/crash.py --scenarios run [--kills 200]   (`lin run`: benchmarks/crash_run.py)
 Prints one JSON line per lab and a summary; exits 1 if any check failed.
 """
 
@@ -522,8 +523,12 @@ def main() -> int:
                     help=f"comma-separated, of {', '.join(SCENARIOS)} (default: all)")
     a = ap.parse_args()
     scenarios = tuple(x.strip() for x in a.scenarios.split(",") if x.strip())
+    if scenarios == ("run",):  # `lin run` needs its own store (a tiny LM, a queue): benchmarks/crash_run.py
+        import crash_run
+        return crash_run.main(["--kills", str(a.kills), "--seed", str(a.seed)]
+                              + (["--keep", str(a.keep)] if a.keep else []))
     if not scenarios or set(scenarios) - set(SCENARIOS):
-        ap.error(f"--scenarios: choose among {', '.join(SCENARIOS)}")
+        ap.error(f"--scenarios: choose among {', '.join(SCENARIOS)}, or run alone")
     base = a.keep or Path(tempfile.mkdtemp(prefix="lin-crash-"))
     base.mkdir(parents=True, exist_ok=True)
     per_lab = -(-a.kills // a.jobs)

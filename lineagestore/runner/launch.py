@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from typing import Any
 
 from ..core.fsutil import atomic_write_bytes
@@ -29,7 +30,8 @@ def train_processes(repo: Repo, plan: Plan, message: str) -> int:
     argv = ["--store", str(repo.path), "train", "--yes"] + (["--message", message] if message else [])
     cmd = D.relaunch_command(plan.world_size, argv)
     env = {**os.environ, D.PLAN_ENV: str(plan_path), D.LAUNCHER_ENV: str(os.getpid())}
-    proc = subprocess.Popen(cmd, env=env)
+    # what `lin train` prints is a diagnostic here: stdout holds the runner's own report (--json)
+    proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr)
     old: dict[signal.Signals, Any] = {}
 
     def forward(signum: int, _frame: Any) -> None:

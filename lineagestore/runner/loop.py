@@ -242,6 +242,8 @@ class _Runner:
         plan = make_plan(self.repo, data=list[Any](paths), name=version_slug(batch), base=self.ref, settings=self.opts.settings,
                          register=False, run=run, measure=False, progress=self.progress)
         plan.branch, plan.loss_bound = self.ref, self.cfg.max_loss_ratio
+        if self.stop():  # a signal while planning: the batch stays running, the next `lin run` takes it
+            return
         d = decide(plan, batch, paths, fingerprints)
         if d.pause is not None:
             self._pause(batch, d.pause)
