@@ -313,6 +313,8 @@ def test_objects_written_before_alignment_are_copied_exactly_on_xfs(xfs):
     info = Repo.open(work / ".lineage").checkout(res.name, to=work / "out")
     assert info.bytes_shared == 0
     assert (work / "out" / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
+    status = run_lin(work, "status", "--to", "out")
+    assert "Work folder shares blocks with the store" in status and "the rest are copies" in status
 
 
 def test_a_folder_on_another_filesystem_copies(xfs, tmp_path):

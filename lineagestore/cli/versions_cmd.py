@@ -392,8 +392,11 @@ def _sharing_line(w: WorkStatus) -> str:
         return f"Work folder copies: each checkout writes a full copy ({w.sharing})"
     if w.shared_bytes is None or not w.exists:
         return f"Work folder shares blocks with the store ({w.sharing}): a checkout costs no second copy"
-    return (f"Work folder shares blocks with the store ({w.sharing}): {human_bytes(w.shared_bytes)} "
+    line = (f"Work folder shares blocks with the store ({w.sharing}): {human_bytes(w.shared_bytes)} "
             f"of its {human_bytes(w.stored_bytes)} cost no second copy")
+    if w.shared_bytes < w.stored_bytes // 2:
+        line += " (the rest are copies: written by another tool, or from objects stored before the store shared)"
+    return line
 
 
 # ------------------------------------------------------------------------------ diff, registry
