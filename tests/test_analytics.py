@@ -314,3 +314,31 @@ def test_kill_9_keeps_the_checkpointed_series_and_the_resumed_run_records_the_sa
         assert getattr(s, name).tobytes() == getattr(reference, name).tobytes(), name
     assert [(e["step"], e["loss"]) for e in s.evals] == [(e["step"], e["loss"]) for e in reference.evals]
     assert lin_proc(folder, "fsck").returncode == 0
+
+
+def test_progress_adds_compute_eval_loss_and_the_queue_and_watch_redraws_until_ctrl_c(trained, lin, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import time
+    monkeypatch.chdir(trained)
+    repo = Repo.open(trained / ".lineage")
+    v = repo.versions()
+    before = repo.eval_notes()[v["v001_base"]][0]["loss"]
+    c = repo.commit(v["v002_bible"])
+    code, out, err = lin("progress", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["trained"] == c.metrics["tokens_trained"] and doc["device_hours"] == c.metrics["device_hours"]
+    assert doc["eval_loss"] == c.metrics["eval_loss"] and doc["eval_first_name"] == "v001_base"
+    assert doc["gain_per_device_hour"] == pytest.approx((before - c.metrics["eval_loss"]) / c.metrics["device_hours"])
+    assert doc["queue"] == {"queued": 0, "running": 0, "parked": 0, "done": 0} and doc["runs"] == []
+    env = {**os.environ, "LIN_NO_PROGRESS": "1"}
+    env.pop("LIN_STORE", None)
+    p = subprocess.Popen([sys.executable, "-m", "lineagestore.cli.main", "progress", "--watch", "--interval", "0.2"],
+                         cwd=trained, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # not a timing assertion: only lets a few redraws happen before Ctrl-C
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "Eval loss" in out and "Queue     main: 0 queued" in out

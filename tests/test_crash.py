@@ -430,3 +430,36 @@ def test_sigkill_lin_run_in_every_phase_loses_nothing(tmp_path):
         assert p.returncode == 0, p.stderr[-800:]
         lab.check_cycle(folder)
     assert lab.stats["cycles checked"] == len(crash_run.PHASES)
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_training_run_keeps_the_series_of_its_last_checkpoint(tmp_path, train_assets):  # noqa: F811
+    """kill -9 in a step, between a checkpoint's objects and its ref, and in the commit: the series
+    named by the run's last checkpoint holds exactly its steps, and the resumed run's version holds
+    every step of an uninterrupted run, the same bit for bit (CPU)."""
+    from test_train_support import TRAIN_ARGS, lin_proc, new_store
+
+    from lineagestore.train.checkpoint import latest
+    from lineagestore.train.series import read_series, series_of_state
+    args = ["train", "--data", "bible.jsonl", "--name", "bible", *TRAIN_ARGS, "--no-measure", "--yes"]
+    ref = new_store(tmp_path / "ref", train_assets)
+    lin_proc(ref, *args, check=True)
+    want = Repo.open(ref / ".lineage").series("HEAD")
+    assert want.step.tolist() == list(range(1, 17))
+    # (label, hit): step 7; after the objects of the step-10 checkpoint (its ref still at step 5);
+    # in the commit after the last step
+    for label, hit, kept_step in (("train-step", 7, 5), ("train-checkpoint", 3, 5), ("train-commit", 1, 15)):
+        folder = new_store(tmp_path / f"{label}-{hit}", train_assets)
+        p = lin_proc(folder, *args, env={"LIN_TEST_KILL_AT": f"{label}:{hit}"})
+        assert p.returncode == -9, (label, p.stderr[-500:])
+        repo = Repo.open(folder / ".lineage")
+        ck = latest(repo, "bible")
+        assert ck is not None and ck.step == kept_step, (label, ck)
+        kept = read_series(repo.objects, series_of_state(repo.objects, ck.state) or "")
+        assert kept.step.tolist() == list(range(1, kept_step + 1)), label
+        assert kept.loss.tobytes() == want.loss[:kept_step].tobytes(), label
+        assert check(repo).ok, label
+        lin_proc(folder, "train", "--resume", "--device", "cpu", "--yes", check=True)
+        got = Repo.open(folder / ".lineage").series("HEAD")
+        for name in ("step", "tokens", "loss", "lr", "grad_norm"):
+            assert getattr(got, name).tobytes() == getattr(want, name).tobytes(), (label, name)

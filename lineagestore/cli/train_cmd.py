@@ -518,28 +518,66 @@ def runs_abandon(
 
 def progress(
     rev: str = typer.Argument("HEAD", help="Version whose lineage counts (default: the active one)."),
+    watch: bool = typer.Option(False, "--watch", help="Redraw in place every --interval seconds until Ctrl-C."),
+    interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between redraws with --watch."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Tokens trained toward the goal, remaining, rate and ETA.
+    """Tokens trained toward the goal, remaining, rate and ETA; the queue, eval loss, device-hours.
 
-    The goal is goal.tokens of the store's config.
+    The goal is goal.tokens of the store's config. With --watch the figures are redrawn in place
+    while `lin train` or `lin run` trains (runs in progress show their last checkpoint).
     """
-    from ..train.goal import goal_progress
+    from ..analytics.journey import journey
     o = out(json_out)
     repo = STATE.repo()
-    g = goal_progress(repo, rev)
     if json_out:
-        o.json(g)
+        o.json(journey(repo, rev).to_dict())
         return
-    o.line(f"Goal      {human_int(g.goal)} tokens")
-    o.line(f"Trained   {human_int(g.trained)} tokens ({g.fraction:.6%}) in {g.versions} training version(s)"
-           f" along {g.name}'s lineage")
-    o.line(f"Remaining {human_int(g.remaining)} tokens")
+    if not watch:
+        for line in _progress_lines(journey(repo, rev)):
+            o.line(line)
+        return
+    import time
+
+    from rich.live import Live
+    from rich.text import Text
+    with Live(Text(""), console=o.out, auto_refresh=False, transient=False) as live:
+        try:
+            while True:
+                live.update(Text("\n".join(_progress_lines(journey(repo, rev)))), refresh=True)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+
+
+def _progress_lines(j) -> list[str]:
+    """What `lin progress` prints (and `--watch` redraws)."""
+    g = j.goal
+    lines = [f"Goal      {human_int(g.goal)} tokens",
+             f"Trained   {human_int(g.trained)} tokens ({g.fraction:.6%}) in {g.versions} training version(s)"
+             f" along {g.name}'s lineage",
+             f"Remaining {human_int(g.remaining)} tokens"]
     if g.rate:
-        o.line(f"Rate      {g.rate:,.0f} tokens/s while training ({_fmt_s(g.wall_time_s)[1:]} of training)")
-        o.line(f"ETA       {_fmt_s(g.eta_s)[1:]} of continuous training at that rate")
+        lines.append(f"Rate      {g.rate:,.0f} tokens/s while training ({_fmt_s(g.wall_time_s)[1:]} of training)")
+        lines.append(f"ETA       {_fmt_s(g.eta_s)[1:]} of continuous training at that rate")
     else:
-        o.line("Rate      unknown (no training with recorded time yet)")
+        lines.append("Rate      unknown (no training with recorded time yet)")
     if g.calendar_rate:
-        o.line(f"Calendar  {g.calendar_rate * 86400:,.0f} tokens/day since {g.first} "
-               f"-> {_fmt_s(g.calendar_eta_s)[1:]} at that pace")
+        lines.append(f"Calendar  {g.calendar_rate * 86400:,.0f} tokens/day since {g.first} "
+                     f"-> {_fmt_s(g.calendar_eta_s)[1:]} at that pace")
+    if j.device_hours:
+        lines.append(f"Compute   {j.device_hours:,.4g} device-hours, {j.tokens_per_device_hour:,.0f} tokens per device-hour")
+    if j.eval_loss is not None:
+        gain = (f"; {j.gain_per_device_hour:+.4g} per device-hour since {j.eval_first_name} ({j.eval_first:.4f})"
+                if j.gain_per_device_hour is not None else "")
+        lines.append(f"Eval loss {j.eval_loss:.4f} on {j.eval_set}{gain}")
+    if j.queue is not None:
+        q = j.queue
+        paused = f"; paused: {j.queue_paused}" if j.queue_paused else ""
+        lines.append(f"Queue     {j.queue_branch}: {q.get('queued', 0)} queued, {q.get('running', 0)} running, "
+                     f"{q.get('parked', 0)} parked, {q.get('done', 0)} done{paused}")
+    for r in j.runs:
+        total = f"/{r['total_steps']}" if r["total_steps"] else ""
+        lines.append(f"Run       {r['name']}: {r['status']} at step {r['step']}{total}, "
+                     f"{human_int(r['tokens_trained'])} tokens (last checkpoint)")
+    return lines
