@@ -322,3 +322,14 @@ def test_the_queue_is_pushed_and_cloned_with_the_rest(qrepo, tmp_path):
     cloned = Repo.open(dest / ".lineage")
     assert Q.load(cloned, "main") == Q.load(qrepo, "main")
     assert [e.message for e in Q.read_log(cloned, "main")] == [e.message for e in Q.read_log(qrepo, "main")]
+
+
+def test_a_reason_with_line_breaks_from_the_loop_is_stored_on_one_line(qrepo, tmp_path):
+    Q.add_files(qrepo, "main", [data_file(tmp_path / "a.jsonl", 0)])
+    error = "Traceback (most recent call last):\n  File x\nRuntimeError: boom\x1b[0m"
+    q = Q.update(qrepo, "main", lambda x: x.with_item(replace(x.get("q00001"), status="parked", reason=error)),
+                 "lin run: parked\nq00001", {"kind": "parked", "item": "q00001"})
+    want = "Traceback (most recent call last): File x RuntimeError: boom[0m"
+    assert q.get("q00001").reason == want
+    assert Q.load(Repo.open(qrepo.path), "main").get("q00001").reason == want
+    assert Q.read_log(qrepo, "main")[-1].message == "lin run: parked q00001"

@@ -12,7 +12,8 @@ pause, resume).
 
 from __future__ import annotations
 
-from .add import AddResult, add_files, expand_paths, folder_files
+from typing import TYPE_CHECKING, Any
+
 from .model import DONE, PARKED, QUEUED, RUNNING, STATUSES, Item, Queue
 from .ops import (
     Changed,
@@ -30,6 +31,20 @@ from .ops import (
     retry,
 )
 from .storage import QUEUE_REF, LogEntry, load, queue_branches, queue_ref, read_log, update
+
+if TYPE_CHECKING:
+    from .add import AddResult, add_files, expand_paths, folder_files
+
+_LAZY = {"AddResult", "add_files", "expand_paths", "folder_files"}
+
+
+def __getattr__(name: str) -> Any:
+    # adding files needs the data registry (numpy, the scanner); listing and changing a queue do
+    # not, so `lin queue ls` does not import it
+    if name in _LAZY:
+        from . import add
+        return getattr(add, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DONE", "PARKED", "QUEUED", "QUEUE_REF", "RUNNING", "STATUSES", "AddResult", "Changed", "Item", "Listing",

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any
 
 from ..core.errors import CorruptObject, InvalidInput, NotFound
-from ..core.ids import is_object_id
 from ..core.objects import QueueDoc
 
 QUEUED, RUNNING, DONE, PARKED = "queued", "running", "done", "parked"
@@ -67,7 +67,7 @@ class Queue:
     items: tuple[Item, ...] = ()
     paused: str | None = None
     next_number: int = 1  # the number of the next item id; ids are never reused
-    _index: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _index: dict[str, int] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {it.id: i for i, it in enumerate(self.items)})
@@ -127,7 +127,10 @@ def _base(name: str) -> str:
 
 
 def to_columns(items: tuple[Item, ...]) -> dict[str, list[Any]]:
-    return {c: [getattr(it, c) for it in items] for c in COLUMNS}
+    if not items:
+        return {c: [] for c in COLUMNS}
+    rows = list(map(attrgetter(*COLUMNS), items))
+    return {c: list(col) for c, col in zip(COLUMNS, zip(*rows, strict=True), strict=True)}
 
 
 def from_doc(doc: QueueDoc, where: str, branch: str) -> Queue:
@@ -153,28 +156,49 @@ def from_doc(doc: QueueDoc, where: str, branch: str) -> Queue:
 
 
 def _check_columns(cols: dict[str, list[Any]], n: int, next_number: int, bad: Any) -> None:
+    # whole columns at once (joined, one regular expression each): 50,000 items are checked in
+    # a few milliseconds instead of a second of per-item calls
     ids = cols["id"]
-    if not all(type(x) is str and _ID_RE.match(x) for x in ids):
+    if not _all_match(_IDS_RE, ids):
         raise bad("an item id is not q followed by 5 or more digits")
     if len(set(ids)) != n:
         raise bad("two items have the same id")
-    if n and max(item_number(x) for x in ids) >= next_number:
+    if n and max(map(item_number, ids)) >= next_number:
         raise bad("an item id is not below next")
     for c in ("dataset", "fingerprint"):
-        if not all(type(x) is str and is_object_id(x) for x in cols[c]):
+        if not _all_match(_OIDS_RE, cols[c]):
             raise bad(f"an item's {c} is not an object id")
     for c in ("examples", "tokens", "attempts"):
-        if not all(_int(x) and x >= 0 for x in cols[c]):
+        if not (_ints(cols[c]) and (not n or min(cols[c]) >= 0)):
             raise bad(f"an item's {c} is not a whole number >= 0")
-    if not all(_int(x) for x in cols["priority"]):
+    if not _ints(cols["priority"]):
         raise bad("an item's priority is not a whole number")
-    if not all(x in STATUSES for x in cols["status"]):
+    if not set(cols["status"]) <= set(STATUSES):
         raise bad(f"an item's status is not one of {', '.join(STATUSES)}")
-    if not all(_text(x) for x in cols["name"]) or not all(type(x) is str and len(x) <= 40 for x in cols["added"]):
+    if not _texts(cols["name"]) or not _texts(cols["added"]):
         raise bad("an item's name or time is not text without control characters")
     for c in ("reason", "version"):
-        if not all(x is None or _text(x) for x in cols[c]):
+        if not _texts([x for x in cols[c] if x is not None]):
             raise bad(f"an item's {c} is not text without control characters")
+
+
+_IDS_RE = re.compile(r"(?:q[0-9]{5,}\n)*")
+_OIDS_RE = re.compile(r"(?:[0-9a-f]{64}\n)*")
+
+
+def _all_match(rx: re.Pattern[str], values: list[Any]) -> bool:
+    if not all(type(x) is str for x in values):
+        return False
+    return rx.fullmatch("".join(x + "\n" for x in values)) is not None
+
+
+def _ints(values: list[Any]) -> bool:
+    return all(type(x) is int for x in values)
+
+
+def _texts(values: list[Any]) -> bool:
+    return (all(type(x) is str and 0 < len(x) <= MAX_TEXT for x in values)
+            and not _CONTROL.search("".join(values)))
 
 
 def _int(x: Any) -> bool:
@@ -196,15 +220,28 @@ def clean_text(text: str, what: str) -> str:
     return t
 
 
-def check_queue(q: Queue, branch: str) -> None:
-    """What a change hands back must still be a queue of ``branch`` (a bug otherwise)."""
+def _cleaned(x: Any, column: str) -> str | None:
+    if column != "name" and not str(x).strip():
+        return None  # an empty reason or version is none
+    return clean_text(str(x), f"an item's {column}")
+
+
+def stored_columns(q: Queue, branch: str) -> tuple[dict[str, list[Any]], bool]:
+    """The columns to store for what a change handed back, and whether a text had to be cleaned
+    (a multi-line error as a reason: made one line). Anything else a reader would refuse is a
+    bug of the change: InvalidInput, and nothing is written."""
     if q.branch != branch:
         raise InvalidInput(f"a queue change turned the queue of {branch} into one of {q.branch}")
-    ids = [it.id for it in q.items]
-    if len(set(ids)) != len(ids):
-        raise InvalidInput(f"a queue change left two items of one id in the queue of {branch}")
-    if ids and max(item_number(x) for x in ids) >= q.next_number:
-        raise InvalidInput(f"a queue change added an item id at or above next ({q.next_number})")
-    for it in q.items:
-        if it.status not in STATUSES:
-            raise InvalidInput(f"item {it.id}: status {it.status!r} is not one of {', '.join(STATUSES)}")
+    cols = to_columns(q.items)
+    cleaned = False
+    for c in ("name", "reason", "version"):
+        values = cols[c]
+        if not _texts([x for x in values if x is not None]):
+            cols[c] = [x if x is None or _text(x) else _cleaned(x, c) for x in values]
+            cleaned = True
+
+    def bad(why: str) -> InvalidInput:
+        return InvalidInput(f"a change of the queue of {branch} broke it: {why}")
+
+    _check_columns(cols, len(cols["id"]), q.next_number, bad)
+    return cols, cleaned

@@ -30,7 +30,7 @@ from ..core.ids import is_object_id
 from ..core.names import check_name
 from ..core.objects import QueueDoc, canonical_json
 from ..core.repo import RefChange, Repo, utc_now
-from .model import Queue, check_queue, clean_text, from_doc, to_columns
+from .model import Queue, clean_text, from_doc, stored_columns
 
 QUEUE_REF = "refs/queues/"
 QUEUE_FORMAT = 2  # the store format that holds queues (core/repo.py FORMATS)
@@ -77,13 +77,29 @@ def load(repo: Repo, branch: str) -> Queue:
     return q
 
 
+#: the last queue this process read or wrote, by document id: a document is immutable and named
+#: by its content, so ``lin queue move`` (which reads the queue, then changes it) and the loop
+#: (which reads it after its own change) parse 50,000 items once, not twice
+_LAST: dict[str, tuple[Queue, QueueDoc]] = {}
+
+
 def _load(repo: Repo, branch: str) -> tuple[Queue, QueueDoc, str | None]:
     ref = queue_ref(branch)
     oid = repo.refs.read(ref)
     if oid is None:
         return Queue(branch=branch), _empty_doc(branch), None
+    hit = _LAST.get(oid)
+    if hit is not None and hit[0].branch == branch and repo.objects.has(oid):
+        return hit[0], hit[1], oid
     doc = _read_doc(repo, oid, branch)
-    return from_doc(doc, f"{ref} ({oid[:12]})", branch), doc, oid
+    q = from_doc(doc, f"{ref} ({oid[:12]})", branch)
+    _remember(oid, q, doc)
+    return q, doc, oid
+
+
+def _remember(oid: str, q: Queue, doc: QueueDoc) -> None:
+    _LAST.clear()
+    _LAST[oid] = (q, doc)
 
 
 def update(repo: Repo, branch: str, change: Callable[[Queue], Queue], message: str,
@@ -114,7 +130,8 @@ def _update_once(repo: Repo, branch: str, ref: str, change: Callable[[Queue], Qu
     """One read-change-write; None when the ref moved underneath (then the caller tries again)."""
     queue, doc, old = _load(repo, branch)
     new = change(queue)
-    check_queue(new, branch)
+    cols, cleaned = stored_columns(new, branch)
+    paused = clean_text(new.paused, "the reason of a pause") if new.paused is not None else None
     notes_before = len(repo.notes)
     repo.require_format(QUEUE_FORMAT)
     log, parts = list(doc.log), list(doc.log_parts)
@@ -122,8 +139,10 @@ def _update_once(repo: Repo, branch: str, ref: str, change: Callable[[Queue], Qu
         parts.append(repo.objects.put("blob", canonical_json(log)))
         log = []
     log.append(entry)
-    new_doc = QueueDoc(branch=branch, next=new.next_number, paused=new.paused, items=to_columns(new.items),
+    new_doc = QueueDoc(branch=branch, next=new.next_number, paused=paused, items=cols,
                        log=log, log_parts=parts, log_count=doc.log_count + 1)
+    if cleaned or paused != new.paused:
+        new = from_doc(new_doc, queue_ref(branch), branch)  # what a reader will see
     oid = repo.objects.put_object(new_doc)
     kill_point("queue-object")
     try:
@@ -131,6 +150,7 @@ def _update_once(repo: Repo, branch: str, ref: str, change: Callable[[Queue], Qu
     except RefConflict:
         return None
     kill_point("queue-ref")
+    _remember(oid, new, new_doc)
     if repo.path is not None:
         # each change is its own entry, at once: a loop that runs for months must not keep its
         # changes for one entry at exit (and the CLI, which records repo.changes, does not see it)
