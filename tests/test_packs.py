@@ -341,3 +341,44 @@ def test_lin_repack_dry_run_and_json(lin, store_dir):
     assert not list((store_dir / ".lineage" / "objects").glob("pack/*.pack"))
     code, out, _ = lin("repack")
     assert code == 0 and "Packed" in out
+
+
+# ----------------------------------------------------------------------------- remotes
+
+
+def _remote_codecs(root: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in root.rglob("*"):
+        if p.is_file() and "objects" in p.parts:
+            c = p.read_bytes()[5]
+            out[str(c)] = out.get(str(c), 0) + 1
+    return out
+
+
+def test_a_packed_store_pushes_deltas_with_their_bases_and_clones_byte_exact(lin, store_dir, tmp_path):
+    from lineagestore.remote.check import verify
+    from lineagestore.remote.fetch import clone
+    from lineagestore.remote.push import push
+    repo = _lineage(lin, store_dir, 5)
+    repo = _set(repo, "core.hot_versions", 1)
+    repack(repo)
+    before = _all_versions(Repo.open(repo.path))
+    remote = tmp_path / "disk" / "remote"
+    remote.parent.mkdir()
+    # an old version alone: its deltas' bases (the newer versions) are not sent, so it goes whole
+    assert lin("remote", "add", "old", str(remote.parent / "old"))[0] == 0
+    repo = Repo.open(repo.path)
+    oldest = sorted(repo.versions())[0]
+    push(repo, "old", [oldest])
+    assert str(CODEC_DELTA) not in _remote_codecs(remote.parent / "old")
+    cloned, _ = clone(str(remote.parent / "old"), tmp_path / "c1", checkout=False)
+    assert version_bytes(cloned, oldest) == before[oldest]
+    # the whole lineage: deltas travel with their bases, the receiver verifies each by decoding it
+    assert lin("remote", "add", "origin", str(remote))[0] == 0
+    repo = Repo.open(repo.path)
+    push(repo, "origin")
+    assert _remote_codecs(remote).get(str(CODEC_DELTA))
+    assert verify(repo, "origin", full=True).ok
+    cloned, _ = clone(str(remote), tmp_path / "c2", checkout=False)
+    assert _all_versions(cloned) == before
+    assert check(cloned).ok

@@ -32,10 +32,11 @@ from pathlib import Path
 
 import blake3
 
+from .codecs import BASE_ID_SIZE, stored_object
 from .errors import CorruptObject, NoSpace
 from .fsutil import fsync_dir, is_nospace, kill_point, nospace_error, temp_name
 from .ids import check_object_id
-from .objects import HEADER_SIZE, MAX_SIZE
+from .objects import CODEC_DELTA, CODEC_PLANES, HEADER_SIZE, MAX_SIZE
 
 PACK_MAGIC = b"LINP"
 IDX_MAGIC = b"LINI"
@@ -411,3 +412,22 @@ def remove_pack(pack: Pack) -> None:
     """Delete a pack: its index first (so no reader finds an index without its pack)."""
     pack.idx_path.unlink(missing_ok=True)
     pack.path.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- deltas elsewhere
+
+
+def delta_base_of(stored: bytes | memoryview) -> str | None:
+    """The base id of an object in stored form if it is a delta (codec 3); None otherwise."""
+    if len(stored) >= HEADER_SIZE + BASE_ID_SIZE and stored[5] == CODEC_DELTA:
+        return bytes(stored[HEADER_SIZE:HEADER_SIZE + BASE_ID_SIZE]).hex()
+    return None
+
+
+def whole_form(type_name: str, data: bytes, delta_stored: bytes | memoryview, mode: str = "auto") -> bytes:
+    """The stored form of a delta object's decoded ``data`` without its base: byte planes of the
+    delta's element size (raw when they save too little), for a place the base may not reach
+    (a remote that does not hold it)."""
+    at = HEADER_SIZE + BASE_ID_SIZE  # the planes header of the delta: its element size first
+    itemsize = delta_stored[at] if len(delta_stored) > at and 1 <= delta_stored[at] <= 8 else 1
+    return stored_object(type_name, data, CODEC_PLANES, itemsize, mode=mode)[1]

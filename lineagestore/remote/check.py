@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 from ..core.content import decode_stored
-from ..core.errors import CorruptObject, LinError
+from ..core.errors import CorruptObject, LinError, ObjectNotFound
 from ..core.ids import is_object_id
 from ..core.objects import HEADER_SIZE, LINKING_TYPES, links_of
 from ..core.progress import NULL, Progress
@@ -177,7 +177,7 @@ class _ObjectCheck:
                 if got is None:
                     return oid, where, "missing", None, 0
                 progress.advance(len(got[0]))
-                h, data = decode_stored(oid, got[0], f"object {oid} on {rs.name}")
+                h, data = decode_stored(oid, got[0], f"object {oid} on {rs.name}", remote_bases(rs))
                 return oid, where, None, links_of(h.type, data) if h.type in LINKING_TYPES else [], h.size
             if present[oid] < HEADER_SIZE:
                 return oid, where, f"object {oid} on {rs.name} is truncated ({present[oid]} bytes)", None, 0
@@ -200,6 +200,16 @@ class _ObjectCheck:
             return oid, where, None, links_of(h.type, data) if h.type in LINKING_TYPES else [], 0
         except CorruptObject as e:
             return oid, where, str(e), None, 0
+
+
+def remote_bases(rs: RemoteSession) -> Callable[[str], bytes]:
+    """A delta's base read from the remote itself (a pushed delta travels with its base)."""
+    def load(base: str) -> bytes:
+        got = rs.backend.read(object_key(base))
+        if got is None:
+            raise ObjectNotFound(f"object {base} is missing on {rs.name}")
+        return got[0]
+    return load
 
 
 # ------------------------------------------------------------------------------ repair

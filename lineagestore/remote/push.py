@@ -20,6 +20,7 @@ from ..core.errors import InvalidInput, InvalidName, NotFound, RefConflict
 from ..core.ids import is_object_id
 from ..core.names import check_name
 from ..core.objects import HEADER_SIZE, unpack_header
+from ..core.packs import delta_base_of, whole_form
 from ..core.progress import NULL, Progress
 from ..core.refs import SYMREF_PREFIX, check_ref_name
 from ..core.repo import Repo
@@ -398,10 +399,16 @@ def _send_objects(repo: Repo, rs: RemoteSession, roots: dict[str, str], known: K
     if order:
         progress.start(f"pushing to {rs.name}", sum(sizes.values()), "B")
 
+    in_closure = set(closure)
+
     def send(oid: str) -> tuple[int, int]:
         raw = store.get_stored(oid)
-        if verify:
-            h, _ = store.decode(oid, raw, f"object {oid} in this store")
+        base = delta_base_of(raw)
+        if verify or (base is not None and base not in in_closure):
+            h, data = store.decode(oid, raw, f"object {oid} in this store")
+            if base is not None and base not in in_closure:
+                # a delta goes as it is only with its base (core/packs.py); else whole (byte planes)
+                raw = whole_form(h.type, data, raw, store.compression)
         else:
             h = unpack_header(raw[:HEADER_SIZE])
         rs.backend.write(object_key(oid), raw, on_bytes=progress.advance)

@@ -10,6 +10,7 @@ from ..core.errors import CorruptObject, InvalidInput, InvalidName, ObjectNotFou
 from ..core.ids import check_object_id
 from ..core.names import check_tree_entries, check_version_name
 from ..core.objects import HEADER_SIZE, LINKING_TYPES, decode_object, unpack_header
+from ..core.packs import delta_base_of
 from ..core.progress import Progress
 from ..core.repo import Repo
 from ..core.store import ObjectStore
@@ -110,7 +111,7 @@ def _receive(store: ObjectStore, rs: RemoteSession, roots: dict[str, str], known
                 obj = decode_object(h.type, data, what)
                 check_untrusted(h.type, obj, f"{h.type} {oid} on remote {rs.name} (reached from {where})")
                 return oid, where, raw, [check_object_id(x) for x in obj.links()], None
-            store.put_stored(oid, raw)  # verifies the hash before storing
+            _put_with_bases(store, rs, oid, raw, progress)  # verifies the hash before storing
         except CorruptObject as e:
             return oid, where, None, None, f"corrupt: {e}"
         except InvalidInput as e:
@@ -150,6 +151,27 @@ def _receive(store: ObjectStore, rs: RemoteSession, roots: dict[str, str], known
             continue
         store.put_stored(oid, held[oid][0])
     return count, nbytes, failed
+
+
+def _put_with_bases(store: ObjectStore, rs: RemoteSession, oid: str, raw: bytes, progress: Progress,
+                    depth: int = 0) -> None:
+    """``store.put_stored``, first bringing from the remote the delta base (and its own bases) a
+    delta object needs when this store lacks it, so it can be verified by decoding it and is
+    never stored without its base. Only blobs are taken as deltas or bases."""
+    base = delta_base_of(raw)
+    if base is not None and not store.has(base):
+        what = f"object {oid} on remote {rs.name}"
+        if unpack_header(raw[:HEADER_SIZE], what).type != "blob" or depth >= store.delta_max_depth:
+            raise CorruptObject(f"{what} is a delta lin does not write (not a blob, or a chain deeper "
+                                f"than core.delta_max_depth) on object {base}")
+        got = rs.backend.read(object_key(check_object_id(base)))
+        if got is None:
+            raise CorruptObject(f"{what} is a delta against object {base}, which the remote does not hold")
+        if unpack_header(got[0][:HEADER_SIZE], f"object {base} on remote {rs.name}").type != "blob":
+            raise CorruptObject(f"{what} is a delta against object {base}, which is no blob")
+        progress.advance(len(got[0]))
+        _put_with_bases(store, rs, base, got[0], progress, depth + 1)
+    store.put_stored(oid, raw)
 
 
 def _raise(rs: RemoteSession, oid: str, where: str, err: str) -> NoReturn:
