@@ -255,7 +255,7 @@ def test_malformed_plane_payloads_are_one_line_errors(payload, why):
 
 
 def test_a_zstd_plane_declaring_more_than_its_share_is_refused_before_decoding():
-    big = codecs.compressor(1).compress(bytes(1 << 20))
+    big = codecs.plane_compressor(1).compress(bytes(1 << 20))
     payload = bytes([1, 1, 0, 0]) + bytes([1]) + len(big).to_bytes(4, "little") + big
     with pytest.raises(CorruptObject, match="declares 1,048,576 bytes, not 10"):
         codecs.decode_planes(payload, 10, "object X")
@@ -269,3 +269,23 @@ def test_encoders_refuse_what_they_cannot_encode():
     with pytest.raises(InvalidInput):
         stored_object("blob", b"abc", CODEC_DELTA)
     assert codecs.itemsize_of("BF16") == 2 and codecs.itemsize_of("F32") == 4 and codecs.itemsize_of("X") == 1
+
+
+def test_restore_from_trash_brings_a_delta_back_after_its_base(tmp_path):
+    from lineagestore.guard.trash import restore_closure
+
+    repo = Repo.init(tmp_path / ".lineage")
+    base, child = chain(repo, 1)
+    batch = tmp_path / ".lineage" / "trash" / "20261206T000000Z-1-abcdef"
+    for oid in (base, child):  # both moved to trash, as gc moves objects
+        src = object_file(repo, oid)
+        (batch / oid[:2]).mkdir(parents=True, exist_ok=True)
+        os.chmod(src.parent, 0o755)
+        os.replace(src, batch / oid[:2] / oid[2:])
+    assert not repo.objects.has(child) and not repo.objects.has(base)
+    with repo.writing():
+        out = restore_closure(repo, child)
+    assert out.objects == 2
+    assert repo.objects.header(child).codec == CODEC_DELTA
+    assert repo.objects.get_raw(child)[1] == repo.objects.read_content(child)
+    repo.objects.verify(base)

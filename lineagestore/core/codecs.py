@@ -25,13 +25,14 @@ Python objects); zstd and numpy's copies release the GIL, so pieces decode on al
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 import zstandard
 
 from .errors import CorruptObject, InvalidInput
-from .objects import CODEC_DELTA, CODEC_PLANES, CODEC_RAW, compressor, decompressor, pack_header
+from .objects import CODEC_DELTA, CODEC_PLANES, CODEC_RAW, decompressor, pack_header
 
 _HINT = "run `lin fsck` to list every damaged object"
 
@@ -47,10 +48,12 @@ BASE_ID_SIZE = 32
 DEFAULT_MIN_SAVING = 0.03
 #: ``core.delta_max_depth``: the most delta objects a read follows before reaching a whole one.
 DEFAULT_MAX_DEPTH = 10
-#: zstd level of compressed planes. On bf16 and fp32 weights and on their deltas levels 1-3
-#: differ by under 1% of the size (a plane has few repeats to find; the gain is entropy coding),
-#: and level 1 encodes fastest (docs/benchmarks.md, "Codecs").
+#: zstd level of compressed planes. A plane has few repeats worth finding (the gain is entropy
+#: coding of its bytes): on MiniLM's bf16 and fp32 weights and their deltas level 1 with matches
+#: of 7 bytes or more and a 4 KiB-entry hash table is the smallest and fastest of levels 1-3
+#: (bf16 0.678 of raw vs 0.686 at plain level 1 and 0.702 at level 2; docs/benchmarks.md, "Codecs").
 DEFAULT_PLANE_LEVEL = 1
+_TLS = threading.local()  # zstd contexts per thread, by level
 _PROBE = 64 << 10  # bytes from each of three places of a plane, to skip compressing a random one
 
 #: bytes per element of the safetensors dtypes (what a tensor-file entry's ``dtype`` names)
@@ -73,6 +76,16 @@ def itemsize_of(dtype: str) -> int:
 Bytes = bytes | bytearray | memoryview | np.ndarray  # np: a uint8 array (numpy's buffer)
 
 
+def plane_compressor(level: int) -> zstandard.ZstdCompressor:
+    """This thread's zstd compressor for planes at ``level`` (minimum match 7, hash log 12)."""
+    cs: dict[int, zstandard.ZstdCompressor] = _TLS.__dict__.setdefault("c", {})
+    c = cs.get(level)
+    if c is None:
+        params = zstandard.ZstdCompressionParameters.from_level(level, min_match=7, hash_log=12)
+        c = cs[level] = zstandard.ZstdCompressor(compression_params=params)
+    return c
+
+
 def _as_array(data: Bytes) -> np.ndarray:
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8)
@@ -86,14 +99,14 @@ def _probe_saves(plane: np.ndarray, min_saving: float) -> bool:
         return True
     mid = (n - _PROBE) // 2
     sample = np.concatenate((plane[:_PROBE], plane[mid:mid + _PROBE], plane[n - _PROBE:]))
-    return len(compressor(1).compress(sample.data)) <= len(sample) * (1 - min_saving)
+    return len(plane_compressor(DEFAULT_PLANE_LEVEL).compress(sample.data)) <= len(sample) * (1 - min_saving)
 
 
 def _encode_plane(plane: np.ndarray, level: int, min_saving: float) -> tuple[int, bytes | memoryview]:
     """The mode and stored bytes of one plane: zstd when it saves ``min_saving``, else raw."""
     raw = plane.data
     if len(plane) >= 64 and _probe_saves(plane, min_saving):
-        packed = compressor(level).compress(raw)
+        packed = plane_compressor(level).compress(raw)
         if len(packed) <= len(plane) * (1 - min_saving):
             return MODE_ZSTD, packed
     return MODE_RAW, raw
@@ -223,11 +236,18 @@ def unpack_planes(payload: bytes | memoryview, size: int, where: str) -> np.ndar
     whole = size - tail
     out[whole:] = np.frombuffer(view[pos:pos + tail], dtype=np.uint8)
     pos += tail
-    grid = out[:whole].reshape(-1, itemsize)
+    planes = []
     for k, (mode, n) in enumerate(entries):
-        plane = _decode_plane(mode, view[pos:pos + n], whole // itemsize, where, k)
-        grid[:, k] = np.frombuffer(plane, dtype=np.uint8)
+        planes.append(np.frombuffer(_decode_plane(mode, view[pos:pos + n], whole // itemsize, where, k), np.uint8))
         pos += n
+    if itemsize == 2:  # as 16-bit integers: vector shifts beat numpy's strided byte copy ~2x
+        pairs = out[:whole].view("<u2")
+        np.left_shift(planes[1], 8, out=pairs, dtype="<u2")
+        np.bitwise_or(pairs, planes[0], out=pairs)
+        return out
+    grid = out[:whole].reshape(-1, itemsize)
+    for k, plane in enumerate(planes):
+        grid[:, k] = plane
     return out
 
 
