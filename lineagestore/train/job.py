@@ -15,6 +15,7 @@ from ..core.errors import InvalidInput
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..data.tokens import loader_error
+from ..versions.tokenizer import tree_tokenizer_id
 from .dataset import TokenizedData
 from .modelio import materialize
 from .settings import TrainSettings
@@ -39,11 +40,19 @@ def train_cache(repo: Repo) -> Path:
     return d
 
 
+#: the last tokenizer loaded, by tokenizer id: `lin run` plans file after file on versions that
+#: share their tokenizer files, and loading one costs ~1.5 s
+_LOADED: dict[str, Any] = {}
+
+
 def load_tokenizer(repo: Repo, base_tree: str, progress: Progress = NULL):
     """The base model's tokenizer, from its non-weight files (written once into the cache)."""
     from transformers import AutoTokenizer
     meta = materialize(repo.objects, base_tree, train_cache(repo) / f"meta-{base_tree[:24]}", weights=False,
                        progress=progress)
+    tid = tree_tokenizer_id(repo.objects, base_tree)
+    if tid is not None and tid in _LOADED:
+        return _LOADED[tid], meta
     try:
         with quiet():
             tok = AutoTokenizer.from_pretrained(str(meta))
@@ -52,6 +61,9 @@ def load_tokenizer(repo: Repo, base_tree: str, progress: Progress = NULL):
                            hint="store the tokenizer files with the model (tokenizer.json, tokenizer_config.json)") from None
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
+    if tid is not None:
+        _LOADED.clear()
+        _LOADED[tid] = tok
     return tok, meta
 
 
