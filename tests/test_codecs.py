@@ -289,3 +289,22 @@ def test_restore_from_trash_brings_a_delta_back_after_its_base(tmp_path):
     assert repo.objects.header(child).codec == CODEC_DELTA
     assert repo.objects.get_raw(child)[1] == repo.objects.read_content(child)
     repo.objects.verify(base)
+
+
+def test_pieces_of_a_chunks_object_decode_ahead_in_order_and_damage_stops_the_read(tmp_path):
+    from lineagestore.core.objects import Chunks
+
+    repo = Repo.init(tmp_path / ".lineage")
+    pieces = [tensor_bytes(torch.bfloat16, k, 20_000 + k, [], 0.02) for k in range(9)]
+    ids = [put_encoded(repo, p, CODEC_PLANES, 2) for p in pieces]
+    whole = repo.objects.put_object(Chunks(size=sum(map(len, pieces)), parts=[[i, len(p)] for i, p in zip(ids, pieces, strict=True)]))
+    assert repo.objects.read_content(whole) == b"".join(pieces)
+    first = repo.objects.iter_content(whole)
+    assert next(first) == pieces[0]
+    first.close()  # a reader that stops early leaves no thread behind
+    flip(object_file(repo, ids[5]), 30)
+    got = []
+    with pytest.raises(CorruptObject, match=ids[5]):
+        for piece in repo.objects.iter_content(whole):
+            got.append(piece)
+    assert got == pieces[:5]
