@@ -397,20 +397,49 @@ def test_figures_are_read_again_only_when_the_store_changed(store, monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(serve.time, "monotonic", lambda: clock[0])
     figures = serve.Figures(store.path, refresh_s=2, poll_s=4)
-    first = figures.get()
+    first = figures.get(wait=True)
     assert figures.reads == 1
     clock[0] += 10  # past the refresh period, nothing changed: checked, not read
-    assert figures.get() is first and figures.reads == 1
+    assert figures.get(wait=True) is first and figures.reads == 1
     tree = store.commit(store.head()).tree
     store.write_commit(tree=tree, parents=[store.head()], name="later", kind="train",
                        metrics={"tokens_trained": 10})
     clock[0] += 1  # within the refresh period: the change is not looked for yet
-    assert figures.get() is first
+    assert figures.get(wait=True) is first
     clock[0] += 1.5
-    second = figures.get()
+    second = figures.get(wait=True)
     assert figures.reads == 2 and json.loads(second.data)["lineage"]["total"] == 7
     clock[0] += serve.MAX_STALE_S + 1  # a minute on, read again whatever the refs say
-    assert figures.get() is not second and figures.reads == 3
+    assert figures.get(wait=True) is not second and figures.reads == 3
+
+
+def test_a_due_refresh_runs_in_the_background(store, monkeypatch):
+    """A request that finds the figures due gets the previous ones at once; one thread reads."""
+    from lineagestore.dashboard import serve
+    clock = [1000.0]
+    monkeypatch.setattr(serve.time, "monotonic", lambda: clock[0])
+    figures = serve.Figures(store.path, refresh_s=2, poll_s=4)
+    first = figures.get(wait=True)
+    gate, started = threading.Event(), threading.Event()
+    real_gather = serve.gather
+
+    def slow_gather(repo):
+        started.set()
+        assert gate.wait(60)
+        return real_gather(repo)
+    monkeypatch.setattr(serve, "gather", slow_gather)
+    store.write_commit(tree=store.commit(store.head()).tree, parents=[store.head()], name="later", kind="train",
+                       metrics={"tokens_trained": 10})
+    clock[0] += 3
+    assert figures.get() is first  # due: a background reading starts, this request does not wait
+    assert started.wait(60)
+    assert all(figures.get() is first for _ in range(20))  # while it reads: the previous figures
+    gate.set()
+    for _ in range(600):
+        if figures.get() is not first:
+            break
+        time.sleep(0.05)
+    assert json.loads(figures.get().data)["lineage"]["total"] == 7 and figures.reads == 2
 
 
 def _start_serve(store: Repo, *extra: str) -> tuple[subprocess.Popen, dict]:

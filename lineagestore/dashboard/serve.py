@@ -73,22 +73,49 @@ def state_key(store: Path, repo: Repo) -> tuple[Any, ...]:
 class Figures:
     """The cached figures of one store. At most once per ``refresh_s`` the store's state is
     checked (:func:`state_key`); it is read again only when that state changed, or after
-    :data:`MAX_STALE_S` (sizes on disk move without a ref moving). One reader at a time."""
+    :data:`MAX_STALE_S` (sizes on disk move without a ref moving). A refresh runs in one
+    background thread while requests keep getting the previous figures (reading a store of
+    10,000 versions takes seconds); only the very first reading is waited for."""
 
     def __init__(self, store: Path, refresh_s: float = POLL_S / 2, poll_s: float = POLL_S):
         self.store = store
         self.refresh_s = refresh_s
         self.poll_s = poll_s
         self.reads = 0  # store readings done (tests check the cache works)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _snap and _busy
+        self._reading = threading.Lock()  # one refresh at a time
+        self._busy = False
         self._snap: Snapshot | None = None
 
-    def get(self) -> Snapshot:
+    def get(self, wait: bool = False) -> Snapshot:
+        """The figures; ``wait``: refresh them now if due, rather than in the background."""
         with self._lock:
+            snap = self._snap
+            due = snap is None or time.monotonic() - snap.taken >= self.refresh_s
+            if snap is not None and (not due or self._busy) and not wait:
+                return snap
+            if snap is not None and not wait:
+                self._busy = True
+                threading.Thread(target=self._refresh_in_background, daemon=True).start()
+                return snap
+        return self.refresh()
+
+    def _refresh_in_background(self) -> None:
+        try:
+            self.refresh()
+        except (LinError, OSError):
+            pass  # refresh() kept the previous figures and noted why
+        finally:
+            with self._lock:
+                self._busy = False
+
+    def refresh(self) -> Snapshot:
+        """Check the store's state and read it again if it changed; the figures."""
+        with self._reading:
             snap = self._snap
             now = time.monotonic()
             if snap is not None and now - snap.taken < self.refresh_s:
-                return snap
+                return snap  # another thread refreshed while this one waited
             try:
                 repo = Repo.open(self.store)  # opened anew: config and format changes show
                 key = state_key(self.store, repo)
@@ -105,8 +132,10 @@ class Figures:
             data = to_json(d).encode("utf-8")
             page = render(d, live_s=self.poll_s).encode("utf-8")
             etag = '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
-            self._snap = Snapshot(page, data, etag, now, now, key)
-            return self._snap
+            new = Snapshot(page, data, etag, now, now, key)
+            with self._lock:
+                self._snap = new
+            return new
 
 
 class DashboardServer(ThreadingHTTPServer):
@@ -199,7 +228,7 @@ def make_server(store: Path, *, bind: str = "127.0.0.1", port: int = DEFAULT_POR
     if not 1 <= refresh_s <= 3600:
         raise InvalidInput(f"--refresh {refresh_s:g}: give seconds between 1 and 3600")
     figures = Figures(store, refresh_s / 2, refresh_s)
-    figures.get()
+    figures.get(wait=True)
     try:
         return DashboardServer(figures, bind, port)
     except OSError as e:
