@@ -188,6 +188,11 @@ class Repo(_BaseRepo):
         from .analytics.collect import version_series
         return version_series(self, rev)
 
+    def run_series(self, run: str):
+        """The per-step series of a run in progress, as of its last checkpoint."""
+        from .analytics.collect import run_series
+        return run_series(self, run)
+
     def eval_set(self):
         """The store's evaluation set (``EvalSet``), or None."""
         from .train.evaluate import current_set

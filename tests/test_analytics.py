@@ -91,6 +91,12 @@ def test_curve_duplicates_and_a_trend_refused_below_three_points():
     # 50 records, 1.5e9 tokens, at v3's own 4 h per 3e9 tokens: 2 device-hours not spent
     assert (s.duplicates.records, s.duplicates.tokens) == (50, 1_500_000_000)
     assert s.duplicates.device_hours == pytest.approx(2.0)
+    # two files the queue parked as duplicates, 30 and 10 records, 1e9 and 2e9 tokens, at the
+    # store's 7 device-hours per 5e9 tokens (v2, v3, v5)
+    s = compute_stats(_lineage(), "v3", 10**12, parked=[(30, 1_000_000_000), (10, 2_000_000_000)])
+    d = s.duplicates
+    assert (d.parked_files, d.parked_records, d.parked_tokens) == (2, 40, 3_000_000_000)
+    assert d.parked_device_hours == pytest.approx(3e9 * 7 / 5e9)
     json.dumps(s.to_dict(), allow_nan=False)  # plain JSON, no NaN
 
 
@@ -304,6 +310,7 @@ def test_kill_9_keeps_the_checkpointed_series_and_the_resumed_run_records_the_sa
     assert sid is not None
     kept = S.read_series(repo.objects, sid)
     assert kept.step.tolist() == list(range(1, 11))
+    assert repo.run_series("bible").loss.tobytes() == kept.loss.tobytes()
     for name in ("tokens", "loss", "lr", "grad_norm"):  # bit-exact on the CPU
         assert getattr(kept, name).tobytes() == getattr(reference, name)[:10].tobytes(), name
     assert [e["step"] for e in kept.evals] == [5, 10]

@@ -15,7 +15,7 @@ from ..train.evaluate import current_set, method_of
 from ..train.series import Series, read_series
 from .stats import FileShare, Stats, VersionInput, compute_stats
 
-__all__ = ["eval_loss_of", "eval_summaries", "stats", "version_eval", "version_inputs", "version_series"]
+__all__ = ["eval_loss_of", "eval_summaries", "parked_duplicates", "run_series", "stats", "version_eval", "version_inputs", "version_series"]
 
 
 def _number(x: Any) -> float | None:
@@ -66,12 +66,27 @@ def version_inputs(repo: Repo) -> tuple[list[VersionInput], dict[str, Any] | Non
     return out, (dict(es.to_dict(), method=method) if es else None)
 
 
+#: how the loop (lineagestore.runner) words a file parked by the duplicates check
+PARKED_DUPLICATE = "check 3 (no duplicate training)"
+
+
+def parked_duplicates(repo: Repo) -> list[tuple[int, int]]:
+    """(records, tokens) of every file a queue parked because the duplicates check refused it."""
+    from .. import queue as q
+    out = []
+    for branch in q.queue_branches(repo):
+        for it in q.load(repo, branch).items:
+            if it.status == q.PARKED and (it.reason or "").startswith(PARKED_DUPLICATE):
+                out.append((int(it.examples), int(it.tokens)))
+    return out
+
+
 def stats(repo: Repo, rev: str | None = None) -> Stats:
     """``lin stats``: every figure of :func:`.stats.compute_stats` for this store, the lineage of
     ``rev`` (default HEAD) for the curve and the trend."""
     versions, es = version_inputs(repo)
     tip = repo.resolve(rev) if rev else repo.head()
-    return compute_stats(versions, tip, repo.settings.goal.tokens, es)
+    return compute_stats(versions, tip, repo.settings.goal.tokens, es, parked_duplicates(repo))
 
 
 def version_series(repo: Repo, rev: str) -> Series:
@@ -96,6 +111,18 @@ def eval_summaries(repo: Repo) -> dict[str, dict[str, Any]]:
                    and r.get("method") == method), None)
         out[vid] = {"eval_loss": loss, "set": es.filename if es else None, "method": method, "by": by, "evals": rows}
     return out
+
+
+def run_series(repo: Repo, run: str) -> Series:
+    """The series of a run in progress as of its last checkpoint (empty when it has none yet)."""
+    from ..core.errors import NotFound
+    from ..train.checkpoint import latest
+    from ..train.series import series_of_state
+    ck = latest(repo, run)
+    if ck is None:
+        raise NotFound(f"no run named {run!r}", hint="`lin runs` lists the runs in progress")
+    sid = series_of_state(repo.objects, ck.state)
+    return read_series(repo.objects, sid) if sid else Series.empty()
 
 
 def version_eval(repo: Repo, rev: str) -> dict[str, Any]:

@@ -13,6 +13,9 @@ Definitions (docs/dashboard.md, "What each number means"):
   proportion to the examples it trained of each (the only per-file count every version records);
 - the **lineage curve** follows first parents from the root to the tip: cumulative tokens trained
   against eval loss, at each version that has one;
+- **duplicates avoided**: records of a file's rest left out because the lineage had trained them
+  (and their estimated tokens, at that version's own device-hours per token), and whole files the
+  queue parked for the duplicates check (at the store's device-hours per token);
 - the **trend** is a power law ``loss = a * tokens^(-b)`` fitted by least squares to
   ``ln loss = ln a - b ln tokens`` over the curve's points with tokens > 0; its uncertainty is the
   spread of the fit's residuals ``s = sqrt(sum r^2 / (n - 2))``, and a projection is given as the
@@ -111,6 +114,12 @@ class Duplicates:
     records: int  # records left out because their lineage had trained them
     tokens: int  # their tokens (estimated)
     device_hours: float  # what training them again would have cost at each version's own rate
+    #: files the queue parked because the duplicates check refused them (lin run): their records
+    #: and tokens, and the device-hours they would have cost at the store's tokens per device-hour
+    parked_files: int = 0
+    parked_records: int = 0
+    parked_tokens: int = 0
+    parked_device_hours: float | None = None
 
 
 @dataclass
@@ -256,17 +265,23 @@ def _file_stats(vstats: list[VersionStats], by_id: dict[str, VersionInput]) -> l
     return out
 
 
-def _duplicates(versions: Sequence[VersionInput]) -> Duplicates:
+def _duplicates(versions: Sequence[VersionInput], parked: Sequence[tuple[int, int]]) -> Duplicates:
     records = sum(v.duplicate_records for v in versions)
     tokens = sum(v.duplicate_tokens for v in versions)
     dh = sum(v.duplicate_tokens * v.device_hours / v.tokens for v in versions if v.tokens > 0 and v.duplicate_tokens)
-    return Duplicates(records=records, tokens=tokens, device_hours=dh)
+    timed = [v for v in versions if v.tokens > 0 and v.device_hours > 0]
+    per_token = sum(v.device_hours for v in timed) / sum(v.tokens for v in timed) if timed else None
+    p_tokens = sum(t for _r, t in parked)
+    return Duplicates(records=records, tokens=tokens, device_hours=dh, parked_files=len(parked),
+                      parked_records=sum(r for r, _t in parked), parked_tokens=p_tokens,
+                      parked_device_hours=p_tokens * per_token if per_token is not None else None)
 
 
 def compute_stats(versions: Sequence[VersionInput], tip: str | None, goal_tokens: int,
-                  eval_set: dict[str, Any] | None = None) -> Stats:
+                  eval_set: dict[str, Any] | None = None, parked: Sequence[tuple[int, int]] = ()) -> Stats:
     """Every figure of ``lin stats`` from plain inputs (versions in any order; ``tip``: the version
-    whose lineage the curve and trend follow)."""
+    whose lineage the curve and trend follow; ``parked``: (records, tokens) of each file the queue
+    parked as a duplicate)."""
     by_id = {v.id: v for v in versions}
     cum = _cumulative(by_id)
     vstats = [_version_stats(v, by_id, cum) for v in versions]
@@ -277,4 +292,4 @@ def compute_stats(versions: Sequence[VersionInput], tip: str | None, goal_tokens
     if eval_set is None:
         notes.append("no evaluation set: register one with `lin eval set FILE` to measure gains")
     return Stats(tip=tip, goal_tokens=goal_tokens, versions=vstats, files=_file_stats(vstats, by_id), curve=curve,
-                 trend=trend, duplicates=_duplicates(versions), eval_set=eval_set, notes=notes)
+                 trend=trend, duplicates=_duplicates(versions, parked), eval_set=eval_set, notes=notes)

@@ -71,6 +71,10 @@ def stats(
     d = s.duplicates
     o.line(f"Duplicates avoided: {human_int(d.records)} records, ~{human_int(d.tokens)} tokens, "
            f"~{d.device_hours:.4f} device-hours not spent")
+    if d.parked_files:
+        cost = f", ~{d.parked_device_hours:.4f} device-hours" if d.parked_device_hours is not None else ""
+        o.line(f"  and {d.parked_files} file(s) the queue parked as duplicates: {human_int(d.parked_records)} records, "
+               f"{human_int(d.parked_tokens)} tokens{cost}")
 
 
 # ------------------------------------------------------------------------------ lin eval

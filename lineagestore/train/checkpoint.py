@@ -78,7 +78,7 @@ def load_state(store: ObjectStore, tree_id: str) -> dict[str, Any]:
     files = {f.path: f for f in walk_tree(store, tree_id)}
     out: dict[str, Any] = {}
     for path, f in files.items():
-        if not path.endswith(".json"):
+        if not path.endswith(".json") or "/" in path:  # parts are top-level; `series/` is the run's series
             continue
         name = path[:-5]
         try:
