@@ -1,0 +1,139 @@
+"""Packs and repack, measured on this machine (docs/benchmarks.md "Packs"). Run under nice:
+
+    nice .venv/bin/python benchmarks/bench_storage.py [--objects 20000] [--versions 10] [--mb 32]
+
+1. fsck --full of a store of many small objects, loose vs packed (ratio; target >= 3x).
+2. A bf16 lineage of --versions versions, each a small update of the last (fp32 master weights
+   + N(0, 1e-3 * |w|) noise per step, saved as bf16: SYNTHETIC updates, not optimizer steps),
+   with core.hot_versions = 1: store size after `lin repack` vs DVC-style full copies (the sum of
+   the files), repack MB/s of raw input, decode GB/s of the oldest (cold) version.
+Ratios against baselines measured in the same run; no timed assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lineagestore import Repo  # noqa: E402
+from lineagestore.guard.fsck import check  # noqa: E402
+from lineagestore.guard.repack import repack  # noqa: E402
+
+
+def _safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    header, off = {}, 0
+    for name, a in tensors.items():
+        header[name] = {"dtype": "BF16", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
+        off += a.nbytes
+    hb = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)) + hb)
+        for a in tensors.values():
+            f.write(a.tobytes())
+
+
+def _store_bytes(store: Path) -> int:
+    return sum(p.stat().st_size for p in (store / "objects").rglob("*") if p.is_file())
+
+
+def bench_fsck(work: Path, n: int) -> dict:
+    repo = Repo.init(work / "fsck" / ".lineage")
+    rng = np.random.default_rng(1)
+    with repo.writing():
+        for i in range(n):
+            repo.objects.put("blob", rng.bytes(64) + b"%d" % i)
+    t = time.perf_counter()
+    r1 = check(repo)
+    loose = time.perf_counter() - t
+    from lineagestore.core.packs import PackWriter
+    store = repo.objects
+    ids = list(store.iter_ids())
+    w = PackWriter(store.packs.folder, repo.tmp_dir)
+    for oid in ids:
+        w.add(oid, store.get_stored(oid))
+    w.finish()
+    for oid in ids:
+        store.remove(oid)
+    repo = Repo.open(repo.path)
+    t = time.perf_counter()
+    r2 = check(repo)
+    packed = time.perf_counter() - t
+    assert r1.objects == r2.objects == n
+    return {"objects": n, "fsck_loose_s": round(loose, 2), "fsck_packed_s": round(packed, 2),
+            "speedup": round(loose / packed, 2)}
+
+
+def bench_lineage(work: Path, versions: int, mb: int) -> dict:
+    from lineagestore.cli.main import main
+    root = work / "lineage"
+    root.mkdir()
+    os.chdir(root)
+    Repo.init(root / ".lineage")
+    rng = np.random.default_rng(2)
+    n_tensors = 8
+    per = mb * (1 << 20) // 2 // n_tensors
+    master = {f"layer.{i}.weight": (rng.standard_normal(per) * 0.02).astype(np.float32) for i in range(n_tensors)}
+    full_copies = 0
+    for v in range(versions):
+        for a in master.values():
+            a += (rng.standard_normal(a.shape).astype(np.float32) * 1e-3 * np.abs(a))
+        d = root / f"m{v}"
+        d.mkdir()
+        _safetensors(d / "model.safetensors",
+                     {k: (a.view(np.uint32) >> 16).astype(np.uint16) for k, a in master.items()})
+        full_copies += (d / "model.safetensors").stat().st_size
+        assert main(["-q", "import" if v == 0 else "commit", str(d), "--name", f"step{v}"]) == 0
+        shutil.rmtree(d)
+    repo = Repo.open(root / ".lineage")
+    repo.config.set("core.hot_versions", 1)
+    repo.save_config()
+    repo = Repo.open(root / ".lineage")
+    loose_bytes = _store_bytes(repo.path)
+    t = time.perf_counter()
+    rep = repack(repo)
+    repack_s = time.perf_counter() - t
+    repo = Repo.open(root / ".lineage")
+    packed_bytes = _store_bytes(repo.path)
+    oldest = sorted(repo.versions())[0]
+    from test_guard_helpers import version_bytes
+    t = time.perf_counter()
+    files = version_bytes(repo, oldest)
+    decode_s = time.perf_counter() - t
+    size = sum(len(b) for b in files.values())
+    return {"versions": versions, "model_mb": mb, "dvc_full_copies_bytes": full_copies,
+            "loose_store_bytes": loose_bytes, "packed_store_bytes": packed_bytes,
+            "packed_vs_dvc": round(packed_bytes / full_copies, 3),
+            "repack_raw_mb": round(rep.raw_bytes / 1e6, 1), "repack_s": round(repack_s, 2),
+            "repack_mb_s": round(rep.raw_bytes / 1e6 / repack_s, 1), "codecs": rep.codecs,
+            "cold_version_decode_gb_s": round(size / 1e9 / decode_s, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--objects", type=int, default=20000)
+    ap.add_argument("--versions", type=int, default=10)
+    ap.add_argument("--mb", type=int, default=32)
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "tests"))
+    os.environ.setdefault("LIN_NO_PROGRESS", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {"cpus": os.cpu_count(), "load": os.getloadavg()[0],
+               "fsck": bench_fsck(Path(tmp), args.objects),
+               "lineage": bench_lineage(Path(tmp), args.versions, args.mb)}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
