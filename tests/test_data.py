@@ -389,7 +389,7 @@ def test_lookup_by_file_prefix_and_name(mrepo, store_dir):
     assert data.lookup(mrepo, "a.jsonl").id == a.id
     assert data.lookup(mrepo, "nothing-like-this") is None
     assert data.lookup(mrepo, bible(store_dir / "b.jsonl", 20, 20)) is None
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="^no registered dataset matches 'nothing-like-this'$"):
         data.show(mrepo, "nothing-like-this")
 
 

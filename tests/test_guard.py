@@ -181,9 +181,9 @@ def test_restore_by_id_of_a_present_commit_gives_back_its_name(repo, four):
     repo.rm("v003", force=True, confirm_lineage=True, confirm_name="v003_syllo_reasoning")
     res = repo.restore(v3[:10])
     assert res.ref == "refs/tags/v003_syllo_reasoning" and res.objects == 0
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=f"^{v3[:10]} is already in the store and named; nothing to restore$"):
         repo.restore(v3[:10])
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict, match=f"^v003_syllo_reasoning exists \\(it names {v3[:12]}\\); nothing to restore$"):
         repo.restore("v003_syllo_reasoning")
 
 

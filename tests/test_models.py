@@ -159,7 +159,7 @@ def test_malformed_header_is_refused(repo, tmp_path):
 
 
 def test_missing_empty_and_weightless_folders(repo, tmp_path):
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=f"^{tmp_path / 'nope'}: no such folder$"):
         repo.import_model(tmp_path / "nope", "x")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInput, match="empty"):
@@ -215,7 +215,7 @@ def test_checkout_never_writes_through_a_symlink(repo, tmp_path):
     outside = tmp_path / "outside.json"
     outside.write_text("precious")
     (work / "config.json").symlink_to(outside)
-    with pytest.raises(Refused):
+    with pytest.raises(Refused, match=f"^refusing to overwrite 1 changed file\\(s\\) in {work}: config.json \\(symlink\\)$"):
         repo.checkout("v001", to=work)
     assert outside.read_text() == "precious"
     repo.checkout("v001", to=work, force=True)

@@ -158,7 +158,7 @@ def test_a_commit_identical_to_its_parent_creates_nothing(two, store_dir, lin):
     assert code == 0 and "Committed v003_again" in out
     # the same through the library, with an explicit parent
     from lineagestore.core.errors import NothingToCommit
-    with pytest.raises(NothingToCommit):
+    with pytest.raises(NothingToCommit, match=f"^nothing to commit: {a} is identical to v001_\\w+, its parent$"):
         repo.commit_folder(a, "back", parents=[repo.resolve("v001")])
     res = repo.commit_folder(a, "back", parents=[repo.resolve("v001")], allow_empty=True)
     assert res.name == "v004_back" and res.tree == repo.commit(repo.resolve("v001")).tree

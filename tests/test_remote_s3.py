@@ -128,9 +128,13 @@ def test_remote_add_ls_rm_never_store_credentials(store_dir, lin, s3_bucket_url)
     code, out, err = lin("remote", "add", "origin", s3_bucket_url.url, "--endpoint-url",
                          s3_bucket_url.endpoint_url, "--region", "us-east-1", "--backup")
     assert code == 0, err
-    assert lin("remote", "add", "origin", "/tmp/x")[0] == 6  # exists
-    assert lin("remote", "add", "two", "s3://bucket/p", "--endpoint-url", "http://user:pw@host:9000")[0] == 4
-    assert lin("remote", "add", "three", "https://example.com/bucket")[0] == 4
+    for args, code, line in (
+            (("origin", "/tmp/x"), 6, "remote 'origin' already exists"),
+            (("two", "s3://bucket/p", "--endpoint-url", "http://user:pw@host:9000"), 4,
+             "endpoint URL 'http://user:pw@host:9000': credentials are not allowed in it"),
+            (("three", "https://example.com/bucket"), 4, "remote URL 'https://example.com/bucket': unsupported scheme")):
+        got = lin("remote", "add", *args)
+        assert (got[0], got[2].splitlines()[0]) == (code, f"error: {line}"), got
     code, out, _ = lin("remote", "ls", "--json")
     assert json.loads(out) == [{"name": "origin", "url": s3_bucket_url.url, "endpoint_url": s3_bucket_url.endpoint_url,
                                 "region": "us-east-1", "kind": "s3", "backup": True}]
@@ -145,7 +149,8 @@ def test_remote_add_ls_rm_never_store_credentials(store_dir, lin, s3_bucket_url)
     assert code == 0 and "untouched" in out
     repo = Repo.open(store_dir / ".lineage")
     assert repo.refs.names("refs/remotes/") == [] and not repo.config.get("backup.remote")
-    assert lin("remote", "rm", "origin")[0] == 3
+    code, _, err = lin("remote", "rm", "origin")
+    assert code == 3 and err.startswith("error: no remote named 'origin' (remotes: none)\n"), err
 
 
 # ------------------------------------------------------------------------------ S3 behaviour

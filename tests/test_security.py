@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,10 @@ def test_bad_names_are_refused_by_every_command_that_takes_a_name(lin, sealed, t
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "ab/" + "c" * 61, "A" * 64, "g" * 64, "", "0" * 63,
                                  "/" + "a" * 63])
 def test_object_ids_are_validated_before_any_path_is_built(sealed, bad):
-    with pytest.raises(InvalidInput):
+    why = "^" + re.escape(f"invalid object id {bad!r}: expected 64 lowercase hex characters") + "$"
+    with pytest.raises(InvalidInput, match=why):
         sealed.objects.path_for(bad)
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=why):
         sealed.objects.get_raw(bad)
     with pytest.raises((InvalidInput, NotFound)):  # a bad name, or a well-formed id not in trash
         sealed.restore(bad)
@@ -143,8 +145,11 @@ def test_checkout_never_follows_a_symlink_out_of_its_target(sealed, tmp_path):
 
 def test_store_refs_and_logs_stay_inside_the_store(sealed, tmp_path):
     """Every file a ref or reflog write creates is under .lineage/refs or .lineage/logs."""
-    for bad in ("refs/tags/../../../outside", "refs/../HEAD2", "logs/x", "refs/tags/a\0b"):
-        with pytest.raises(InvalidName):
+    for bad, why in (("refs/tags/../../../outside", "invalid ref name component '..': '..' is not allowed"),
+                     ("refs/../HEAD2", "invalid ref 'refs/../HEAD2': must start with one of refs/heads/"),
+                     ("logs/x", "invalid ref 'logs/x': must start with one of refs/heads/"),
+                     ("refs/tags/a\0b", "invalid ref name component 'a\\x00b': contains control characters")):
+        with pytest.raises(InvalidName, match="^" + re.escape(why)):
             sealed.update_ref(bad, None, sealed.resolve("v001"), "x")
     assert not (tmp_path / "outside").exists() and not (sealed.path / "HEAD2").exists()
     names = [p for p in sealed.path.rglob("*") if p.is_file()]

@@ -209,8 +209,9 @@ def test_grace_under_an_hour_is_refused_on_the_command_line(repo, lin):
     assert lin("gc", "--grace", "1h")[0] == 0
     code, _, err = lin("gc", "--grace", "0")
     assert code == 0 and "warning: --grace 0" in err
-    for bad in (math.nan, math.inf, -1, True):
-        with pytest.raises(InvalidInput):
+    for bad, why in ((math.nan, "must be a finite number >= 0"), (math.inf, "must be a finite number >= 0"),
+                     (-1, "must be a finite number >= 0"), (True, "use a number of days")):
+        with pytest.raises(InvalidInput, match=f"^invalid duration {bad}: {why}"):
             S.parse_grace(bad)
 
 

@@ -115,7 +115,7 @@ def test_structured_object_round_trip(store):
     oid = store.put_object(t)
     back = store.get(oid, "tree")
     assert back.items() == t.items()
-    with pytest.raises(CorruptObject):
+    with pytest.raises(CorruptObject, match=f"^object {oid} is a tree, expected a commit$"):
         store.get(oid, "commit")
 
 
@@ -164,8 +164,9 @@ def test_stored_form_copies_between_stores_with_verification(store):
     raw = store.get_stored(oid)
     other.put_stored(oid, raw)
     assert other.get_raw(oid) == ("blob", b"payload" * 100)
-    with pytest.raises(CorruptObject):
+    with pytest.raises(CorruptObject, match=f"^object {'1' * 64} is corrupt: its content hashes to {oid[:16]}"):
         other.put_stored("1" * 64, raw)
+    assert not other.has("1" * 64)
 
 
 def test_iter_ids_and_prefix(store):

@@ -144,8 +144,8 @@ def test_failure_is_recorded_then_resumed_or_abandoned(tmp_path, train_assets, r
     # abandoning: a second failed run goes away, its checkpoints only in the reflog
     monkeypatch.setattr(T, "compute_loss", flaky)
     calls[0] = 0
-    code, _, _ = lin("train", "--data", "chat.jsonl", "--name", "chat", *FAST, "--yes")
-    assert code == 1
+    code, _, err = lin("train", "--data", "chat.jsonl", "--name", "chat", *FAST, "--yes")
+    assert code == 1 and "illegal memory access" in err and "lin runs abandon chat" in err, err
     code, out, err = lin("runs", "abandon", "chat")  # not a terminal: refused without --yes
     assert code == 7 and "--yes" in err
     code, out, _ = lin("runs", "abandon", "chat", "--yes")

@@ -234,7 +234,7 @@ def test_checkpoint_batch_is_invisible_until_flushed(tmp_path):
     t = {"w": torch.randn(300_000), "b": torch.zeros(4)}
     tf_id, _ = tensorio.store_tensors(batch, t)
     assert batch.has(tf_id) and not repo.objects.has(tf_id)  # waiting in tmp/, not in objects/
-    with pytest.raises(ObjectNotFound):
+    with pytest.raises(ObjectNotFound, match=f"^object {tf_id} is missing from the store$"):
         repo.objects.get_raw(tf_id)
     assert batch.flush() == 3
     assert repo.objects.has(tf_id) and not list(repo.tmp_dir.iterdir())
