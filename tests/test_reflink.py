@@ -145,8 +145,11 @@ def test_forced_alignment_stores_codec_4_and_checks_out_byte_identical(tmp_path)
     repo = Repo.init(tmp_path / ".lineage")
     repo.objects.files.block = BLOCK
     src = model_folder(tmp_path / "src")
+    other = np.random.default_rng(5).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    (src / "tokenizer.model").write_bytes(other)  # a binary file that is not safetensors: at 0
     res = repo.import_model(src, name="base")
     assert (tmp_path / ".lineage" / "format").read_text() == "3\n"
+    assert repo.objects.stored_size(hash_object("blob", other)) == BLOCK + len(other)
     codecs = {}
     for oid in repo.objects.iter_ids():
         h = repo.objects.header(oid)
@@ -157,10 +160,10 @@ def test_forced_alignment_stores_codec_4_and_checks_out_byte_identical(tmp_path)
             assert raw is not None
             with raw:
                 assert raw.start == repo.objects.stored_size(oid) - h.size and raw.start % BLOCK != HEADER_SIZE
-    assert sum(c == CODEC_ALIGNED for c in codecs.values()) == 15  # every tensor of 64 KiB and more
+    assert sum(c == CODEC_ALIGNED for c in codecs.values()) == 16  # every tensor of 64 KiB and more, the file
     again = Repo.open(tmp_path / ".lineage")
     again.checkout(res.name, to=tmp_path / "out")
-    for name in ("model.safetensors", "config.json"):
+    for name in ("model.safetensors", "config.json", "tokenizer.model"):
         assert (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes()
     from lineagestore.guard.fsck import check
     assert check(again).ok
@@ -338,7 +341,7 @@ def stored_from_memory(repo: Repo, seed: int = 0) -> tuple[str, bytes]:
     from lineagestore.versions.materialize import iter_file_bytes
     from lineagestore.versions.models import FileInfo, build_trees
     g = torch.Generator().manual_seed(seed)
-    tensors = {"embed.weight": torch.randn(1024, 512, generator=g), "norm.weight": torch.randn(300, generator=g),
+    tensors = {"embed.weight": torch.randn(6144, 512, generator=g), "norm.weight": torch.randn(300, generator=g),
                "proj.weight": torch.randn(256, 300, generator=g).to(torch.bfloat16)}
     tf_id, size = store_tensors(repo.objects, tensors, metadata={"format": "pt"})
     tree = build_trees(repo.objects, [("model.safetensors", "tensor-file", tf_id, size, False)])

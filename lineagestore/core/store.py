@@ -255,15 +255,16 @@ class ObjectStore(ABC):
                                   for o, n in piece_spans(len(view))), writer)
 
     def put_stream(self, f: Readable, size: int, writer: ParallelWriter | None = None,
-                   on_bytes: Callable[[int], None] | None = None) -> ObjectId | Future[str]:
+                   on_bytes: Callable[[int], None] | None = None, at: int | None = None) -> ObjectId | Future[str]:
         """Store ``size`` bytes read from ``f`` (at most CHUNK_SIZE at a time, in this thread) as
-        content; with a writer, a future of the id."""
+        content; with a writer, a future of the id. ``at``: where the bytes start in their file
+        (0 for a whole file), so a checkout can share the blocks of raw pieces (:meth:`put`)."""
         def pieces() -> Iterator[tuple[Callable[[], ObjectId], int]]:
-            for _, n in piece_spans(size):
+            for o, n in piece_spans(size):
                 data = _read_exact(f, n)
                 if on_bytes:
                     on_bytes(n)
-                yield functools.partial(self.put, "blob", data), n
+                yield functools.partial(self.put, "blob", data, None if at is None else at + o), n
 
         return self._put_content(pieces(), writer)
 

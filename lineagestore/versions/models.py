@@ -141,7 +141,7 @@ def store_folder(store: ObjectStore, folder: os.PathLike | str, *, progress: Pro
                     tensors += n
                 else:
                     with open(job.path, "rb") as f:
-                        job.result = store.put_stream(f, job.size, writer, progress.advance)
+                        job.result = store.put_stream(f, job.size, writer, progress.advance, at=0)
             ids = {}
             for job in jobs:
                 oid = job.result.result() if isinstance(job.result, Future) else job.result
