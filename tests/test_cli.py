@@ -121,9 +121,10 @@ def test_registry_shape(two_versions, lin):
 def test_revisions_prefixes_and_ambiguity(two_versions, store_dir, lin):
     vs = _versions(lin)
     v2 = vs["v002_tuned"]["id"]
-    assert lin("show", v2[:8], "--json")[0] == 0
-    assert lin("show", "HEAD~1", "--json")[0] == 0
+    code, out, _ = lin("show", v2[:8], "--json")
+    assert code == 0 and (json.loads(out)["version"]["id"], json.loads(out)["version"]["name"]) == (v2, "v002_tuned")
     code, out, _ = lin("show", "HEAD~1", "--json")
+    assert code == 0 and json.loads(out)["version"]["id"] == vs["v001_base"]["id"]
     assert json.loads(out)["version"]["name"] == "v001_base"
     code, _, err = lin("show", "v00")
     assert code == 3 and "ambiguous" in err and "v001_base" in err and "v002_tuned" in err
@@ -132,15 +133,24 @@ def test_revisions_prefixes_and_ambiguity(two_versions, store_dir, lin):
 
 
 def test_tag_and_branch(two_versions, lin):
+    vs = _versions(lin)
+
+    def target(rev: str) -> str:
+        code, out, err = lin("show", rev, "--json")
+        assert code == 0, err
+        return json.loads(out)["version"]["id"]
     assert lin("tag", "release-1", "v001")[0] == 0
+    assert target("release-1") == vs["v001_base"]["id"]
     code, _, err = lin("tag", "release-1", "v002")
     assert code == 6 and "never move" in err
+    assert target("release-1") == vs["v001_base"]["id"]  # still there
     code, _, err = lin("tag", "v009_fake")
     assert code == 4 and err == "error: invalid tag name 'v009_fake': vNNN_ names are given by lin to new versions\n"
     assert "v009_fake" not in lin("tag")[1]  # nothing was written
     assert lin("branch", "experiment", "v001", "--switch")[0] == 0
     code, out, _ = lin("branch")
     assert "* experiment" in out
+    assert target("experiment") == target("HEAD") == vs["v001_base"]["id"]
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "bad name", "x" * 101, "-dash", "v3"])

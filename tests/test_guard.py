@@ -384,11 +384,13 @@ def test_leftovers_of_killed_commands_are_notes_not_problems(lin, repo, four):
 
 
 def test_objects_and_their_folders_are_read_only_after_every_command(lin, repo, four):
+    v3 = repo.resolve("v003")
     repo.rm("v003", force=True, confirm_lineage=True, confirm_name="v003_syllo_reasoning")
     repo.config.set("gc.reflog_expire_days", 0)
     repo.save_config()
     assert lin("gc", "--confirm", "--grace", "0")[0] == 0
     assert lin("restore", "v003_syllo_reasoning")[0] == 0
+    assert Repo.open(repo.path).resolve("v003_syllo_reasoning") == v3  # the name, on the same version
     root = repo.path / "objects"
     for d in root.iterdir():
         assert d.stat().st_mode & 0o777 == 0o555, d
