@@ -49,9 +49,11 @@ DEFAULT_MIN_SAVING = 0.03
 #: ``core.delta_max_depth``: the most delta objects a read follows before reaching a whole one.
 DEFAULT_MAX_DEPTH = 10
 #: zstd level of compressed planes. A plane has few repeats worth finding (the gain is entropy
-#: coding of its bytes): on MiniLM's bf16 and fp32 weights and their deltas level 1 with matches
-#: of 7 bytes or more and a 4 KiB-entry hash table is the smallest and fastest of levels 1-3
-#: (bf16 0.678 of raw vs 0.686 at plain level 1 and 0.702 at level 2; docs/benchmarks.md, "Codecs").
+#: coding of its bytes; short matches cost more than the literals they replace): on MiniLM's bf16
+#: and fp32 weights and their deltas, level 1 with matches of 7 bytes or more and the smallest
+#: hash table (64 entries) is the smallest of levels 1-3 and of larger tables (bf16 0.671 of raw
+#: vs 0.686 at plain level 1, 0.702 at level 2), and its planes decode ~1.4x faster than plain
+#: level 1's (docs/benchmarks.md, "Codecs").
 DEFAULT_PLANE_LEVEL = 1
 _TLS = threading.local()  # zstd contexts per thread, by level
 _PROBE = 64 << 10  # bytes from each of three places of a plane, to skip compressing a random one
@@ -77,11 +79,11 @@ Bytes = bytes | bytearray | memoryview | np.ndarray  # np: a uint8 array (numpy'
 
 
 def plane_compressor(level: int) -> zstandard.ZstdCompressor:
-    """This thread's zstd compressor for planes at ``level`` (minimum match 7, hash log 12)."""
+    """This thread's zstd compressor for planes at ``level`` (minimum match 7, hash log 6)."""
     cs: dict[int, zstandard.ZstdCompressor] = _TLS.__dict__.setdefault("c", {})
     c = cs.get(level)
     if c is None:
-        params = zstandard.ZstdCompressionParameters.from_level(level, min_match=7, hash_log=12)
+        params = zstandard.ZstdCompressionParameters.from_level(level, min_match=7, hash_log=6)
         c = cs[level] = zstandard.ZstdCompressor(compression_params=params)
     return c
 
