@@ -359,3 +359,18 @@ def test_two_processes_under_gloo(tmp_path, train_assets):  # noqa: F811 - the f
     assert repo.commit(repo.head()).metrics["world_size"] == 2
     assert repo.commit(repo.head()).parents == [repo.resolve("v002_part_00")]
     assert repo.refs.names("refs/runs/") == [] and {v[0] for v in _statuses(folder).values()} == {"done"}
+
+
+def test_a_loss_past_the_bound_fails_the_run_and_parks_the_file(tmp_path, train_assets):  # noqa: F811
+    folder, paths = _store(tmp_path, train_assets, 1)
+    _queue(folder, paths)
+    with open(folder / ".lineage" / "config.toml", "a") as f:
+        f.write("\n[run]\nmax_loss_ratio = 1.0001\n")
+    args = [a if a != "1e-3" else "20" for a in RUN_ARGS]  # a learning rate that makes the loss climb
+    p = lin_proc(folder, "run", *args, "--yes", "--json", "--retries", "0")
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["trained"] == [] and len(rep["parked"]) == 1
+    reason = rep["parked"][0]["reason"]
+    assert "training failed 1 time(s)" in reason and ("grew to" in reason or "nan" in reason.lower()), reason
+    assert list(Repo.open(folder / ".lineage").versions()) == ["v001_base"]

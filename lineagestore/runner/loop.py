@@ -259,7 +259,10 @@ class _Runner:
         try:
             result = self._train_once(plan)
         except TrainingInterrupted as e:
-            self._set(batch, reason="interrupted; `lin run` resumes it from its checkpoint")
+            ids = {i.id for i in batch}
+            self._update(lambda q: _replace_items(q, ids, reason="interrupted; `lin run` resumes it from its checkpoint"),
+                         f"lin run: interrupted {batch[0].id}", {"kind": "interrupted", "item": batch[0].id,
+                                                                 "reason": str(e)})
             raise TrainingInterrupted(str(e), hint="`lin run` (the same command again) resumes it") from None
         except NoSpace as e:
             self._pause(batch, f"no space left on device while training: {e}")
@@ -409,13 +412,9 @@ class _Runner:
         except LinError:
             return None
 
-    def _set(self, batch: list[Any], **changes: Any) -> None:
-        ids = {i.id for i in batch}
-        self._update(lambda q: _replace_items(q, ids, **changes), None, None)
-
-    def _update(self, change: Callable[[Any], Any], message: str | None, event: dict | None) -> None:
+    def _update(self, change: Callable[[Any], Any], message: str, event: dict | None) -> None:
         kill_point("run-queue")
-        Q.update(self.repo, self.branch, change, message or "lin run", event)
+        Q.update(self.repo, self.branch, change, message, event)
 
 
 def _replace_items(q: Any, ids: set[str], **changes: Any) -> Any:
