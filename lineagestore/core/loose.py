@@ -81,12 +81,13 @@ _CLONE_RANGE = struct.Struct("=qQQQ")  # src_fd (s64), src_offset, src_length, d
 _NO_CLONE = frozenset({errno.EOPNOTSUPP, errno.ENOTTY, errno.ENOSYS, errno.EXDEV, errno.EINVAL,
                        errno.EPERM, errno.EBADF, errno.ETXTBSY})
 #: an aligned object's padding is shorter than this: the largest filesystem block lin aligns to
-MAX_ALIGN = 1 << 16
-#: raw blobs at least this large are stored aligned where the store's filesystem has reflinks.
-#: The padding costs half a block on average (2 KiB of a 4 KiB block: 3% of a 64 KiB tensor;
-#: 463 KB, 0.04%, for the 215 aligned pieces of a 1.2 GB Qwen3-shaped model) and saves the whole
-#: piece in the work folder; smaller pieces (norms, biases) are compressed or stay unpadded, and
-#: are copied at checkout.
+#: (XFS and Btrfs use 4 KiB; ZFS clones whole records, 128 KiB by default)
+MAX_ALIGN = 1 << 20
+#: raw blobs at least this large, and at least 16 blocks, are stored aligned where the store's
+#: filesystem has reflinks (:func:`aligns`). The padding costs half a block on average (2 KiB of
+#: a 4 KiB block: 3% of a 64 KiB tensor, at most 1/16 of any piece; 463 KB, 0.04%, for the 215
+#: aligned pieces of a 1.2 GB Qwen3-shaped model) and saves the whole piece in the work folder;
+#: smaller pieces (norms, biases) are compressed or stay unpadded, and are copied at checkout.
 ALIGN_MIN = 64 << 10
 
 
@@ -238,6 +239,11 @@ def shared_bytes(path: os.PathLike[str] | str) -> int | None:
         return None
     finally:
         os.close(fd)
+
+
+def aligns(size: int, block: int) -> bool:
+    """Whether a raw blob of ``size`` bytes is stored aligned to ``block`` (0: no reflinks)."""
+    return bool(block) and size >= max(ALIGN_MIN, 16 * block)
 
 
 def aligned_start(origin: int, block: int) -> int:

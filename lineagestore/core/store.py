@@ -40,7 +40,7 @@ from .codecs import DEFAULT_MAX_DEPTH
 from .content import ParallelWriter, RawBlob, decode_stored, name_content, open_raw, piece_spans
 from .errors import CorruptObject, InvalidInput, ObjectNotFound
 from .ids import ObjectId, check_object_id, hash_object, is_id_prefix
-from .loose import ALIGN_MIN, LooseFolder, WaitingFiles, aligned_start
+from .loose import LooseFolder, WaitingFiles, aligned_start, aligns
 from .objects import (
     CODEC_ALIGNED,
     CODEC_DELTA,
@@ -498,12 +498,14 @@ class DiskObjectStore(ObjectStore):
         bytes stored, even if the source changes meanwhile. Raw objects are then fsynced and
         renamed into place; ones that ``core.compression`` compresses are re-encoded; one already
         stored is dropped. Pieces under 1 MiB are simply read, except on a filesystem with
-        reflinks, where raw pieces from ALIGN_MIN up are stored aligned to their offset in the
-        file (codec 4, :mod:`.loose`), so a checkout shares their blocks instead of copying.
+        reflinks, where raw pieces large enough (:func:`.loose.aligns`) are stored aligned to
+        their offset in the file (codec 4), so a checkout shares their blocks instead of copying.
         """
         block = self.files.alignment()
-        if size < (ALIGN_MIN if block else 1 << 20):
-            return super()._put_file_piece(src_fd, offset, size, where)
+        if not aligns(size, block):
+            block = 0
+            if size < 1 << 20:
+                return super()._put_file_piece(src_fd, offset, size, where)
         with self.files.copy_piece(src_fd, offset, size, where, block) as (fd, tmp, content, stored):
             oid = hash_object("blob", content)
             if self.has(oid):
@@ -521,10 +523,10 @@ class DiskObjectStore(ObjectStore):
         return oid
 
     def _padding(self, type_name: str, codec: int, size: int, at: int | None) -> int | None:
-        if at is None or type_name != "blob" or codec != CODEC_RAW or size < ALIGN_MIN:
-            return None
         block = self.files.alignment()
-        return aligned_start(at, block) - HEADER_SIZE if block else None
+        if at is None or type_name != "blob" or codec != CODEC_RAW or not aligns(size, block):
+            return None
+        return aligned_start(at, block) - HEADER_SIZE
 
     def _adopt(self, fd: int, tmp: Path, oid: str) -> None:
         """Make the complete temp file ``tmp`` (open as ``fd``) object ``oid``: fsync, rename
