@@ -615,9 +615,19 @@ def _severe(driver) -> list:
     return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
 
 
-def _http_requests(driver) -> list[str]:
-    urls = []
+def _statuses(driver, suffix: str) -> list[int]:
+    """HTTP statuses of the responses to URLs ending in ``suffix`` since the log was last read."""
+    out = []
     for e in driver.get_log("performance"):
+        msg = json.loads(e["message"])["message"]
+        if msg.get("method") == "Network.responseReceived" and msg["params"]["response"]["url"].endswith(suffix):
+            out.append(msg["params"]["response"]["status"])
+    return out
+
+
+def _http_requests(driver, log: list | None = None) -> list[str]:
+    urls = []
+    for e in driver.get_log("performance") if log is None else log:
         msg = json.loads(e["message"])["message"]
         if msg.get("method") == "Network.requestWillBeSent":
             url = msg["params"]["request"]["url"]
@@ -704,7 +714,11 @@ def test_served_page_redraws_while_versions_arrive(browser, store, tmp_path):
         WebDriverWait(browser, 60).until(
             lambda d: {k: int(v or -1) for k, v in _wait_drawn(d, exp).items()} == exp)
         assert _severe(browser) == []
-        assert all(u.startswith(info["url"]) for u in _http_requests(browser))
+        log = browser.get_log("performance")
+        assert all(u.startswith(info["url"]) for u in _http_requests(browser, log))
+        time.sleep(2.5)  # two more polls of unchanged figures
+        statuses = _statuses(browser, "data.json")
+        assert 304 in statuses and set(statuses) <= {200, 304}  # an unchanged poll is revalidated, not resent
         _check_screenshot(browser, tmp_path / "served.png")
     finally:
         _stop(p)

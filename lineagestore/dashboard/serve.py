@@ -37,7 +37,7 @@ POLL_S = 5.0
 MAX_STALE_S = 60.0
 
 _SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
+    "Cache-Control": "no-cache",  # kept, but asked again each time: an unchanged poll is a 304
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",

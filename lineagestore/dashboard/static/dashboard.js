@@ -291,9 +291,15 @@
   function resized() {
     plots.forEach(function (p) { var box = p.root.parentNode; p.setSize({width: Math.max(260, box.clientWidth), height: 240}); });
   }
+  // ask with the ETag of the figures drawn: unchanged figures come back as an empty 304
+  var etag = null;
   function poll(every) {
     setTimeout(function () {
-      fetch("data.json", {cache: "no-store"}).then(function (r) { return r.ok ? r.json() : null; }).then(function (d) {
+      fetch("data.json", {cache: "no-store", headers: etag ? {"If-None-Match": etag} : {}}).then(function (r) {
+        if (r.status !== 200) return null;
+        etag = r.headers.get("ETag");
+        return r.json();
+      }).then(function (d) {
         if (d && (!current || d.generated !== current.generated)) render(d);
       }).catch(function () {}).then(function () { poll(every); });
     }, every * 1000);
