@@ -36,6 +36,7 @@ from lineagestore.dashboard.serve import make_server
 ROOT = Path(__file__).resolve().parent.parent
 LIN = [sys.executable, "-m", "lineagestore.cli.main"]
 HOSTILE = "</script><script>document.title='owned'</script>"
+HOSTILE_FILE = "next<script>document.title='owned'<!--.jsonl"  # a data file's name is text, never markup
 
 
 # ------------------------------------------------------------------------------ a small store
@@ -104,7 +105,7 @@ def build_rich_store(root: Path) -> Repo:
                                             "tokens_per_s": 400.0, "device_hours": 5.0 / 3600})
     write_note(repo, vid, {"set": es.dataset, "method": method, "loss": 2.5})
     files = []
-    for name in ("done.jsonl", "parked.jsonl", "next.jsonl"):
+    for name in ("done.jsonl", "parked.jsonl", HOSTILE_FILE):
         (root / name).write_text("".join(json.dumps({"text": f"{name} {i}"}) + "\n" for i in range(3)))
         files.append(root / name)
     add_files(repo, "main", files)
@@ -640,6 +641,7 @@ def test_report_in_chromium_offline(browser, rich, tmp_path):
     store = rich
     out = tmp_path / "report.html"
     write_report(store, out)
+    assert HOSTILE_FILE not in out.read_text()
     browser.get_log("performance")
     browser.execute_cdp_cmd("Network.enable", {})
     browser.execute_cdp_cmd("Network.emulateNetworkConditions",
@@ -653,6 +655,8 @@ def test_report_in_chromium_offline(browser, rich, tmp_path):
         assert _http_requests(browser) == []
         _check_screenshot(browser, tmp_path / "report.png")
         _hover_names_a_version(browser, store)
+        queue_text = browser.find_element("css selector", "#queue .body").text
+        assert HOSTILE_FILE in queue_text  # shown as the text it is
     finally:
         browser.execute_cdp_cmd("Network.emulateNetworkConditions",
                                 {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
