@@ -303,6 +303,14 @@ def test_checkout_on_xfs_costs_no_second_copy(xfs):
     doctor = subprocess.run([sys.executable, "-m", "lineagestore.cli.main", "doctor", "--json"], cwd=work,
                             capture_output=True, text=True)
     assert "work-shares" in {f["code"] for f in json.loads(doctor.stdout)["findings"]}
+    # writing into a shared block of the work folder copies that block: the store keeps its bytes
+    with open(work / "model" / "model.safetensors", "r+b") as f:
+        f.seek(size // 2)
+        f.write(b"\xff" * 10_000)
+    assert ": ok" in run_lin(work, "fsck")  # (and exit 0) every object still hashes to its id
+    assert "modified" in run_lin(work, "status")
+    run_lin(work, "checkout", "v001", "--force")
+    assert (work / "model" / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
 
 
 def test_objects_written_before_alignment_are_copied_exactly_on_xfs(xfs):
