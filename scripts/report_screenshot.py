@@ -2,7 +2,7 @@
 
     python scripts/report_screenshot.py STORE OUT.png      (make docs-screenshot: the demo store)
 
-The same browser and flags as tests/test_dashboard.py; nothing is downloaded.
+The same browser and flags as tests/test_dashboard_browser.py; nothing is downloaded.
 """
 
 from __future__ import annotations
