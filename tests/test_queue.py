@@ -67,6 +67,7 @@ def test_folder_adds_its_data_files_in_relative_path_order_registered_with_the_b
 def test_the_format_is_raised_only_by_the_first_write(qrepo):
     assert Q.load(qrepo, "main").items == ()
     assert Q.listing(qrepo, "main").rows == [] and Q.read_log(qrepo, "main") == []
+    assert Q.resume(qrepo, "main").changed is False
     assert (qrepo.path / "format").read_text() == "1\n"
 
 
@@ -297,9 +298,9 @@ def test_ls_estimates_starts_from_the_measured_rate_and_hides_old_done_items(qre
         Q.update(qrepo, "main", lambda q, it=it: q.with_item(replace(it, status="done", version="v9")), "done")
     lst = Q.listing(qrepo, "main", now=0.0)
     assert lst.rate == 100.0 and lst.hidden_done == 1 and len(lst.rows) == 7
-    queued = [r for r in lst.rows if r.item.status == "queued"]
-    assert [r.start_in_s for r in queued] == [0.0, added[6].tokens / 100.0]
-    assert queued[1].start == "1970-01-01T00:00:" + f"{int(added[6].tokens / 100):02d}Z"
+    queued = [r for r in lst.rows if r["status"] == "queued"]
+    assert [r["estimated_start_in_s"] for r in queued] == [0.0, added[6].tokens / 100.0]
+    assert queued[1]["estimated_start"] == "1970-01-01T00:00:" + f"{int(added[6].tokens / 100):02d}Z"
     code, out, _ = lin("queue", "ls")
     assert code == 0 and "(1 older done item(s) hidden; --all shows them)" in out and "Rate 100 tokens/s" in out
     assert len(Q.listing(qrepo, "main", show_all=True).rows) == 8

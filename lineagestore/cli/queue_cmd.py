@@ -3,6 +3,8 @@ resume, log). The loop that trains them is `lin run` (cli/run_cmd.py)."""
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 import typer
@@ -88,7 +90,7 @@ def ls(
 ) -> None:
     """The queue: position, file, examples, tokens, status, and the estimated start.
 
-    The estimate uses the tokens per second measured on the branch's recent training versions
+    --json prints one line. The estimate uses the tokens per second measured on the branch's recent training versions
     (metrics tokens_trained and wall_time_s); "unknown" when none recorded them. Done items
     beyond the last 5 are hidden unless --all.
     """
@@ -97,7 +99,9 @@ def ls(
     repo, b = _branch(branch)
     lst = listing(repo, b, show_all=show_all)
     if json_out:
-        o.json(lst.to_dict())
+        # one line: python's indenting encoder is ~10x slower than the compact one, which is what
+        # keeps 50,000 rows under a second
+        sys.stdout.write(json.dumps(lst.to_dict(), separators=(",", ":"), allow_nan=False) + "\n")
         return
     c = lst.counts
     o.line(f"Queue of {b}: {c['queued']} queued, {c['running']} running, {c['parked']} parked, {c['done']} done"
@@ -113,18 +117,20 @@ def ls(
         return
     lines = [f"{'POS':>5}  {'ITEM':<7} {'FILE':<36} {'EXAMPLES':>9} {'TOKENS':>12}  {'STATUS':<7} DETAIL"]
     for r in lst.rows:
-        it = r.item
-        if it.status == "done":
-            detail = it.version or ""
-        elif it.status == "parked":
-            detail = it.reason or ""
-        elif it.status == "running":
-            detail = f"attempt {it.attempts}" + (f"; last error: {it.reason}" if it.reason else "")
+        st = r["status"]
+        if st == "done":
+            detail = r["version"] or ""
+        elif st == "parked":
+            detail = r["reason"] or ""
+        elif st == "running":
+            detail = f"attempt {r['attempts']}" + (f"; last error: {r['reason']}" if r["reason"] else "")
         else:
-            detail = f"starts {r.start} (in {_ago(r.start_in_s)})" if r.start else "starts: unknown"
-        name = it.name if len(it.name) <= 36 else "…" + it.name[-35:]
-        lines.append(f"{r.position if r.position is not None else '-':>5}  {it.id:<7} {name:<36} "
-                     f"{human_int(it.examples):>9} {human_int(it.tokens):>12}  {it.status:<7} {detail}")
+            detail = (f"starts {r['estimated_start']} (in {_ago(r['estimated_start_in_s'])})"
+                      if r["estimated_start"] else "starts: unknown")
+        name = r["name"] if len(r["name"]) <= 36 else "…" + r["name"][-35:]
+        pos = r["position"] if r["position"] is not None else "-"
+        lines.append(f"{pos:>5}  {r['id']:<7} {name:<36} {human_int(r['examples']):>9} "
+                     f"{human_int(r['tokens']):>12}  {st:<7} {detail}")
     o.line("\n".join(lines))
     if lst.hidden_done:
         o.line(f"({lst.hidden_done} older done item(s) hidden; --all shows them)")

@@ -19,7 +19,6 @@ from .ops import (
     Changed,
     Listing,
     PauseResult,
-    Row,
     default_branch,
     listing,
     measured_rate,
@@ -30,7 +29,7 @@ from .ops import (
     resume,
     retry,
 )
-from .storage import QUEUE_REF, LogEntry, load, queue_branches, queue_ref, read_log, update
+from .storage import QUEUE_REF, LogEntry, load, queue_branches, queue_ref, read_doc, read_log, update, update_doc
 
 if TYPE_CHECKING:
     from .add import AddResult, add_files, expand_paths, folder_files
@@ -48,7 +47,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DONE", "PARKED", "QUEUED", "QUEUE_REF", "RUNNING", "STATUSES", "AddResult", "Changed", "Item", "Listing",
-    "LogEntry", "PauseResult", "Queue", "Row", "add_files", "default_branch", "expand_paths", "folder_files",
-    "listing", "load", "measured_rate", "move", "park", "pause", "queue_branches", "queue_ref", "read_log",
-    "remove", "resume", "retry", "update",
+    "LogEntry", "PauseResult", "Queue", "add_files", "default_branch", "expand_paths", "folder_files",
+    "listing", "load", "measured_rate", "move", "park", "pause", "queue_branches", "queue_ref", "read_doc",
+    "read_log", "remove", "resume", "retry", "update", "update_doc",
 ]

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..core.content import file_content_id
 from ..core.errors import InvalidInput, NotFound
+from ..core.objects import QueueDoc
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo, utc_now
 from ..data import lineage, register
@@ -26,8 +27,8 @@ from ..data.entries import DatasetInfo, current
 from ..data.records import detect_format
 from ..data.scan import check_file
 from ..versions.tokenizer import tree_tokenizer_id
-from .model import DONE, QUEUED, Item, Queue, clean_text, item_id
-from .storage import load, update
+from .model import DONE, QUEUED, Item, clean_text, item_id
+from .storage import read_doc, update_doc
 
 
 @dataclass
@@ -100,13 +101,14 @@ def add_files(repo: Repo, branch: str, paths: list[str] | list[os.PathLike[str]]
     files, skipped = expand_paths([os.fspath(p) for p in paths])
     tok_id = tree_tokenizer_id(repo.objects, repo.commit(tip).tree)
     trained = lineage(repo, tip).by_fingerprint
-    queued = {it.fingerprint: it for it in load(repo, branch).items}
+    cols = read_doc(repo, branch).items
+    queued = {fp: i for i, fp in enumerate(cols["fingerprint"])}
     accepted: dict[str, tuple[str, DatasetInfo]] = {}
     registered: list[str] = []
     for p in files:
         name = clean_text(os.fspath(p), "a file name")
         fp = file_content_id(p)
-        why = _why_not(fp, name, queued, trained, accepted)
+        why = _why_not(fp, name, queued, cols, trained, accepted)
         if why is not None:
             skipped.append((name, why))
             continue
@@ -122,37 +124,35 @@ def add_files(repo: Repo, branch: str, paths: list[str] | list[os.PathLike[str]]
         accepted[fp] = (name, info)
     added: list[Item] = []
     if accepted:
-        def change(q: Queue) -> Queue:
+        def change(d: QueueDoc) -> QueueDoc:
             added.clear()
-            have = {it.fingerprint for it in q.items}
-            new_items = []
-            n = q.next_number
+            have = set(d.items["fingerprint"])
+            n = d.next
             for fp, (name, info) in accepted.items():
                 if fp in have:  # queued by another process meanwhile
                     continue
-                new_items.append(Item(id=item_id(n), name=name, dataset=info.id, examples=info.examples,
-                                      tokens=int(info.token_count(tok_id) or 0), priority=priority,
-                                      status=QUEUED, reason=None, version=None, attempts=0, added=utc_now(),
-                                      fingerprint=fp))
+                added.append(Item(id=item_id(n), name=name, dataset=info.id, examples=info.examples,
+                                  tokens=int(info.token_count(tok_id) or 0), priority=priority, status=QUEUED,
+                                  reason=None, version=None, attempts=0, added=utc_now(), fingerprint=fp))
                 n += 1
-            added.extend(new_items)
-            return _insert(q, new_items, priority, n)
+            return replace(d, items=_insert(d.items, added, priority), next=n)
 
         first = f"{len(accepted)} file(s)" if len(accepted) > 1 else next(iter(accepted.values()))[0]
-        update(repo, branch, change, f"added {first}", {"kind": "added", "count": len(accepted)})
+        update_doc(repo, branch, change, f"added {first}", {"kind": "added", "count": len(accepted)})
         late = {it.fingerprint for it in added}
         skipped.extend((name, "queued by another command meanwhile") for fp, (name, _) in accepted.items()
                        if fp not in late)
     return AddResult(added=added, skipped=skipped, registered=registered)
 
 
-def _why_not(fp: str, name: str, queued: dict[str, Item], trained: dict[str, list[str]],
-             accepted: dict[str, tuple[str, DatasetInfo]]) -> str | None:
+def _why_not(fp: str, name: str, queued: dict[str, int], cols: dict[str, list[Any]],
+             trained: dict[str, list[str]], accepted: dict[str, tuple[str, DatasetInfo]]) -> str | None:
     if fp in queued:
-        it = queued[fp]
-        state = f"done: {it.version}" if it.status == DONE else it.status
-        same = "" if it.name == name else f", same content as {it.name}"
-        return f"already in the queue as {it.id} ({state}{same})"
+        i = queued[fp]
+        status = cols["status"][i]
+        state = f"done: {cols['version'][i]}" if status == DONE else status
+        same = "" if cols["name"][i] == name else f", same content as {cols['name'][i]}"
+        return f"already in the queue as {cols['id'][i]} ({state}{same})"
     if fp in trained:
         return f"already trained in {', '.join(trained[fp])} (same content, any name)"
     if fp in accepted:
@@ -160,9 +160,8 @@ def _why_not(fp: str, name: str, queued: dict[str, Item], trained: dict[str, lis
     return None
 
 
-def _insert(q: Queue, new_items: list[Item], priority: int, next_number: int) -> Queue:
-    """``new_items`` after every item not done whose priority is >= ``priority``."""
-    items = list(q.items)
-    at = next((i for i, x in enumerate(items) if x.status != DONE and x.priority < priority), len(items))
-    items[at:at] = new_items
-    return replace(q, items=tuple(items), next_number=next_number)
+def _insert(cols: dict[str, list[Any]], new: list[Item], priority: int) -> dict[str, list[Any]]:
+    """``new`` after every item not done whose priority is >= ``priority``."""
+    status, prio = cols["status"], cols["priority"]
+    at = next((i for i in range(len(status)) if status[i] != DONE and prio[i] < priority), len(status))
+    return {c: v[:at] + [getattr(it, c) for it in new] + v[at:] for c, v in cols.items()}

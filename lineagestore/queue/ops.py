@@ -10,15 +10,16 @@ Positions count the items not done, from 1.
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..core.errors import InvalidInput, Refused
+from ..core.objects import QueueDoc
 from ..core.repo import Repo
-from .model import DONE, PARKED, QUEUED, RUNNING, Item, Queue, clean_text
-from .storage import load, update
+from .model import COLUMNS, DONE, PARKED, QUEUED, RUNNING, Item, clean_text, find, item_at, position_at
+from .storage import read_doc, update_doc
 
 KEEP_DONE = 5  # done items `lin queue ls` shows without --all (the last ones in queue order)
 RATE_VERSIONS = 10  # training versions along the branch whose measured rate is averaged
@@ -49,18 +50,16 @@ class Changed:
         return {**self.item.to_dict(), "position": self.position, "old_position": self.old_position}
 
 
+Cols = dict[str, list[Any]]
+
+
 def remove(repo: Repo, branch: str, key: str) -> Changed:
     """Take an item out of the queue (not one being trained, not one done: that is history)."""
-    got: list[Changed] = []
+    def change(cols: Cols, i: int) -> tuple[Cols, int | None]:
+        _refuse(cols, i, "removed", running=True)
+        return {c: v[:i] + v[i + 1:] for c, v in cols.items()}, None
 
-    def change(q: Queue) -> Queue:
-        it = q.get(key)
-        _refuse(it, "removed", running=True, done=True)
-        got[:] = [Changed(it, None, q.position(it.id))]
-        return q.with_items(tuple(x for x in q.items if x.id != it.id))
-
-    _apply(repo, branch, change, "removed", "removed", got)
-    return got[0]
+    return _apply(repo, branch, key, change, "removed", "removed", reorders=True)
 
 
 def move(repo: Repo, branch: str, key: str, *, to: int | None = None, top: bool = False) -> Changed:
@@ -69,86 +68,103 @@ def move(repo: Repo, branch: str, key: str, *, to: int | None = None, top: bool 
         to = 1
     if to is None or to < 1:
         raise InvalidInput("give --to N (a position, 1 or more) or --top")
-    got: list[Changed] = []
+    target = to
 
-    def change(q: Queue) -> Queue:
-        it = q.get(key)
-        _refuse(it, "moved", running=False, done=True)
-        old = q.position(it.id)
-        rest = [x for x in q.items if x.id != it.id]
-        idx, count = len(rest), 0
-        for i, x in enumerate(rest):
-            if x.status != DONE:
+    def change(cols: Cols, i: int) -> tuple[Cols, int | None]:
+        _refuse(cols, i, "moved", running=False)
+        rest = {c: v[:i] + v[i + 1:] for c, v in cols.items()}
+        status, prio = rest["status"], rest["priority"]
+        idx, count = len(status), 0
+        for k, st in enumerate(status):
+            if st != DONE:
                 count += 1
-                if count == to:
-                    idx = i
+                if count == target:
+                    idx = k
                     break
-        after = next((x for x in rest[idx:] if x.status != DONE), None)
-        before = next((x for x in reversed(rest[:idx]) if x.status != DONE), None)
-        prio = it.priority
-        if after is not None and prio < after.priority:
-            prio = after.priority
-        elif before is not None and prio > before.priority:
-            prio = before.priority
-        moved = replace(it, priority=prio)
-        rest.insert(idx, moved)
-        nq = q.with_items(tuple(rest))
-        got[:] = [Changed(moved, nq.position(it.id), old)]
-        return nq
+        after = next((k for k in range(idx, len(status)) if status[k] != DONE), None)
+        before = next((k for k in range(idx - 1, -1, -1) if status[k] != DONE), None)
+        p = cols["priority"][i]
+        if after is not None and p < prio[after]:
+            p = prio[after]
+        elif before is not None and p > prio[before]:
+            p = prio[before]
+        for c, v in rest.items():
+            v.insert(idx, p if c == "priority" else cols[c][i])
+        return rest, idx
 
-    _apply(repo, branch, change, f"moved to {'the top' if top else f'position {to}'}", "moved", got,
-           {"to": to})
-    return got[0]
+    # a move reorders the checked items; the one priority it sets is one of theirs
+    return _apply(repo, branch, key, change, f"moved to {'the top' if top else f'position {to}'}", "moved",
+                  {"to": to}, reorders=True)
 
 
 def park(repo: Repo, branch: str, key: str, reason: str) -> Changed:
     """Set an item aside with a reason: the loop skips it until ``retry``."""
     why = clean_text(reason, "--reason")
-    got: list[Changed] = []
 
-    def change(q: Queue) -> Queue:
-        it = q.get(key)
-        _refuse(it, "parked", running=True, done=True)
-        new = replace(it, status=PARKED, reason=why)
-        got[:] = [Changed(new, q.position(it.id))]
-        return q.with_item(new)
+    def change(cols: Cols, i: int) -> tuple[Cols, int | None]:
+        _refuse(cols, i, "parked", running=True)
+        return _set(cols, i, status=PARKED, reason=why), i
 
-    _apply(repo, branch, change, f"parked: {why}", "parked", got, {"reason": why})
-    return got[0]
+    return _apply(repo, branch, key, change, f"parked: {why}", "parked", {"reason": why})
 
 
 def retry(repo: Repo, branch: str, key: str) -> Changed:
     """Queue a parked item again, in its place, with its attempts counted from zero."""
-    got: list[Changed] = []
+    def change(cols: Cols, i: int) -> tuple[Cols, int | None]:
+        if cols["status"][i] != PARKED:
+            raise Refused(f"{cols['id'][i]} ({cols['name'][i]}) is {cols['status'][i]}, not parked: "
+                          "only a parked item is retried")
+        return _set(cols, i, status=QUEUED, reason=None, attempts=0), i
 
-    def change(q: Queue) -> Queue:
-        it = q.get(key)
-        if it.status != PARKED:
-            raise Refused(f"{it.id} ({it.name}) is {it.status}, not parked: only a parked item is retried")
-        new = replace(it, status=QUEUED, reason=None, attempts=0)
-        got[:] = [Changed(new, q.position(it.id))]
-        return q.with_item(new)
-
-    _apply(repo, branch, change, "queued again", "retried", got)
-    return got[0]
+    return _apply(repo, branch, key, change, "queued again", "retried")
 
 
-def _refuse(it: Item, what: str, *, running: bool, done: bool) -> None:
-    if running and it.status == RUNNING:
-        raise Refused(f"{it.id} ({it.name}) is being trained and cannot be {what}",
+def _set(cols: Cols, i: int, **values: Any) -> Cols:
+    """``cols`` with item ``i``'s ``values`` changed (new lists for those columns only)."""
+    out = dict(cols)
+    for c, v in values.items():
+        out[c] = list(cols[c])
+        out[c][i] = v
+    return out
+
+
+def _refuse(cols: Cols, i: int, what: str, *, running: bool) -> None:
+    it, status = f"{cols['id'][i]} ({cols['name'][i]})", cols["status"][i]
+    if running and status == RUNNING:
+        raise Refused(f"{it} is being trained and cannot be {what}",
                       hint="stop `lin run` first (a file it leaves running is resumed by the next `lin run`)")
-    if done and it.status == DONE:
-        raise Refused(f"{it.id} ({it.name}) was trained into {it.version} and cannot be {what}: "
+    if status == DONE:
+        raise Refused(f"{it} was trained into {cols['version'][i]} and cannot be {what}: "
                       "it stays in the queue's history")
 
 
-def _apply(repo: Repo, branch: str, change: Any, what: str, kind: str, got: list[Changed],
-           event: dict[str, Any] | None = None) -> None:
-    """Run ``change`` once on the queue as it is (it names its item in ``got``, or raises before
-    anything is written), then for real through :func:`update` (where it runs again)."""
-    change(load(repo, branch))
-    it = got[0].item
-    update(repo, branch, change, f"{it.id} ({it.name}) {what}", {"kind": kind, "item": it.id, **(event or {})})
+ColChange = Callable[[Cols, int], "tuple[Cols, int | None]"]
+
+
+def _apply(repo: Repo, branch: str, key: str, change: ColChange, what: str, kind: str,
+           event: dict[str, Any] | None = None, *, reorders: bool = False) -> Changed:
+    """Find ``key`` and run ``change`` once on the queue as it is (it raises, writing nothing,
+    when it cannot), then for real through :func:`update_doc` (where it runs again on the queue
+    as it is then, the item found again by its id)."""
+    doc = read_doc(repo, branch)
+    i = find(doc.items, key, branch)
+    item_key = doc.items["id"][i]
+    change(doc.items, i)
+    got: list[Changed] = []
+
+    def on_doc(d: QueueDoc) -> QueueDoc:
+        k = find(d.items, item_key, branch)
+        old = position_at(d.items, k)
+        item = item_at(d.items, k)
+        cols, at = change(d.items, k)
+        got[:] = [Changed(item_at(cols, at) if at is not None else item,
+                          position_at(cols, at) if at is not None else None, old)]
+        return replace(d, items=cols)
+
+    name = doc.items["name"][i]
+    update_doc(repo, branch, on_doc, f"{item_key} ({name}) {what}", {"kind": kind, "item": item_key, **(event or {})},
+               reorders=reorders)
+    return got[0]
 
 
 @dataclass
@@ -161,19 +177,19 @@ class PauseResult:
 def pause(repo: Repo, branch: str, reason: str | None = None) -> PauseResult:
     """Pause the queue: the loop takes no next file until ``resume`` (or the next ``lin run``)."""
     why = clean_text(reason, "--reason") if reason else "paused by hand (lin queue pause)"
-    q = load(repo, branch)
-    if q.paused is not None:
-        return PauseResult(branch, q.paused, False)
-    update(repo, branch, lambda x: replace(x, paused=why), f"paused: {why}", {"kind": "paused", "reason": why})
+    current = read_doc(repo, branch).paused
+    if current is not None:
+        return PauseResult(branch, current, False)
+    update_doc(repo, branch, lambda d: replace(d, paused=why), f"paused: {why}", {"kind": "paused", "reason": why})
     return PauseResult(branch, why, True)
 
 
 def resume(repo: Repo, branch: str) -> PauseResult:
-    q = load(repo, branch)
-    if q.paused is None:
+    current = read_doc(repo, branch).paused
+    if current is None:
         return PauseResult(branch, None, False)
-    update(repo, branch, lambda x: replace(x, paused=None), f"resumed (was paused: {q.paused})",
-           {"kind": "resumed"})
+    update_doc(repo, branch, lambda d: replace(d, paused=None), f"resumed (was paused: {current})",
+               {"kind": "resumed"})
     return PauseResult(branch, None, True)
 
 
@@ -181,22 +197,12 @@ def resume(repo: Repo, branch: str) -> PauseResult:
 
 
 @dataclass
-class Row:
-    position: int | None
-    item: Item
-    start: str | None  # estimated start (UTC) from the measured rate; None: unknown or not queued
-    start_in_s: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"position": self.position, **self.item.to_dict(), "estimated_start": self.start,
-                "estimated_start_in_s": self.start_in_s}
-
-
-@dataclass
 class Listing:
     branch: str
     paused: str | None
-    rows: list[Row]
+    #: each shown item: ``position`` (None when done), the item's fields (COLUMNS),
+    #: ``estimated_start`` (UTC; None: unknown or not queued) and ``estimated_start_in_s``
+    rows: list[dict[str, Any]]
     counts: dict[str, int]  # items per status
     hidden_done: int  # done items left out (without --all)
     rate: float | None  # tokens per second of training, measured on the branch's recent versions
@@ -209,7 +215,7 @@ class Listing:
         return {"branch": self.branch, "paused": self.paused, "counts": self.counts,
                 "hidden_done": self.hidden_done, "rate_tokens_per_s": self.rate,
                 "rate_versions": self.rate_versions, "tokens_queued": self.tokens_queued, "eta_s": self.eta_s,
-                "items": [r.to_dict() for r in self.rows]}
+                "items": self.rows}
 
 
 def measured_rate(repo: Repo, branch: str, versions: int = RATE_VERSIONS) -> tuple[float | None, int]:
@@ -240,32 +246,35 @@ def _positive(x: Any) -> float | None:
 
 def listing(repo: Repo, branch: str, *, show_all: bool = False, now: float | None = None) -> Listing:
     """The queue as `lin queue ls` shows it: every item not done, the last few done (all with
-    ``show_all``), each with its position and estimated start."""
-    q = load(repo, branch)
+    ``show_all``), each with its position and estimated start (rows are plain dicts, made from
+    the stored columns: 50,000 rows cost no Item each)."""
+    doc = read_doc(repo, branch)
+    cols = doc.items
     rate, n_rate = measured_rate(repo, branch)
     now = time.time() if now is None else now
-    counts = {s: 0 for s in (QUEUED, RUNNING, PARKED, DONE)}
-    for it in q.items:
-        counts[it.status] += 1
-    keep_done = counts[DONE] if show_all else KEEP_DONE
-    done_seen = 0
+    status = cols["status"]
+    counts = {s: status.count(s) for s in (QUEUED, RUNNING, PARKED, DONE)}
+    skip_done = 0 if show_all else max(0, counts[DONE] - KEEP_DONE)
     ahead = 0.0
-    rows: list[Row] = []
+    rows: list[dict[str, Any]] = []
     pos = 0
-    for it in q.items:
-        if it.status == DONE:
-            done_seen += 1
-            if counts[DONE] - done_seen < keep_done:
-                rows.append(Row(None, it, None, None))
+    for row in zip(*(cols[c] for c in COLUMNS), strict=True):
+        it = dict(zip(COLUMNS, row, strict=True))
+        st = it["status"]
+        if st == DONE:
+            if skip_done:
+                skip_done -= 1
+                continue
+            rows.append({"position": None, **it, "estimated_start": None, "estimated_start_in_s": None})
             continue
         pos += 1
         start = start_in = None
-        if it.status in (QUEUED, RUNNING):
-            if it.status == QUEUED and rate:
-                start_in = ahead / rate
-                start = _dt.datetime.fromtimestamp(now + start_in, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            ahead += it.tokens
-        rows.append(Row(pos, it, start, start_in))
-    return Listing(branch=branch, paused=q.paused, rows=rows, counts=counts,
-                   hidden_done=counts[DONE] - min(keep_done, counts[DONE]), rate=rate, rate_versions=n_rate,
-                   tokens_queued=int(ahead), eta_s=(ahead / rate) if rate else None)
+        if st == QUEUED and rate:
+            start_in = ahead / rate
+            start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + start_in))
+        if st in (QUEUED, RUNNING):
+            ahead += it["tokens"]
+        rows.append({"position": pos, **it, "estimated_start": start, "estimated_start_in_s": start_in})
+    return Listing(branch=branch, paused=doc.paused, rows=rows, counts=counts,
+                   hidden_done=counts[DONE] - min(counts[DONE], counts[DONE] if show_all else KEEP_DONE),
+                   rate=rate, rate_versions=n_rate, tokens_queued=int(ahead), eta_s=(ahead / rate) if rate else None)

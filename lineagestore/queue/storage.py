@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from ..core.ids import is_object_id
 from ..core.names import check_name
 from ..core.objects import QueueDoc, canonical_json
 from ..core.repo import RefChange, Repo, utc_now
-from .model import Queue, clean_text, from_doc, stored_columns
+from .model import COLUMNS, Queue, check_doc, clean_columns, clean_text, queue_of, stored_columns
 
 QUEUE_REF = "refs/queues/"
 QUEUE_FORMAT = 2  # the store format that holds queues (core/repo.py FORMATS)
@@ -55,7 +55,7 @@ def queue_ref(branch: str) -> str:
     return QUEUE_REF + check_name(branch, "branch name")
 
 
-def _read_doc(repo: Repo, oid: str, branch: str) -> QueueDoc:
+def _read_doc(repo: Repo, oid: str, branch: str, *, items: bool = True) -> QueueDoc:
     doc = repo.objects.get(oid, "queue")
     assert isinstance(doc, QueueDoc)
     where = f"{queue_ref(branch)} ({oid[:12]})"
@@ -64,42 +64,54 @@ def _read_doc(repo: Repo, oid: str, branch: str) -> QueueDoc:
         raise CorruptObject(f"{where}: malformed queue (log)")
     if type(doc.log_count) is not int or doc.log_count < len(doc.log):
         raise CorruptObject(f"{where}: malformed queue (log_count)")
+    if items:
+        check_doc(doc, where, branch)
     return doc
 
 
 def _empty_doc(branch: str) -> QueueDoc:
-    return QueueDoc(branch=branch, next=1, paused=None, items={}, log=[], log_parts=[], log_count=0)
+    return QueueDoc(branch=branch, next=1, paused=None, items={c: [] for c in COLUMNS}, log=[], log_parts=[],
+                    log_count=0)
+
+
+#: the last document this process read or wrote and the last queue it built, by document id: a
+#: document is immutable and named by its content, so a command that reads the queue and then
+#: changes it, or the loop that reads it after its own change, checks and builds 50,000 items once
+_DOCS: dict[str, QueueDoc] = {}
+_QUEUES: dict[str, Queue] = {}
+
+
+def _current(repo: Repo, branch: str) -> tuple[QueueDoc, str | None]:
+    oid = repo.refs.read(queue_ref(branch))
+    if oid is None:
+        return _empty_doc(branch), None
+    doc = _DOCS.get(oid)
+    if doc is None or doc.branch != branch or not repo.objects.has(oid):
+        doc = _read_doc(repo, oid, branch)
+        _DOCS.clear()
+        _DOCS[oid] = doc
+    return doc, oid
+
+
+def read_doc(repo: Repo, branch: str) -> QueueDoc:
+    """The stored document of the queue of ``branch``, checked (columns: see docs/format.md)."""
+    return _current(repo, branch)[0]
+
+
+def _queue(doc: QueueDoc, oid: str | None) -> Queue:
+    if oid is None:
+        return Queue(branch=doc.branch)
+    q = _QUEUES.get(oid)
+    if q is None:
+        q = queue_of(doc)
+        _QUEUES.clear()
+        _QUEUES[oid] = q
+    return q
 
 
 def load(repo: Repo, branch: str) -> Queue:
     """The queue of ``branch`` (an empty one when it has none yet)."""
-    q, _doc, _oid = _load(repo, branch)
-    return q
-
-
-#: the last queue this process read or wrote, by document id: a document is immutable and named
-#: by its content, so ``lin queue move`` (which reads the queue, then changes it) and the loop
-#: (which reads it after its own change) parse 50,000 items once, not twice
-_LAST: dict[str, tuple[Queue, QueueDoc]] = {}
-
-
-def _load(repo: Repo, branch: str) -> tuple[Queue, QueueDoc, str | None]:
-    ref = queue_ref(branch)
-    oid = repo.refs.read(ref)
-    if oid is None:
-        return Queue(branch=branch), _empty_doc(branch), None
-    hit = _LAST.get(oid)
-    if hit is not None and hit[0].branch == branch and repo.objects.has(oid):
-        return hit[0], hit[1], oid
-    doc = _read_doc(repo, oid, branch)
-    q = from_doc(doc, f"{ref} ({oid[:12]})", branch)
-    _remember(oid, q, doc)
-    return q, doc, oid
-
-
-def _remember(oid: str, q: Queue, doc: QueueDoc) -> None:
-    _LAST.clear()
-    _LAST[oid] = (q, doc)
+    return _queue(*_current(repo, branch))
 
 
 def update(repo: Repo, branch: str, change: Callable[[Queue], Queue], message: str,
@@ -111,27 +123,64 @@ def update(repo: Repo, branch: str, change: Callable[[Queue], Queue], message: s
     ``message`` (and ``event``, a small JSON object such as ``{"kind": "parked", "item": "q00042",
     "reason": "..."}``) is appended to the queue's log and noted in the audit log.
     """
+    def apply(doc: QueueDoc, oid: str | None) -> tuple[QueueDoc, Queue | None]:
+        new = change(_queue(doc, oid))
+        cols, cleaned = stored_columns(new, branch)
+        paused = _paused(new.paused)
+        same = not cleaned and paused == new.paused
+        return replace(doc, items=cols, paused=paused, next=new.next_number), new if same else None
+
+    doc, oid, q = _update(repo, branch, apply, message, event)
+    if q is not None:
+        _QUEUES.clear()
+        _QUEUES[oid] = q
+    return _queue(doc, oid)
+
+
+def update_doc(repo: Repo, branch: str, change: Callable[[QueueDoc], QueueDoc], message: str,
+               event: dict[str, Any] | None = None, *, reorders: bool = False) -> QueueDoc:
+    """:func:`update` on the stored columns: ``change`` returns the document with its new
+    ``items`` (columns: new lists, never the ones it was given changed in place), ``paused`` and
+    ``next``; no :class:`Item` is made, so a change of a 50,000-item queue costs little. Columns
+    it hands back unchanged (the same lists) are not checked again, nor any with ``reorders``:
+    a change that only reorders or drops items of the (checked) document it was given."""
+    def apply(doc: QueueDoc, oid: str | None) -> tuple[QueueDoc, Queue | None]:
+        new = change(doc)
+        known = None if not reorders else {c: new.items[c] for c in new.items}
+        cols, _ = clean_columns(new.items, new.next, branch, known=known or doc.items)
+        return replace(doc, items=cols, paused=_paused(new.paused), next=new.next), None
+
+    return _update(repo, branch, apply, message, event)[0]
+
+
+def _paused(reason: str | None) -> str | None:
+    return clean_text(reason, "the reason of a pause") if reason is not None else None
+
+
+Apply = Callable[[QueueDoc, "str | None"], "tuple[QueueDoc, Queue | None]"]
+
+
+def _update(repo: Repo, branch: str, apply: Apply, message: str,
+            event: dict[str, Any] | None) -> tuple[QueueDoc, str, Queue | None]:
     ref = queue_ref(branch)
     message = clean_text(message, "a queue log message")
     entry = [utc_now(), message, _check_event(event)]
     lock = FileLock(repo.path / "locks" / f"queue-{branch}.lock") if repo.path is not None else None
     for attempt in range(_TRIES):
         with repo.writing(), (lock.held("exclusive", repo.lock_timeout) if lock else nullcontext()):
-            new = _update_once(repo, branch, ref, change, message, entry)
-        if new is not None:
-            return new
+            done = _update_once(repo, branch, ref, apply, message, entry)
+        if done is not None:
+            return done
         time.sleep(random.uniform(0.0, 0.01 * min(attempt + 1, 20)))
     raise RefConflict(f"{ref}: changed by other processes {_TRIES} times while this change was made",
                       hint="run the command again")
 
 
-def _update_once(repo: Repo, branch: str, ref: str, change: Callable[[Queue], Queue], message: str,
-                 entry: list[Any]) -> Queue | None:
+def _update_once(repo: Repo, branch: str, ref: str, apply: Apply, message: str,
+                 entry: list[Any]) -> tuple[QueueDoc, str, Queue | None] | None:
     """One read-change-write; None when the ref moved underneath (then the caller tries again)."""
-    queue, doc, old = _load(repo, branch)
-    new = change(queue)
-    cols, cleaned = stored_columns(new, branch)
-    paused = clean_text(new.paused, "the reason of a pause") if new.paused is not None else None
+    doc, old = _current(repo, branch)
+    changed, q = apply(doc, old)
     notes_before = len(repo.notes)
     repo.require_format(QUEUE_FORMAT)
     log, parts = list(doc.log), list(doc.log_parts)
@@ -139,10 +188,7 @@ def _update_once(repo: Repo, branch: str, ref: str, change: Callable[[Queue], Qu
         parts.append(repo.objects.put("blob", canonical_json(log)))
         log = []
     log.append(entry)
-    new_doc = QueueDoc(branch=branch, next=new.next_number, paused=paused, items=cols,
-                       log=log, log_parts=parts, log_count=doc.log_count + 1)
-    if cleaned or paused != new.paused:
-        new = from_doc(new_doc, queue_ref(branch), branch)  # what a reader will see
+    new_doc = replace(changed, branch=branch, log=log, log_parts=parts, log_count=doc.log_count + 1)
     oid = repo.objects.put_object(new_doc)
     kill_point("queue-object")
     try:
@@ -150,14 +196,15 @@ def _update_once(repo: Repo, branch: str, ref: str, change: Callable[[Queue], Qu
     except RefConflict:
         return None
     kill_point("queue-ref")
-    _remember(oid, new, new_doc)
+    _DOCS.clear()
+    _DOCS[oid] = new_doc
     if repo.path is not None:
         # each change is its own entry, at once: a loop that runs for months must not keep its
         # changes for one entry at exit (and the CLI, which records repo.changes, does not see it)
         audit.record(repo, _argv(), [RefChange(ref, old, oid)],
                      notes=[f"queue {branch}: {message}", *repo.notes[notes_before:]])
         del repo.notes[notes_before:]  # recorded here (the format raise): not again by the command
-    return new
+    return new_doc, oid, q
 
 
 def _argv() -> list[str]:
@@ -183,12 +230,12 @@ def _check_event(event: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def read_log(repo: Repo, branch: str, limit: int | None = None) -> list[LogEntry]:
     """The queue's log, oldest first; with ``limit``, only the newest ``limit`` entries."""
-    ref = queue_ref(branch)
-    oid = repo.refs.read(ref)
+    oid = repo.refs.read(queue_ref(branch))
     if oid is None:
         return []
-    doc = _read_doc(repo, oid, branch)
-    where = f"{ref} ({oid[:12]})"
+    # the log alone: the items are not checked (each log entry is, as it is read)
+    doc = _DOCS.get(oid) or _read_doc(repo, oid, branch, items=False)
+    where = f"{queue_ref(branch)} ({oid[:12]})"
     rows: list[Any] = list(doc.log)
     for pid in reversed(doc.log_parts):
         if limit is not None and len(rows) >= limit:
