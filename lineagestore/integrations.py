@@ -36,6 +36,7 @@ import os
 import secrets
 import socket
 import time
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -283,7 +284,8 @@ class LineageCallback(TrainerCallback):
         if whole:
             samples = len(order)
         consumed = np.zeros(records, dtype=bool)
-        consumed[np.asarray([mapping[r] for r in order[:samples] if 0 <= r < len(mapping)], dtype=np.int64)] = True
+        rows = np.frombuffer(order, dtype=np.int64)[:samples]
+        consumed[np.asarray(mapping, dtype=np.int64)[rows[(rows >= 0) & (rows < len(mapping))]]] = True
         parts: list[Part] = []
         start = 0
         for did, rids in self._files:
@@ -297,11 +299,12 @@ class LineageCallback(TrainerCallback):
 
 
 class _OrderRecorder:
-    """Stands in for a sampler: yields what it yields and keeps the order of each pass (an epoch)."""
+    """Stands in for a sampler: yields what it yields and keeps the order of its latest pass (an
+    epoch), 8 bytes a row."""
 
     def __init__(self, inner: Any):
         self.inner = inner
-        self.passes: list[list[int]] = []
+        self.order: array | None = None
 
     @classmethod
     def attach(cls, loader: Any) -> _OrderRecorder | None:
@@ -324,8 +327,7 @@ class _OrderRecorder:
         return rec
 
     def __iter__(self):
-        order: list[int] = []
-        self.passes.append(order)
+        self.order = order = array("q")
         for i in self.inner:
             order.append(int(i))
             yield i
@@ -334,10 +336,12 @@ class _OrderRecorder:
         return len(self.inner)
 
     def __getattr__(self, name: str) -> Any:  # set_epoch and the rest of the sampler's own
+        if name == "inner":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def last(self) -> list[int] | None:
-        return self.passes[-1] if self.passes else None
+    def last(self) -> array | None:
+        return self.order
 
 
 _ARG_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
