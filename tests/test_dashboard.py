@@ -37,7 +37,7 @@ from lineagestore import Repo
 from lineagestore.core.errors import InvalidInput
 from lineagestore.core.objects import Commit, Tree
 from lineagestore.dashboard import data as dd
-from lineagestore.dashboard.report import render, write_report
+from lineagestore.dashboard.report import UPLOT_VERSION, render, write_report
 from lineagestore.dashboard.serve import make_server
 
 
@@ -144,6 +144,7 @@ def test_report_is_self_contained_and_script_safe(store, tmp_path):
     assert "default-src 'none'" in page  # the page may not fetch anything
     assert page.count("</script>") == 3  # the data, uPlot, the page's script: nothing from the store
     assert "Copyright (c) 2022 Leon Sorokin" in page  # uPlot's licence travels with it
+    assert f"/*! https://github.com/leeoniya/uPlot (v{UPLOT_VERSION}) */" in page  # the version named is the one vendored
     assert HOSTILE not in page
 
 

@@ -103,6 +103,8 @@
   function drawChart(c) {
     var box = clear(document.getElementById("chart-" + c.key));
     box.setAttribute("data-points", "0");
+    box.setAttribute("role", "img");
+    box.setAttribute("aria-label", c.title + ": " + c.x.length + " points (" + c.source + ")");
     if (!c.x.length) {
       box.appendChild(el("div", {class: "empty"}, "No points yet: " + c.source + "."));
       return;
