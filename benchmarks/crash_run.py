@@ -18,7 +18,7 @@ it). After every kill the store passes fsck (full, in-process); after every cycl
 - `lin fsck --full` exits 0, no run is left in ``refs/runs/``, and the backup remote holds every
   version's tag.
 
-Usage: python benchmarks/crash_run.py [--kills 200] [--seed 1] [--keep DIR]
+Usage: python benchmarks/crash_run.py [--kills 200] [--seed 1] [--keep DIR] [--minutes M]
 (or python benchmarks/crash.py --scenarios run). Prints one JSON summary; exits 1 if a check failed.
 """
 
@@ -181,14 +181,18 @@ class RunLab:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_lab(root: Path, seed: int, kills: int) -> dict:
+def run_lab(root: Path, seed: int, kills: int, minutes: float | None = None) -> dict:
+    """Cycles until ``kills`` kills (or, with ``minutes``, the first cycle boundary after that
+    much time); a line of the figures so far on stderr after every cycle."""
     lab = RunLab(root, seed)
     t0 = time.monotonic()
     lab.setup()
     n = 0
-    while lab.stats["kills"] < kills:
+    while lab.stats["kills"] < kills and (minutes is None or time.monotonic() - t0 < 60 * minutes):
         n += 1
         lab.cycle(n, kills - lab.stats["kills"])
+        print(json.dumps({"cycle": n, "seconds": round(time.monotonic() - t0), **dict(lab.stats)}),
+              file=sys.stderr, flush=True)
     return {"seed": seed, "seconds": round(time.monotonic() - t0, 1), **dict(lab.stats)}
 
 
@@ -197,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="keep the lab in this folder")
+    ap.add_argument("--minutes", type=float, default=None, help="stop at the first cycle's end after this long")
     a = ap.parse_args(argv)
     base = a.keep or Path(tempfile.mkdtemp(prefix="lin-crash-run-"))
     base.mkdir(parents=True, exist_ok=True)
     try:
-        result = run_lab(base, a.seed, a.kills)
+        result = run_lab(base, a.seed, a.kills, a.minutes)
         failed = None
     except CrashCheckFailed as e:
         result, failed = {"seed": a.seed}, str(e)
