@@ -382,3 +382,55 @@ def test_a_packed_store_pushes_deltas_with_their_bases_and_clones_byte_exact(lin
     cloned, _ = clone(str(remote), tmp_path / "c2", checkout=False)
     assert _all_versions(cloned) == before
     assert check(cloned).ok
+
+
+def _trained_bf16(folder: Path, state: dict) -> Path:
+    """Save a torch state dict as bf16 safetensors (the fp32 master weights stay in ``state``)."""
+    from safetensors.torch import save_file
+    folder.mkdir(parents=True)
+    save_file({k: v.to(dtype=__import__("torch").bfloat16).contiguous() for k, v in state.items()},
+              str(folder / "model.safetensors"))
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+def test_a_small_push_sends_a_child_of_a_few_optimizer_steps_as_deltas(lin, store_dir, tmp_path):
+    torch = pytest.importorskip("torch")
+    from lineagestore.remote.fetch import clone
+    from lineagestore.remote.push import push
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256))
+    assert lin("import", str(_trained_bf16(tmp_path / "base", net.state_dict())), "--name", "base")[0] == 0
+    remote = tmp_path / "disk" / "remote"
+    remote.parent.mkdir()
+    assert lin("remote", "add", "origin", str(remote))[0] == 0
+    repo = _set(Repo.open(store_dir / ".lineage"), "remote.origin.transfer", "small")
+    push(repo, "origin")
+    held_before = sum(p.stat().st_size for p in remote.rglob("*") if p.is_file())
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-5)
+    x = torch.randn(64, 256)
+    for _ in range(3):  # a few real optimizer steps
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(net(x), x.flip(1)).backward()
+        opt.step()
+    child = _trained_bf16(tmp_path / "child", net.state_dict())
+    assert lin("commit", str(child), "--name", "child")[0] == 0
+    repo = Repo.open(store_dir / ".lineage")
+    res = push(repo, "origin")
+    held = sum(p.stat().st_size for p in remote.rglob("*") if p.is_file()) - held_before
+    raw = (child / "model.safetensors").stat().st_size
+    print(f"small push of a child: remote grew {held} bytes for a {raw}-byte model ({held / raw:.3f})")
+    assert held <= 0.25 * raw, (held, raw, res.bytes_sent)
+    cloned, _ = clone(str(remote), tmp_path / "c", checkout=False)
+    assert version_bytes(cloned, "v002_child") == version_bytes(repo, "v002_child")
+    assert check(cloned).ok
+    # the receiver keeps its newest version whole again at its next repack (checkouts stay fast)
+    store = cloned.objects
+    deltas = [o for o in store.iter_ids() if store.header(o).codec == CODEC_DELTA]
+    assert deltas and all(store.is_loose(o) for o in deltas)
+    repack(cloned)
+    cloned = Repo.open(cloned.path)
+    tip = {t.id for t in cloned.objects.get(cloned.objects.get(cloned.commit(cloned.resolve("v002_child")).tree,
+                                                                  "tree").items()[1].id).entries()}
+    assert tip and all(cloned.objects.header(o).codec != CODEC_DELTA and cloned.objects.is_loose(o) for o in tip)
+    assert version_bytes(cloned, "v002_child") == version_bytes(repo, "v002_child")

@@ -30,14 +30,15 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import blake3
 
-from .codecs import BASE_ID_SIZE, stored_object
-from .errors import CorruptObject, NoSpace
+from .codecs import BASE_ID_SIZE, itemsize_of, stored_object
+from .errors import CorruptObject, LinError, NoSpace
 from .fsutil import fsync_dir, is_nospace, kill_point, nospace_error, temp_name
 from .ids import check_object_id
-from .objects import CODEC_DELTA, CODEC_PLANES, HEADER_SIZE, MAX_SIZE
+from .objects import CODEC_DELTA, CODEC_PLANES, HEADER_SIZE, MAX_SIZE, ObjectHeader
 
 PACK_MAGIC = b"LINP"
 IDX_MAGIC = b"LINI"
@@ -439,3 +440,61 @@ def whole_form(type_name: str, data: bytes, delta_stored: bytes | memoryview, mo
     at = HEADER_SIZE + BASE_ID_SIZE  # the planes header of the delta: its element size first
     itemsize = delta_stored[at] if len(delta_stored) > at and 1 <= delta_stored[at] <= 8 else 1
     return stored_object(type_name, data, CODEC_PLANES, itemsize, mode=mode)[1]
+
+
+class _Objects(Protocol):
+    """What :func:`tensor_pieces` reads: an object store (core.store sits above this module)."""
+
+    def get(self, oid: str, expect: str | None = None) -> Any: ...
+
+    def header(self, oid: str) -> ObjectHeader: ...
+
+
+#: where a tensor piece lies in a version: (file path, tensor name, piece index)
+PieceKey = tuple[str, str, int]
+
+
+def tensor_pieces(store: _Objects, commit_id: str, memo: dict[str, list[Any]]) -> dict[PieceKey, tuple[str, int]]:
+    """(file path, tensor name, piece index) -> (blob id, element size) for every tensor piece of
+    a version; the same key in two versions pairs a piece with its delta base (repack: the newer
+    version's; a small push: the parent's). ``memo`` keeps trees and tensor files read, by id."""
+    out: dict[PieceKey, tuple[str, int]] = {}
+    try:
+        tree_id = store.get(commit_id, "commit").tree
+    except LinError:
+        return out
+    stack = [("", tree_id)]
+    while stack:
+        prefix, tid = stack.pop()
+        for path, etype, eid in _tree_entries(store, tid, memo):
+            if etype == "tree":
+                stack.append((prefix + path + "/", eid))
+            elif etype == "tensor-file":
+                for tname, itemsize, pieces in _tensor_entries(store, eid, memo):
+                    for k, blob in enumerate(pieces):
+                        out[(prefix + path, tname, k)] = (blob, itemsize)
+    return out
+
+
+def _tree_entries(store: _Objects, tid: str, memo: dict[str, list[Any]]) -> list[Any]:
+    if tid not in memo:
+        try:
+            memo[tid] = [(e.name, e.type, e.id) for e in store.get(tid, "tree").items()]
+        except LinError:
+            memo[tid] = []
+    return memo[tid]
+
+
+def _tensor_entries(store: _Objects, fid: str, memo: dict[str, list[Any]]) -> list[Any]:
+    if fid not in memo:
+        out = []
+        try:
+            for t in store.get(fid, "tensor-file").entries():
+                pieces = [t.id]
+                if store.header(t.id).type == "chunks":
+                    pieces = [p for p, _ in store.get(t.id, "chunks").parts]
+                out.append((t.name, itemsize_of(t.dtype), pieces))
+        except LinError:
+            out = []
+        memo[fid] = out
+    return memo[fid]

@@ -252,6 +252,9 @@ class RemoteSettings:
     url: str = key("", "str", nonempty=True)  # s3://bucket/prefix or an absolute folder
     endpoint_url: str = key("", "str")  # http(s)://host[:port] of an S3-compatible server
     region: str = key("", "str")
+    # what a push sends: "small" (tensor pieces as deltas against the parent version's the remote
+    # holds), "fast" (as stored here), "" (small for S3, fast for a folder)
+    transfer: str = key("", "choice", choices=("", "small", "fast"))
 
 
 @dataclass(frozen=True)

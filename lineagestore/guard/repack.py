@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
-from ..core.codecs import BASE_ID_SIZE, itemsize_of, stored_object
+from ..core.codecs import BASE_ID_SIZE, stored_object
 from ..core.errors import LinError
 from ..core.fsutil import FileLock, fsync_dir, kill_point
 from ..core.names import parse_version
@@ -47,11 +47,10 @@ from ..core.objects import (
     CODEC_PLANES,
     CODEC_RAW,
     HEADER_SIZE,
-    TensorFile,
     encode_payload,
     pack_header,
 )
-from ..core.packs import PackEntry, PackWriter, remove_pack
+from ..core.packs import PackEntry, PackWriter, remove_pack, tensor_pieces
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..core.store import DiskObjectStore
@@ -158,53 +157,7 @@ def _files_of(repo: Repo, g: Graph, roots: set[str]) -> set[str]:
     return g.walk(start) | set(roots)
 
 
-# ----------------------------------------------------------------------------- tensor pieces
-
-
-def _tensor_pieces(repo: Repo, commit_id: str, memo: dict[str, list]) -> dict[tuple[str, str, int], tuple[str, int]]:
-    """(file path, tensor name, piece index) -> (blob id, element size) for every tensor piece of
-    a version (``memo``: trees and tensor files already read, by id)."""
-    out: dict[tuple[str, str, int], tuple[str, int]] = {}
-    try:
-        tree_id = repo.objects.get(commit_id, "commit").tree
-    except LinError:
-        return out
-    stack = [("", tree_id)]
-    while stack:
-        prefix, tid = stack.pop()
-        for path, etype, eid in _tree_entries(repo, tid, memo):
-            if etype == "tree":
-                stack.append((prefix + path + "/", eid))
-            elif etype == "tensor-file":
-                for tname, itemsize, pieces in _tensor_entries(repo, eid, memo):
-                    for k, blob in enumerate(pieces):
-                        out[(prefix + path, tname, k)] = (blob, itemsize)
-    return out
-
-
-def _tree_entries(repo: Repo, tid: str, memo: dict[str, list]) -> list:
-    if tid not in memo:
-        try:
-            memo[tid] = [(e.name, e.type, e.id) for e in repo.objects.get(tid, "tree").items()]
-        except LinError:
-            memo[tid] = []
-    return memo[tid]
-
-
-def _tensor_entries(repo: Repo, fid: str, memo: dict[str, list]) -> list:
-    if fid not in memo:
-        out = []
-        try:
-            tf: TensorFile = repo.objects.get(fid, "tensor-file")
-            for t in tf.entries():
-                pieces = [t.id]
-                if repo.objects.header(t.id).type == "chunks":
-                    pieces = [p for p, _ in repo.objects.get(t.id, "chunks").parts]
-                out.append((t.name, itemsize_of(t.dtype), pieces))
-        except LinError:
-            out = []
-        memo[fid] = out
-    return memo[fid]
+# ----------------------------------------------------------------------------- codec choice
 
 
 @dataclass
@@ -228,7 +181,7 @@ def _choose_codecs(repo: Repo, temp: _Temperature, candidates: set[str], interva
         newer: dict[tuple[str, str, int], tuple[str, int]] = {}
         for i, cid in enumerate(chain):
             position = len(chain) - 1 - i  # from the branch's root
-            pieces = _tensor_pieces(repo, cid, memo)
+            pieces = tensor_pieces(repo.objects, cid, memo)
             for key, (blob, itemsize) in pieces.items():
                 if blob not in candidates or blob in chosen:
                     continue
@@ -362,6 +315,10 @@ def _plan(repo: Repo, store: DiskObjectStore, temp: _Temperature, drop: set[str]
                 to_pack.append(oid)
             else:
                 copy.append((oid, e))
+    for oid in loose:  # a hot piece received as a delta (a small push): whole again for checkouts
+        if oid in temp.hot and oid not in drop and temp.graph.type.get(oid) == "blob" and oid not in unpack:
+            if _delta_base(store.files.read(oid, _HEAD)) is not None:
+                unpack[oid] = None
     for oid in packed_ids:  # hot blobs in packs that stay: loose again for checkouts
         if oid in temp.hot and oid not in loose_set and oid not in unpack and temp.graph.type.get(oid) == "blob":
             unpack[oid] = None

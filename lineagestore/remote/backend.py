@@ -87,6 +87,11 @@ class Backend(ABC):
     @abstractmethod
     def read(self, key: str) -> tuple[bytes, str] | None: ...
 
+    def read_head(self, key: str, n: int) -> bytes | None:
+        """The first ``n`` bytes of ``key`` (fewer if it is shorter); None if absent."""
+        got = self.read(key)
+        return None if got is None else got[0][:n]
+
     @abstractmethod
     def write(self, key: str, data: bytes | memoryview, on_bytes: Callable[[int], None] | None = None) -> None: ...
 
@@ -204,6 +209,15 @@ class FolderBackend(Backend):
         except OSError as e:
             raise RemoteError(f"{self.label or self.root}: cannot read {key} ({e.strerror})") from e
         return data, md5_etag(data)
+
+    def read_head(self, key: str, n: int) -> bytes | None:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read(n)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise RemoteError(f"{self.label or self.root}: cannot read {key} ({e.strerror})") from e
 
     def write(self, key: str, data: bytes | memoryview, on_bytes: Callable[[int], None] | None = None) -> None:
         self._ensure_root()
@@ -417,6 +431,15 @@ class S3Backend(Backend):
         except _Absent:
             return None
         return data, r.get("ETag", "")
+
+    def read_head(self, key: str, n: int) -> bytes | None:
+        try:
+            with self._errors("read", key, absent=_Absent):
+                r = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes=0-{max(n, 1) - 1}")
+                data: bytes = r["Body"].read()
+        except _Absent:
+            return None
+        return data[:n]
 
     def write(self, key: str, data: bytes | memoryview, on_bytes: Callable[[int], None] | None = None) -> None:
         full = self._key(key)

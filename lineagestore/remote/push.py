@@ -16,11 +16,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from ..core.codecs import stored_object
 from ..core.errors import InvalidInput, InvalidName, NotFound, RefConflict
 from ..core.ids import is_object_id
 from ..core.names import check_name
-from ..core.objects import HEADER_SIZE, unpack_header
-from ..core.packs import delta_base_of, whole_form
+from ..core.objects import CODEC_DELTA, CODEC_PLANES, CODEC_RAW, HEADER_SIZE, unpack_header
+from ..core.packs import delta_base_of, tensor_pieces, whole_form
 from ..core.progress import NULL, Progress
 from ..core.refs import SYMREF_PREFIX, check_ref_name
 from ..core.repo import Repo
@@ -385,6 +386,78 @@ def _rejection(repo: Repo, result: PushResult, before_write: bool) -> PushReject
     return PushRejected(result, head + ":\n" + "\n".join(lines), hint)
 
 
+def _small(repo: Repo, rs: RemoteSession) -> bool:
+    """Whether pushes to ``rs`` send tensor pieces as deltas (``transfer``; default: S3 only)."""
+    spec = repo.settings.remotes.get(rs.name)
+    transfer = spec.transfer if spec is not None else ""
+    return transfer == "small" or (transfer == "" and rs.url.startswith("s3://"))
+
+
+def _forward_bases(repo: Repo, rs: RemoteSession, tops: list[str], sending: set[str],
+                   known: KnownObjects) -> dict[str, tuple[str, int]]:
+    """For a small push: tensor pieces to send as deltas against the same piece of the version's
+    first parent (piece id -> (base id, element size)), oldest version first.
+
+    A base qualifies when the remote will hold it in a form whose delta chain (read from the
+    remote's object headers, or known from this push) stays within ``core.delta_max_depth``
+    with this delta added; a piece stored here as a delta is sent as it is (or whole)."""
+    store = repo.objects
+    limit = store.delta_max_depth
+    commits = []
+    for cid in tops:
+        if store.header(cid).type == "commit":
+            c = store.get(cid, "commit")
+            if c.parents:
+                commits.append((c.created, cid, c.parents[0]))
+    memo: dict[str, list[object]] = {}
+    depth: dict[str, int | None] = {}  # the chain length a piece sent in this push will have
+    out: dict[str, tuple[str, int]] = {}
+    for _, cid, parent in sorted(commits):
+        theirs = tensor_pieces(store, parent, memo)
+        for key, (blob, itemsize) in tensor_pieces(store, cid, memo).items():
+            if blob not in sending or blob in depth:
+                continue
+            whole = store.header(blob).codec != CODEC_DELTA
+            base = theirs.get(key, (None, 0))[0]
+            d: int | None = None
+            if whole and base is not None and base != blob and base not in known.damaged:
+                d = depth.get(base) if base in sending else _remote_depth(rs, base, limit)
+            if d is not None and base is not None and d + 1 <= limit:
+                out[blob] = (base, itemsize)
+                depth[blob] = d + 1
+            else:
+                depth[blob] = 0 if whole else None
+    return out
+
+
+def _remote_depth(rs: RemoteSession, oid: str, limit: int) -> int | None:
+    """How many deltas reading the remote's copy of ``oid`` follows; None past ``limit`` or when
+    a header cannot be read."""
+    n, cur = 0, oid
+    while n <= limit:
+        head = rs.backend.read_head(object_key(cur), HEADER_SIZE + 32)
+        if head is None or len(head) < HEADER_SIZE:
+            return None
+        base = delta_base_of(head)
+        if base is None:
+            return n
+        cur, n = base, n + 1
+    return None
+
+
+def _forward_delta(store, oid: str, base: str, itemsize: int) -> bytes:
+    """``oid`` in stored form as a delta against ``base`` (planes, or raw, when it saves little)."""
+    type_name, data = store.get_raw(oid)
+    _, base_data = store.get_raw(base)
+    codec, stored = CODEC_RAW, b""
+    if len(base_data) == len(data):
+        codec, stored = stored_object(type_name, data, CODEC_DELTA, itemsize, base=(base, base_data),
+                                      mode=store.compression)
+    if codec == CODEC_RAW:
+        codec, stored = stored_object(type_name, data, CODEC_PLANES, itemsize, mode=store.compression)
+    return stored
+
+
 def _send_objects(repo: Repo, rs: RemoteSession, roots: dict[str, str], known: KnownObjects,
                   progress: Progress, result: PushResult, verify: bool) -> None:
     """Make the remote hold every object under ``roots``: ask it about all of them (one batched
@@ -400,15 +473,19 @@ def _send_objects(repo: Repo, rs: RemoteSession, roots: dict[str, str], known: K
         progress.start(f"pushing to {rs.name}", sum(sizes.values()), "B")
 
     in_closure = set(closure)
+    forward = _forward_bases(repo, rs, tops, set(order), known) if _small(repo, rs) else {}
 
     def send(oid: str) -> tuple[int, int]:
         raw = store.get_stored(oid)
         base = delta_base_of(raw)
-        if verify or (base is not None and base not in in_closure):
+        if oid in forward:
+            raw = _forward_delta(store, oid, *forward[oid])
+        elif base is not None and base not in in_closure:
+            # a delta goes as it is only with its base (core/packs.py); else whole (byte planes)
             h, data = store.decode(oid, raw, f"object {oid} in this store")
-            if base is not None and base not in in_closure:
-                # a delta goes as it is only with its base (core/packs.py); else whole (byte planes)
-                raw = whole_form(h.type, data, raw, store.compression)
+            raw = whole_form(h.type, data, raw, store.compression)
+        if verify:
+            h, _ = store.decode(oid, raw, f"object {oid} in this store")
         else:
             h = unpack_header(raw[:HEADER_SIZE])
         rs.backend.write(object_key(oid), raw, on_bytes=progress.advance)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
@@ -171,7 +172,26 @@ def _put_with_bases(store: ObjectStore, rs: RemoteSession, oid: str, raw: bytes,
             raise CorruptObject(f"{what} is a delta against object {base}, which is no blob")
         progress.advance(len(got[0]))
         _put_with_bases(store, rs, base, got[0], progress, depth + 1)
+    for _ in range(600):
+        try:
+            store.put_stored(oid, raw)
+            return
+        except CorruptObject:
+            if base is None or not _being_written(store, base):
+                raise
+            time.sleep(0.05)  # another thread of this fetch is writing the base: wait for it
     store.put_stored(oid, raw)
+
+
+def _being_written(store: ObjectStore, oid: str) -> bool:
+    """Whether ``oid`` is claimed in ``store`` (a batch's waiting object) but cannot be read yet."""
+    if not store.has(oid):
+        return False
+    try:
+        store.get_stored(oid)
+    except ObjectNotFound:
+        return True
+    return False
 
 
 def _raise(rs: RemoteSession, oid: str, where: str, err: str) -> NoReturn:
