@@ -48,11 +48,11 @@ from lineagestore.guard import fsck  # noqa: E402
 
 #: phase -> (kill point, the most hits of it to draw N from)
 PHASES: dict[str, list[tuple[str, int]]] = {
-    "train step": [("train-step", 14)],
-    "checkpoint": [("train-checkpoint", 5)],
+    "train step": [("train-step", 8)],
+    "checkpoint": [("train-checkpoint", 3)],
     "publish": [("train-commit", 2)],
-    "backup": [("backup", 5)],
-    "queue update": [("run-queue", 4), ("queue-object", 4), ("queue-ref", 4)],
+    "backup": [("backup", 3)],
+    "queue update": [("run-queue", 3), ("queue-object", 3), ("queue-ref", 3)],
 }
 RUN_ARGS = ["--device", "cpu", "--batch-size", "2", "--seq-len", "32", "--checkpoint-every", "3",
             "--lr", "1e-3", "--log-every", "1", "--seed", "3"]
@@ -66,7 +66,7 @@ class CrashCheckFailed(AssertionError):
 class RunLab:
     root: Path
     seed: int = 1
-    files: int = 3
+    files: int = 2
     stats: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -96,7 +96,7 @@ class RunLab:
         (t / "data").mkdir(parents=True)
         samples.tiny_model_folder(self.root / "base", hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64)
         for i in range(self.files):
-            samples.write_jsonl(t / "data" / f"part_{i:02d}.jsonl", samples.bible_records(i * 24, 24))
+            samples.write_jsonl(t / "data" / f"part_{i:02d}.jsonl", samples.bible_records(i * 16, 16))
         self.lin(t, "init")
         self.lin(t, "import", str(self.root / "base"), "--name", "base")
         self.lin(t, "queue", "add", "data")
@@ -110,6 +110,8 @@ class RunLab:
 
     def new_cycle(self, name: str) -> Path:
         folder = self.root / name
+        if folder.exists():
+            shutil.rmtree(folder, onerror=_writable_again)
         shutil.copytree(self.template, folder, symlinks=True)
         self.lin(folder, "remote", "add", "origin", str(folder / "remote"), "--backup")
         return folder
@@ -178,7 +180,13 @@ class RunLab:
                 raise CrashCheckFailed(f"lin run ({at}) exited {p.returncode}: {p.stderr[-1500:]}")
             break
         self.check_cycle(folder)
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, onerror=_writable_again)
+
+
+def _writable_again(func, path, _exc) -> None:
+    """rmtree's error handler for read-only object folders."""
+    os.chmod(os.path.dirname(path), 0o755)
+    func(path)
 
 
 def run_lab(root: Path, seed: int, kills: int, minutes: float | None = None) -> dict:

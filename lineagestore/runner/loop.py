@@ -239,8 +239,18 @@ class _Runner:
                          f"lin run: training {', '.join(ids)}", {"kind": "started", "item": ids[0], "items": ids})
         paths = [file_of(self.repo, i) for i in batch]
         fingerprints = [i.fingerprint or self._fingerprint(i) for i in batch]
-        plan = make_plan(self.repo, data=list[Any](paths), name=version_slug(batch), base=self.ref, settings=self.opts.settings,
-                         register=False, run=run, measure=False, progress=self.progress)
+        try:
+            plan = make_plan(self.repo, data=list[Any](paths), name=version_slug(batch), base=self.ref,
+                             settings=self.opts.settings, register=False, run=run, measure=False,
+                             progress=self.progress)
+        except (LockTimeout, QueuePaused):
+            raise
+        except InvalidInput as e:  # the files themselves (a name, a record) cannot be planned
+            self._park(batch, f"planning refused the data: {e}", run)
+            return
+        except LinError as e:  # the store or the machine: every next file would meet it too
+            self._pause(batch, f"planning failed: {e}")
+            return
         plan.branch, plan.loss_bound = self.ref, self.cfg.max_loss_ratio
         if self.stop():  # a signal while planning: the batch stays running, the next `lin run` takes it
             return
