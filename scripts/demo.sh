@@ -30,6 +30,7 @@ run lin import base_model --name base --message "tiny Qwen3 base (random init)"
 step "4. Register the two data files: fingerprint, examples, tokens, record ids"
 run lin data add bible.jsonl --description "King James Bible, 200 records of two verses"
 run lin data add chat.jsonl --description "chatterbot English conversations"
+run lin eval set heldout.jsonl    # held out: every version is measured on it; it is never trained
 
 step "5. Plan the first training: seven pre-flight checks, name, tokens, steps, time"
 run lin plan --data bible.jsonl --name bible "${TRAIN[@]}"
@@ -90,7 +91,10 @@ printf '$ lin --store damaged.lineage checkout v001 --to damaged_out\n'
 if lin --store damaged.lineage checkout v001 --to damaged_out; then echo "unexpected: checkout read a damaged object"; exit 1; else echo "(checkout: exit code $?, nothing written)"; fi
 rm -rf damaged.lineage damaged_out
 
-step "13. The dashboard: one HTML file, no network needed (lin serve shows it live)"
+step "13. What each token bought: eval-loss gain per billion tokens and per device-hour"
+run lin stats
+
+step "14. The dashboard: one HTML file, no network needed (lin serve shows it live)"
 run lin report --output report.html
 
 step "Done in $((SECONDS - START))s. The store is in $DEMO/.lineage; try: cd demo && lin log; open demo/report.html"

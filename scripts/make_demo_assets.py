@@ -5,7 +5,8 @@
 - DIR/base_model/: a randomly initialised Qwen3 (hidden 64, 2 layers, ~3.3M parameters) with the
   GPT-2 tokenizer and a ChatML chat template (tools.samples, from installed packages);
 - DIR/bible.jsonl: 200 records of the King James Bible, two verses each ({"text": ...});
-- DIR/chat.jsonl: 200 user/assistant conversations ({"messages": [...]}).
+- DIR/chat.jsonl: 200 user/assistant conversations ({"messages": [...]});
+- DIR/heldout.jsonl: 40 other records of the Bible, the store's evaluation set (never trained).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def main(argv: list[str]) -> int:
     samples.tiny_model_folder(out / "base_model", arch="qwen3", seed=0)
     n_bible = samples.write_jsonl(out / "bible.jsonl", samples.bible_records(0, 200, verses_per_record=2))
     n_chat = samples.write_jsonl(out / "chat.jsonl", samples.chat_records("english", 0, 200))
+    n_held = samples.write_jsonl(out / "heldout.jsonl", samples.bible_records(1000, 40, verses_per_record=2))
     print(f"wrote {out / 'base_model'} (tiny Qwen3), {out / 'bible.jsonl'} ({n_bible} records), "
-          f"{out / 'chat.jsonl'} ({n_chat} records)")
+          f"{out / 'chat.jsonl'} ({n_chat} records), {out / 'heldout.jsonl'} ({n_held} records)")
     return 0
 
 
