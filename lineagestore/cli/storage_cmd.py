@@ -18,6 +18,8 @@ def register(app: typer.Typer) -> None:
 
 def repack(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be packed and unpacked."),
+    if_idle: bool = typer.Option(False, "--if-idle", help="Do nothing if another repack runs or the store has "
+                                 "no packs yet (the background repack `lin run` starts after each version)."),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Pack cold objects with delta and byte-plane codecs; keep hot versions loose and raw.
@@ -31,7 +33,7 @@ def repack(
     from ..guard.repack import repack as run_repack
     o = out(json_out)
     repo = STATE.repo()
-    rep = run_repack(repo, dry_run=dry_run, progress=o.progress())
+    rep = run_repack(repo, dry_run=dry_run, if_idle=if_idle, progress=o.progress())
     if not dry_run and (rep.packs_written or rep.packs_removed or rep.unpacked_objects or rep.loose_removed):
         STATE.mutated = True
         repo.notes.append(f"repack: {rep.packed_objects} objects into {len(rep.packs_written)} pack(s), "
@@ -55,7 +57,9 @@ def repack(
         o.line(f"{'Would remove' if dry_run else 'Removed'} {len(rep.packs_removed)} old pack(s)")
     if rep.loose_removed:
         o.line(f"{'Would remove' if dry_run else 'Removed'} {rep.loose_removed} loose copies of packed objects")
-    if not (rep.packed_objects or rep.unpacked_objects or rep.packs_removed):
+    for note in rep.notes:
+        o.line(f"Nothing done: {note}.")
+    if not (rep.packed_objects or rep.unpacked_objects or rep.packs_removed or rep.notes):
         o.line("Nothing to do.")
     elif not dry_run:
         o.line(f"Took {rep.seconds:.1f} s.")

@@ -31,6 +31,9 @@ re-encoded, so the invariant "an object present has every object it needs" holds
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +41,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
 from ..core.codecs import BASE_ID_SIZE, stored_object
-from ..core.errors import LinError
+from ..core.errors import LinError, LockTimeout
 from ..core.fsutil import FileLock, fsync_dir, kill_point
 from ..core.names import parse_version
 from ..core.objects import (
@@ -365,12 +368,14 @@ def _self_contained(store: DiskObjectStore, oid: str, level: int, compression: s
 
 
 def repack(repo: Repo, *, dry_run: bool = False, drop: set[str] | frozenset[str] = frozenset(),
-           locked: bool = False, progress: Progress = NULL, on_wait=None,
+           locked: bool = False, if_idle: bool = False, progress: Progress = NULL, on_wait=None,
            now: float | None = None) -> RepackReport:
     """Pack what is cold, unpack what is hot again, and (for gc) take ``drop`` out of every pack.
 
     Holds the store lock shared (writers go on; gc waits) and ``locks/repack.lock`` (one repack
-    at a time), unless ``locked`` (gc, holding the store lock exclusively).
+    at a time), unless ``locked`` (gc, holding the store lock exclusively). With ``if_idle``
+    (the background repack after a version): nothing when another repack runs or the store has
+    no packs yet (only `lin repack` starts packing a store: it raises the format).
     """
     started = time.monotonic()
     store = repo.objects
@@ -379,11 +384,20 @@ def repack(repo: Repo, *, dry_run: bool = False, drop: set[str] | frozenset[str]
     if repo.path is None or not isinstance(store, DiskObjectStore):
         rep.notes.append("an in-memory store has no packs")
         return rep
+    if if_idle and not store.packs.packs():
+        rep.notes.append("the store has no packs: `lin repack` starts packing it")
+        return rep
     with ExitStack() as stack:
         if not locked:
             stack.enter_context(repo.writing(on_wait))
-            stack.enter_context(FileLock(repo.path / "locks" / "repack.lock").held("exclusive", repo.lock_timeout,
-                                                                                   on_wait))
+            try:
+                stack.enter_context(FileLock(repo.path / "locks" / "repack.lock").held(
+                    "exclusive", 0.0 if if_idle else repo.lock_timeout, on_wait))
+            except LockTimeout:
+                if not if_idle:
+                    raise
+                rep.notes.append("another repack is running")
+                return rep
         _remove_orphan_packs(store)
         temp = _temperature(repo, settings.hot_versions, time.time() if now is None else now)
         rep.hot_commits = sum(1 for o in temp.hot_roots if temp.graph.type.get(o) == "commit")
@@ -496,6 +510,23 @@ def _ordered(pool: ThreadPoolExecutor, fn, items: list[str], window: int) -> Ite
         if nxt is not None:
             futures.append(pool.submit(fn, nxt))
         yield done.result()
+
+
+def start_background(repo: Repo) -> int | None:
+    """Start ``lin repack --if-idle`` as a detached, low-priority process (``nice 19``, its own
+    session, no terminal) and return its pid; None for a store without packs or a path. For
+    ``lin run`` after each version: it never waits for the repack, and the repack waits for
+    nobody (one at a time: a second finds the repack lock taken and exits)."""
+    if repo.path is None or not isinstance(repo.objects, DiskObjectStore) or not repo.objects.packs.packs():
+        return None
+    cmd = [sys.executable, "-m", "lineagestore.cli.main", "repack", "--if-idle"]
+    nice = shutil.which("nice")
+    if nice:
+        cmd = [nice, "-n", "19", *cmd]
+    env = {**os.environ, "LIN_STORE": str(repo.path), "LIN_NO_PROGRESS": "1"}
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=env, cwd=repo.path.parent)
+    return proc.pid
 
 
 def _remove_orphan_packs(store: DiskObjectStore) -> None:
