@@ -349,3 +349,20 @@ def test_progress_adds_compute_eval_loss_and_the_queue_and_watch_redraws_until_c
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert "Eval loss" in out and "Queue     main: 0 queued" in out
+
+
+def test_two_processes_record_one_series_and_count_both_devices(train_assets, tmp_path):  # noqa: F811 - the fixture
+    folder = _store_with_eval_set(tmp_path / "w", train_assets)
+    args = list(EVAL_ARGS)
+    args[args.index("--max-steps") + 1] = "4"
+    args[args.index("--eval-every") + 1] = "2"
+    p = lin_proc(folder, "train", *BIBLE, *args, "--gpus", "2", "--yes", env={"OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    repo = Repo.open(folder / ".lineage")
+    c = repo.commit(repo.head())
+    s = repo.series("HEAD")
+    assert s.step.tolist() == [1, 2, 3, 4] and int(s.tokens[-1]) == c.metrics["tokens_trained"] == 4 * 2 * 4 * 32
+    assert [e["step"] for e in s.evals] == [2, 4] and s.evals[-1]["loss"] == c.metrics["eval_loss"]
+    compute = c.extra["compute"]
+    assert compute["devices"] == 2 and compute["device_hours"] == pytest.approx(2 * compute["wall_s"] / 3600, rel=1e-3)
+    assert [r["by"] for r in repo.eval_notes("HEAD")[repo.head()]] == ["train"]
