@@ -374,3 +374,39 @@ def test_a_loss_past_the_bound_fails_the_run_and_parks_the_file(tmp_path, train_
     reason = rep["parked"][0]["reason"]
     assert "training failed 1 time(s)" in reason and ("grew to" in reason or "nan" in reason.lower()), reason
     assert list(Repo.open(folder / ".lineage").versions()) == ["v001_base"]
+
+
+def test_with_an_inbox_a_pause_waits_or_is_tried_again(tmp_path, train_assets):  # noqa: F811 - the fixture
+    """With --inbox the runner never stops on a pause: one set by hand waits for `lin queue resume`;
+    one the runner set (a machine check) is tried again after run.paused_recheck_s."""
+    import dataclasses
+
+    from lineagestore.api import Repo as ApiRepo
+    from lineagestore.runner import RunOptions, run
+    from lineagestore.train.settings import TrainSettings
+    folder, paths = _store(tmp_path, train_assets, 1)
+    _queue(folder, paths)
+    with open(folder / ".lineage" / "config.toml", "a") as f:
+        f.write("\n[run]\npaused_recheck_s = 0.3\ninbox_poll_s = 0.05\n")
+    (folder / "inbox").mkdir()
+    repo = ApiRepo.open(folder / ".lineage")
+    settings = TrainSettings.build({"device": "cpu", "batch_size": 2, "seq_len": 32, "lr": 1e-3,
+                                    "checkpoint_every": 3})
+    opts = RunOptions(settings=settings, inbox=folder / "inbox")
+
+    def pause(reason):
+        Q.update(repo, "main", lambda q: dataclasses.replace(q, paused=reason), "pause")
+    pause("disks swapped by hand")
+    looks = []
+    rep = run(repo, opts, stop=lambda: len(looks) > 20, sleep=lambda s: looks.append(s))
+    assert rep.trained == [] and rep.stopped == "stopped"  # waited, looking at the inbox
+    assert Q.load(repo, "main").paused == "disks swapped by hand"
+    pause("lin run: check 4 (enough disk space): 0.1 GB free, about 0.5 GB needed")
+
+    def done() -> bool:
+        return all(i.status == "done" for i in Q.load(repo, "main").items)
+    rep = run(repo, opts, stop=done, sleep=time.sleep)
+    assert [t.version for t in rep.trained] == ["v002_part_00"]
+    events = [e.event for e in Q.read_log(repo, "main") if e.event]
+    assert {"kind": "resumed", "reason": "lin run: check 4 (enough disk space): 0.1 GB free, about 0.5 GB needed"} \
+        in events
