@@ -4,6 +4,7 @@ CLI does."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -161,8 +162,10 @@ def test_api_writes_wait_for_gc(tmp_path, monkeypatch, op):
     calls = {"tag": lambda: other.tag("t"), "branch": lambda: other.branch("b"),
              "checkout": lambda: other.checkout("v001", to=tmp_path / "out")}
     with gc_holder.exclusive():
-        with pytest.raises(LockTimeout):
+        lock = re.escape(str(repo.path / "locks" / "store.lock"))
+        with pytest.raises(LockTimeout, match=f"^timed out after 0s waiting for the store lock {lock}: held by "):
             calls[op]()
+        assert "t" not in other.tags() and "b" not in other.branches() and not (tmp_path / "out").exists()
     calls[op]()  # and once gc is done, it goes through
 
 

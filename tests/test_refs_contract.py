@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lineagestore.core.errors import InvalidName, RefConflict
@@ -30,9 +32,9 @@ def test_create_update_delete_with_reflog(refs):
 
 def test_compare_and_swap_refuses_a_stale_old_value(refs):
     refs.set_if_equals("refs/heads/main", None, A, "create")
-    with pytest.raises(RefConflict):
+    with pytest.raises(RefConflict, match=f"^ref refs/heads/main changed underneath: expected {B[:12]}, found {A[:12]}$"):
         refs.set_if_equals("refs/heads/main", B, C, "stale")
-    with pytest.raises(RefConflict):
+    with pytest.raises(RefConflict, match=f"^ref refs/heads/main changed underneath: expected nothing, found {A[:12]}$"):
         refs.set_if_equals("refs/heads/main", None, C, "create again")
     assert refs.resolve("refs/heads/main") == A
     assert len(refs.reflog("refs/heads/main")) == 1
@@ -56,10 +58,17 @@ def test_names_and_as_dict(refs):
     assert refs.as_dict() == {"refs/heads/main": B, "refs/tags/v001_base": A}
 
 
-@pytest.mark.parametrize("bad", ["refs/heads/../x", "refs/heads/a b", "/etc/passwd", "refs/tags/x\0y",
-                                 "refs/heads/" + "x" * 200, "refs/heads/x.lock", "objects/ab", "refs/heads/"])
-def test_bad_ref_names_are_refused(refs, bad):
-    with pytest.raises(InvalidName):
+@pytest.mark.parametrize(("bad", "why"), [
+    ("refs/heads/../x", "invalid ref name component '..': '..' is not allowed"),
+    ("refs/heads/a b", "invalid ref name component 'a b': use letters, digits"),
+    ("/etc/passwd", "invalid ref '/etc/passwd': must start with one of refs/heads/"),
+    ("refs/tags/x\0y", "invalid ref name component 'x\\x00y': contains control characters"),
+    ("refs/heads/" + "x" * 200, "invalid ref name component 'xxxx"),
+    ("refs/heads/x.lock", "invalid ref name component 'x.lock': may not end with '.lock' or '.'"),
+    ("objects/ab", "invalid ref 'objects/ab': must start with one of refs/heads/"),
+    ("refs/heads/", "invalid ref name component: empty")])
+def test_bad_ref_names_are_refused(refs, bad, why):
+    with pytest.raises(InvalidName, match="^" + re.escape(why)):
         check_ref_name(bad)
-    with pytest.raises(InvalidName):
+    with pytest.raises(InvalidName, match="^" + re.escape(why)):
         refs.set_if_equals(bad, None, A, "x")
