@@ -36,6 +36,7 @@ from ..core.errors import (
 from ..core.fsutil import kill_point
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
+from ..guard.repack import start_background
 from ..train import runs as R
 from ..train.plan import Plan, make_plan
 from ..train.settings import TrainSettings
@@ -289,6 +290,7 @@ class _Runner:
             self._failed(batch, e, run)
             return
         self._done(batch, result["name"], result["id"], result)
+        start_background(self.repo)  # what became cold goes into packs (stores with packs only)
 
     def _train_once(self, plan: Plan) -> dict:
         """Train in this process (or on ``gpus`` processes); the new version's name, id and counts."""
