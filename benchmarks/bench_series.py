@@ -31,7 +31,7 @@ import zstandard
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lineagestore.core.repo import Repo  # noqa: E402
-from lineagestore.train.series import COLUMNS, SeriesWriter, read_series  # noqa: E402
+from lineagestore.train.series import COLUMNS, GROUP, SeriesWriter, read_series  # noqa: E402
 
 
 def _rows(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -75,7 +75,7 @@ def run_segments(root: Path, rows: dict[str, np.ndarray], every: int) -> dict[st
     read_s = time.perf_counter() - t0
     assert len(s) == n and s.loss.tobytes() == rows["loss"].tobytes()
     return {"bytes": total, "seconds": spent, "last_bytes": total - last_before, "last_s": last_s, "read_s": read_s,
-            "segments": len(w.segments), "series_bytes": w.tree_size}
+            "segments": len(w.segments) + GROUP * len(w.groups), "series_bytes": w.tree_size}
 
 
 def run_rewrite(root: Path, rows: dict[str, np.ndarray], every: int, steps: int) -> dict[str, float]:

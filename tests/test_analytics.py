@@ -170,6 +170,39 @@ def test_the_writer_appends_segments_and_never_rewrites_earlier_ones(monkeypatch
         resumed.add(10, 0, 0.0, 0.0, 0.0, 0.0, 0.0)  # a step recorded twice is a bug, never stored
 
 
+def test_full_groups_of_segments_become_subtrees_named_again_by_id(monkeypatch):
+    monkeypatch.setattr(S, "MAX_ROWS", 4)
+    monkeypatch.setattr(S, "GROUP", 2)
+    store = MemoryObjectStore()
+    w = S.SeriesWriter()
+    for i in range(1, 11):
+        w.add(i, i, 1.0, 1e-3, 0.5, 1.0, float(i))
+    t1 = w.store(store)
+    root = {e.name: e for e in store.get(t1, "tree").items()}
+    assert sorted(root) == ["000000000001.grp", "000000000009.seg", "evals.json"]
+    assert [e.name for e in store.get(root["000000000001.grp"].id, "tree").items()] == [
+        "000000000001.seg", "000000000005.seg"]
+    # resumed from that checkpoint: the sealed group is named again, never rewritten
+    r = S.SeriesWriter.resume(store, t1)
+    assert (r.last_step, [g[1] for g in r.groups], [x[0] for x in r.segments]) == (
+        10, [root["000000000001.grp"].id], ["000000000009.seg"])
+    for i in range(11, 16):
+        r.add(i, i, 1.0, 1e-3, 0.5, 1.0, float(i))
+    t2 = r.store(store)
+    names = sorted(e.name for e in store.get(t2, "tree").items())
+    assert names == ["000000000001.grp", "000000000009.grp", "000000000015.seg", "evals.json"]
+    assert S.read_series(store, t2).step.tolist() == list(range(1, 16))
+    # a group whose first segment is not its name, or a stray entry, is refused
+    from lineagestore.core.objects import Tree, TreeEntry
+    g = root["000000000001.grp"]
+    bad = store.put_object(Tree(entries=[TreeEntry("000000000002.grp", "tree", g.id, g.size), root["evals.json"]]))
+    with pytest.raises(CorruptObject, match="does not start with its first segment"):
+        S.read_series(store, bad)
+    bad = store.put_object(Tree(entries=[root["evals.json"], TreeEntry("x.seg", "blob", root["evals.json"].id, 2)]))
+    with pytest.raises(CorruptObject, match="unexpected entry"):
+        S.read_series(store, bad)
+
+
 # ------------------------------------------------------------------------------ a real run
 
 EVAL_ARGS = [*TRAIN_ARGS, "--no-measure", "--eval-every", "5"]

@@ -1,18 +1,20 @@
 """The per-step series of a training run: one row per optimizer step, kept in the store.
 
-Layout (docs/format.md, "Training series"). A series is a ``tree`` whose entries are
-*segments*, ``blob`` objects named ``<first step, 12 digits>.seg``, plus ``evals.json`` (the
-evaluations made during the run). A segment holds the rows of consecutive steps as columns::
+Layout (docs/format.md, "Training series and evaluation"). A series is a ``tree`` whose entries
+are *segments*, ``blob`` objects named ``<first step, 12 digits>.seg``; *groups*, subtrees named
+``<first step>.grp`` holding 256 segments each; and ``evals.json`` (the evaluations made during
+the run). A segment holds the rows of consecutive steps as columns::
 
     header  "LSER" | version u8 (1) | 3 zero bytes | rows u64 LE          (16 bytes)
     body    one zstd frame of the columns, one after the other, little-endian:
             step u64 | tokens u64 | loss f32 | lr f32 | grad_norm f32 | tokens_per_s f32 | wall_s f64
 
 Columns compress far better than rows (steps and token counts are nearly arithmetic). A
-checkpoint writes one new segment with the steps since the previous one and a new tree that lists
-every segment (names and ids, ~130 bytes a segment), so the bytes written per checkpoint do not
-grow with the length of the run. The checkpoint's state tree names the series as its entry
-``series``; the version names it in ``extra.series`` (a link, see ``core/objects.Commit.links``).
+checkpoint writes one new segment with the steps since the previous one, seals a group when 256
+segments are loose, and writes a new root naming the groups and loose segments by id, so what a
+checkpoint writes barely grows with the length of the run. The checkpoint's state tree names the
+series as its entry ``series``; the version names it in ``extra.series`` (a link, see
+``core/objects.Commit.links``).
 After ``kill -9`` a resumed run continues from the series of its last checkpoint: the steps after
 it are trained again and recorded again.
 """
@@ -48,6 +50,10 @@ SEG_HEADER = struct.Struct("<4sB3xQ")
 #: rows per segment at most: 2.5 MiB of columns before compression, well under a blob's 16 MiB
 MAX_ROWS = 1 << 16
 SERIES_ENTRY = "series"  # the entry of a checkpoint's state tree that names its series
+SEG_SUFFIX = ".seg"
+GROUP_SUFFIX = ".grp"
+#: segments per group: a full group becomes a subtree that later checkpoints name by id
+GROUP = 256
 EVALS_ENTRY = "evals.json"
 _LEVEL = 3
 
@@ -126,18 +132,23 @@ def decode_segment(data: bytes, where: str = "segment") -> dict[str, np.ndarray]
 
 
 def _segment_name(first_step: int) -> str:
-    return f"{first_step:012d}.seg"
+    return f"{first_step:012d}{SEG_SUFFIX}"
 
 
 class SeriesWriter:
     """Rows of a run in memory until the next checkpoint stores them as a segment.
 
-    ``segments`` are the (name, blob id, size) already stored; :meth:`store` adds the buffered
-    rows as new segments and writes the tree listing all of them."""
+    ``segments`` are the (name, blob id, size) stored already and not yet in a group; ``groups``
+    the (name, tree id, size) of sealed groups of :data:`GROUP` segments. :meth:`store` adds the
+    buffered rows as new segments, seals a group when :data:`GROUP` segments are loose, and writes
+    the root tree: groups, loose segments, ``evals.json``. A checkpoint so writes its new rows,
+    at most one group and a root of ~``steps / (GROUP x checkpoint_every)`` + :data:`GROUP`
+    entries, however long the run."""
 
     def __init__(self, segments: list[tuple[str, str, int]] | None = None, evals: list[dict] | None = None,
-                 last_step: int = 0) -> None:
+                 last_step: int = 0, groups: list[tuple[str, str, int]] | None = None) -> None:
         self.segments = list(segments or [])
+        self.groups = list(groups or [])
         self.evals = list(evals or [])
         self.last_step = last_step
         self._rows: list[tuple] = []
@@ -148,12 +159,14 @@ class SeriesWriter:
         """The writer of a run resumed from a checkpoint whose series is ``tree_id`` (None: none)."""
         if tree_id is None:
             return cls()
+        root = _root_entries(store, tree_id)
         entries, evals = _series_entries(store, tree_id)
         last = 0
         if entries:
             cols = decode_segment(store.read_content(entries[-1].id), f"series segment {entries[-1].name}")
             last = int(cols["step"][-1]) if len(cols["step"]) else 0
-        return cls([(e.name, e.id, e.size) for e in entries], evals, last)
+        return cls([(e.name, e.id, e.size) for e in root if e.name.endswith(SEG_SUFFIX)], evals, last,
+                   [(e.name, e.id, e.size) for e in root if e.name.endswith(GROUP_SUFFIX)])
 
     def add(self, step: int, tokens: int, loss: float, lr: float, grad_norm: float, tokens_per_s: float,
             wall_s: float) -> None:
@@ -171,41 +184,68 @@ class SeriesWriter:
         return len(self._rows)
 
     def store(self, store: ObjectStore) -> str:
-        """Store the buffered rows as segments and return the id of the tree naming every segment.
+        """Store the buffered rows as segments and return the id of the series' root tree.
 
-        Only the new rows are encoded and written; earlier segments are named again by id."""
+        Only the new rows are encoded and written; earlier segments and groups are named again by id."""
         rows, self._rows = self._rows, []
         for a in range(0, len(rows), MAX_ROWS):
             part = rows[a:a + MAX_ROWS]
             cols = {name: np.array([r[i] for r in part], dtype=d) for i, (name, d) in enumerate(COLUMNS)}
             data = encode_segment(cols)
             self.segments.append((_segment_name(int(part[0][0])), store.put("blob", data), len(data)))
-        entries: list[TreeEntry] = [TreeEntry(n, "blob", i, s, False) for n, i, s in self.segments]
+            if len(self.segments) >= GROUP:
+                self._seal(store)
+        entries: list[TreeEntry] = [TreeEntry(n, "tree", i, sz, False) for n, i, sz in self.groups]
+        entries += [TreeEntry(n, "blob", i, sz, False) for n, i, sz in self.segments]
         ev = json.dumps(self.evals, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
         entries.append(TreeEntry(EVALS_ENTRY, "blob", store.put("blob", ev), len(ev), False))
         self.tree_size = sum(e.size for e in entries)
         entries.sort(key=lambda e: e.name)
         return store.put_object(Tree(entries=entries))
 
+    def _seal(self, store: ObjectStore) -> None:
+        seg = [TreeEntry(n, "blob", i, sz, False) for n, i, sz in self.segments]
+        gid = store.put_object(Tree(entries=seg))
+        self.groups.append((self.segments[0][0][:12] + GROUP_SUFFIX, gid, sum(e.size for e in seg)))
+        self.segments = []
+
+
+def _is_named(name: str, suffix: str) -> bool:
+    return len(name) == 12 + len(suffix) and name.endswith(suffix) and name[:12].isdigit()
+
+
+def _root_entries(store: ObjectStore, tree_id: str) -> list[TreeEntry]:
+    return store.get(tree_id, "tree").items()
+
+
+def _segment_entry(e: TreeEntry, where: str) -> TreeEntry:
+    if not (e.type == "blob" and _is_named(e.name, SEG_SUFFIX)):
+        raise CorruptObject(f"{where}: unexpected entry {e.name!r} ({e.type})")
+    if e.size > CHUNK_SIZE:
+        raise CorruptObject(f"{where}: segment {e.name} is larger than a blob")
+    return e
+
 
 def _series_entries(store: ObjectStore, tree_id: str) -> tuple[list[TreeEntry], list[dict]]:
-    """The segments of a series tree in step order, and its evaluations; checks the names."""
-    tree = store.get(tree_id, "tree")
-    segs, evals = [], []
-    for e in tree.items():
+    """Every segment of a series in step order (groups opened), and its evaluations; checks the names."""
+    where = f"series {tree_id[:12]}"
+    segs: list[TreeEntry] = []
+    evals: list = []
+    for e in _root_entries(store, tree_id):
         if e.name == EVALS_ENTRY and e.type == "blob":
             try:
                 evals = json.loads(store.read_content(e.id))
             except ValueError as err:
-                raise CorruptObject(f"series {tree_id[:12]}: {EVALS_ENTRY} is not JSON ({err})") from None
+                raise CorruptObject(f"{where}: {EVALS_ENTRY} is not JSON ({err})") from None
             if not isinstance(evals, list) or not all(isinstance(x, dict) for x in evals):
-                raise CorruptObject(f"series {tree_id[:12]}: {EVALS_ENTRY} is not a list of objects")
-        elif e.type == "blob" and e.name.endswith(".seg") and len(e.name) == 16 and e.name[:12].isdigit():
-            if e.size > CHUNK_SIZE:
-                raise CorruptObject(f"series {tree_id[:12]}: segment {e.name} is larger than a blob")
-            segs.append(e)
+                raise CorruptObject(f"{where}: {EVALS_ENTRY} is not a list of objects")
+        elif e.type == "tree" and _is_named(e.name, GROUP_SUFFIX):
+            inner = [_segment_entry(x, f"{where} group {e.name}") for x in store.get(e.id, "tree").items()]
+            if not inner or inner[0].name[:12] != e.name[:12]:
+                raise CorruptObject(f"{where}: group {e.name} does not start with its first segment")
+            segs.extend(inner)
         else:
-            raise CorruptObject(f"series {tree_id[:12]}: unexpected entry {e.name!r} ({e.type})")
+            segs.append(_segment_entry(e, where))
     segs.sort(key=lambda e: e.name)
     return segs, evals
 
