@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lineagestore.core import codecs
 from lineagestore.core.codecs import pack_planes, stored_object
-from lineagestore.core.errors import CorruptObject, InvalidInput
+from lineagestore.core.errors import CorruptObject, InvalidInput, ObjectNotFound
 from lineagestore.core.ids import hash_object
 from lineagestore.core.objects import CODEC_DELTA, CODEC_PLANES, CODEC_RAW, HEADER_SIZE, pack_header
 from lineagestore.core.repo import Repo
@@ -308,3 +308,38 @@ def test_pieces_of_a_chunks_object_decode_ahead_in_order_and_damage_stops_the_re
         for piece in repo.objects.iter_content(whole):
             got.append(piece)
     assert got == pieces[:5]
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**31), itemsize=st.sampled_from([1, 2, 4, 8]), n=st.integers(0, 3000),
+       cut=st.integers(0, 10_000), pos=st.integers(0, 10_000), xor=st.integers(1, 255),
+       codec=st.sampled_from([CODEC_PLANES, CODEC_DELTA]), declared=st.integers(-3, 3))
+def test_hostile_payloads_fail_as_one_corrupt_object(seed, itemsize, n, cut, pos, xor, codec, declared):
+    """A damaged or crafted payload (a byte flipped, cut short, another declared size) is a
+    CorruptObject naming the object, never another exception or a wrong result."""
+    from lineagestore.core.content import decode_stored
+
+    rng = np.random.default_rng(seed)
+    data = (rng.standard_normal(n) * 0.02).astype(np.float32).tobytes()[:n]
+    base = bytes(rng.integers(0, 256, len(data), dtype=np.uint8))
+    base_id = hash_object("blob", base)
+    body = pack_planes(data if codec == CODEC_PLANES else codecs.xor_bytes(data, base), itemsize)
+    payload = bytearray((bytes.fromhex(base_id) if codec == CODEC_DELTA else b"") + body)
+    if payload:
+        payload[pos % len(payload)] ^= xor
+    payload = payload[:len(payload) - cut % (len(payload) + 1)] if cut % 3 == 0 else payload
+    size = max(0, len(data) + declared)
+    oid = hash_object("blob", data)
+    stored = {base_id: pack_header("blob", CODEC_RAW, len(base)) + base}
+
+    def load(i: str) -> bytes:
+        if i not in stored:
+            raise ObjectNotFound(f"object {i} is missing")
+        return stored[i]
+
+    try:
+        _, got = decode_stored(oid, pack_header("blob", codec, size) + bytes(payload), load_base=load)
+    except CorruptObject as e:
+        assert oid in str(e) and "\n" not in str(e)
+    else:
+        assert got == data

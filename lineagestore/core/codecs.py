@@ -32,6 +32,7 @@ import numpy as np
 import zstandard
 
 from .errors import CorruptObject, InvalidInput
+from .ids import check_object_id
 from .objects import CODEC_DELTA, CODEC_PLANES, CODEC_RAW, decompressor, pack_header
 
 _HINT = "run `lin fsck` to list every damaged object"
@@ -95,7 +96,8 @@ def _as_array(data: Bytes) -> np.ndarray:
 
 
 def _probe_saves(plane: np.ndarray, min_saving: float) -> bool:
-    """Whether zstd's fastest level saves ``min_saving`` on three samples of a large plane."""
+    """Whether the plane compressor saves ``min_saving`` on three 64 KiB samples of a large plane
+    (a random plane is then not compressed whole only to be kept raw)."""
     n = len(plane)
     if n <= 3 * _PROBE:
         return True
@@ -136,7 +138,7 @@ def encode_planes(data: bytes | bytearray | memoryview, itemsize: int, level: in
     zstd-compressed at ``level`` or kept raw when that saves under ``min_saving``; None when the
     whole payload saves under ``min_saving`` of ``len(data)`` (store it raw then)."""
     payload = pack_planes(data, itemsize, level, min_saving)
-    return payload if len(payload) <= len(data) * (1 - min_saving) else None
+    return payload if len(payload) <= memoryview(data).nbytes * (1 - min_saving) else None
 
 
 def xor_bytes(data: bytes | bytearray | memoryview, base: bytes | bytearray | memoryview) -> np.ndarray:
@@ -151,11 +153,12 @@ def encode_delta(data: bytes | bytearray | memoryview, base_data: bytes | bytear
     """The codec-3 payload of ``data`` against the object ``base_id`` whose decoded content is
     ``base_data`` (same length): the base id, then the planes of ``data XOR base_data``. None
     when it saves under ``min_saving`` of ``len(data)``."""
-    if len(memoryview(data).cast("B")) != len(memoryview(base_data).cast("B")):
-        raise InvalidInput(f"delta against object {base_id}: it holds {len(memoryview(base_data).cast('B'))} "
-                           f"bytes, the content {len(memoryview(data).cast('B'))}")
-    payload = bytes.fromhex(base_id) + pack_planes(xor_bytes(data, base_data), itemsize, level, min_saving)
-    return payload if len(payload) <= len(memoryview(data).cast("B")) * (1 - min_saving) else None
+    size, base_size = memoryview(data).nbytes, memoryview(base_data).nbytes
+    if size != base_size:
+        raise InvalidInput(f"delta against object {base_id}: it holds {base_size:,} bytes, the content {size:,}")
+    payload = bytes.fromhex(check_object_id(base_id)) + pack_planes(xor_bytes(data, base_data), itemsize, level,
+                                                                      min_saving)
+    return payload if len(payload) <= size * (1 - min_saving) else None
 
 
 def stored_object(type_name: str, data: bytes | bytearray | memoryview, codec: int, itemsize: int = 1, *,
@@ -169,7 +172,7 @@ def stored_object(type_name: str, data: bytes | bytearray | memoryview, codec: i
     ``mode`` ``"none"`` (``core.compression``). Returns (the codec used, the stored bytes).
     Its id is that of ``data`` as ever (:func:`.ids.hash_object`); the caller knows it.
     """
-    size = len(memoryview(data).cast("B"))
+    size = memoryview(data).nbytes
     payload: bytes | None = None
     if mode != "none":
         if codec == CODEC_PLANES:
