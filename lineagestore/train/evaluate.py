@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.errors import InvalidInput, NotFound, Refused
+from ..core.errors import InvalidInput, LinError, NotFound, Refused
 from ..core.fsutil import atomic_write_bytes
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo, utc_now
@@ -397,7 +397,10 @@ def note_published(r: Any, version_id: str, name: str) -> None:
     if res is None or not r.dist.is_main:
         return
     res.version, res.name = version_id, name
-    write_note(r.repo, version_id, res.to_row())
+    try:
+        write_note(r.repo, version_id, res.to_row())
+    except LinError as e:  # the version is published; its eval loss is in its metrics either way
+        r.say(f"warning: could not note the evaluation of {name}: {e}; `lin eval run {name}` measures it again")
 
 
 def duplicates_avoided(plan: Any) -> dict[str, Any]:
