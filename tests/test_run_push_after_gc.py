@@ -85,3 +85,22 @@ def test_a_run_trained_on_elsewhere_is_never_overwritten(setup, lin, tmp_path):
     res = push(other, "origin", ["r:r-2"])
     assert [(u.ref, u.status) for u in res.refs if u.ref.startswith("refs/runs/")] == [("refs/runs/r-2", "new")]
     assert (_remote_ref(remote, "refs/runs/r-2"), _remote_ref(remote, RUN)) == (theirs[-1], mine[-1])
+
+
+def test_a_run_copied_here_and_moved_on_there_is_behind_not_refused(setup, lin, tmp_path):
+    """A clone takes the runs (for recovery) without training them: when their owner pushes on,
+    the clone's next push leaves the run alone ("behind") and pushes the rest."""
+    repo, remote = setup
+    first = write_run(repo, "r", 3)
+    assert lin("push", "origin")[0] == 0
+    assert lin("clone", remote, tmp_path / "other")[0] == 0
+    other = Repo.open(tmp_path / "other" / ".lineage")
+    more = write_run(repo, "r", 4, seed=1, parent=first[-1])
+    assert lin("push", "origin")[0] == 0
+    other.commit_folder(make_model_dir(tmp_path / "m2", seed=5), "second")
+    res = push(other, "origin")
+    run = next(u for u in res.refs if u.ref == RUN)
+    assert (run.status, run.old, run.new) == ("behind", more[-1], first[-1]), run
+    assert "since this store last saw it (lin pull)" in run.reason
+    assert _remote_ref(remote, RUN) == more[-1]
+    assert _remote_ref(remote, "refs/tags/v002_second") == other.resolve("v002_second")

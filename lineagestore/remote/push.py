@@ -300,6 +300,10 @@ def _plan(repo: Repo, rs: RemoteSession, wanted: dict[str, tuple[str, str]],
                     u.status = "updated"
                 elif is_ancestor(repo, u.new, old, ns, run):  # the remote is ahead: nothing to send
                     u.status, u.reason = "behind", f"the remote is ahead, at {describe(repo, u.old)} (lin pull)"
+                elif run is not None and repo.refs.read(tracking_ref(rs.name, u.ref)) == u.new:
+                    # the remote moved on since this store last saw it, and this store's run did not
+                    u.status, u.reason = "behind", (f"the remote run moved on, to {describe(repo, u.old)}, since "
+                                                    f"this store last saw it (lin pull)")
                 elif run is not None and run_descends(repo, old, u.new, run) is None:
                     u.status, u.reason = "rejected", _unknown_run(repo, rs.name, u, old)
                 else:
