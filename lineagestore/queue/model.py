@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields, replace
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from ..core.errors import CorruptObject, InvalidInput, NotFound
@@ -190,22 +190,23 @@ def position_at(cols: dict[str, list[Any]], i: int) -> int | None:
 
 def _check_columns(cols: dict[str, list[Any]], n: int, next_number: int, bad: Any,
                    known: dict[str, list[Any]] | None = None) -> None:
-    """Every column checked whole (types by ``map``, formats by one regular expression over the
-    joined column): 50,000 items take milliseconds, not a second of per-item calls. A column
+    """Every column checked whole (types and lengths by ``map``, characters by one
+    ``bytes.translate`` of the joined column): 50,000 items take milliseconds, not a second of
+    per-item calls. A column
     that is the very list of ``known`` (columns checked before) is not checked again."""
     def new(c: str) -> bool:
         return known is None or cols[c] is not known.get(c)
 
     ids = cols["id"]
     if new("id"):
-        if not _all_match(_IDS_RE, ids):
+        if not _ids_ok(ids):
             raise bad("an item id is not q followed by 5 or more digits")
         if len(set(ids)) != n:
             raise bad("two items have the same id")
-    if n and int(max(ids, key=_id_order)[1:]) >= next_number:
+    if n and _top_number(ids) >= next_number:
         raise bad("an item id is not below next")
     for c in ("dataset", "fingerprint"):
-        if new(c) and not _all_match(_OIDS_RE, cols[c]):
+        if new(c) and not _oids_ok(cols[c]):
             raise bad(f"an item's {c} is not an object id")
     for c in ("examples", "tokens", "attempts"):
         if new(c) and not (_ints(cols[c]) and (not n or min(cols[c]) >= 0)):
@@ -222,22 +223,42 @@ def _check_columns(cols: dict[str, list[Any]], n: int, next_number: int, bad: An
             raise bad(f"an item's {c} is not text without control characters")
 
 
-def _id_order(x: str) -> tuple[int, str]:
-    return len(x), x
-
-
-_IDS_RE = re.compile(r"(?:q[0-9]{5,}\n)*")
-_OIDS_RE = re.compile(r"(?:[0-9a-f]{64}\n)*")
+def _top_number(ids: list[str]) -> int:
+    """The largest number of ``ids`` (checked ids): by length, then as text."""
+    longest = max(map(len, ids))
+    same = ids if min(map(len, ids)) == longest else [x for x in ids if len(x) == longest]
+    return int(max(same)[1:])
 
 
 def _types(values: list[Any]) -> set[type]:
     return set(map(type, values))
 
 
-def _all_match(rx: re.Pattern[str], values: list[Any]) -> bool:
-    if not _types(values) <= {str}:
+def _ascii(values: list[str]) -> bytes | None:
+    try:
+        return "".join(values).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+
+
+def _ids_ok(ids: list[Any]) -> bool:
+    """Every id is ``q`` and 5 or more digits."""
+    if not ids:
+        return True
+    if not _types(ids) <= {str} or min(map(len, ids)) < 6 or set(map(itemgetter(0), ids)) != {"q"}:
         return False
-    return rx.fullmatch("\n".join(values) + "\n" if values else "") is not None
+    raw = _ascii(ids)
+    return raw is not None and raw.translate(None, b"0123456789") == b"q" * len(ids)
+
+
+def _oids_ok(values: list[Any]) -> bool:
+    """Every value is an object id: 64 lowercase hex characters."""
+    if not values:
+        return True
+    if not _types(values) <= {str} or set(map(len, values)) != {64}:
+        return False
+    raw = _ascii(values)
+    return raw is not None and not raw.translate(None, b"0123456789abcdef")
 
 
 def _ints(values: list[Any]) -> bool:
