@@ -104,3 +104,26 @@ def test_a_run_copied_here_and_moved_on_there_is_behind_not_refused(setup, lin, 
     assert "since this store last saw it (lin pull)" in run.reason
     assert _remote_ref(remote, RUN) == more[-1]
     assert _remote_ref(remote, "refs/tags/v002_second") == other.resolve("v002_second")
+
+
+def test_a_run_copied_here_follows_its_owner_on_pull(setup, lin, tmp_path):
+    """The clone's copy of a run that did not move here takes the owner's newer checkpoint on
+    pull, though the checkpoints between never came here; one trained on here stays, refused."""
+    repo, remote = setup
+    first = write_run(repo, "r", 3)
+    assert lin("push", "origin")[0] == 0
+    assert lin("clone", remote, tmp_path / "other")[0] == 0
+    more = write_run(repo, "r", 4, seed=1, parent=first[-1])
+    assert lin("push", "origin")[0] == 0
+    code, out, err = lin("--store", tmp_path / "other" / ".lineage", "pull")
+    assert code == 0, (out, err)
+    other = Repo.open(tmp_path / "other" / ".lineage")
+    assert other.refs.resolve(RUN) == more[-1]
+    assert [e.new for e in other.refs.reflog(RUN)] == [first[-1], more[-1]]
+    # trained on here as well: no longer a copy, and the owner's next checkpoints are refused
+    mine = write_run(other, "r", 2, seed=2, parent=more[-1])
+    theirs = write_run(repo, "r", 2, seed=3, parent=more[-1])
+    assert lin("push", "origin")[0] == 0
+    code, out, err = lin("--store", other.path, "pull")
+    assert code == 6 and f"{RUN}: diverged: yours is at {mine[-1][:10]}" in err, (out, err)
+    assert Repo.open(other.path).refs.resolve(RUN) == mine[-1] and _remote_ref(remote, RUN) == theirs[-1]

@@ -219,7 +219,8 @@ def pull(repo: Repo, remote: str | None = None, *, progress: Progress = NULL, re
             elif cur is not None and ns in ("refs/heads/", "refs/runs/"):
                 if is_ancestor(repo, rid, cur, ns, ref):
                     continue  # local is ahead: push it
-                if not is_ancestor(repo, cur, rid, ns, ref):
+                copy = ns == "refs/runs/" and tracked_before.get(tracking_ref(fr.remote, ref)) == cur
+                if not copy and not is_ancestor(repo, cur, rid, ns, ref):  # a copy that did not move follows
                     u.status, u.reason = "rejected", (
                         f"diverged: yours is at {describe(repo, cur)}, the remote's at {describe(repo, rid)}"
                         + (f" (`lin pull --renumber {fr.remote}` keeps yours on a branch of its own)"
