@@ -343,3 +343,17 @@ def test_hostile_payloads_fail_as_one_corrupt_object(seed, itemsize, n, cut, pos
         assert oid in str(e) and "\n" not in str(e)
     else:
         assert got == data
+
+
+def test_damage_deep_in_a_chain_names_the_object_read_and_the_damaged_base(tmp_path):
+    repo = Repo.init(tmp_path / ".lineage")
+    ids = chain(repo, 3)
+    # the middle delta cut to a few bytes: no base id left in it
+    path = object_file(repo, ids[2])
+    os.chmod(path.parent, 0o755)
+    os.chmod(path, 0o644)
+    path.write_bytes(path.read_bytes()[:HEADER_SIZE + 5])
+    with pytest.raises(CorruptObject) as e:
+        repo.objects.get_raw(ids[3])
+    msg = str(e.value)
+    assert msg.startswith(f"object {ids[3]} cannot be decoded") and ids[2] in msg and "\n" not in msg

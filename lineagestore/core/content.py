@@ -135,7 +135,12 @@ def _delta_chain(oid: str, h: ObjectHeader, payload: memoryview, where: str, loa
     headers read and checked (sizes, depth, loops); nothing decoded yet."""
     chain: list[_Link] = [(oid, h, payload, where)]
     while chain[-1][1].codec == CODEC_DELTA:
-        base = delta_base(chain[-1][2], chain[-1][3])
+        try:
+            base = delta_base(chain[-1][2], chain[-1][3])
+        except CorruptObject as e:
+            if len(chain) == 1:
+                raise
+            raise CorruptObject(f"{where} cannot be decoded: its delta base: {e}", hint=_HINT) from e
         if any(base == link[0] for link in chain):
             raise CorruptObject(f"{where} is corrupt: its delta chain loops back to object {base}", hint=_HINT)
         if len(chain) > max_depth:
