@@ -334,3 +334,22 @@ def test_a_reason_with_line_breaks_from_the_loop_is_stored_on_one_line(qrepo, tm
     assert q.get("q00001").reason == want
     assert Q.load(Repo.open(qrepo.path), "main").get("q00001").reason == want
     assert Q.read_log(qrepo, "main")[-1].message == "lin run: parked q00001"
+
+
+def test_queues_are_per_branch_and_a_glob_adds_its_matches_in_order(qrepo, tmp_path, lin):
+    for name in ("b.jsonl", "a.jsonl", "c.txt"):
+        if name.endswith(".jsonl"):
+            data_file(tmp_path / "g" / name, 40 if name == "a.jsonl" else 0)
+        else:
+            (tmp_path / "g" / name).write_text("x")
+    code, _, _ = lin("branch", "other")
+    assert code == 0
+    code, out, _ = lin("queue", "add", str(tmp_path / "g" / "*"), "--branch", "other", "--json")
+    assert code == 0 and [Path(i["name"]).name for i in json.loads(out)["added"]] == ["a.jsonl", "b.jsonl"]
+    assert Q.load(qrepo, "main").items == () and len(Q.load(qrepo, "other").items) == 2
+    assert Q.queue_branches(qrepo) == ["other"]
+    lin("queue", "pause", "--reason", "new disk", "--branch", "other")
+    code, out, _ = lin("queue", "ls", "--branch", "other")
+    assert code == 0 and "PAUSED: new disk" in out and "a.jsonl" in out
+    code, _, err = lin("queue", "add", str(tmp_path / "g" / "*.none"), "--branch", "other")
+    assert code == 0 and "no data file matches" in err
