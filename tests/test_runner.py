@@ -410,3 +410,20 @@ def test_with_an_inbox_a_pause_waits_or_is_tried_again(tmp_path, train_assets): 
     events = [e.event for e in Q.read_log(repo, "main") if e.event]
     assert {"kind": "resumed", "reason": "lin run: check 4 (enough disk space): 0.1 GB free, about 0.5 GB needed"} \
         in events
+
+
+def test_a_version_whose_backup_was_killed_is_backed_up_by_the_next_run(tmp_path, train_assets):  # noqa: F811
+    folder, paths = _store(tmp_path, train_assets, 1)
+    _queue(folder, paths)
+    remote = tmp_path / "remote"
+    assert lin_proc(folder, "remote", "add", "origin", str(remote), "--backup").returncode == 0
+    args = [a if a != "3" else "1000" for a in RUN_ARGS]  # one checkpoint (step 0): its backup is the 1st
+    p = lin_proc(folder, "run", *args, "--yes", env={"LIN_TEST_KILL_AT": "backup:2"})  # the version's
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert [v for v, _, _ in _lineage(folder)] == ["v002_part_00"]  # published, not backed up
+    assert not (remote / "refs" / "tags" / "v002_part_00").exists()
+    p = lin_proc(folder, "run", *args, "--yes", "--json")
+    assert p.returncode == 0, p.stderr
+    assert [t["version"] for t in json.loads(p.stdout)["trained"]] == ["v002_part_00"]
+    assert (remote / "refs" / "tags" / "v002_part_00").is_file()
+    assert _statuses(folder)["part_00.jsonl"][:2] == ("done", "v002_part_00")

@@ -10,7 +10,9 @@ The run's settings and its data decide every step of training, so the versions, 
 
 Write order per batch: mark the items ``running`` (queue update), train (checkpoints), publish
 (the version, its tag and the branch; the run's ref retired in the same step; then the
-after-publish hooks: the backup), mark the items ``done`` (queue update).
+after-publish hooks: the backup), mark the items ``done`` (queue update). A batch found
+published on restart has its after-publish hooks run again before it is marked done: a runner
+killed in the backup left the version unpushed, and nothing else would push it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from ..core.errors import (
 )
 from ..core.fsutil import kill_point
 from ..core.progress import NULL, Progress
-from ..core.repo import Repo
+from ..core.publish import announce, failure_text
+from ..core.repo import PublishEvent, Repo
 from ..guard.repack import start_background
 from ..train import runs as R
 from ..train.plan import Plan, make_plan
@@ -232,6 +235,11 @@ class _Runner:
         run = run_name(self.branch, batch[0])
         published = self._published(run)
         if published is not None:  # the last runner stopped between publishing and marking done
+            # its after-publish hooks may not have run (a kill in the backup): they run again
+            for hook, outcome in announce(self.repo, PublishEvent("version", published[1], published[0],
+                                                                  self.progress)).items():
+                if not getattr(outcome, "ok", True):
+                    self.say(f"warning: {failure_text(hook, outcome)}")
             self._done(batch, published[0], published[1], None)
             return
         if any(i.status != "running" for i in batch):
