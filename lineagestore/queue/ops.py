@@ -244,6 +244,9 @@ def _positive(x: Any) -> float | None:
     return float(x)
 
 
+_ROW_KEYS = ("position", *COLUMNS, "estimated_start", "estimated_start_in_s")
+
+
 def listing(repo: Repo, branch: str, *, show_all: bool = False, now: float | None = None) -> Listing:
     """The queue as `lin queue ls` shows it: every item not done, the last few done (all with
     ``show_all``), each with its position and estimated start (rows are plain dicts, made from
@@ -258,14 +261,14 @@ def listing(repo: Repo, branch: str, *, show_all: bool = False, now: float | Non
     ahead = 0.0
     rows: list[dict[str, Any]] = []
     pos = 0
-    for row in zip(*(cols[c] for c in COLUMNS), strict=True):
-        it = dict(zip(COLUMNS, row, strict=True))
-        st = it["status"]
+    tokens = cols["tokens"]
+    for i, row in enumerate(zip(*(cols[c] for c in COLUMNS), strict=True)):
+        st = status[i]
         if st == DONE:
             if skip_done:
                 skip_done -= 1
                 continue
-            rows.append({"position": None, **it, "estimated_start": None, "estimated_start_in_s": None})
+            rows.append(dict(zip(_ROW_KEYS, (None, *row, None, None), strict=True)))
             continue
         pos += 1
         start = start_in = None
@@ -273,8 +276,8 @@ def listing(repo: Repo, branch: str, *, show_all: bool = False, now: float | Non
             start_in = ahead / rate
             start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + start_in))
         if st in (QUEUED, RUNNING):
-            ahead += it["tokens"]
-        rows.append({"position": pos, **it, "estimated_start": start, "estimated_start_in_s": start_in})
+            ahead += tokens[i]
+        rows.append(dict(zip(_ROW_KEYS, (pos, *row, start, start_in), strict=True)))
     return Listing(branch=branch, paused=doc.paused, rows=rows, counts=counts,
                    hidden_done=counts[DONE] - min(counts[DONE], counts[DONE] if show_all else KEEP_DONE),
                    rate=rate, rate_versions=n_rate, tokens_queued=int(ahead), eta_s=(ahead / rate) if rate else None)
