@@ -353,3 +353,22 @@ def test_queues_are_per_branch_and_a_glob_adds_its_matches_in_order(qrepo, tmp_p
     assert code == 0 and "PAUSED: new disk" in out and "a.jsonl" in out
     code, _, err = lin("queue", "add", str(tmp_path / "g" / "*.none"), "--branch", "other")
     assert code == 0 and "no data file matches" in err
+
+
+def test_gc_collects_earlier_queue_documents_and_keeps_the_current_one_and_its_log(qrepo, tmp_path, monkeypatch):
+    import time
+
+    from lineagestore.guard import gc
+    from lineagestore.queue import storage
+    monkeypatch.setattr(storage, "LOG_PART", 2)
+    Q.add_files(qrepo, "main", [data_file(tmp_path / "a.jsonl", 0)])
+    Q.park(qrepo, "main", "q00001", "one")
+    Q.retry(qrepo, "main", "q00001")
+    docs = [e.new for e in qrepo.refs.reflog("refs/queues/main")]
+    current = qrepo.refs.read("refs/queues/main")
+    assert docs[-1] == current and len(set(docs)) == 3
+    p = gc.plan(qrepo, grace_s=0, now=time.time() + 10)
+    assert set(docs[:-1]) <= set(p.order) and current not in p.order
+    doc = qrepo.objects.get(current, "queue")
+    assert doc.log_parts and not set(doc.log_parts) & set(p.order)
+    assert not set(doc.items["dataset"]) & set(p.order)
