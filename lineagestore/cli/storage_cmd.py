@@ -24,7 +24,7 @@ def repack(
 ) -> None:
     """Pack cold objects with delta and byte-plane codecs; keep hot versions loose and raw.
 
-    Hot: the tip and the last core.hot_versions versions of each branch, HEAD, user tags and
+    Hot: the last core.hot_versions versions of each branch (its tip included), HEAD, user tags and
     kept training checkpoints. Everything else reachable goes into objects/pack/ (metadata
     zstd-compressed; tensor pieces as reverse deltas against the newer version, keyframes every
     core.keyframe_interval versions, chains at most core.delta_max_depth deep). Writers may go

@@ -172,15 +172,27 @@ def _put_with_bases(store: ObjectStore, rs: RemoteSession, oid: str, raw: bytes,
             raise CorruptObject(f"{what} is a delta against object {base}, which is no blob")
         progress.advance(len(got[0]))
         _put_with_bases(store, rs, base, got[0], progress, depth + 1)
+    if base is None:
+        store.put_stored(oid, raw)
+        return
+    readable_before = False
     for _ in range(600):
         try:
-            store.put_stored(oid, raw)
-            return
+            h, data = store.decode(oid, raw, f"object {oid} on remote {rs.name}")
+            break
         except CorruptObject:
-            if base is None or not _being_written(store, base):
+            # another thread of this fetch may be writing the base (claimed, not yet readable),
+            # or may have finished it since the decode tried: wait, or try once more
+            if not store.has(base) or readable_before:
                 raise
-            time.sleep(0.05)  # another thread of this fetch is writing the base: wait for it
-    store.put_stored(oid, raw)
+            readable_before = not _being_written(store, base)
+            if not readable_before:
+                time.sleep(0.05)
+    else:
+        h, data = store.decode(oid, raw, f"object {oid} on remote {rs.name}")
+    # stored whole (as a commit stores it): only packs keep deltas, since gc keeps or re-encodes
+    # the base of a packed delta (guard.repack) but not of a loose one
+    store.put(h.type, data)
 
 
 def _being_written(store: ObjectStore, oid: str) -> bool:
