@@ -120,6 +120,7 @@ def run(work: Path, n: int, repeat: int) -> None:
     from lineagestore import queue as Q
     from tools.samples import bible_records, save_tokenizer, write_jsonl
     print(f"python {platform.python_version()}, {os.cpu_count()} cpus, {platform.platform()}")
+    print(f"load: sum(range(10**6)) best of 5 in {calibration()} s; load average {os.getloadavg()[0]:.1f}")
     store = build(work / "big", n)
     empty = work / "empty" / ".lineage"
     empty.parent.mkdir()
@@ -180,9 +181,22 @@ def run(work: Path, n: int, repeat: int) -> None:
     path = store / "objects" / oid[:2] / oid[2:]
     decoded = len(Repo.open(store).objects.get_raw(oid)[1])
     print(f"\nqueue document: {decoded:,} bytes of JSON, {path.stat().st_size:,} bytes stored (zstd)")
+    print(f"load at the end: {calibration()} s; load average {os.getloadavg()[0]:.1f}")
     worst = max(rows, key=lambda r: r[2] if "new" not in r[0] else 0)
     print(f"slowest (new-file scans left out): {worst[0]} {worst[2]:.3f} s "
           f"({'within' if worst[2] < TARGET_S else 'OVER'} the 1 s target)")
+
+
+def calibration() -> str:
+    """How busy the machine is: the best of 5 runs of a fixed piece of pure Python."""
+    best = min(_timed_sum() for _ in range(5))
+    return f"{best:.3f}"
+
+
+def _timed_sum() -> float:
+    t0 = time.perf_counter()
+    sum(range(10**6))
+    return time.perf_counter() - t0
 
 
 def in_process(repo, n: int, repeat: int) -> None:
