@@ -102,6 +102,10 @@ def test_gather_reads_series_notes_and_the_queue(rich):
     assert rows["v004_step2"]["eval_before"] == 2.9 and rows["v004_step2"]["eval_after"] == 2.7
     assert rows["v004_step2"]["gain"] == pytest.approx(0.2)
     assert d.goal["device_hours"] == pytest.approx(5.0 / 3600)
+    # the evaluation set is registered data, but held out: listed as such, not counted as untrained
+    status = {Path(f["file"]).name: f["status"] for f in d.data["files"]}
+    assert status["eval.jsonl"] == "evaluation set" and d.data["registered"] == 4
+    assert d.data["totals"]["files"] == 3 and d.data["totals"]["untrained"] == 3
 
 
 def _checkpoint_with_series(repo: Repo, run: str, steps: int) -> None:

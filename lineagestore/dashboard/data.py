@@ -19,6 +19,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..analytics import Stats
 from ..core.errors import LinError
 from ..core.objects import Commit
 from ..core.repo import Repo, utc_now
@@ -379,14 +380,21 @@ def runs_panel(repo: Repo) -> list[dict[str, Any]]:
     return [{k: getattr(r, k) for k in keep} for r in list_runs(repo)]
 
 
-def data_panel(repo: Repo) -> dict[str, Any]:
-    """Registered data files: how many are trained, partly or not, and their tokens."""
+def data_panel(repo: Repo, eval_fingerprint: str | None = None) -> dict[str, Any]:
+    """Registered data files: how many are trained, partly or not, and their tokens. The
+    evaluation set (``eval_fingerprint``) is listed as such and left out of the training totals."""
     from ..data.registry import manifest
     entries = list(manifest(repo).values())
     totals = {"files": len(entries), "trained": 0, "partly trained": 0, "in training": 0, "untrained": 0,
               "tokens": 0, "tokens_trained": 0.0}
     rows = []
     for e in entries:
+        if eval_fingerprint is not None and e.get("hash") == eval_fingerprint:
+            totals["files"] -= 1
+            rows.append({"file": e.get("filename", ""), "status": "evaluation set", "share": 0.0,
+                         "tokens": int(num(e.get("tokens")) or 0), "examples": e.get("num_examples"),
+                         "first_seen": e.get("first_seen", ""), "trained_in": []})
+            continue
         st = str(e.get("status", "untrained"))
         totals[st] = totals.get(st, 0) + 1
         tok = num(e.get("tokens")) or 0.0
@@ -397,7 +405,7 @@ def data_panel(repo: Repo) -> dict[str, Any]:
                      "examples": e.get("num_examples"), "first_seen": e.get("first_seen", ""),
                      "trained_in": list(e.get("trained_in", []))[-3:]})
     totals["tokens_trained"] = int(totals["tokens_trained"])
-    return {"totals": totals, "files": rows[-DATA_ROWS:], "listed": min(len(rows), DATA_ROWS)}
+    return {"totals": totals, "files": rows[-DATA_ROWS:], "listed": min(len(rows), DATA_ROWS), "registered": len(rows)}
 
 
 def _tree_size(path: str) -> tuple[int, int]:
@@ -475,6 +483,11 @@ def gather(repo: Repo) -> Dashboard:
         del repo.commit, repo.tags  # back to the class's methods
 
 
+def _eval_fingerprint(st: Stats | None) -> str | None:
+    fp = st.eval_set.get("fingerprint") if st is not None and isinstance(st.eval_set, dict) else None
+    return fp if isinstance(fp, str) else None
+
+
 def _gather(repo: Repo) -> Dashboard:
     head = repo.head()
     steps = journey(repo, head)
@@ -490,7 +503,8 @@ def _gather(repo: Repo) -> Dashboard:
         generated=utc_now(), store=str(repo.path or "(memory)"), format_version=repo.format_version,
         head={"id": head, "name": repo.name_of(head) if head else None, "branch": repo.head_branch()},
         goal=goal_figures(repo, head, steps), charts=charts, lineage=lineage_graph(repo, head), queue=queue,
-        runs=runs_panel(repo), data=data_panel(repo), storage=storage_panel(repo), backup=backup_panel(repo),
+        runs=runs_panel(repo), data=data_panel(repo, _eval_fingerprint(st)), storage=storage_panel(repo),
+        backup=backup_panel(repo),
         gains=gains_panel(st, why, lineage),
         sources={"per-step series": any(series_id(s.commit) for s in steps),
                  "evaluation set": bool(st is not None and st.eval_set), "queue": bool(queue["branches"])},

@@ -251,12 +251,12 @@
   }
   function drawData(d) {
     var b = body("data"), t = d.data.totals;
-    if (!t.files) { b.appendChild(el("div", {class: "empty"}, "No data files registered yet (lin data add FILE).")); return; }
-    b.appendChild(el("p", {}, t.files + " files registered: " + t.trained + " trained, " + t["partly trained"] + " partly, " +
+    if (!d.data.registered) { b.appendChild(el("div", {class: "empty"}, "No data files registered yet (lin data add FILE).")); return; }
+    b.appendChild(el("p", {}, t.files + " training files registered: " + t.trained + " trained, " + t["partly trained"] + " partly, " +
       t["in training"] + " in training, " + t.untrained + " untrained; " + human(t.tokens_trained) + " of " + human(t.tokens) + " tokens trained."));
     var bar = el("div", {class: "bar"}), fill = el("span");
     fill.style.width = (t.tokens ? 100 * t.tokens_trained / t.tokens : 0) + "%"; bar.appendChild(fill); b.appendChild(bar);
-    if (d.data.listed < t.files) b.appendChild(el("p", {class: "muted"}, "The " + d.data.listed + " most recently registered files:"));
+    if (d.data.listed < d.data.registered) b.appendChild(el("p", {class: "muted"}, "The " + d.data.listed + " most recently registered files:"));
     table(b, [["file"], ["status", false, true], ["trained", true], ["tokens", true], ["in"]], d.data.files.map(function (f) {
       return [f.file, f.status, Math.round(100 * f.share) + "%", human(f.tokens), f.trained_in.join(", ")];
     }));
