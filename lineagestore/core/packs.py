@@ -22,6 +22,8 @@ folder. Readers map packs with ``mmap`` and never write them.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import heapq
 import mmap
 import os
 import struct
@@ -35,9 +37,10 @@ from typing import Any, Protocol
 import blake3
 
 from .codecs import BASE_ID_SIZE, itemsize_of, stored_object
-from .errors import CorruptObject, LinError, NoSpace
+from .errors import CorruptObject, LinError, NoSpace, ObjectNotFound
 from .fsutil import fsync_dir, is_nospace, kill_point, nospace_error, temp_name
-from .ids import check_object_id
+from .ids import check_object_id, is_id_prefix
+from .loose import LooseFolder
 from .objects import CODEC_DELTA, CODEC_PLANES, HEADER_SIZE, MAX_SIZE, ObjectHeader
 
 PACK_MAGIC = b"LINP"
@@ -299,6 +302,94 @@ class PackSet:
 
     def ids_with_prefix(self, prefix: str) -> list[str]:
         return sorted({i for p in self._scan() for i in p.ids() if i.startswith(prefix)})
+
+
+class ObjectFiles:
+    """A store's object files read as one: its loose files (:class:`.loose.LooseFolder`) and its
+    packs. Packs already open are searched first (no failed ``open()`` per packed object), then
+    the loose file, then the packs folder again; a miss there is looked up loose once more, for
+    an object a repack or gc moved meanwhile."""
+
+    def __init__(self, loose: LooseFolder, packs: PackSet):
+        self.loose = loose
+        self.packs = packs
+
+    def is_loose(self, oid: str) -> bool:
+        return os.path.isfile(self.loose.file(oid))
+
+    def has(self, oid: str) -> bool:
+        return self.is_loose(oid) or self.packs.find(oid) is not None or self.is_loose(oid)
+
+    def read(self, oid: str, n: int = -1) -> bytes:
+        """The stored bytes (the first ``n`` only, if given); ObjectNotFound if absent."""
+        e = self.packs.find_known(oid)
+        if e is None:
+            try:
+                return self.loose.read(oid, n)
+            except ObjectNotFound:
+                e = self.packs.find(oid)
+                if e is None:
+                    return self._read_loose_again(oid, n)
+        data = e.pack.read(e)
+        return data if n < 0 else data[:n]
+
+    def _read_loose_again(self, oid: str, n: int) -> bytes:
+        try:
+            return self.loose.read(oid, n)
+        except ObjectNotFound as missing:
+            if not self.packs.bad:
+                raise
+            name, why = next(iter(self.packs.bad.items()))
+            raise ObjectNotFound(f"{missing} (pack index {name} cannot be read: {why})", hint=missing.hint) from None
+
+    def touch(self, oid: str) -> None:
+        """Refresh an object's age: a loose file's mtime, or a packed object's pack's."""
+        if self.is_loose(oid):
+            self.loose.touch(oid)
+            return
+        e = self.packs.find(oid)
+        if e is not None:
+            with contextlib.suppress(OSError):
+                os.utime(e.pack.path)
+
+    def ids(self) -> Iterator[str]:
+        """Every id, sorted, each once (an object both loose and packed is listed once)."""
+        packed = self.packs.ids()
+        if not packed:
+            return self.loose.ids()
+        return _unique(heapq.merge(self.loose.ids(), packed))
+
+    def ids_with_prefix(self, prefix: str) -> list[str]:
+        loose = self.loose.ids_with_prefix(prefix)
+        if not is_id_prefix(prefix) or not self.packs.packs():
+            return loose
+        return sorted(set(loose) | set(self.packs.ids_with_prefix(prefix)))
+
+    def size(self, oid: str) -> int:
+        try:
+            return self.loose.stat(oid).st_size
+        except ObjectNotFound:
+            e = self.packs.find(oid)
+            if e is None:
+                raise
+            return e.length
+
+    def mtime(self, oid: str) -> float:
+        try:
+            return self.loose.stat(oid).st_mtime
+        except ObjectNotFound:
+            e = self.packs.find(oid)
+            if e is None:
+                raise
+            return e.pack.mtime
+
+
+def _unique(ids: Iterator[str]) -> Iterator[str]:
+    last = None
+    for i in ids:
+        if i != last:
+            yield i
+            last = i
 
 
 # ----------------------------------------------------------------------------- writing

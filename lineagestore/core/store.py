@@ -24,7 +24,6 @@ Tested by tests/test_store_contract.py against the disk store, its batch and the
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import heapq
 import os
@@ -62,7 +61,7 @@ from .objects import (
     pack_header,
     unpack_header,
 )
-from .packs import PACK_DIR, PackEntry, PackSet
+from .packs import PACK_DIR, ObjectFiles, PackEntry, PackSet
 
 _COUNT_LOCK = threading.Lock()
 _CODEC_BYTE = 5  # offset of the codec in the object header (docs/format.md)
@@ -345,15 +344,6 @@ class ObjectStore(ABC):
         return b"".join(self.iter_content(oid))
 
 
-def _unique_sorted(ids: Iterable[str]) -> Iterator[str]:
-    """A sorted stream without repeats (an object both loose and packed is listed once)."""
-    last = None
-    for i in ids:
-        if i != last:
-            yield i
-            last = i
-
-
 def _read_exact(f: Readable, n: int) -> memoryview:
     """``n`` bytes of ``f`` in a new buffer (a view of it: hashing and compression read views)."""
     view = memoryview(bytearray(n))
@@ -377,6 +367,7 @@ class DiskObjectStore(ObjectStore):
         self.tmp_dir = tmp_dir
         self.files = LooseFolder(root, tmp_dir)
         self.packs = PackSet(root / PACK_DIR)
+        self.stored = ObjectFiles(self.files, self.packs)
         self.compression_level = compression_level
         self.compression = compression
 
@@ -384,88 +375,43 @@ class DiskObjectStore(ObjectStore):
         """The loose file of ``oid`` (a packed object has none: see :meth:`packed`)."""
         return Path(self.files.file(oid))
 
-    # Objects are read loose first, then from packs (core.packs). A repack removes a loose copy
-    # only once a pack holding it is durable, and gc turns packed objects loose before it moves
-    # them: a miss in both is looked up loose once more, for an object moved meanwhile.
+    # Loose files and packs are read as one (core.packs.ObjectFiles): a repack removes a loose
+    # copy only once a pack holding it is durable, and gc turns packed objects loose before it
+    # moves them, so an object is always in one of the two.
 
     def packed(self, oid: str) -> PackEntry | None:
         """Where ``oid`` lies in a pack; None if no pack holds it."""
         return self.packs.find(oid)
 
     def is_loose(self, oid: str) -> bool:
-        return os.path.isfile(self.files.file(oid))
+        return self.stored.is_loose(oid)
 
     def has(self, oid: str) -> bool:
-        return self.is_loose(oid) or self.packs.find(oid) is not None or self.is_loose(oid)
+        return self.stored.has(oid)
 
     def _read_file(self, oid: str) -> bytes:
-        return self._read_either(oid, -1)
+        return self.stored.read(oid)
 
     def _read_header_bytes(self, oid: str) -> bytes:
-        return self._read_either(oid, HEADER_SIZE)
-
-    def _read_either(self, oid: str, n: int) -> bytes:
-        e = self.packs.find_known(oid)  # packs already open first: no failed open() per packed object
-        if e is not None:
-            data = e.pack.read(e)
-            return data if n < 0 else data[:n]
-        try:
-            return self.files.read(oid, n)
-        except ObjectNotFound:
-            e = self.packs.find(oid)
-            if e is None:
-                try:
-                    return self.files.read(oid, n)  # moved out of a pack meanwhile
-                except ObjectNotFound as missing:
-                    if not self.packs.bad:
-                        raise
-                    name, why = next(iter(self.packs.bad.items()))
-                    raise ObjectNotFound(f"{missing} (pack index {name} cannot be read: {why})",
-                                         hint=missing.hint) from None
-        data = e.pack.read(e)
-        return data if n < 0 else data[:n]
+        return self.stored.read(oid, HEADER_SIZE)
 
     def _write_file(self, oid: str, data: list[bytes | memoryview]) -> None:
         self.files.write(oid, data)
 
     def _touch(self, oid: str) -> None:
-        if self.is_loose(oid):
-            self.files.touch(oid)
-            return
-        e = self.packs.find(oid)
-        if e is not None:  # a packed object's age is its pack's (docs/format.md "Packs")
-            with contextlib.suppress(OSError):
-                os.utime(e.pack.path)
+        self.stored.touch(oid)
 
     def iter_ids(self) -> Iterator[str]:
-        packed = self.packs.ids()
-        if not packed:
-            return self.files.ids()
-        return _unique_sorted(heapq.merge(self.files.ids(), packed))
+        return self.stored.ids()
 
     def resolve_prefix(self, prefix: str) -> list[str]:
-        loose = self.files.ids_with_prefix(prefix)
-        if not is_id_prefix(prefix) or not self.packs.packs():
-            return loose
-        return sorted(set(loose) | set(self.packs.ids_with_prefix(prefix)))
+        return self.stored.ids_with_prefix(prefix)
 
     def stored_size(self, oid: str) -> int:
-        try:
-            return self.files.stat(oid).st_size
-        except ObjectNotFound:
-            e = self.packs.find(oid)
-            if e is None:
-                raise
-            return e.length
+        return self.stored.size(oid)
 
     def mtime(self, oid: str) -> float:
-        try:
-            return self.files.stat(oid).st_mtime
-        except ObjectNotFound:
-            e = self.packs.find(oid)
-            if e is None:
-                raise
-            return e.pack.mtime
+        return self.stored.mtime(oid)
 
     def remove(self, oid: str) -> None:
         """Remove a loose object (packed ones leave with their pack: guard.repack)."""
