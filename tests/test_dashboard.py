@@ -68,6 +68,17 @@ def test_downsample_keeps_the_extremes_and_the_ends(values, limit):
     assert min(kept) == min(values) and max(kept) == max(values)
 
 
+@given(st.lists(st.floats(0, 2e12), min_size=1, max_size=200))
+def test_chart_x_values_strictly_increase(xs):
+    """Repeated x values (versions created in the same second, an eval at a run's last token) are
+    spread, so the chart library draws every point; each moves by at most 1e-9 (relative, per
+    repeat before it)."""
+    out = dd.strictly_increasing(sorted(xs))
+    assert all(b > a for a, b in zip(out, out[1:], strict=False))
+    n = len(xs)
+    assert all(abs(o - x) <= n * 1e-9 * max(1.0, abs(x)) for o, x in zip(out, sorted(xs), strict=True))
+
+
 def test_gather_follows_the_active_lineage(store):
     d = dd.gather(store)
     exp = expected_points(store)
@@ -88,9 +99,9 @@ def test_gather_reads_series_notes_and_the_queue(rich):
     assert {f"chart-{c.key}": c.points for c in d.charts} == {k: v for k, v in exp.items() if k != "lineage"}
     assert exp["chart-tokens"] == 4 + SERIES_STEPS and exp["chart-scaling"] == 4 + 24
     loss = next(c for c in d.charts if c.key == "loss")
-    at = dict(zip(loss.x, loss.ys[1], strict=True))
+    evals = [(round(x), v) for x, v in zip(loss.x, loss.ys[1], strict=True) if v is not None]
     before = 1000 + 2000 + 3000 + 4000  # v007 starts after main's four training versions
-    assert at[before + 1000] == 2.55 and at[before + 2000] == 2.5  # the run's evaluation, then the note
+    assert evals[-2:] == [(before + 1000, 2.55), (before + 2000, 2.5)]  # the run's evaluation, then the note
     assert d.sources == {"per-step series": True, "evaluation set": True, "queue": True}
     (q,) = d.queue["branches"]
     assert q["branch"] == "main" and q["counts"] == {"queued": 2, "parked": 1}

@@ -139,6 +139,30 @@ def _check_screenshot(driver, path: Path) -> None:
         assert len(colours) > 3, f"chart {canvas.find_element('xpath', '../../..').get_attribute('id')} is blank"
 
 
+def _pixels_of(element, rgb: tuple[int, int, int], tol: int = 40) -> int:
+    """Pixels of ``element``'s own screenshot within ``tol`` of the colour ``rgb``."""
+    w, h, bpp, px = _png_pixels(element.screenshot_as_png)
+    return sum(1 for i in range(0, w * h * bpp, bpp)
+               if all(abs(px[i + k] - rgb[k]) <= tol for k in range(3)))
+
+
+def test_a_lone_eval_point_at_the_last_token_is_drawn(browser, tmp_path):
+    """A store like the demo's: one trained version, evaluated once, at its last token, the same
+    x as its last loss interval. Its red point must be on the canvas, not only in the counts."""
+    from conftest import make_model_dir
+    repo = Repo.init(tmp_path / "one" / ".lineage")
+    base = repo.import_model(make_model_dir(tmp_path / "base"), "base")
+    repo.write_commit(tree=repo.commit(base.id).tree, parents=[base.id], name="once", kind="train",
+                      metrics={"tokens_trained": 1200, "wall_time_s": 3.0, "tokens_per_s": 400.0,
+                               "loss_per_interval": [3.0, 2.8, 2.7], "eval_loss": 2.9})
+    out = tmp_path / "one.html"
+    write_report(repo, out)
+    browser.get(out.as_uri())
+    _wait_drawn(browser, expected_points(repo))
+    canvas = browser.find_element("css selector", "#chart-loss canvas")
+    assert _pixels_of(canvas, (0xdc, 0x26, 0x26)) > 10  # the eval series' colour, drawn
+
+
 def _severe(driver) -> list:
     return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
 

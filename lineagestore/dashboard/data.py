@@ -130,8 +130,19 @@ def make_chart(key: str, title: str, x_label: str, x_kind: str, labels: list[str
     ys = [[r[1][s] for r in rows] for s in range(len(labels))]
     idx = downsample(len(rows), ys, limit)
     total = sum(v is not None for col in ys for v in col)
-    return Chart(key, title, x_label, x_kind, labels, [rows[i][0] for i in idx],
+    return Chart(key, title, x_label, x_kind, labels, strictly_increasing([rows[i][0] for i in idx]),
                  [[col[i] for i in idx] for col in ys], [rows[i][2] for i in idx], total, source, log_x)
+
+
+def strictly_increasing(xs: list[float]) -> list[float]:
+    """``xs`` (sorted) with each repeated value moved up by a relative 1e-12 (a millisecond on a
+    date, a token at 10^12): uPlot does not draw a point whose x repeats the one before it at
+    the end of the data, and several versions can share a creation second."""
+    out = list(xs)
+    for i in range(1, len(out)):
+        if out[i] <= out[i - 1]:
+            out[i] = out[i - 1] + max(abs(out[i - 1]) * 1e-12, 1e-9)
+    return out
 
 
 # ------------------------------------------------------------------------------ the lineage of HEAD

@@ -113,7 +113,9 @@
     var series = [{label: c.x_label, value: function (u, v) { return v === null ? "–" : (c.x_kind === "time" ? date(v) : human(v)); }}];
     c.labels.forEach(function (label, i) {
       series.push({label: label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true,
-        points: {show: c.x.length < 80 || i > 0, size: 5}, value: function (u, v) { return v === null ? "–" : human(v); }});
+        // a later series (eval loss, the trend) is sparse: its points are drawn filled and larger
+        points: i > 0 ? {show: true, size: 7, fill: COLORS[i % COLORS.length]} : {show: c.x.length < 80, size: 5},
+        value: function (u, v) { return v === null ? "–" : human(v); }});
     });
     var opts = {
       width: width, height: 240,
