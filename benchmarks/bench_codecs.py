@@ -314,8 +314,11 @@ def main() -> int:
     for label, (itemsize, zdtype, parent, child) in variants.items():
         p_parent, p_child = pieces_of(parent, itemsize), pieces_of(child, itemsize)
         changed = sum(a != b for (_, a, _), (_, b, _) in zip(p_parent, p_child, strict=True))
+        elements = sum(int(np.count_nonzero(codecs.xor_bytes(c, p).view(f"<u{itemsize}")))
+                       for (_, c, _), (_, p, _) in zip(p_child, p_parent, strict=True))
         r: dict[str, object] = {"dtype": label, "raw_mb": sum(len(d) for _, d, _ in p_parent) / 1e6,
-                                "pieces_changed": f"{changed}/{len(p_child)}"}
+                                "pieces_changed": f"{changed}/{len(p_child)}",
+                                "elements_changed": elements * itemsize / sum(len(d) for _, d, _ in p_child)}
         r["raw"] = lin_rows(p_parent, None, mode="none")
         r["planes"] = lin_rows(p_parent, None)
         r["delta"] = lin_rows(p_child, p_parent)
@@ -340,6 +343,7 @@ def print_table(report: dict) -> None:
           f"child after {report['steps']} AdamW steps ({report['fine_tune_s']} s)")
     print("dtype  what                 stored/raw  encode MB/s  decode MB/s (1 thread / all cores)")
     for r in report["rows"]:
+        print(f"{r['dtype']}: {r['elements_changed']:.0%} of the child's elements differ from the parent's")
         for key, what in (("raw", "raw (codec 0)"), ("planes", "lin planes (codec 2)"),
                           ("planes_plain_level1", "  at plain level 1"), ("zstd3", "zstd -3"), ("zipnn", "ZipNN"),
                           ("delta", f"lin delta, {report['steps']} steps"), ("delta_plain_level1", "  at plain level 1"),
