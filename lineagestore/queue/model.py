@@ -299,6 +299,28 @@ def _cleaned(x: Any, column: str) -> str | None:
     return clean_text(str(x), f"an item's {column}")
 
 
+def changed_columns(old: Queue, new: Queue, cols: dict[str, list[Any]],
+                    branch: str) -> tuple[dict[str, list[Any]], bool] | None:
+    """The columns of ``new`` made from ``cols`` (the stored columns of ``old``) by patching the
+    items a change replaced (``with_item``: the others are the very same objects), checking only
+    those; None when the change did more (added, removed, reordered items or changed an id),
+    for :func:`stored_columns`. What ``lin run`` does to a 50,000-item queue costs little."""
+    if new.branch != branch or len(new.items) != len(old.items) or new.next_number != old.next_number:
+        return None
+    touched = [i for i, (a, b) in enumerate(zip(old.items, new.items, strict=True)) if a is not b]
+    if len(touched) > 1000 or any(old.items[i].id != new.items[i].id for i in touched):
+        return None
+    rows = [new.items[i] for i in touched]
+    mini, cleaned = clean_columns(to_columns(tuple(rows)), new.next_number, branch)
+    out = dict(cols)
+    for c in COLUMNS:
+        if any(mini[c][k] != cols[c][i] for k, i in enumerate(touched)):
+            out[c] = list(cols[c])
+            for k, i in enumerate(touched):
+                out[c][i] = mini[c][k]
+    return out, cleaned
+
+
 def stored_columns(q: Queue, branch: str) -> tuple[dict[str, list[Any]], bool]:
     """The columns to store for a queue a change handed back (see :func:`clean_columns`)."""
     if q.branch != branch:

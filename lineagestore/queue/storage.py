@@ -30,7 +30,7 @@ from ..core.ids import is_object_id
 from ..core.names import check_name
 from ..core.objects import QueueDoc, canonical_json
 from ..core.repo import RefChange, Repo, utc_now
-from .model import COLUMNS, Queue, check_doc, clean_columns, clean_text, queue_of, stored_columns
+from .model import COLUMNS, Queue, changed_columns, check_doc, clean_columns, clean_text, queue_of, stored_columns
 
 QUEUE_REF = "refs/queues/"
 QUEUE_FORMAT = 2  # the store format that holds queues (core/repo.py FORMATS)
@@ -124,8 +124,10 @@ def update(repo: Repo, branch: str, change: Callable[[Queue], Queue], message: s
     "reason": "..."}``) is appended to the queue's log and noted in the audit log.
     """
     def apply(doc: QueueDoc, oid: str | None) -> tuple[QueueDoc, Queue | None]:
-        new = change(_queue(doc, oid))
-        cols, cleaned = stored_columns(new, branch)
+        old = _queue(doc, oid)
+        new = change(old)
+        patched = changed_columns(old, new, doc.items, branch) if oid is not None else None
+        cols, cleaned = patched if patched is not None else stored_columns(new, branch)
         paused = _paused(new.paused)
         same = not cleaned and paused == new.paused
         return replace(doc, items=cols, paused=paused, next=new.next_number), new if same else None
