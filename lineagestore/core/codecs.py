@@ -27,8 +27,8 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
 import zstandard
 
 from .errors import CorruptObject, InvalidInput
@@ -76,7 +76,10 @@ def itemsize_of(dtype: str) -> int:
 # ------------------------------------------------------------------------------ encoding
 
 
-Bytes = bytes | bytearray | memoryview | np.ndarray  # np: a uint8 array (numpy's buffer)
+if TYPE_CHECKING:  # numpy is imported where a codec runs: `lin init` and friends never load it
+    import numpy as np
+
+    Bytes = bytes | bytearray | memoryview | np.ndarray  # np: a uint8 array (numpy's buffer)
 
 
 def plane_compressor(level: int) -> zstandard.ZstdCompressor:
@@ -90,6 +93,7 @@ def plane_compressor(level: int) -> zstandard.ZstdCompressor:
 
 
 def _as_array(data: Bytes) -> np.ndarray:
+    import numpy as np
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8)
     return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
@@ -98,6 +102,7 @@ def _as_array(data: Bytes) -> np.ndarray:
 def _probe_saves(plane: np.ndarray, min_saving: float) -> bool:
     """Whether the plane compressor saves ``min_saving`` on three 64 KiB samples of a large plane
     (a random plane is then not compressed whole only to be kept raw)."""
+    import numpy as np
     n = len(plane)
     if n <= 3 * _PROBE:
         return True
@@ -120,6 +125,7 @@ def pack_planes(data: Bytes, itemsize: int, level: int = DEFAULT_PLANE_LEVEL,
                 min_saving: float = DEFAULT_MIN_SAVING) -> bytes:
     """A planes payload of ``data`` (elements of ``itemsize`` bytes; a trailing partial element
     is kept as is), whatever it saves. See :func:`encode_planes`."""
+    import numpy as np
     if not 1 <= itemsize <= MAX_ITEMSIZE:
         raise InvalidInput(f"byte planes: element size {itemsize} is not 1 to {MAX_ITEMSIZE}")
     arr = _as_array(data)
@@ -143,6 +149,7 @@ def encode_planes(data: bytes | bytearray | memoryview, itemsize: int, level: in
 
 def xor_bytes(data: bytes | bytearray | memoryview, base: bytes | bytearray | memoryview) -> np.ndarray:
     """``data XOR base`` (same length) as a new uint8 array."""
+    import numpy as np
     out: np.ndarray = np.bitwise_xor(_as_array(data), _as_array(base))
     return out
 
@@ -235,6 +242,7 @@ def _decode_plane(mode: int, body: memoryview, n: int, where: str, k: int) -> me
 
 def unpack_planes(payload: bytes | memoryview, size: int, where: str) -> np.ndarray:
     """The ``size`` decoded bytes of a planes payload, as a new uint8 array."""
+    import numpy as np
     view = memoryview(payload).cast("B")
     itemsize, tail, entries, pos = _plane_table(view, size, where)
     out = np.empty(size, dtype=np.uint8)
@@ -273,6 +281,7 @@ def decode_delta(payload: bytes | memoryview, size: int, base_data: bytes | memo
                  where: str = "object") -> bytes:
     """The decoded content of a codec-3 payload, given its base's decoded content (verified by
     the caller, and of ``size`` bytes)."""
+    import numpy as np
     view = memoryview(payload).cast("B")
     delta_base(view, where)
     if len(memoryview(base_data).cast("B")) != size:
