@@ -522,7 +522,7 @@ def progress(
     interval: float = typer.Option(2.0, "--interval", min=0.2, help="Seconds between redraws with --watch."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Tokens toward the goal, rate and ETA; queue, eval loss, device-hours.
+    """Tokens toward the goal, rate, ETA, queue, eval loss and compute.
 
     The goal is goal.tokens of the store's config. With --watch the figures are redrawn in place
     while `lin train` or `lin run` trains (runs in progress show their last checkpoint).
