@@ -203,6 +203,7 @@ def check(repo: Repo, *, quick: bool = False, progress: Progress = NULL, now: fl
         rep.audit_entries, problems = _check_audit(repo)
         rep.problems.extend(problems)
         rep.notes.extend(leftovers(repo))
+        rep.notes.extend(pack_leftovers(repo))
         rep.notes.extend(_stray_files(repo))
     rep.problems = _unique(rep.problems)
     rep.notes = _unique(rep.notes)
@@ -409,6 +410,20 @@ def check_packs(repo: Repo, *, full: bool = True) -> list[Problem]:
             except LinError as err:
                 out.append(Problem("corrupt", oid, str(err)))
     return out
+
+
+def pack_leftovers(repo: Repo) -> list[Problem]:
+    """A pack whose index never arrived (a repack killed between the two renames): ignored by
+    readers, removed by the next repack."""
+    assert repo.path is not None
+    folder = repo.path / "objects" / PACK_DIR
+    try:
+        names = set(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [Problem("stale-pack", f"objects/pack/{n}", f"objects/pack/{n}: a pack without its index, left by a "
+                    "killed repack (lin ignores it; the next repack removes it)")
+            for n in sorted(names) if n.endswith(".pack") and n[:-5] + ".idx" not in names]
 
 
 def _check_audit(repo: Repo) -> tuple[int, list[Problem]]:
