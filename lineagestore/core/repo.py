@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,6 +53,12 @@ _REV_SUFFIX = re.compile(r"^(.*?)((?:~\d*|\^)+)$")
 
 def utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _ReadSnapshot:
+    commits: dict[str, Commit] = field(default_factory=dict)
+    tags: dict[str, str] | None = None
 
 
 @dataclass
@@ -116,6 +122,7 @@ class Repo:
         self.after_publish: list[AfterPublish] = []  # hooks run by core/publish.py
         self._lock = FileLock(path / "locks" / "store.lock") if path else None
         self.format_version = FORMAT_VERSION if path is None else 1  # set by ``open``
+        self._snapshot: _ReadSnapshot | None = None  # see ``snapshot_reads``
         objects.delta_max_depth = config.settings.core.delta_max_depth
         objects.before_new_codec = lambda: self.require_format(3)  # planes and delta codecs: format 3
 
@@ -288,7 +295,32 @@ class Repo:
         return {n[len("refs/heads/"):]: v for n, v in self.refs.as_dict("refs/heads/").items()}
 
     def tags(self) -> dict[str, str]:
-        return {n[len("refs/tags/"):]: v for n, v in self.refs.as_dict("refs/tags/").items()}
+        snap = self._snapshot
+        if snap is not None and snap.tags is not None:
+            return dict(snap.tags)
+        tags = {n[len("refs/tags/"):]: v for n, v in self.refs.as_dict("refs/tags/").items()}
+        if snap is not None:
+            snap.tags = tags
+            return dict(tags)
+        return tags
+
+    @contextmanager
+    def snapshot_reads(self) -> Iterator[None]:
+        """Within the block, each commit is read (and verified) once and the tags are listed once.
+
+        For a reader that walks every commit from several places (the dashboard gathers the
+        journey, the ledger, the stats and the backup state): the walks cost one read, and every
+        part sees the same tags even while another process writes the store. Commits are
+        immutable, so only the tag listing can be stale, by the length of the block.
+        """
+        if self._snapshot is not None:  # nested: the outer snapshot holds
+            yield
+            return
+        self._snapshot = _ReadSnapshot()
+        try:
+            yield
+        finally:
+            self._snapshot = None
 
     def versions(self) -> dict[str, str]:
         """Version names (``vNNN_slug``) -> commit ids, in version order."""
@@ -319,7 +351,13 @@ class Repo:
     # ------------------------------------------------------------------ objects
 
     def commit(self, commit_id: str) -> Commit:
-        return self.objects.get(commit_id, "commit")
+        snap = self._snapshot
+        if snap is None:
+            return self.objects.get(commit_id, "commit")
+        c = snap.commits.get(commit_id)
+        if c is None:
+            c = snap.commits[commit_id] = self.objects.get(commit_id, "commit")
+        return c
 
     def ancestry(self, commit_id: str) -> Iterator[tuple[str, Commit]]:
         """The first-parent line from ``commit_id`` back to its root."""

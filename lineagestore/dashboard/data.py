@@ -469,29 +469,9 @@ def backup_panel(repo: Repo) -> dict[str, Any]:
 def gather(repo: Repo) -> Dashboard:
     """Read everything the page shows. Read-only: it takes no lock and writes nothing."""
     # the journey, the data ledger, lin stats and the backup state each walk every commit and
-    # list every tag; while gathering, each commit is read (and verified) once and the tags are
-    # listed once, which also gives every panel the same view of a store being written
-    memo: dict[str, Commit] = {}
-    read_commit, list_tags = repo.commit, repo.tags
-    tags: list[dict[str, str]] = []
-
-    def commit_once(cid: str) -> Commit:
-        c = memo.get(cid)
-        if c is None:
-            c = memo[cid] = read_commit(cid)
-        return c
-
-    def tags_once() -> dict[str, str]:
-        if not tags:
-            tags.append(list_tags())
-        return dict(tags[0])
-
-    setattr(repo, "commit", commit_once)  # noqa: B010 - instance attributes, removed below
-    setattr(repo, "tags", tags_once)  # noqa: B010
-    try:
+    # list every tag: within one snapshot each commit is read once and the tags listed once
+    with repo.snapshot_reads():
         return _gather(repo)
-    finally:
-        del repo.commit, repo.tags  # back to the class's methods
 
 
 def _eval_fingerprint(st: Stats | None) -> str | None:
