@@ -153,7 +153,8 @@ class RunLab:
             raise CrashCheckFailed(f"{folder.name}: runs left: {repo.refs.names('refs/runs/')}")
         p = self.lin(folder, "fsck", "--full", check=False)
         if p.returncode != 0:
-            raise CrashCheckFailed(f"{folder.name}: lin fsck --full exited {p.returncode}: {p.stdout[-1500:]}")
+            raise CrashCheckFailed(f"{folder.name}: lin fsck --full exited {p.returncode}: {p.stdout[-1500:]}"
+                                   f"{p.stderr[-1500:]}")
         missing = [v for v, _, _ in got if not (folder / "remote" / "refs" / "tags" / v).is_file()]
         if missing:
             raise CrashCheckFailed(f"{folder.name}: not backed up: {missing}")
