@@ -28,7 +28,10 @@ class Repo(_BaseRepo):
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
         from .remote.hook import BackupHook
+        from .remote.notes import register_merge
+        from .train.evalnotes import NOTES_REF, merge_notes
         self.after_publish.append(BackupHook())
+        register_merge(NOTES_REF, merge_notes)  # remotes merge notes (they have no history to fast-forward)
 
     def import_model(self, folder: os.PathLike | str, name: str, *, message: str = "",
                      progress: Progress = NULL, exclude: tuple[str, ...] = ()) -> _commit.CommitResult:
@@ -45,7 +48,14 @@ class Repo(_BaseRepo):
         return _commit.commit_folder(self, folder, name, **kw)
 
     def checkout(self, rev: str, **kw) -> _checkout.CheckoutInfo:
-        """Write ``rev`` into the work folder (or ``to=``) and make it active, under the store lock."""
+        """Write ``rev`` into the work folder (or ``to=``) and make it active, under the store lock.
+
+        Weights dropped here (core.local_versions) come back from the backup remote first, verified."""
+        from .guard.drop import read_dropped
+        if read_dropped(self):
+            from .remote.held import fetch_dropped
+            if fetch_dropped(self, rev, progress=kw.get("progress", NULL)):
+                self.notes.append(f"checkout: fetched the dropped weights of {rev} from the backup remote")
         return _checkout.checkout(self, rev, **kw)
 
     def status(self, target=None) -> _checkout.StatusInfo:

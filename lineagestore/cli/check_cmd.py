@@ -21,7 +21,8 @@ def fsck(
                               help="--full (default) re-hashes every byte; --quick reads headers and metadata only."),
     json_out: bool = JSON_OPT,
     repair: bool = typer.Option(False, "--repair", help="Fetch corrupt or missing objects from a remote, then check again."),
-    remote: str = typer.Option(None, "--remote", help="The remote --repair fetches from (default: the backup remote, or the only one)."),
+    remote: str = typer.Option(None, "--remote", help="The remote --repair fetches from (default: the backup remote, or the only one); "
+                               "weights dropped here (core.local_versions) are checked there, decoded and hashed."),
 ) -> None:
     """Verify the store: objects, names, history and the audit log.
 
@@ -42,6 +43,8 @@ def fsck(
         if fixed.repaired:
             STATE.mutated = True
             rep = repo.fsck(quick=not full, progress=o.progress())
+    if remote and rep.on_remote:
+        _check_dropped(repo, remote, rep, o)
     if json_out:
         o.json(rep)
     else:
@@ -49,6 +52,9 @@ def fsck(
             o.line(f"{p.kind}: {p.message}")
         for n in rep.notes:
             o.line(f"note: {n.message}")
+        if rep.on_remote:
+            o.line(f"on the remote: {rep.on_remote} weight objects ({human_bytes(rep.on_remote_bytes)}) dropped here "
+                   "(core.local_versions), not damage" + ("" if remote else "; `lin fsck --remote NAME` checks them there"))
         for a in rep.advice:
             o.line(f"hint: {a}")
         verdict = "ok" if rep.ok else f"{len(rep.problems)} problem(s)"
@@ -57,3 +63,16 @@ def fsck(
                f"{verdict}")
     if not rep.ok:
         raise typer.Exit(1)
+
+
+def _check_dropped(repo, remote: str, rep, o) -> None:
+    """Each dropped weight object read from ``remote``, decoded and hashed; a failure is a problem."""
+    from ..guard.drop import read_dropped
+    from ..guard.fsck import Problem
+    from ..remote.held import check_dropped
+    ids = [oid for oid in read_dropped(repo) if not repo.objects.has(oid)]
+    res = check_dropped(repo, ids, remote, progress=o.progress())
+    for oid, msg in res.problems:
+        rep.problems.append(Problem("remote", oid, msg))
+    o.info(f"checked {res.checked} dropped weight objects on {res.remote}: "
+           + ("all there, verified" if not res.problems else f"{len(res.problems)} problem(s)"))

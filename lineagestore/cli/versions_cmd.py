@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -354,8 +355,12 @@ def status(
         extra = backup_status(repo)
     except ImportError:
         pass
+    from ..guard.drop import local_summary
+    summary = local_summary(repo)
+    local = asdict(summary) if summary.dropped_objects else None
     if json_out:
-        o.json({**st.__dict__, "work": st.work, **({"backup": extra} if extra else {})})
+        o.json({**st.__dict__, "work": st.work, **({"backup": extra} if extra else {}),
+                **({"local": local} if local else {})})
         return
     if st.head is None:
         o.line("No active version: the store is empty. Import a model: lin import DIR --name NAME")
@@ -384,6 +389,10 @@ def status(
         o.line(_sharing_line(w))
     if extra:
         o.line(f"Backup: {extra.get('summary', '')}")
+    if local:
+        o.line(f"Local store: {local['dropped_objects']} weight objects ({human_bytes(local['dropped_bytes'])}) "
+               f"are on the remote only ({', '.join(local['remotes'])}; held once there: core.local_versions); "
+               "everything else is here")
 
 
 def _sharing_line(w: WorkStatus) -> str:

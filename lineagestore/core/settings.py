@@ -213,6 +213,8 @@ class CoreSettings:
     delta_max_depth: int = key(DEFAULT_MAX_DEPTH, "int", low=1, high=1000)  # deltas a read follows
     hot_versions: int = key(3, "int", low=1)  # last versions of each branch lin repack keeps loose and raw
     keyframe_interval: int = key(10, "int", low=1, high=1000)  # every Nth version of a branch packed whole
+    # 0: off; N: weights of versions older than the last N of each branch may leave once the backup remote holds them
+    local_versions: int = key(0, "int", low=0)
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,7 @@ def diagnose(repo: Repo, *, min_free_ratio: float = 0.10, backup: dict | None = 
     rep.findings += _writable_findings(repo)
     rep.findings += _same_disk_findings(repo)
     rep.findings += _sharing_findings(repo)
+    rep.findings += _local_findings(repo)
     rep.findings += _settings_findings(repo)
     rep.findings += _audit_findings(repo)
     rep.findings += _leftover_findings(repo)
@@ -247,6 +248,24 @@ def _sharing_findings(repo: Repo) -> list[Finding]:
                     f"{share.reason}, so the disk holds every checked-out model twice.",
                     "keep the store and the work folder on one filesystem with reflinks (XFS made with "
                     "`mkfs.xfs -m reflink=1`, Btrfs): weights stored there are shared, not copied")]
+
+
+def _local_findings(repo: Repo) -> list[Finding]:
+    """How much of the store is here and how much only on the remote (core.local_versions)."""
+    from .drop import local_summary
+    n = repo.settings.core.local_versions
+    s = local_summary(repo)
+    if not s.dropped_objects and not n:
+        return []
+    store = repo.objects
+    local = sum(store.stored_size(o) for o in store.iter_ids())
+    if not s.dropped_objects:
+        return [Finding("info", "local-all", f"Every object is local ({_fmt(local)}); core.local_versions = {n}: "
+                        "`lin repack --drop` drops older weights once the backup remote is verified to hold them.")]
+    return [Finding("info", "local-dropped",
+                    f"Local: {_fmt(local)} stored here. On the remote only ({', '.join(s.remotes)}): "
+                    f"{s.dropped_objects} weight objects, {_fmt(s.dropped_bytes)}, held only once there "
+                    f"(dropped here by core.local_versions = {n}); `lin fsck --remote {s.remotes[0]}` checks them.")]
 
 
 def _settings_findings(repo: Repo) -> list[Finding]:

@@ -45,11 +45,14 @@ from ..core.refs import check_ref_name
 from ..core.repo import Repo
 from ..core.safetensors_io import check_tensor_list
 from ..core.store import DiskObjectStore
+from .drop import read_dropped
 from .reachability import live_reflog_ids, reached_from, ref_values, reflog_problems, reflogs
 from .trash import find_in_trash, stale_purges
 
 REF_TYPES = {"refs/heads/": "commit", "refs/tags/": "commit", "refs/runs/": "checkpoint",
-             "refs/data/": "dataset"}
+             "refs/data/": "dataset", "refs/queues/": "queue"}
+#: refs/notes/ holds named refs, not a namespace of names: each one its own type (format 4)
+NOTE_REF_TYPES = {"refs/notes/eval": "tree", "refs/notes/eval-set": "dataset"}
 FILE_TYPES = {"blob", "chunks", "tensor-file"}
 
 
@@ -73,6 +76,8 @@ class FsckReport:
     unreachable: int = 0
     full: bool = True
     audit_entries: int = 0
+    on_remote: int = 0  # weights dropped here on purpose (core.local_versions): held on the remote
+    on_remote_bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
     notes: list[Problem] = field(default_factory=list)
     advice: list[str] = field(default_factory=list)  # how to get back what is missing or damaged
@@ -197,7 +202,9 @@ def check(repo: Repo, *, quick: bool = False, progress: Progress = NULL, now: fl
     rep.notes.extend(notes)
     rep.reachable = sum(1 for o in reached if objs.present(o))
     rep.unreachable = len(ids) - rep.reachable
-    rep.problems.extend(_check_links(repo, objs, reached))
+    dropped = {o: d for o, d in read_dropped(repo).items() if not objs.present(o)}
+    rep.on_remote, rep.on_remote_bytes = len(dropped), sum(d.size for d in dropped.values())
+    rep.problems.extend(_check_links(repo, objs, reached, set(dropped)))
     rep.problems.extend(check_packs(repo, full=not quick))
     if repo.path is not None:
         rep.audit_entries, problems = _check_audit(repo)
@@ -301,7 +308,10 @@ def _check_refs(repo: Repo, objs: _Objects) -> tuple[int, list[Problem]]:
         if not objs.present(raw):
             out.append(Problem("missing", raw, f"object {raw} named by {name} is missing" + _in_trash(repo, raw)))
             continue
-        want = next((t for p, t in REF_TYPES.items() if name.startswith(p)), None)
+        if name.startswith("refs/notes/") and name not in NOTE_REF_TYPES:
+            out.append(Problem("bad-ref", name, f"{name}: not a notes ref lin writes "
+                               f"({', '.join(sorted(NOTE_REF_TYPES))})"))
+        want = NOTE_REF_TYPES.get(name) or next((t for p, t in REF_TYPES.items() if name.startswith(p)), None)
         got = objs.info.get(raw)
         if want and got and got.type != want:
             out.append(Problem("bad-ref", name, f"ref {name} points at a {got.type}, expected a {want}"))
@@ -364,12 +374,15 @@ def _check_roots(repo: Repo, objs: _Objects, now: float) -> tuple[dict[str, str]
     return reached_from(weak, objs.links, reached), problems, notes
 
 
-def _check_links(repo: Repo, objs: _Objects, reached: dict[str, str]) -> list[Problem]:
-    """Each link of each object: present (missing when reached from a root, dangling when not),
-    of the type it must have, and of the declared size."""
+def _check_links(repo: Repo, objs: _Objects, reached: dict[str, str], dropped: set[str]) -> list[Problem]:
+    """Each link of each object: present (missing when reached from a root, dangling when not;
+    ``dropped`` objects are on the remote, not missing), of the type it must have, and of the
+    declared size."""
     out: list[Problem] = []
     for oid, inf in objs.info.items():
         for ln in inf.links:
+            if not objs.present(ln.id) and ln.id in dropped:
+                continue
             if not objs.present(ln.id):
                 where = reached.get(oid)
                 if where:

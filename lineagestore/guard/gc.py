@@ -171,7 +171,8 @@ def _mark(repo: Repo, g: Graph, p: GcPlan,
     progress.start("marking reachable objects", None, "objects")
     reachable = g.walk(sources)
     progress.finish()
-    for oid in sorted(reachable & g.missing):
+    from .drop import read_dropped  # weights dropped on purpose are on the remote, not lost
+    for oid in sorted(reachable & g.missing - set(read_dropped(repo))):
         where = sources[oid][0] if oid in sources else "a reachable object"
         p.problems.append(f"object {oid} (named by {where}) is missing")
     for oid, err in sorted(g.broken.items()):
