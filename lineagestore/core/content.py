@@ -12,6 +12,9 @@
   the ``tensor-file`` object of a safetensors file (:func:`tensor_file`, :func:`tensor_file_of`),
   by hashing alone (no compression, nothing written).
 - :class:`ParallelWriter`: the bounded thread pool writers hash and compress pieces on.
+- :class:`DecodedCache`: verified decoded content by id, bounded in bytes, for reads that meet
+  the same object again (a repack reading a piece, then using it as the base of the next older
+  one; :func:`decode_stored` stopping a delta chain at a base already decoded).
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .codecs import DEFAULT_MAX_DEPTH, decode_delta, decode_planes, delta_base
+from .codecs import BASE_ID_SIZE, DEFAULT_MAX_DEPTH, decode_planes, delta_base, unpack_planes
 from .errors import CorruptObject, InvalidInput, MalformedFile, ObjectNotFound
 from .fsutil import is_nospace
 from .ids import ObjectId, check_object_id, hash_object
@@ -93,9 +97,88 @@ def verify(oid: str, type_name: str, data: bytes | memoryview, where: str) -> No
 LoadStored = Callable[[str], bytes | memoryview]
 
 
+class DecodedCache:
+    """Verified decoded content by object id, at most ``max_bytes`` of it (the least recently
+    used leaves first), each entry with its type and the deltas followed to decode it.
+
+    Only content that hashed to its id goes in (:func:`decode_stored` puts each object of a
+    chain after verifying it), so a hit needs no second hash; a damaged object is still found
+    by every read that does not hit. :meth:`load` runs a loader once per id while threads ask
+    for the same id at once (a repack's piece is also the base of the next older piece).
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, tuple[str, bytes | memoryview, int]] = OrderedDict()
+        self._loading: dict[str, Future[tuple[str, bytes | memoryview, int]]] = {}
+
+    def get(self, oid: str) -> tuple[str, bytes | memoryview, int] | None:
+        """(type, content, delta depth) of ``oid`` if held."""
+        with self._lock:
+            item = self._items.get(oid)
+            if item is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(oid)
+            self.hits += 1
+            return item
+
+    def put(self, oid: str, type_name: str, data: bytes | memoryview, depth: int = 0) -> None:
+        """Hold verified content (more than ``max_bytes`` alone is not held)."""
+        n = memoryview(data).nbytes
+        if n > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(oid, None)
+            if old is not None:
+                self.bytes -= memoryview(old[1]).nbytes
+            self._items[oid] = (type_name, data, depth)
+            self.bytes += n
+            while self.bytes > self.max_bytes:
+                _, (_, gone, _) = self._items.popitem(last=False)
+                self.bytes -= memoryview(gone).nbytes
+
+    def load(self, oid: str, loader: Callable[[], tuple[str, bytes | memoryview, int]]) -> tuple[str, bytes | memoryview, int]:
+        """The entry of ``oid``, from ``loader`` (which must verify) when not held; threads
+        asking for the same id meanwhile wait for that one call."""
+        with self._lock:
+            item = self._items.get(oid)
+            if item is not None:
+                self._items.move_to_end(oid)
+                self.hits += 1
+                return item
+            fut = self._loading.get(oid)
+            mine = fut is None
+            if mine:
+                fut = self._loading[oid] = Future()
+                self.misses += 1
+        assert fut is not None
+        if not mine:
+            return fut.result()
+        try:
+            item = loader()
+        except BaseException as e:
+            with self._lock:
+                del self._loading[oid]
+            fut.set_exception(e)
+            raise
+        self.put(oid, *item)
+        with self._lock:
+            del self._loading[oid]
+        fut.set_result(item)
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 def decode_stored(oid: str, stored: bytes | memoryview, where: str | None = None,
                   load_base: LoadStored | None = None,
-                  max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[ObjectHeader, bytes]:
+                  max_depth: int = DEFAULT_MAX_DEPTH, cache: DecodedCache | None = None) -> tuple[ObjectHeader, bytes]:
     """The header and decoded content (always ``bytes``) of an object in stored form, verified.
 
     A header whose size its type may not have, a payload that does not decode to that size, or
@@ -105,34 +188,66 @@ def decode_stored(oid: str, stored: bytes | memoryview, where: str | None = None
     A delta (codec 3) is decoded against its base, read with ``load_base`` and itself decoded
     and verified the same way, following at most ``max_depth`` deltas (``core.delta_max_depth``)
     to an object stored whole. A missing, corrupt or differently sized base, a longer chain or
-    a loop raises CorruptObject naming the object and the base.
+    a loop raises CorruptObject naming the object and the base. With ``cache``, the chain stops
+    at a base the cache holds (its depth still counts against ``max_depth``) and every object
+    decoded on the way is put in it, verified.
     """
     check_object_id(oid)
     where = where or f"object {oid}"
     view = memoryview(stored)
     h = unpack_header(view[:HEADER_SIZE], where)
     if h.codec != CODEC_DELTA:
-        return h, _decode_whole(oid, h, view[HEADER_SIZE:], where)
-    chain = _delta_chain(oid, h, view[HEADER_SIZE:], where, load_base, max_depth)
+        data = _decode_whole(oid, h, view[HEADER_SIZE:], where)
+        if cache is not None and h.codec != CODEC_RAW:
+            cache.put(oid, h.type, data)
+        return h, data
+    chain, start = _delta_chain(oid, h, view[HEADER_SIZE:], where, load_base, max_depth, cache)
+    base: bytes | memoryview
     try:
-        data = _decode_whole(*chain[-1])
-        for link_id, link_h, payload, link_where in reversed(chain[1:-1]):
-            data = decode_delta(payload, link_h.size, data, link_where)
-            verify(link_id, link_h.type, data, link_where)
+        if start is None:
+            base, depth, links = _decode_whole(*chain[-1]), 0, chain[1:-1]
+            if cache is not None:
+                cache.put(chain[-1][0], chain[-1][1].type, base)
+        else:
+            base, depth, links = start[0], start[1], chain[1:]
+        for link_id, link_h, payload, link_where in reversed(links):
+            base = _undelta(payload, link_h.size, base, link_where)
+            verify(link_id, link_h.type, base, link_where)
+            depth += 1
+            if cache is not None:
+                cache.put(link_id, link_h.type, base, depth)
     except CorruptObject as e:
         raise CorruptObject(f"{where} cannot be decoded: its delta base: {e}", hint=_HINT) from e
-    data = decode_delta(view[HEADER_SIZE:], h.size, data, where)
-    verify(oid, h.type, data, where)
-    return h, data
+    content = _undelta(view[HEADER_SIZE:], h.size, base, where)
+    verify(oid, h.type, content, where)
+    if cache is not None:
+        cache.put(oid, h.type, content, depth + 1)
+    return h, content.tobytes()
+
+
+def _undelta(payload: memoryview, size: int, base: bytes | memoryview, where: str) -> memoryview:
+    """A delta's content as a read-only view of a new array (the links of a chain are not
+    copied into ``bytes``: only the object asked for is)."""
+    import numpy as np
+    delta_base(payload, where)
+    if memoryview(base).nbytes != size:
+        raise CorruptObject(f"{where} is corrupt: its delta base holds {memoryview(base).nbytes:,} bytes, "
+                            f"not {size:,}", hint=_HINT)
+    out = unpack_planes(payload[BASE_ID_SIZE:], size, where)
+    np.bitwise_xor(out, np.frombuffer(base, np.uint8), out=out)
+    out.flags.writeable = False
+    return out.data
 
 
 _Link = tuple[str, ObjectHeader, memoryview, str]  # id, header, payload, how errors name it
 
 
 def _delta_chain(oid: str, h: ObjectHeader, payload: memoryview, where: str, load_base: LoadStored | None,
-                 max_depth: int) -> list[_Link]:
+                 max_depth: int, cache: DecodedCache | None = None,
+                 ) -> tuple[list[_Link], tuple[bytes | memoryview, int] | None]:
     """The objects from the delta ``oid`` down to the whole object its chain ends at, their
-    headers read and checked (sizes, depth, loops); nothing decoded yet."""
+    headers read and checked (sizes, depth, loops); nothing decoded yet. With a cache, the chain
+    may end at a base it holds instead: then also (its content, its depth)."""
     chain: list[_Link] = [(oid, h, payload, where)]
     while chain[-1][1].codec == CODEC_DELTA:
         try:
@@ -143,9 +258,15 @@ def _delta_chain(oid: str, h: ObjectHeader, payload: memoryview, where: str, loa
             raise CorruptObject(f"{where} cannot be decoded: its delta base: {e}", hint=_HINT) from e
         if any(base == link[0] for link in chain):
             raise CorruptObject(f"{where} is corrupt: its delta chain loops back to object {base}", hint=_HINT)
-        if len(chain) > max_depth:
+        held = cache.get(base) if cache is not None else None
+        if len(chain) > max_depth or held is not None and len(chain) + held[2] > max_depth:
             raise CorruptObject(f"{where}: its delta chain is longer than core.delta_max_depth ({max_depth}) "
                                 f"at base object {base}", hint=_HINT)
+        if held is not None:
+            if memoryview(held[1]).nbytes != h.size:
+                raise CorruptObject(f"{where} is corrupt: its delta base object {base} holds "
+                                    f"{memoryview(held[1]).nbytes:,} bytes, not {h.size:,}", hint=_HINT)
+            return chain, (held[1], held[2])
         if load_base is None:
             raise CorruptObject(f"{where} is a delta against object {base}, which cannot be read here",
                                 hint=_HINT)
@@ -161,7 +282,7 @@ def _delta_chain(oid: str, h: ObjectHeader, payload: memoryview, where: str, loa
             raise CorruptObject(f"{where} is corrupt: its delta base object {base} holds {bh.size:,} bytes, "
                                 f"not {h.size:,}", hint=_HINT)
         chain.append((base, bh, stored[HEADER_SIZE:], f"object {base}"))
-    return chain
+    return chain, None
 
 
 def _decode_whole(oid: str, h: ObjectHeader, payload: memoryview, where: str) -> bytes:

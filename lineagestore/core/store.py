@@ -32,11 +32,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol, overload
 
 from .codecs import DEFAULT_MAX_DEPTH
-from .content import ParallelWriter, RawBlob, decode_stored, name_content, open_raw, piece_spans
+from .content import DecodedCache, ParallelWriter, RawBlob, decode_stored, name_content, open_raw, piece_spans
 from .errors import CorruptObject, InvalidInput, ObjectNotFound
 from .ids import ObjectId, check_object_id, hash_object, is_id_prefix
 from .loose import LooseFolder, WaitingFiles, aligned_start, aligns
@@ -131,8 +132,7 @@ class ObjectStore(ABC):
         if pad is None:
             self._write_file(oid, [pack_header(type_name, codec, len(data)), payload])
         else:
-            if self.before_new_codec:
-                self.before_new_codec()  # codec 4 needs format 3
+            self._format_3()  # codec 4
             self._write_file(oid, [pack_header(type_name, CODEC_ALIGNED, len(data)), bytes(pad), payload])
         self._wrote(HEADER_SIZE + (pad or 0) + len(payload))
         return oid
@@ -156,14 +156,35 @@ class ObjectStore(ABC):
         check_object_id(oid)
         return unpack_header(self._read_header_bytes(oid), f"object {oid}")
 
+    #: verified decoded content shared by this store's reads (None: none), set for the length of
+    #: a read that meets the same objects again (:meth:`caching`)
+    cache: DecodedCache | None = None
+
     def get_raw(self, oid: str) -> tuple[str, bytes]:
+        held = self.cache.get(oid) if self.cache is not None else None
+        if held is not None:
+            return held[0], bytes(held[1]) if not isinstance(held[1], bytes) else held[1]
         h, data = self.decode(check_object_id(oid), self._read_file(oid))
         return h.type, data
 
     def decode(self, oid: str, stored: bytes | memoryview, where: str | None = None) -> tuple[ObjectHeader, bytes]:
         """:func:`.content.decode_stored` with this store's delta bases and chain bound: the one
         way an object in stored form (from here, a remote or the trash) is decoded."""
-        return decode_stored(oid, stored, where, self._read_file, self.delta_max_depth)
+        return decode_stored(oid, stored, where, self._read_file, self.delta_max_depth, self.cache)
+
+    @contextmanager
+    def caching(self, max_bytes: int) -> Iterator[DecodedCache]:
+        """Reads through a :class:`.content.DecodedCache` of ``max_bytes`` while the block runs
+        (a delta chain's links decoded once for every object resting on them); nested: the
+        outer cache stays."""
+        if self.cache is not None:
+            yield self.cache
+            return
+        self.cache = DecodedCache(max_bytes)
+        try:
+            yield self.cache
+        finally:
+            self.cache = None
 
     @overload
     def get(self, oid: str, expect: Literal["chunks"]) -> Chunks: ...
@@ -219,18 +240,25 @@ class ObjectStore(ABC):
 
     def put_stored(self, oid: str, raw: bytes) -> None:
         """Store an object received in stored form, after verifying that it hashes to ``oid``
-        (CorruptObject otherwise, and nothing is stored). A delta's base must be in this store."""
-        self.decode(oid, raw)
+        (CorruptObject otherwise, and nothing is stored). A delta's base must be in this store.
+        An object held already is only touched: the copy received is not kept, and decoding it
+        could need the held one (a delta against its own delta here is a loop)."""
         if self.has(oid):
             self._touch(oid)
             return
+        self.decode(oid, raw)
         self._new_codec(raw)
         self._write_file(oid, [raw])
         self._wrote(len(raw))
 
     def _new_codec(self, stored: bytes | memoryview) -> None:
         """Let the repo raise the store's format before an object with a codec of format 3."""
-        if len(stored) > _CODEC_BYTE and stored[_CODEC_BYTE] in (CODEC_PLANES, CODEC_DELTA, CODEC_ALIGNED) and self.before_new_codec:
+        if len(stored) > _CODEC_BYTE and stored[_CODEC_BYTE] in (CODEC_PLANES, CODEC_DELTA, CODEC_ALIGNED):
+            self._format_3()
+
+    def _format_3(self) -> None:
+        """An object of a format-3 codec is about to be placed: raise the store's format first."""
+        if self.before_new_codec:
             self.before_new_codec()
 
     def resolve_prefix(self, prefix: str) -> list[str]:
@@ -462,8 +490,8 @@ class DiskObjectStore(ObjectStore):
                 self._write_file(oid, [pack_header("blob", codec, size), payload])
                 self._wrote(HEADER_SIZE + len(payload))
                 return oid
-            if block and self.before_new_codec:
-                self.before_new_codec()  # codec 4 needs format 3
+            if block:
+                self._format_3()  # codec 4
             self._adopt(fd, tmp, oid)
         self._wrote(stored)
         return oid
@@ -506,6 +534,7 @@ class BatchObjectStore(DiskObjectStore):
     def __init__(self, root: Path, tmp_dir: Path, compression_level: int, compression: str):
         super().__init__(root, tmp_dir, compression_level, compression)
         self.waiting = WaitingFiles(self.files)
+        self.format_3_waiting = False  # an object of a format-3 codec waits: raise the format at flush
 
     def waiting_file(self, oid: str) -> Path | None:
         """The temp file holding ``oid`` until :meth:`flush`; None if it is not waiting."""
@@ -527,6 +556,10 @@ class BatchObjectStore(DiskObjectStore):
 
     def _write_file(self, oid: str, data: list[bytes | memoryview]) -> None:
         self.waiting.write(oid, data)
+
+    def _format_3(self) -> None:
+        # nothing is placed before flush: a batch discarded (a refused fetch) leaves the format as it was
+        self.format_3_waiting = True
 
     def _adopt(self, fd: int, tmp: Path, oid: str) -> None:
         self.waiting.adopt(tmp, oid)  # fsynced on the batch's threads
@@ -565,10 +598,14 @@ class BatchObjectStore(DiskObjectStore):
         On an error (a full disk) the objects not yet in place are removed, and NoSpace or the
         OSError is raised: nothing half-written remains.
         """
+        if self.format_3_waiting:
+            super()._format_3()
+            self.format_3_waiting = False
         return self.waiting.flush()
 
     def discard(self) -> None:
         """Drop the waiting objects (after an error)."""
+        self.format_3_waiting = False
         self.waiting.discard()
 
 

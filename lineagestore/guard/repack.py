@@ -41,10 +41,12 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
 from ..core.codecs import BASE_ID_SIZE, stored_object
+from ..core.content import DecodedCache
 from ..core.errors import LinError, LockTimeout
 from ..core.fsutil import FileLock, fsync_dir, kill_point
 from ..core.names import parse_version
 from ..core.objects import (
+    CHUNK_SIZE,
     CODEC_DELTA,
     CODEC_NAMES,
     CODEC_PLANES,
@@ -340,21 +342,51 @@ def _plan(repo: Repo, store: DiskObjectStore, temp: _Temperature, drop: set[str]
 
 
 def _encode(store: DiskObjectStore, oid: str, choice: _Choice | None, compression: str, level: int,
-            min_saving: float) -> tuple[bytes, int, int]:
-    """(stored bytes, codec, decoded size) of one object for a pack."""
-    type_name, data = store.get_raw(oid)
-    if choice is not None and compression != "none":
-        codec, stored = CODEC_RAW, b""
-        if choice.base is not None:
-            _, base_data = store.get_raw(choice.base)
-            if len(base_data) == len(data):
-                codec, stored = stored_object(type_name, data, CODEC_DELTA, choice.itemsize,
-                                              base=(choice.base, base_data), min_saving=min_saving)
-        if codec == CODEC_RAW:
-            codec, stored = stored_object(type_name, data, CODEC_PLANES, choice.itemsize, min_saving=min_saving)
-        return stored, codec, len(data)
-    codec, payload = encode_payload(data, level, "zstd" if compression == "auto" else compression)
-    return pack_header(type_name, codec, len(data)) + bytes(payload), codec, len(data)
+            min_saving: float, cache: DecodedCache) -> tuple[bytes, int, int]:
+    """(stored bytes, codec, decoded size) of one object for a pack. A tensor piece and its
+    base are read through ``cache``: the piece packed just before is usually this one's base
+    (:func:`_link_order`), so each is read and verified once."""
+    if choice is None:
+        type_name, whole = store.get_raw(oid)
+        codec, payload = encode_payload(whole, level, "zstd" if compression == "auto" else compression)
+        return pack_header(type_name, codec, len(whole)) + bytes(payload), codec, len(whole)
+    type_name, data, _ = cache.load(oid, lambda: (*store.get_raw(oid), 0))
+    size = memoryview(data).nbytes
+    if compression == "none":
+        return pack_header(type_name, CODEC_RAW, size) + bytes(data), CODEC_RAW, size
+    codec, stored = CODEC_RAW, b""
+    if choice.base is not None:
+        base: str = choice.base
+        _, base_data, _ = cache.load(base, lambda: (*store.get_raw(base), 0))
+        if memoryview(base_data).nbytes == size:
+            codec, stored = stored_object(type_name, data, CODEC_DELTA, choice.itemsize,
+                                          base=(base, base_data), min_saving=min_saving)
+    if codec == CODEC_RAW:
+        codec, stored = stored_object(type_name, data, CODEC_PLANES, choice.itemsize, min_saving=min_saving)
+    return stored, codec, size
+
+
+def _link_order(to_pack: list[str], codecs: dict[str, _Choice]) -> list[str]:
+    """``to_pack`` with every tensor piece right after its delta base (newest to oldest along
+    each chain; other objects first), so that a piece's base was read just before it."""
+    pieces = [o for o in to_pack if o in codecs]
+    resting: dict[str, list[str]] = {}
+    roots = []
+    for o in pieces:
+        b = codecs[o].base
+        if b is not None and b in codecs and b != o:
+            resting.setdefault(b, []).append(o)
+        else:
+            roots.append(o)
+    out: list[str] = []
+    for root in roots:
+        stack = [root]
+        while stack:
+            o = stack.pop()
+            out.append(o)
+            stack.extend(reversed(resting.get(o, ())))
+    placed = set(out)
+    return [o for o in to_pack if o not in codecs] + out + [o for o in pieces if o not in placed]
 
 
 def _self_contained(store: DiskObjectStore, oid: str, level: int, compression: str) -> bytes:
@@ -454,14 +486,17 @@ def _write_packs(store: DiskObjectStore, plan: _Plan, rep: RepackReport, progres
     folder = store.packs.folder
     writer = PackWriter(folder, store.tmp_dir)
     workers = settings.workers or 2 * (os.cpu_count() or 1)
+    # the pieces in flight, the one before them and its base: what the next piece may need
+    cache = DecodedCache((workers + _WINDOW + 2) * CHUNK_SIZE)
     progress.start("packing objects", len(plan.to_pack) + len(plan.copy), "objects")
     try:
         def job(oid: str) -> tuple[str, bytes, int, int]:
             return (oid, *_encode(store, oid, plan.codecs.get(oid), settings.compression,
-                                  settings.compression_level, settings.codec_min_saving))
+                                  settings.compression_level, settings.codec_min_saving, cache))
 
         with ThreadPoolExecutor(workers, thread_name_prefix="lin-repack") as pool:
-            for oid, stored, codec, size in _ordered(pool, job, plan.to_pack, workers + _WINDOW):
+            order = _link_order(plan.to_pack, plan.codecs)
+            for oid, stored, codec, size in _ordered(pool, job, order, workers + _WINDOW):
                 writer = _add(writer, folder, store, rep, oid, stored, size)
                 rep.codecs[CODEC_NAMES.get(codec, str(codec))] = rep.codecs.get(CODEC_NAMES.get(codec, str(codec)), 0) + 1
                 ch = plan.codecs.get(oid)
