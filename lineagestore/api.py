@@ -28,7 +28,10 @@ class Repo(_BaseRepo):
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
         from .remote.hook import BackupHook
+        from .remote.notes import register_merge
+        from .train.evalnotes import NOTES_REF, merge_notes
         self.after_publish.append(BackupHook())
+        register_merge(NOTES_REF, merge_notes)  # remotes merge notes (they have no history to fast-forward)
 
     def import_model(self, folder: os.PathLike | str, name: str, *, message: str = "",
                      progress: Progress = NULL, exclude: tuple[str, ...] = ()) -> _commit.CommitResult:

@@ -50,7 +50,9 @@ from .reachability import live_reflog_ids, reached_from, ref_values, reflog_prob
 from .trash import find_in_trash, stale_purges
 
 REF_TYPES = {"refs/heads/": "commit", "refs/tags/": "commit", "refs/runs/": "checkpoint",
-             "refs/data/": "dataset"}
+             "refs/data/": "dataset", "refs/queues/": "queue"}
+#: refs/notes/ holds named refs, not a namespace of names: each one its own type (format 4)
+NOTE_REF_TYPES = {"refs/notes/eval": "tree", "refs/notes/eval-set": "dataset"}
 FILE_TYPES = {"blob", "chunks", "tensor-file"}
 
 
@@ -74,10 +76,10 @@ class FsckReport:
     unreachable: int = 0
     full: bool = True
     audit_entries: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[Problem] = field(default_factory=list)
     on_remote: int = 0  # weights dropped here on purpose (core.local_versions): held on the remote
     on_remote_bytes: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
     advice: list[str] = field(default_factory=list)  # how to get back what is missing or damaged
 
     @property
@@ -306,7 +308,10 @@ def _check_refs(repo: Repo, objs: _Objects) -> tuple[int, list[Problem]]:
         if not objs.present(raw):
             out.append(Problem("missing", raw, f"object {raw} named by {name} is missing" + _in_trash(repo, raw)))
             continue
-        want = next((t for p, t in REF_TYPES.items() if name.startswith(p)), None)
+        if name.startswith("refs/notes/") and name not in NOTE_REF_TYPES:
+            out.append(Problem("bad-ref", name, f"{name}: not a notes ref lin writes "
+                               f"({', '.join(sorted(NOTE_REF_TYPES))})"))
+        want = NOTE_REF_TYPES.get(name) or next((t for p, t in REF_TYPES.items() if name.startswith(p)), None)
         got = objs.info.get(raw)
         if want and got and got.type != want:
             out.append(Problem("bad-ref", name, f"ref {name} points at a {got.type}, expected a {want}"))
@@ -376,13 +381,13 @@ def _check_links(repo: Repo, objs: _Objects, reached: dict[str, str], dropped: s
     out: list[Problem] = []
     for oid, inf in objs.info.items():
         for ln in inf.links:
+            if not objs.present(ln.id) and ln.id in dropped:
+                continue
             if not objs.present(ln.id):
                 where = reached.get(oid)
                 if where:
                     out.append(Problem("missing", ln.id, f"object {ln.id} ({ln.what} of {inf.type} "
                                        f"{oid[:12]}, reached from {where}) is missing" + _in_trash(repo, ln.id)))
-            if not objs.present(ln.id) and ln.id in dropped:
-                continue
                 else:
                     out.append(Problem("dangling", oid, f"unreachable {inf.type} {oid} links to missing "
                                        f"object {ln.id} ({ln.what})"))

@@ -24,6 +24,7 @@ from ..core.refs import SYMREF_PREFIX
 from ..core.repo import Repo
 from ..core.store import ObjectStore
 from .cache import KnownObjects
+from .notes import MERGES, NOTE_REFS, NOTES_FORMAT, merge_into_local
 from .push import RefUpdate
 from .session import (
     HEAD_KEY,
@@ -57,6 +58,7 @@ class FetchResult:
     refs: dict[str, str] = field(default_factory=dict)  # the remote's refs
     head: str | None = None  # the branch the remote's HEAD names
     changed: list[dict] = field(default_factory=list)  # tracking refs that moved: ref, old, new
+    merged: list[dict] = field(default_factory=list)  # local notes refs the remote's were merged into: ref, old, new
     objects_received: int = 0
     bytes_received: int = 0
     seconds: float = 0.0
@@ -126,9 +128,12 @@ def fetch(repo: Repo, remote: str | None = None, *, progress: Progress = NULL,
                 res.head = text[len(SYMREF_PREFIX):]
         roots = {oid: f"{ref} on {rs.name}" for ref, oid in sorted(res.refs.items(), reverse=True)}
         batch = repo.objects.batch()
+        moved = {ref: oid for ref, oid in res.refs.items() if ref in MERGES and repo.refs.read(ref) != oid}
         try:
             n, b, _ = download_closure(repo, rs, roots, known, progress, into=batch)
             _check_ref_targets(repo, batch, rs, res.refs)
+            for ref, oid in sorted(moved.items()):
+                MERGES[ref](batch, None, oid)  # checks the remote's notes whole before anything is placed
             batch.flush()
         except BaseException:
             batch.discard()
@@ -136,6 +141,10 @@ def fetch(repo: Repo, remote: str | None = None, *, progress: Progress = NULL,
         res.objects_received, res.bytes_received = n, b
         known.add_complete(roots)
         known.save()
+        for ref, oid in sorted(moved.items()):  # notes have no history: the union, never one side
+            old, new = merge_into_local(repo, ref, oid, f"fetch: merge {rs.name}")
+            if new != old:
+                res.merged.append({"ref": ref, "old": old, "new": new})
         values: dict[str, str | None] = dict(res.refs)
         prefix = f"refs/remotes/{rs.name}/"
         for tr in repo.refs.names(prefix):
@@ -153,7 +162,7 @@ def _check_ref_targets(repo: Repo, store: ObjectStore, rs: RemoteSession, refs: 
     for ref, oid in sorted(refs.items()):
         if trackable(rs.name, ref) and repo.refs.read(tracking_ref(rs.name, ref)) == oid:
             continue  # checked when it was fetched
-        want = REF_TYPES[namespace_of(ref)]
+        want = NOTE_REFS.get(ref) or REF_TYPES[namespace_of(ref)]
         got = store.header(oid).type
         problem = f"names a {got}, not a {want}" if got != want else None
         short = ref[len("refs/tags/"):]
@@ -203,6 +212,8 @@ def pull(repo: Repo, remote: str | None = None, *, progress: Progress = NULL, re
                 continue
             ns = namespace_of(ref)
             cur = repo.refs.read(ref)
+            if ref in MERGES:
+                continue  # fetch merged it into the local ref
             if cur == rid or (ns == "refs/runs/" and cur is None):
                 continue  # another machine's training run stays theirs (clone takes it, for recovery)
             u = RefUpdate(ref, tracking_ref(fr.remote, ref), cur, rid, "new" if cur is None else "updated")
@@ -243,6 +254,8 @@ def pull(repo: Repo, remote: str | None = None, *, progress: Progress = NULL, re
                     u.status, u.reason = "rejected", f"{e}; commit your changes, then pull again"
                     res.conflicts.append(u)
                     continue
+            if ns == "refs/notes/":
+                repo.require_format(NOTES_FORMAT)
             repo.update_ref(ref, cur, rid, f"pull: {fr.remote}")
             u.written = True
             if ref.startswith("refs/tags/") and version_number(ref) is not None:
@@ -381,7 +394,9 @@ def _fill_clone(repo: Repo, name: str, url: str, endpoint_url: str | None, regio
         raise NotFound(f"{spec.url}: nothing to clone (no versions were pushed there)",
                        hint="check the URL and --endpoint-url; `lin push` fills a remote")
     for ref in sorted(fr.refs):
-        if repo.objects.has(fr.refs[ref]):
+        if repo.objects.has(fr.refs[ref]) and repo.refs.read(ref) != fr.refs[ref]:  # fetch set merged notes
+            if ref.startswith("refs/notes/"):
+                repo.require_format(NOTES_FORMAT)
             repo.update_ref(ref, None, fr.refs[ref], f"clone: from {spec.url}")
     target = fr.head
     heads = sorted(r for r in fr.refs if r.startswith("refs/heads/"))

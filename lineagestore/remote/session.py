@@ -22,6 +22,7 @@ from ..core.refs import check_ref_name
 from ..core.repo import Repo
 from .backend import Backend, Entry, PreconditionFailed, md5_etag
 from .cache import KnownObjects
+from .notes import NOTE_REFS
 from .spec import RemoteSpec, default_remote, get_remote, open_backend
 
 #: the remote layout version written into ``format`` (see docs/remotes.md, "Remote format")
@@ -29,7 +30,7 @@ REMOTE_FORMAT = 1
 FORMAT_KEY = "format"
 HEAD_KEY = "HEAD"
 #: the local ref namespaces a push sends and a fetch receives
-NAMESPACES = ("refs/heads/", "refs/tags/", "refs/runs/", "refs/data/", "refs/queues/")
+NAMESPACES = ("refs/heads/", "refs/tags/", "refs/runs/", "refs/data/", "refs/queues/", "refs/notes/")
 #: conditional-write probe results, per remote URL and endpoint, for this process
 _PROBED: dict[str, bool] = {}
 
@@ -299,6 +300,9 @@ def read_remote_refs(repo: Repo, rs: RemoteSession, *, strict: bool = False) -> 
     warnings: list[str] = []
     names = []
     for name in sorted(listing):
+        if name.startswith("refs/notes/") and name not in NOTE_REFS:
+            warnings.append(f"ignored {name!r} on {rs.name}: not a notes ref lin sends")
+            continue
         try:
             if not name.startswith(NAMESPACES):
                 raise InvalidName("not a ref lin sends")
