@@ -99,6 +99,12 @@ def test_a_dropped_version_is_fetched_on_checkout_byte_identical(lin, store_dir)
     repo = Repo.open(repo.path)
     assert all(repo.objects.has(o) for o in _weights(repo, versions[0]))
     assert check(repo).ok
+    # a new version after the drop is backed up as usual (the push skips what the remote holds)
+    w = np.ones((32, 256), np.float32)
+    code, _, err = lin("commit", str(_model(store_dir / "m9", w, 9)), "--name", "after")
+    assert code == 0, err
+    code, _, err = lin("push")
+    assert code == 0, err
 
 
 def test_a_drop_is_refused_when_the_remote_lacks_one_object(lin, store_dir):

@@ -110,12 +110,12 @@ class DropResult:
 
 def plan_drop(repo: Repo, local_versions: int, now: float | None = None) -> DropPlan:
     """Which weights may leave (see the module's docstring); changes nothing."""
-    from .repack import _files_of, _temperature
+    from .repack import files_of, temperature
     store = repo.objects
     keep_n = max(local_versions, repo.settings.core.hot_versions)
-    temp = _temperature(repo, keep_n, time.time() if now is None else now)
+    temp = temperature(repo, keep_n, time.time() if now is None else now)
     g = temp.graph
-    keep = _files_of(repo, g, temp.hot_roots)
+    keep = files_of(repo, g, temp.hot_roots)
     commits = [o for o in temp.reachable if g.type.get(o) == "commit"]
     cold = [o for o in commits if o not in temp.hot_roots]
     trees: set[str] = set()
@@ -125,13 +125,13 @@ def plan_drop(repo: Repo, local_versions: int, now: float | None = None) -> Drop
         except LinError:
             continue
     # what is reached other than through a version's files (datasets, records, queues, ...)
-    files = _files_of(repo, g, set(commits))
+    files = files_of(repo, g, set(commits))
     elsewhere = g.walk([o for o in temp.reachable if g.type.get(o) not in ("commit", "tree", None)
                         and o not in files], stop=trees)
     plan = DropPlan(local_versions, kept_versions=len(commits) - len(cold), cold_versions=len(cold))
     listed = read_dropped(repo)
     plan.already_dropped = sum(1 for o in listed if not store.has(o))
-    for oid in _files_of(repo, g, set(cold)):
+    for oid in files_of(repo, g, set(cold)):
         if g.type.get(oid) not in ("tensor-file", "chunks"):
             continue
         for child in g.links.get(oid, ()):

@@ -123,7 +123,7 @@ class _Temperature:
     graph: Graph
 
 
-def _temperature(repo: Repo, hot_versions: int, now: float) -> _Temperature:
+def temperature(repo: Repo, hot_versions: int, now: float) -> _Temperature:
     refs = ref_values(repo)
     g = Graph(repo.objects)
     sources = root_sources(repo, now=now, refs=refs, logs=reflogs(repo))
@@ -143,10 +143,10 @@ def _temperature(repo: Repo, hot_versions: int, now: float) -> _Temperature:
     for oid in sources:  # checkpoints still kept (refs/runs and their reflogs)
         if g.load(oid) == "checkpoint":
             hot_roots.add(oid)
-    return _Temperature(chains, hot_roots, reachable, _files_of(repo, g, hot_roots), g)
+    return _Temperature(chains, hot_roots, reachable, files_of(repo, g, hot_roots), g)
 
 
-def _files_of(repo: Repo, g: Graph, roots: set[str]) -> set[str]:
+def files_of(repo: Repo, g: Graph, roots: set[str]) -> set[str]:
     """What the versions (checkpoints) ``roots`` hold: their commits and everything their trees
     reach, without following a commit's parents or datasets (those versions are not hot)."""
     start: list[str] = []
@@ -431,7 +431,7 @@ def repack(repo: Repo, *, dry_run: bool = False, drop: set[str] | frozenset[str]
                 rep.notes.append("another repack is running")
                 return rep
         _remove_orphan_packs(store)
-        temp = _temperature(repo, settings.hot_versions, time.time() if now is None else now)
+        temp = temperature(repo, settings.hot_versions, time.time() if now is None else now)
         rep.hot_commits = sum(1 for o in temp.hot_roots if temp.graph.type.get(o) == "commit")
         plan = _plan(repo, store, temp, set(drop), settings)
         rep.hot_objects = sum(1 for o in temp.hot if temp.graph.type.get(o) == "blob")

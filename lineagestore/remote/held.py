@@ -60,6 +60,11 @@ def verify_held(repo: Repo, ids: Iterable[str], remote: str | None = None, *,
         raise RemoteError(f"refusing to drop anything: {sorted(bad)[0]}"
                           + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
                           hint=f"`lin push {rs.name}` then try again; `lin verify --remote {rs.name} --full`")
+    rid = rs.identity(create=False)
+    if rid is not None:  # a later push there need not look for what it verified
+        known = KnownObjects(repo, rid)
+        known.add(todo)
+        known.save()
     return rs.name
 
 
