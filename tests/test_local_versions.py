@@ -208,3 +208,23 @@ def test_kill_9_during_a_drop_then_fsck_is_clean(lin, store_dir, point):
     for path, data in before[sorted(before)[0]].items():
         assert (store_dir / "back" / path).read_bytes() == data
     assert check(Repo.open(repo.path)).ok
+
+
+@pytest.mark.parametrize("point", ["drop-listed", "repack-unpack", "repack-drop-pack", "drop-remove"])
+def test_kill_9_during_a_drop_in_a_packed_store_then_fsck_is_clean(lin, store_dir, point):
+    repo = _setup(lin, store_dir, n=5, local=1, hot=1)
+    before = _all(repo)
+    repack(repo)
+    r = run_lin(repo.path, "repack", "--drop", env={"LIN_TEST_KILL_AT": f"{point}:1"})
+    assert r.returncode == -9, (point, r.stderr)
+    repo = Repo.open(repo.path)
+    rep = check(repo)
+    assert rep.ok, (point, [p.message for p in rep.problems])
+    r = run_lin(repo.path, "repack", "--drop")
+    assert r.returncode == 0, r.stderr
+    repo = Repo.open(repo.path)
+    assert check(repo).ok and read_dropped(repo)
+    for v in sorted(before)[:2]:
+        r = run_lin(repo.path, "checkout", v, "--to", str(store_dir / v))
+        assert r.returncode == 0, r.stderr
+        assert {p: (store_dir / v / p).read_bytes() for p in before[v]} == before[v]
