@@ -29,7 +29,7 @@ def _model(folder: Path, w: np.ndarray, i: int) -> Path:
     return folder
 
 
-def _setup(lin, root: Path, n: int = 5, local: int = 2, hot: int = 1) -> Repo:
+def _setup(lin, root: Path, n: int = 5, local: int = 2, hot: int = 1, remote: list[str] | None = None) -> Repo:
     """``n`` versions of one branch, pushed to a folder backup remote, core.local_versions = local."""
     rng = np.random.default_rng(3)
     w = rng.standard_normal((32, 256)).astype(np.float32)
@@ -37,7 +37,7 @@ def _setup(lin, root: Path, n: int = 5, local: int = 2, hot: int = 1) -> Repo:
         w = w + rng.standard_normal(w.shape).astype(np.float32) * 1e-3
         code, _, err = lin("import" if i == 0 else "commit", str(_model(root / f"m{i}", w, i)), "--name", f"s{i}")
         assert code == 0, err
-    code, _, err = lin("remote", "add", "backup", str(root / "remote"), "--backup")
+    code, _, err = lin("remote", "add", "backup", *(remote or [str(root / "remote")]), "--backup")
     assert code == 0, err
     code, _, err = lin("push")
     assert code == 0, err
@@ -228,3 +228,24 @@ def test_kill_9_during_a_drop_in_a_packed_store_then_fsck_is_clean(lin, store_di
         r = run_lin(repo.path, "checkout", v, "--to", str(store_dir / v))
         assert r.returncode == 0, r.stderr
         assert {p: (store_dir / v / p).read_bytes() for p in before[v]} == before[v]
+
+
+def test_on_an_s3_backup_remote_a_drop_is_refused_then_done_and_fetched_back(lin, store_dir, s3_bucket_url):
+    loc = s3_bucket_url
+    repo = _setup(lin, store_dir, remote=[loc.url, "--endpoint-url", loc.endpoint_url])
+    before = _all(repo)
+    victim = sorted(plan_drop(repo, 2).candidates)[0]
+    s3 = loc.client()
+    s3.delete_object(Bucket=loc.bucket, Key=loc.key(f"objects/{victim[:2]}/{victim[2:]}"))
+    code, _, err = lin("repack", "--drop")
+    assert code == 11 and victim in err
+    assert not read_dropped(Repo.open(repo.path))
+    s3.put_object(Bucket=loc.bucket, Key=loc.key(f"objects/{victim[:2]}/{victim[2:]}"),
+                  Body=Repo.open(repo.path).objects.get_stored(victim))
+    code, _, err = lin("repack", "--drop")
+    assert code == 0, err
+    assert victim in read_dropped(Repo.open(repo.path))
+    oldest = sorted(before)[0]
+    code, _, err = lin("checkout", oldest, "--to", str(store_dir / "old"))
+    assert code == 0, err
+    assert {p: (store_dir / "old" / p).read_bytes() for p in before[oldest]} == before[oldest]
