@@ -7,6 +7,7 @@ chain once."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,85 @@ def test_fetch_refuses_malformed_notes_on_a_remote_and_places_nothing(two_stores
         fetch(b, "origin")
     assert b.refs.read("refs/notes/eval") == before
     assert not any(b.objects.has(o) for o in (bid, fan, root))
+
+
+# ----------------------------------------------------------------------------- repair from deltas
+
+
+def _weights(folder: Path, w: np.ndarray) -> Path:
+    from conftest import write_safetensors
+    folder.mkdir(parents=True)
+    bf16 = (w.view(np.uint32) >> 16).astype(np.uint16)
+    write_safetensors(folder / "model.safetensors", {"w16": ("BF16", list(w.shape), bf16.tobytes())},
+                      {"format": "pt"})
+    return folder
+
+
+def test_fsck_repair_from_a_remote_delta_stores_the_object_whole(lin, store_dir, tmp_path):
+    from lineagestore.remote.check import repair
+    from lineagestore.remote.push import push
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((256, 512)).astype(np.float32) * 0.02
+    assert lin("import", str(_weights(tmp_path / "m0", w)), "--name", "base")[0] == 0
+    w = w + rng.standard_normal(w.shape).astype(np.float32) * 1e-4
+    assert lin("commit", str(_weights(tmp_path / "m1", w)), "--name", "child")[0] == 0
+    remote = tmp_path / "disk" / "remote"
+    remote.parent.mkdir()
+    assert lin("remote", "add", "origin", str(remote))[0] == 0
+    repo = Repo.open(store_dir / ".lineage")
+    repo.config.set("remote.origin.transfer", "small")
+    repo.save_config()
+    repo = Repo.open(store_dir / ".lineage")
+    push(repo, "origin")
+    deltas = [p for p in (remote / "objects").rglob("*") if p.is_file() and p.read_bytes()[5] == CODEC_DELTA]
+    assert deltas, "the small push sent no delta"
+    oid = deltas[0].parent.name + deltas[0].name
+    assert repo.objects.header(oid).codec != CODEC_DELTA
+    loose = store_dir / ".lineage" / "objects" / oid[:2] / oid[2:]
+    loose.parent.chmod(0o755)
+    loose.chmod(0o644)
+    damaged = bytearray(loose.read_bytes())
+    damaged[-1] ^= 0xFF
+    loose.write_bytes(bytes(damaged))
+    problems = check(repo).problems
+    assert [p.subject for p in problems if p.kind == "corrupt"] == [oid]
+    res = repair(repo, "origin", problems)
+    assert res.repaired == [oid] and not res.failed
+    assert repo.objects.header(oid).codec != CODEC_DELTA  # loose objects are never deltas
+    assert check(repo).ok
+
+
+# ----------------------------------------------------------------------------- fsck over delta chains
+
+
+def test_fsck_decodes_each_link_of_a_delta_chain_once(repo, monkeypatch):
+    from lineagestore.core import content
+    from lineagestore.core.packs import PackWriter
+    depth = 8
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal(1 << 14).astype(np.float32) * 0.02
+    versions = []
+    for _ in range(depth + 1):
+        w = w + rng.standard_normal(w.shape).astype(np.float32) * 1e-4
+        versions.append((w.view(np.uint32) >> 16).astype(np.uint16).tobytes())
+    repo.require_format(3)
+    pack = PackWriter(repo.objects.packs.folder, repo.tmp_dir)
+    newest = versions[-1]
+    base = hash_object("blob", newest)
+    pack.add(base, stored_object("blob", newest, CODEC_PLANES, 2)[1])
+    base_data = newest
+    for data in reversed(versions[:-1]):  # reverse deltas: each older version against the newer
+        oid = hash_object("blob", data)
+        codec, stored = stored_object("blob", data, CODEC_DELTA, 2, base=(base, base_data))
+        assert codec == CODEC_DELTA
+        pack.add(oid, stored)
+        base, base_data = oid, data
+    pack.finish()
+    repo = Repo.open(repo.path)
+    calls = []
+    undelta = content._undelta
+    monkeypatch.setattr(content, "_undelta", lambda *a: calls.append(1) or undelta(*a))
+    rep = check(repo)
+    assert rep.ok and rep.objects == depth + 1
+    assert len(calls) == depth  # was depth * (depth + 1) / 2: every chain decoded again per object
+    assert repo.objects.get_raw(base) == ("blob", versions[0])

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from ..core.content import decode_stored
 from ..core.errors import CorruptObject, LinError, ObjectNotFound
 from ..core.ids import is_object_id
-from ..core.objects import HEADER_SIZE, LINKING_TYPES, links_of
+from ..core.objects import HEADER_SIZE, LINKING_TYPES, ObjectHeader, links_of
+from ..core.packs import delta_base_of
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..core.store import ObjectStore
@@ -257,12 +258,15 @@ def repair(repo: Repo, remote_name: str | None, problems: Iterable) -> RepairRes
                 res.failed.append({"id": oid, "reason": f"not on {rs.name} either"})
                 continue
             try:
-                h, data = decode_stored(oid, got[0], f"object {oid} on {rs.name}")
+                h, data = _decode_received(store, rs, oid, got[0])
             except CorruptObject as e:
                 res.failed.append({"id": oid, "reason": f"the copy on {rs.name} is corrupt too ({e})"})
                 continue
             store.remove(oid)
-            store.put_stored(oid, got[0])
+            if delta_base_of(got[0]) is None:
+                store.put_stored(oid, got[0])
+            else:  # whole, as fetch stores one: only packs hold deltas (gc keeps a packed delta's base)
+                store.put(h.type, data)
             res.repaired.append(oid)
             res.objects_received += 1
             res.bytes_received += len(got[0])
@@ -285,3 +289,28 @@ def repair(repo: Repo, remote_name: str | None, problems: Iterable) -> RepairRes
                     res.failed.append({"id": oid, "reason": f"objects it names are missing on {rs.name}"})
         known.save()
     return res
+
+
+def _decode_received(store: ObjectStore, rs: RemoteSession, oid: str, raw: bytes) -> tuple[ObjectHeader, bytes]:
+    """A copy of ``oid`` read from the remote, decoded and verified; a delta's bases are read
+    from this store, or, where that fails (absent or damaged here), from the remote."""
+    where = f"object {oid} on {rs.name}"
+
+    def remote_base(base: str) -> bytes:
+        got = rs.backend.read(object_key(base))
+        if got is None:
+            raise ObjectNotFound(f"object {base} is missing on {rs.name}")
+        return got[0]
+
+    def local_base(base: str) -> bytes:
+        try:
+            return store.get_stored(base) if base != oid else remote_base(base)
+        except ObjectNotFound:
+            return remote_base(base)
+
+    if delta_base_of(raw) is None:
+        return decode_stored(oid, raw, where)
+    try:
+        return decode_stored(oid, raw, where, local_base, store.delta_max_depth)
+    except CorruptObject:
+        return decode_stored(oid, raw, where, remote_base, store.delta_max_depth)

@@ -460,7 +460,12 @@ def _forward_bases(repo: Repo, rs: RemoteSession, tops: list[str], sending: set[
             base = theirs.get(key, (None, 0))[0]
             d: int | None = None
             if whole and base is not None and base != blob and base not in known.damaged:
-                d = depth.get(base) if base in sending else _remote_depth(rs, base, limit)
+                if base not in sending:
+                    d = _remote_depth(rs, base, limit)
+                elif base in depth:
+                    d = depth[base]
+                else:  # a piece of a version with no parent here, sent as stored (and so kept)
+                    d = depth[base] = 0 if store.header(base).codec != CODEC_DELTA else None
             if d is not None and base is not None and d + 1 <= limit:
                 out[blob] = (base, itemsize)
                 depth[blob] = d + 1
