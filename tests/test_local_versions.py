@@ -88,7 +88,7 @@ def test_a_dropped_version_is_fetched_on_checkout_byte_identical(lin, store_dir)
     code, out, _ = lin("gc", "--confirm", "--grace", "0")  # gc takes dropped weights as intended, not lost
     assert code == 0, out
     code, out, _ = lin("status")
-    assert code == 0 and "on the remote only" in out
+    assert code == 0 and "on the remote only (backup), held once there; every version is also on the backup remote" in out, out
     code, out, _ = lin("doctor", "--json")
     assert "local-dropped" in out
     # checkout of the oldest: fetched from the remote, verified, byte-identical on disk

@@ -357,7 +357,11 @@ def status(
         pass
     from ..guard.drop import local_summary
     summary = local_summary(repo)
-    local = asdict(summary) if summary.dropped_objects else None
+    local = None
+    if summary.dropped_objects or repo.settings.core.local_versions:
+        # held once: dropped weights (only on the remote), and versions not yet backed up (only here)
+        local = {**asdict(summary), "local_versions": repo.settings.core.local_versions,
+                 "versions_only_here": (extra.get("total", 0) - extra.get("backed_up", 0)) if extra.get("url") else None}
     if json_out:
         o.json({**st.__dict__, "work": st.work, **({"backup": extra} if extra else {}),
                 **({"local": local} if local else {})})
@@ -390,9 +394,13 @@ def status(
     if extra:
         o.line(f"Backup: {extra.get('summary', '')}")
     if local:
-        o.line(f"Local store: {local['dropped_objects']} weight objects ({human_bytes(local['dropped_bytes'])}) "
-               f"are on the remote only ({', '.join(local['remotes'])}; held once there: core.local_versions); "
-               "everything else is here")
+        where = f" ({', '.join(local['remotes'])})" if local["remotes"] else ""
+        only_here = local["versions_only_here"]
+        o.line(f"Local store (core.local_versions = {local['local_versions']}): {local['dropped_objects']} weight "
+               f"objects ({human_bytes(local['dropped_bytes'])}) on the remote only{where}, held once there; "
+               + ("every version is also on the backup remote" if only_here == 0 else
+                  f"{only_here} version(s) held only here, not yet backed up" if only_here else
+                  "no backup remote: everything is held only here"))
 
 
 def _sharing_line(w: WorkStatus) -> str:
