@@ -175,6 +175,9 @@ def test_a_packed_store_drops_and_checks_out_again(lin, store_dir):
     assert version_bytes(repo, versions[-1]) == before[versions[-1]]
     code, _, err = lin("repack")  # a later repack finds no base among the dropped
     assert code == 0, err
+    code, _, err = lin("gc", "--confirm", "--grace", "0")  # gc of a packed store repacks too
+    assert code == 0, err
+    assert check(Repo.open(repo.path)).ok
     code, _, err = lin("checkout", versions[1], "--to", str(store_dir / "w1"))
     assert code == 0, err
     assert {p: (store_dir / "w1" / p).read_bytes() for p in before[versions[1]]} == before[versions[1]]

@@ -167,6 +167,7 @@ def _apply(repo: Repo, plan: DropPlan, res: DropResult, progress: Progress) -> N
     store = repo.objects
     assert isinstance(store, DiskObjectStore) and repo.path is not None
     repo.require_format(3)  # an older lin would take the absent weights for damage
+    # never pruned: an unreachable tensor file waiting for gc's grace period still names them
     listed = read_dropped(repo)
     listed.update({oid: Dropped(size, res.remote) for oid, size in plan.candidates.items()})
     write_dropped(repo, listed)  # (1) listed before anything leaves
