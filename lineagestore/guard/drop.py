@@ -146,19 +146,26 @@ def drop(repo: Repo, local_versions: int, verify: Callable[[dict[str, int]], str
     """Drop the weights :func:`plan_drop` names once ``verify(candidates)`` returned the name of
     the remote that holds them all (it raises, naming the object, when one is not there whole).
 
-    Holds the store lock exclusively (as gc): no checkout reads an object while it leaves."""
+    The (slow) verification runs before the store lock is taken, so writers go on meanwhile; the
+    plan is then made again under the lock held exclusively (as gc: no checkout reads an object
+    while it leaves), and what it adds is verified there before anything is dropped."""
     started = time.monotonic()
     if local_versions < 1:
         raise InvalidInput("core.local_versions is 0 (off): set it to the number of versions of each "
                            "branch whose weights stay local: `local_versions = 3` under [core] in .lineage/config.toml")
+    first = plan_drop(repo, local_versions)
+    res = DropResult(first)
+    if dry_run or not first.candidates:
+        res.seconds = time.monotonic() - started
+        return res
+    res.remote = verify(first.candidates)
     with repo.exclusive(on_wait):
-        plan = plan_drop(repo, local_versions)
-        res = DropResult(plan)
-        if dry_run or not plan.candidates:
-            res.seconds = time.monotonic() - started
-            return res
-        res.remote = verify(plan.candidates)
-        _apply(repo, plan, res, progress)
+        plan = res.plan = plan_drop(repo, local_versions)
+        added = {oid: n for oid, n in plan.candidates.items() if oid not in first.candidates}
+        if added and verify(added) != res.remote:  # the backup remote changed meanwhile: all again
+            res.remote = verify(plan.candidates)
+        if plan.candidates:
+            _apply(repo, plan, res, progress)
     res.seconds = time.monotonic() - started
     return res
 
