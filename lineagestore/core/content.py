@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .codecs import BASE_ID_SIZE, DEFAULT_MAX_DEPTH, decode_planes, delta_base, unpack_planes
+from .codecs import BASE_ID_SIZE, DEFAULT_MAX_DEPTH, delta_base, unpack_planes
 from .errors import CorruptObject, InvalidInput, MalformedFile, ObjectNotFound
 from .fsutil import is_nospace
 from .ids import ObjectId, check_object_id, hash_object
@@ -54,6 +54,9 @@ _HINT = "run `lin fsck` to list every damaged object"
 #: the id type of the pieces that content is named from; the content's id has that type too
 _IdT = TypeVar("_IdT", bound=str)
 _T = TypeVar("_T")
+
+if TYPE_CHECKING:  # numpy is imported where content is decoded: `lin init` never loads it
+    import numpy as np
 
 # ------------------------------------------------------------------------------ chunking
 
@@ -128,10 +131,13 @@ class DecodedCache:
             return item
 
     def put(self, oid: str, type_name: str, data: bytes | memoryview, depth: int = 0) -> None:
-        """Hold verified content (more than ``max_bytes`` alone is not held)."""
+        """Hold verified content (more than ``max_bytes`` alone is not held; a writable buffer
+        is copied, so that what was verified cannot change)."""
         n = memoryview(data).nbytes
         if n > self.max_bytes:
             return
+        if not memoryview(data).readonly:
+            data = bytes(data)
         with self._lock:
             old = self._items.pop(oid, None)
             if old is not None:
@@ -179,7 +185,16 @@ class DecodedCache:
 def decode_stored(oid: str, stored: bytes | memoryview, where: str | None = None,
                   load_base: LoadStored | None = None,
                   max_depth: int = DEFAULT_MAX_DEPTH, cache: DecodedCache | None = None) -> tuple[ObjectHeader, bytes]:
-    """The header and decoded content (always ``bytes``) of an object in stored form, verified.
+    """:func:`decode_buffer`, the content as ``bytes``."""
+    h, data = decode_buffer(oid, stored, where, load_base, max_depth, cache)
+    return h, data if isinstance(data, bytes) else bytes(data)
+
+
+def decode_buffer(oid: str, stored: bytes | memoryview, where: str | None = None,
+                  load_base: LoadStored | None = None, max_depth: int = DEFAULT_MAX_DEPTH,
+                  cache: DecodedCache | None = None) -> tuple[ObjectHeader, bytes | memoryview]:
+    """The header and decoded content of an object in stored form, verified; the content as a
+    read-only buffer (a view of ``stored`` for a raw object: no copy).
 
     A header whose size its type may not have, a payload that does not decode to that size, or
     content that does not hash to ``oid`` raise :class:`CorruptObject` naming ``where`` (default
@@ -222,7 +237,7 @@ def decode_stored(oid: str, stored: bytes | memoryview, where: str | None = None
     verify(oid, h.type, content, where)
     if cache is not None:
         cache.put(oid, h.type, content, depth + 1)
-    return h, content.tobytes()
+    return h, content
 
 
 def _undelta(payload: memoryview, size: int, base: bytes | memoryview, where: str) -> memoryview:
@@ -235,8 +250,12 @@ def _undelta(payload: memoryview, size: int, base: bytes | memoryview, where: st
                             f"not {size:,}", hint=_HINT)
     out = unpack_planes(payload[BASE_ID_SIZE:], size, where)
     np.bitwise_xor(out, np.frombuffer(base, np.uint8), out=out)
-    out.flags.writeable = False
-    return out.data
+    return _read_only(out)
+
+
+def _read_only(arr: np.ndarray) -> memoryview:
+    arr.flags.writeable = False
+    return arr.data
 
 
 _Link = tuple[str, ObjectHeader, memoryview, str]  # id, header, payload, how errors name it
@@ -285,7 +304,7 @@ def _delta_chain(oid: str, h: ObjectHeader, payload: memoryview, where: str, loa
     return chain, None
 
 
-def _decode_whole(oid: str, h: ObjectHeader, payload: memoryview, where: str) -> bytes:
+def _decode_whole(oid: str, h: ObjectHeader, payload: memoryview, where: str) -> bytes | memoryview:
     """The verified content of an object stored whole (every codec but delta)."""
     if h.codec == CODEC_RAW and len(payload) != h.size:
         raise CorruptObject(f"{where} is corrupt: {len(payload)} bytes, header says {h.size}", hint=_HINT)
@@ -293,13 +312,13 @@ def _decode_whole(oid: str, h: ObjectHeader, payload: memoryview, where: str) ->
     if h.codec == CODEC_ALIGNED:
         data = aligned_content(payload, h.size, where)
     elif h.codec == CODEC_PLANES:
-        data = decode_planes(payload, h.size, where)
+        data = _read_only(unpack_planes(payload, h.size, where))
     else:
         data = decompress(h.codec, payload, h.size, where)  # zstandard reads the view without a copy
     if len(data) != h.size:
         raise CorruptObject(f"{where} is corrupt: {len(data)} bytes, header says {h.size}", hint=_HINT)
     verify(oid, h.type, data, where)
-    return data if isinstance(data, bytes) else bytes(data)
+    return data
 
 
 class RawBlob:

@@ -30,9 +30,8 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import blake3
 
@@ -66,9 +65,9 @@ def idx_size(count: int) -> int:
     return PACK_HEADER_SIZE + FANOUT_SIZE + count * (32 + ENTRY_SIZE) + 64
 
 
-@dataclass(frozen=True)
-class PackEntry:
-    """Where one object lies: its pack, and the offset and length of its stored form there."""
+class PackEntry(NamedTuple):
+    """Where one object lies: its pack, and the offset and length of its stored form there (a
+    tuple: one is made per packed read, at a third of the cost of a frozen dataclass)."""
 
     pack: Pack
     offset: int

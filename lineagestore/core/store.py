@@ -37,7 +37,16 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, overload
 
 from .codecs import DEFAULT_MAX_DEPTH
-from .content import DecodedCache, ParallelWriter, RawBlob, decode_stored, name_content, open_raw, piece_spans
+from .content import (
+    DecodedCache,
+    ParallelWriter,
+    RawBlob,
+    decode_buffer,
+    decode_stored,
+    name_content,
+    open_raw,
+    piece_spans,
+)
 from .errors import CorruptObject, InvalidInput, ObjectNotFound
 from .ids import ObjectId, check_object_id, hash_object, is_id_prefix
 from .loose import LooseFolder, WaitingFiles, aligned_start, aligns
@@ -165,6 +174,16 @@ class ObjectStore(ABC):
         if held is not None:
             return held[0], bytes(held[1]) if not isinstance(held[1], bytes) else held[1]
         h, data = self.decode(check_object_id(oid), self._read_file(oid))
+        return h.type, data
+
+    def get_buffer(self, oid: str) -> tuple[str, bytes | memoryview]:
+        """:meth:`get_raw` without the copy into ``bytes`` (a read-only buffer; for reads that
+        only pass the content on, as a repack encoding it)."""
+        held = self.cache.get(oid) if self.cache is not None else None
+        if held is not None:
+            return held[0], held[1]
+        h, data = decode_buffer(check_object_id(oid), self._read_file(oid), None, self._read_file,
+                                self.delta_max_depth, self.cache)
         return h.type, data
 
     def decode(self, oid: str, stored: bytes | memoryview, where: str | None = None) -> tuple[ObjectHeader, bytes]:

@@ -173,33 +173,39 @@ class _Choice:
 
 
 def _choose_codecs(repo: Repo, temp: _Temperature, candidates: set[str], interval: int,
-                   max_depth: int, depth_of: _Depths) -> dict[str, _Choice]:
+                   max_depth: int, depth_of: _Depths, whole_bases: bool = False) -> dict[str, _Choice]:
     """For each cold tensor piece among ``candidates``: its element size and delta base.
 
     Branch by branch, newest version first, a piece not yet chosen takes as base the piece at the
     same place in the next newer version when that differs and has the same size, unless its
-    version is a keyframe or the chain through the base would be longer than ``max_depth``."""
+    version is a keyframe or the chain through the base would be longer than ``max_depth``.
+    With ``whole_bases`` the base is instead the same piece in the nearest newer version where
+    it is stored whole (a keyframe or a hot version): every delta one link deep, each larger."""
     memo: dict[str, list] = {}
     chosen: dict[str, _Choice] = {}
     depth: dict[str, int] = {}  # chain length below an object this run chose
     for chain in temp.chains:
         newer: dict[tuple[str, str, int], tuple[str, int]] = {}
+        whole: dict[tuple[str, str, int], tuple[str, int]] = {}  # the nearest newer piece stored whole
         for i, cid in enumerate(chain):
             position = len(chain) - 1 - i  # from the branch's root
             pieces = tensor_pieces(repo.objects, cid, memo)
             for key, (blob, itemsize) in pieces.items():
                 if blob not in candidates or blob in chosen:
+                    if whole_bases and (depth[blob] if blob in depth else depth_of(blob)) == 0:
+                        whole[key] = (blob, itemsize)
                     continue
                 keyframe = position % interval == 0
                 base = None
-                nb = newer.get(key)
+                nb = (whole if whole_bases else newer).get(key)
                 if not keyframe and nb is not None and nb[0] != blob:
                     d = depth[nb[0]] if nb[0] in depth else depth_of(nb[0])
                     if d is not None and d + 1 + depth_of.above(blob) <= max_depth:
                         base = nb[0]
                         depth[blob] = d + 1
                 chosen[blob] = _Choice(itemsize, base, keyframe)
-                depth.setdefault(blob, 0)
+                if depth.setdefault(blob, 0) == 0:
+                    whole[key] = (blob, itemsize)
             newer = pieces
     return chosen
 
@@ -276,7 +282,8 @@ class _Plan:
     codecs: dict[str, _Choice]
 
 
-def _plan(repo: Repo, store: DiskObjectStore, temp: _Temperature, drop: set[str], settings) -> _Plan:
+def _plan(repo: Repo, store: DiskObjectStore, temp: _Temperature, drop: set[str], settings,
+          whole_bases: bool = False) -> _Plan:
     packs = store.packs.packs()
     consolidate = len(packs) > MAX_PACKS
     packed_ids: dict[str, PackEntry] = {}
@@ -330,7 +337,8 @@ def _plan(repo: Repo, store: DiskObjectStore, temp: _Temperature, drop: set[str]
     depths = _Depths(store)
     blobs = {o for o in to_pack if temp.graph.type.get(o) == "blob"}
     interval = min(settings.keyframe_interval, settings.delta_max_depth + 1)
-    codecs = _choose_codecs(repo, temp, blobs, interval, settings.delta_max_depth, depths) if blobs else {}
+    codecs = (_choose_codecs(repo, temp, blobs, interval, settings.delta_max_depth, depths, whole_bases)
+              if blobs else {})
     for ch in codecs.values():  # a base that leaves with gc, is not kept, or was dropped (guard.drop)
         if ch.base is not None and (ch.base in drop or ch.base not in temp.reachable or not store.has(ch.base)):
             ch.base = None
@@ -350,14 +358,14 @@ def _encode(store: DiskObjectStore, oid: str, choice: _Choice | None, compressio
         type_name, whole = store.get_raw(oid)
         codec, payload = encode_payload(whole, level, "zstd" if compression == "auto" else compression)
         return pack_header(type_name, codec, len(whole)) + bytes(payload), codec, len(whole)
-    type_name, data, _ = cache.load(oid, lambda: (*store.get_raw(oid), 0))
+    type_name, data, _ = cache.load(oid, lambda: (*store.get_buffer(oid), 0))
     size = memoryview(data).nbytes
     if compression == "none":
         return pack_header(type_name, CODEC_RAW, size) + bytes(data), CODEC_RAW, size
     codec, stored = CODEC_RAW, b""
     if choice.base is not None:
         base: str = choice.base
-        _, base_data, _ = cache.load(base, lambda: (*store.get_raw(base), 0))
+        _, base_data, _ = cache.load(base, lambda: (*store.get_buffer(base), 0))
         if memoryview(base_data).nbytes == size:
             codec, stored = stored_object(type_name, data, CODEC_DELTA, choice.itemsize,
                                           base=(base, base_data), min_saving=min_saving)
@@ -401,13 +409,15 @@ def _self_contained(store: DiskObjectStore, oid: str, level: int, compression: s
 
 def repack(repo: Repo, *, dry_run: bool = False, drop: set[str] | frozenset[str] = frozenset(),
            locked: bool = False, if_idle: bool = False, progress: Progress = NULL, on_wait=None,
-           now: float | None = None) -> RepackReport:
+           now: float | None = None, whole_bases: bool = False) -> RepackReport:
     """Pack what is cold, unpack what is hot again, and (for gc) take ``drop`` out of every pack.
 
     Holds the store lock shared (writers go on; gc waits) and ``locks/repack.lock`` (one repack
     at a time), unless ``locked`` (gc, holding the store lock exclusively). With ``if_idle``
     (the background repack after a version): nothing when another repack runs or the store has
     no packs yet (only `lin repack` starts packing a store: it raises the format).
+    ``whole_bases``: deltas against the nearest newer piece stored whole instead of a chain
+    (one link each, larger; benchmarks/bench_storage.py measures both, docs/benchmarks.md).
     """
     started = time.monotonic()
     store = repo.objects
@@ -433,7 +443,7 @@ def repack(repo: Repo, *, dry_run: bool = False, drop: set[str] | frozenset[str]
         _remove_orphan_packs(store)
         temp = temperature(repo, settings.hot_versions, time.time() if now is None else now)
         rep.hot_commits = sum(1 for o in temp.hot_roots if temp.graph.type.get(o) == "commit")
-        plan = _plan(repo, store, temp, set(drop), settings)
+        plan = _plan(repo, store, temp, set(drop), settings, whole_bases)
         rep.hot_objects = sum(1 for o in temp.hot if temp.graph.type.get(o) == "blob")
         if dry_run:
             rep.packed_objects = len(plan.to_pack) + len(plan.copy)
