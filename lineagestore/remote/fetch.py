@@ -109,7 +109,9 @@ def fetch(repo: Repo, remote: str | None = None, *, progress: Progress = NULL,
     version names) and what each ref names (a version tag the commit of that version) are checked
     before anything is placed. Objects wait in a batch and become visible together once all
     passed; then the tracking refs ``refs/remotes/<remote>/...`` are set. On any error nothing is
-    placed and no ref moves. Local branches and tags are not touched (see pull).
+    placed and no ref moves. Local branches and tags are not touched (see pull); the remote's
+    evaluation notes, which have no history to move along, are merged into the local ones
+    (docs/format.md, "Notes on remotes").
     """
     rs = open_session(repo, remote, workers)
     t0 = time.monotonic()

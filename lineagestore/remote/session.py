@@ -292,7 +292,7 @@ def version_number(ref: str) -> int | None:
 def read_remote_refs(repo: Repo, rs: RemoteSession, *, strict: bool = False) -> tuple[dict[str, str], list[str]]:
     """The remote's refs (name -> id) and warnings about keys that are not refs.
 
-    A ref of the four namespaces has one name component (``refs/tags/a/b`` is nested: push never
+    A ref of the namespaces has one name component (``refs/tags/a/b`` is nested: push never
     writes one). With ``strict`` (fetch, pull, clone) such a key, or a ref that holds no object
     id, fails the command naming it (InvalidName, CorruptObject), before anything is received;
     without it (verify) it is a warning. Keys outside the namespaces are always warnings."""
