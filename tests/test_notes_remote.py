@@ -268,3 +268,21 @@ def test_fsck_decodes_each_link_of_a_delta_chain_once(repo, monkeypatch):
     assert rep.ok and rep.objects == depth + 1
     assert len(calls) == depth  # was depth * (depth + 1) / 2: every chain decoded again per object
     assert repo.objects.get_raw(base) == ("blob", versions[0])
+
+
+def test_lin_fetch_and_clone_bring_notes_on_the_command_line(two_stores, lin, tmp_path):
+    from lineagestore.remote.push import push
+    from lineagestore.train.evalnotes import write_note
+    a, b, vid, remote = two_stores
+    write_note(a, vid, _row("m2", 1.5, "2026-02-01T00:00:00Z"))
+    push(a, "origin")
+    code, out, err = lin("--store", b.path, "fetch")
+    assert code == 0, err
+    assert "merged    refs/notes/eval" in out
+    assert _rows(Repo.open(b.path), vid) == _rows(a, vid)
+    code, out, err = lin("--store", b.path, "fetch", "--json")
+    assert code == 0 and json.loads(out)["merged"] == []  # nothing new: nothing merged
+    code, _, err = lin("clone", str(remote), tmp_path / "c", "--no-checkout")
+    assert code == 0, err
+    c = Repo.open(tmp_path / "c" / ".lineage")
+    assert _rows(c, vid) == _rows(a, vid) and c.refs.read("refs/notes/eval") == a.refs.read("refs/notes/eval")

@@ -175,6 +175,8 @@ def _print_fetch(o, fr) -> None:
         else:
             o.line(f"  {'new' if c['old'] is None else 'updated':<9} {ref}  "
                    + (f"{short(c['old'])} -> " if c["old"] else "") + short(c["new"]))
+    for m in fr.merged:  # evaluation notes: the remote's merged into ours
+        o.line(f"  merged    {m['ref']}  " + (f"{short(m['old'])} -> " if m["old"] else "") + short(m["new"]))
 
 
 def fetch(
@@ -183,7 +185,7 @@ def fetch(
 ) -> None:
     """Receive a remote's versions; local names are untouched.
 
-    They arrive as refs/remotes/REMOTE/... .
+    They arrive as refs/remotes/REMOTE/... ; the remote's evaluation notes are merged into yours.
     """
     from ..remote.sync import fetch as do_fetch
     o = out(json_out)
@@ -193,7 +195,7 @@ def fetch(
         o.json(fr)
         return
     _print_fetch(o, fr)
-    if not fr.changed and not fr.objects_received:
+    if not fr.changed and not fr.objects_received and not fr.merged:
         o.line(f"Already up to date with {fr.remote}")
 
 
