@@ -24,11 +24,12 @@ from ..core.refs import SYMREF_PREFIX
 from ..core.repo import Repo
 from ..core.store import ObjectStore
 from .cache import KnownObjects
-from .notes import MERGES, NOTE_REFS, NOTES_FORMAT, merge_into_local
+from .notes import MERGES, NOTES_FORMAT, merge_into_local
 from .push import RefUpdate
 from .session import (
     HEAD_KEY,
     NAMESPACES,
+    NOTE_REFS,
     RemoteSession,
     describe,
     is_ancestor,

@@ -27,10 +27,11 @@ from ..core.refs import SYMREF_PREFIX, check_ref_name
 from ..core.repo import Repo
 from .backend import Entry, PreconditionFailed, md5_etag
 from .cache import KnownObjects, clear_damage, read_damage
-from .notes import MERGES, NOTE_REFS, merge_into_local
+from .notes import merge_remote_notes
 from .session import (
     HEAD_KEY,
     NAMESPACES,
+    NOTE_REFS,
     RemoteSession,
     claim_key,
     describe,
@@ -44,10 +45,9 @@ from .session import (
     set_tracking,
     tracking_ref,
     unordered_map,
-    untrusted_hint,
     version_number,
 )
-from .transfer import download_closure, local_closure
+from .transfer import local_closure
 
 
 @dataclass
@@ -195,7 +195,7 @@ def push(repo: Repo, remote: str | None = None, revs: Iterable[str] = (), *, pro
             known.damaged.update(damage["missing"], damage["corrupt"])
         heal = recheck or bool(known.damaged)
         listing = rs.list_refs()
-        _merge_notes(repo, rs, wanted, listing, known, progress)
+        merge_remote_notes(repo, rs, wanted, listing, known, progress)
         result.refs = _plan(repo, rs, wanted, listing)
         if not list(revs):
             result.refs.extend(_finished_runs(repo, rs, listing, wanted))
@@ -226,37 +226,6 @@ def push(repo: Repo, remote: str | None = None, revs: Iterable[str] = (), *, pro
             _ensure_remote_head(repo, rs, [u.ref for u in result.refs if u.ref.startswith("refs/heads/")])
     result.seconds = time.monotonic() - t0
     return result
-
-
-def _merge_notes(repo: Repo, rs: RemoteSession, wanted: dict[str, tuple[str, str]], listing: dict[str, Entry],
-                 known: KnownObjects, progress: Progress) -> None:
-    """Notes have no history: where the remote holds other notes than ours, fetch them (checked
-    whole, as a fetch does), merge them into ours, and push the union (``wanted`` is updated), so
-    a push never drops notes another machine pushed. The tracking ref records the remote's value,
-    from which the push's conditional write then moves it."""
-    for ref in sorted(set(wanted) & set(MERGES)):
-        src, mine = wanted[ref]
-        if src != ref or ref not in listing or listing[ref].etag == md5_etag(ref_bytes(mine)):
-            continue
-        got = rs.read_ref(ref)
-        if got is None or got[0] == mine:
-            continue
-        theirs = got[0]
-        batch = repo.objects.batch()
-        try:
-            download_closure(repo, rs, {theirs: f"{ref} on {rs.name}"}, known, progress, into=batch)
-            if batch.header(theirs).type != NOTE_REFS[ref]:
-                raise InvalidName(f"ref {ref} on remote {rs.name} names a {batch.header(theirs).type}, "
-                                  f"not a {NOTE_REFS[ref]}", hint=untrusted_hint(rs.name))
-            MERGES[ref](batch, None, theirs)  # checked whole before anything is placed
-            batch.flush()
-        except BaseException:
-            batch.discard()
-            raise
-        _, new = merge_into_local(repo, ref, theirs, f"push: merge {rs.name}")
-        set_tracking(repo, rs.name, {ref: theirs}, f"push: {rs.name}")
-        assert new is not None  # a merge with the remote's notes holds them
-        wanted[ref] = (ref, new)
 
 
 def _to_confirm(repo: Repo, remote: str, refs: list[RefUpdate], heal: bool) -> list[RefUpdate]:

@@ -22,7 +22,6 @@ from ..core.refs import check_ref_name
 from ..core.repo import Repo
 from .backend import Backend, Entry, PreconditionFailed, md5_etag
 from .cache import KnownObjects
-from .notes import NOTE_REFS
 from .spec import RemoteSpec, default_remote, get_remote, open_backend
 
 #: the remote layout version written into ``format`` (see docs/remotes.md, "Remote format")
@@ -31,6 +30,8 @@ FORMAT_KEY = "format"
 HEAD_KEY = "HEAD"
 #: the local ref namespaces a push sends and a fetch receives
 NAMESPACES = ("refs/heads/", "refs/tags/", "refs/runs/", "refs/data/", "refs/queues/", "refs/notes/")
+#: the notes refs lin sends, and the type of object each names (others under refs/notes/ are ignored)
+NOTE_REFS = {"refs/notes/eval": "tree", "refs/notes/eval-set": "dataset"}
 #: conditional-write probe results, per remote URL and endpoint, for this process
 _PROBED: dict[str, bool] = {}
 
