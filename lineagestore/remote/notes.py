@@ -4,7 +4,8 @@ Notes have no history, so a fast-forward rule cannot decide between two values o
 ``refs/notes/eval``: a push or fetch that finds the remote's differ from ours merges both
 (docs/format.md, "Notes on remotes"). How to merge is the notes' owner's knowledge
 (``train/evalnotes.py``), a layer this package may not import: ``api.Repo`` registers it here.
-Where no merge is registered a notes ref follows the rule of ``refs/data/`` (changed only from
+It imports nothing of the remote machinery, so registering costs ``lin`` no start-up time; the
+push side of the merge is in ``notesync.py``. Where no merge is registered a notes ref follows the rule of ``refs/data/`` (changed only from
 the value last fetched), so nothing is ever overwritten either way.
 """
 
@@ -12,14 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..core.errors import InvalidName, RefConflict
-from ..core.progress import Progress
+from ..core.errors import RefConflict
 from ..core.repo import Repo
 from ..core.store import ObjectStore
-from .backend import Entry, md5_etag
-from .cache import KnownObjects
-from .session import NOTE_REFS, RemoteSession, ref_bytes, set_tracking, untrusted_hint
-from .transfer import download_closure
 
 #: the store format that introduced refs/notes/ (docs/format.md, "Changes")
 NOTES_FORMAT = 4
@@ -52,34 +48,3 @@ def merge_into_local(repo: Repo, ref: str, theirs: str, why: str) -> tuple[str |
         except RefConflict:
             continue  # a note was written meanwhile: merge with it
     raise RefConflict(f"{ref}: changed by other processes {_TRIES} times in a row while merging; try again")
-
-
-def merge_remote_notes(repo: Repo, rs: RemoteSession, wanted: dict[str, tuple[str, str]], listing: dict[str, Entry],
-                       known: KnownObjects, progress: Progress) -> None:
-    """Notes have no history: where the remote holds other notes than ours, fetch them (checked
-    whole, as a fetch does), merge them into ours, and push the union (``wanted`` is updated), so
-    a push never drops notes another machine pushed. The tracking ref records the remote's value,
-    from which the push's conditional write then moves it."""
-    for ref in sorted(set(wanted) & set(MERGES)):
-        src, mine = wanted[ref]
-        if src != ref or ref not in listing or listing[ref].etag == md5_etag(ref_bytes(mine)):
-            continue
-        got = rs.read_ref(ref)
-        if got is None or got[0] == mine:
-            continue
-        theirs = got[0]
-        batch = repo.objects.batch()
-        try:
-            download_closure(repo, rs, {theirs: f"{ref} on {rs.name}"}, known, progress, into=batch)
-            if batch.header(theirs).type != NOTE_REFS[ref]:
-                raise InvalidName(f"ref {ref} on remote {rs.name} names a {batch.header(theirs).type}, "
-                                  f"not a {NOTE_REFS[ref]}", hint=untrusted_hint(rs.name))
-            MERGES[ref](batch, None, theirs)  # checked whole before anything is placed
-            batch.flush()
-        except BaseException:
-            batch.discard()
-            raise
-        _, new = merge_into_local(repo, ref, theirs, f"push: merge {rs.name}")
-        set_tracking(repo, rs.name, {ref: theirs}, f"push: {rs.name}")
-        assert new is not None  # a merge with the remote's notes holds them
-        wanted[ref] = (ref, new)

@@ -27,7 +27,7 @@ from ..core.refs import SYMREF_PREFIX, check_ref_name
 from ..core.repo import Repo
 from .backend import Entry, PreconditionFailed, md5_etag
 from .cache import KnownObjects, clear_damage, read_damage
-from .notes import merge_remote_notes
+from .notesync import merge_remote_notes
 from .session import (
     HEAD_KEY,
     NAMESPACES,
