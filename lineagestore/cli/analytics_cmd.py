@@ -9,7 +9,7 @@ import typer
 from .common import JSON_OPT, STATE, out, short
 from .output import Output, human_int
 
-eval_app = typer.Typer(help="The store's evaluation set: set it, evaluate versions, show results.",
+eval_app = typer.Typer(help="The evaluation set: set it, evaluate versions, show results.",
                        no_args_is_help=True, rich_markup_mode=None)
 
 
@@ -33,7 +33,9 @@ def stats(
     rev: str = typer.Argument(None, help="Version whose lineage the curve and trend follow (default HEAD)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Gain on the evaluation set per version and per data file, per billion tokens and per device-hour.
+    """What each token bought: eval-loss gain per version and file.
+
+    Gains on the evaluation set per version and per data file, per billion tokens and per device-hour.
 
     Also the scaling curve along the lineage (cumulative tokens vs eval loss), a power-law trend
     projected to goal.tokens with its uncertainty, and the duplicates the ledger kept out.
@@ -85,7 +87,10 @@ def eval_set(
     file: Path = typer.Argument(..., help="A held-out JSONL file (no record of it may have been trained)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Register FILE as the store's evaluation set; its records are then refused for training."""
+    """Register FILE as the store's evaluation set.
+
+    Its records are then refused for training.
+    """
     o = out(json_out)
     repo = STATE.repo()
     r = repo.set_eval_set(file, progress=o.progress())
@@ -108,7 +113,10 @@ def eval_run(
     force: bool = typer.Option(False, "--force", help="Measure again versions already evaluated on this set."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Evaluate versions on the evaluation set and keep the results as notes beside them."""
+    """Evaluate versions on the evaluation set.
+
+    The results are kept as notes beside the versions.
+    """
     o = out(json_out)
     repo = STATE.repo()
     res = repo.evaluate(revs, device=device, force=force, progress=o.progress())
@@ -126,7 +134,7 @@ def eval_show(
     rev: str = typer.Argument(None, help="A version (default: every evaluated version)."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """The evaluation set and the evaluation notes of a version (or of all)."""
+    """The evaluation set and the notes of a version (or all)."""
     o = out(json_out)
     repo = STATE.repo()
     es = repo.eval_set()

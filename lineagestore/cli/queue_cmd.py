@@ -88,7 +88,7 @@ def ls(
     branch: str | None = BRANCH_OPT,
     json_out: bool = JSON_OPT,
 ) -> None:
-    """The queue: position, file, examples, tokens, status, and the estimated start.
+    """The queue: position, file, tokens, status, estimated start.
 
     --json prints one line. The estimate uses the tokens per second measured on the branch's recent training versions
     (metrics tokens_trained and wall_time_s); "unknown" when none recorded them. Done items
@@ -145,7 +145,10 @@ def _changed(o: Output, json_out: bool, b: str, res, text: str) -> None:
 
 @queue_app.command("rm")
 def rm(item: str = ITEM_ARG, branch: str | None = BRANCH_OPT, json_out: bool = JSON_OPT) -> None:
-    """Take an item out of the queue (its registration stays; done items stay as history)."""
+    """Take an item out of the queue.
+
+    Its registration stays; done items stay as history.
+    """
     from ..queue import remove
     o = out(json_out)
     repo, b = _branch(branch)
@@ -161,7 +164,10 @@ def move(
     branch: str | None = BRANCH_OPT,
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Move an item to another position (its priority follows its new neighbours)."""
+    """Move an item to another position.
+
+    Its priority follows its new neighbours.
+    """
     from ..queue import move as do_move
     if top and to is not None:
         raise InvalidInput("give --to N or --top, not both")
@@ -203,7 +209,10 @@ def pause(
     branch: str | None = BRANCH_OPT,
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Pause the queue: `lin run` takes no next file until `lin queue resume`."""
+    """Pause the queue until `lin queue resume`.
+
+    `lin run` takes no next file while the queue is paused.
+    """
     from ..queue import pause as do_pause
     o = out(json_out)
     repo, b = _branch(branch)
@@ -234,7 +243,10 @@ def log(
     branch: str | None = BRANCH_OPT,
     json_out: bool = JSON_OPT,
 ) -> None:
-    """The queue's log: what was added, trained, parked, retried, paused, with times (UTC)."""
+    """The queue's log: added, trained, parked, retried, paused.
+
+    Each entry with its time (UTC).
+    """
     from ..queue import read_log
     if limit < 0:
         raise InvalidInput("--limit must be 0 (all) or more")

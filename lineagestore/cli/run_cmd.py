@@ -59,7 +59,7 @@ def run(
     json_out: bool = JSON_OPT,
     **opts,
 ) -> None:
-    """Train the queue: each next file is checked, trained from the branch tip, published, backed up.
+    """Train the queue: check, train, publish, back up, file after file.
 
     A file that fails a data or duplicate check is parked with its reason and the loop goes on; a
     disk, device, base or store problem pauses the queue (exit 12). Training failures are retried

@@ -26,7 +26,7 @@ def repack(
                               "core.local_versions of each branch, once the backup remote is verified to hold them."),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Pack cold objects with delta and byte-plane codecs; keep hot versions loose and raw.
+    """Pack cold versions small (deltas, byte planes); hot stay raw.
 
     Hot: the last core.hot_versions versions of each branch (its tip included), HEAD, user tags and
     kept training checkpoints. Everything else reachable goes into objects/pack/ (metadata
