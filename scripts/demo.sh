@@ -91,10 +91,24 @@ printf '$ lin --store damaged.lineage checkout v001 --to damaged_out\n'
 if lin --store damaged.lineage checkout v001 --to damaged_out; then echo "unexpected: checkout read a damaged object"; exit 1; else echo "(checkout: exit code $?, nothing written)"; fi
 rm -rf damaged.lineage damaged_out
 
-step "13. What each token bought: eval-loss gain per billion tokens and per device-hour"
+step "13. Continuous training: queue a folder of files, lin run trains them one by one"
+run lin checkout main                # back on the branch: lin run trains its tip
+run lin queue add incoming/
+printf '$ LIN_TEST_KILL_AT=train-step:8 lin run --yes ...   (killed -9 in the middle of a file)\n'
+if LIN_TEST_KILL_AT=train-step:8 lin run --yes "${TRAIN[@]}" >/dev/null 2>&1; then
+    echo "unexpected: the runner was not killed"; exit 1
+else
+    echo "(the runner died with exit code $?; its last checkpoint is in the store)"
+fi
+run lin run --yes "${TRAIN[@]}"    # resumes the interrupted file, then trains the rest
+run lin queue ls
+run lin repack                       # older versions go into packs as deltas; hot ones stay raw
+run lin fsck
+
+step "14. What each token bought: eval-loss gain per billion tokens and per device-hour"
 run lin stats
 
-step "14. The dashboard: one HTML file, no network needed (lin serve shows it live)"
+step "15. The dashboard: one HTML file, no network needed (lin serve shows it live)"
 run lin report --output report.html
 
 step "Done in $((SECONDS - START))s. The store is in $DEMO/.lineage; try: cd demo && lin log; open demo/report.html"

@@ -6,7 +6,8 @@
   GPT-2 tokenizer and a ChatML chat template (tools.samples, from installed packages);
 - DIR/bible.jsonl: 200 records of the King James Bible, two verses each ({"text": ...});
 - DIR/chat.jsonl: 200 user/assistant conversations ({"messages": [...]});
-- DIR/heldout.jsonl: 40 other records of the Bible, the store's evaluation set (never trained).
+- DIR/heldout.jsonl: 40 other records of the Bible, the store's evaluation set (never trained);
+- DIR/incoming/part_000.jsonl ... part_003.jsonl: 4 x 40 further Bible records, for the queue.
 """
 
 from __future__ import annotations
@@ -29,8 +30,14 @@ def main(argv: list[str]) -> int:
     n_bible = samples.write_jsonl(out / "bible.jsonl", samples.bible_records(0, 200, verses_per_record=2))
     n_chat = samples.write_jsonl(out / "chat.jsonl", samples.chat_records("english", 0, 200))
     n_held = samples.write_jsonl(out / "heldout.jsonl", samples.bible_records(1000, 40, verses_per_record=2))
+    parts = out / "incoming"
+    parts.mkdir(exist_ok=True)
+    for i in range(4):
+        samples.write_jsonl(parts / f"part_{i:03d}.jsonl",
+                            samples.bible_records(200 + 40 * i, 40, verses_per_record=2))
     print(f"wrote {out / 'base_model'} (tiny Qwen3), {out / 'bible.jsonl'} ({n_bible} records), "
-          f"{out / 'chat.jsonl'} ({n_chat} records), {out / 'heldout.jsonl'} ({n_held} records)")
+          f"{out / 'chat.jsonl'} ({n_chat} records), {out / 'heldout.jsonl'} ({n_held} records), "
+          f"{parts}/ (4 files of 40 records)")
     return 0
 
 
