@@ -10,7 +10,7 @@ import typer
 from ..core.errors import EXIT_INTERRUPTED, LinError, Refused
 from .common import JSON_OPT, STATE, out, short
 from .output import human_int
-from .train_cmd import SETTING_FLAGS, settings_and_job
+from .train_cmd import setting_params, settings_and_job
 
 
 def register(app: typer.Typer) -> None:
@@ -18,24 +18,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _with_setting_options(fn):
-    """Add `lin train`'s setting flags (and --config, --freeze, --packing, --deterministic) to ``fn``."""
+    """Add `lin train`'s setting options (train_cmd.setting_params) to ``fn``."""
     P = inspect.Parameter
     params = [p for p in inspect.signature(fn).parameters.values() if p.kind != P.VAR_KEYWORD]
-    extra = [
-        P("config", P.KEYWORD_ONLY, annotation=Path | None,
-          default=typer.Option(None, "--config", "-c", help="TOML or JSON file of training settings (flags win).")),
-        P("freeze", P.KEYWORD_ONLY, annotation=list[str],
-          default=typer.Option([], "--freeze", metavar="PATTERN",
-                               help="Do not train parameters matching this pattern (repeatable).")),
-        P("packing", P.KEYWORD_ONLY, annotation=bool | None,
-          default=typer.Option(None, "--packing/--no-packing", help="Pack examples into full blocks (default on).")),
-        P("deterministic", P.KEYWORD_ONLY, annotation=bool | None,
-          default=typer.Option(None, "--deterministic/--no-deterministic",
-                               help="Deterministic kernels (default: on for the CPU, off on a GPU).")),
-    ]
-    for key, flag, typ, help_ in SETTING_FLAGS:
-        extra.append(P(key, P.KEYWORD_ONLY, annotation=typ | None, default=typer.Option(None, flag, help=help_)))
-    fn.__signature__ = inspect.signature(fn).replace(parameters=[*params, *extra])
+    fn.__signature__ = inspect.signature(fn).replace(parameters=[*params, *setting_params()])
     return fn
 
 

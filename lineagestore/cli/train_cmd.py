@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 # ------------------------------------------------------------------------------ shared options
 
 #: (setting name, flag, type, help) of the training settings every planning command accepts
-_SETTING_FLAGS = [
+SETTING_FLAGS = [
     ("lr", "--lr", float, "Learning rate (default 2e-5)."),
     ("epochs", "--epochs", int, "Passes over the data (default 1)."),
     ("batch_size", "--batch-size", int, "Units per micro-batch per process (default 8)."),
@@ -61,8 +61,6 @@ def _with_training_options(fn):
           default=typer.Option(None, "--output", "--name", "-n", help="Name of the new version (becomes vNNN_NAME).")),
         P("base", P.KEYWORD_ONLY, annotation=str | None,
           default=typer.Option(None, "--base", "-b", help="Base version (default: the active version, HEAD).")),
-        P("config", P.KEYWORD_ONLY, annotation=Path | None,
-          default=typer.Option(None, "--config", "-c", help="TOML or JSON file of settings (flags win).")),
         P("allow_overlap", P.KEYWORD_ONLY, annotation=bool,
           default=typer.Option(False, "--allow-overlap", help="Train even on data already trained in this lineage "
                                                               "(recorded in the version).")),
@@ -75,6 +73,18 @@ def _with_training_options(fn):
         P("measure", P.KEYWORD_ONLY, annotation=bool,
           default=typer.Option(True, "--measure/--no-measure",
                                help="Time two passes for the estimate when no earlier run tells.")),
+    ]
+    fn.__signature__ = inspect.signature(fn).replace(parameters=[*params, *extra, *setting_params()])
+    return fn
+
+
+def setting_params() -> list[inspect.Parameter]:
+    """The options of the training settings, as `lin train` and `lin run` both take them:
+    --config, --freeze, --packing, --deterministic and every flag of SETTING_FLAGS."""
+    P = inspect.Parameter
+    params = [
+        P("config", P.KEYWORD_ONLY, annotation=Path | None,
+          default=typer.Option(None, "--config", "-c", help="TOML or JSON file of settings (flags win).")),
         P("freeze", P.KEYWORD_ONLY, annotation=list[str],
           default=typer.Option([], "--freeze", metavar="PATTERN",
                                help="Do not train parameters matching this pattern (repeatable).")),
@@ -84,20 +94,19 @@ def _with_training_options(fn):
           default=typer.Option(None, "--deterministic/--no-deterministic",
                                help="Deterministic kernels (default: on for the CPU, off on a GPU).")),
     ]
-    for key, flag, typ, help_ in _SETTING_FLAGS:
-        extra.append(P(key, P.KEYWORD_ONLY, annotation=typ | None, default=typer.Option(None, flag, help=help_)))
-    fn.__signature__ = inspect.signature(fn).replace(parameters=[*params, *extra])
-    return fn
+    for key, flag, typ, help_ in SETTING_FLAGS:
+        params.append(P(key, P.KEYWORD_ONLY, annotation=typ | None, default=typer.Option(None, flag, help=help_)))
+    return params
 
 
-def _settings_and_job(repo, opts: dict):
+def settings_and_job(repo, opts: dict):
     from ..train.settings import TrainSettings, load_config_file
     file_settings: dict[str, Any] = {}
     job: dict[str, Any] = {}
     if opts.get("config"):
         file_settings, job = load_config_file(Path(opts["config"]))
     store_defaults = repo.settings.train.defaults
-    flags = {key: opts.get(key) for key, *_ in _SETTING_FLAGS}
+    flags = {key: opts.get(key) for key, *_ in SETTING_FLAGS}
     flags["freeze"] = list(opts.get("freeze") or []) or None
     flags["packing"] = opts.get("packing")
     flags["deterministic"] = opts.get("deterministic")
@@ -111,8 +120,6 @@ def _settings_and_job(repo, opts: dict):
 
 
 #: the settings flags and their reading, shared with `lin run` (cli/run_cmd.py), which takes them as `lin train` does
-SETTING_FLAGS = _SETTING_FLAGS
-settings_and_job = _settings_and_job
 
 
 def _as_list(v) -> list:
@@ -123,7 +130,7 @@ def _as_list(v) -> list:
 
 def _make_plan(o, repo, opts: dict, *, measure: bool | None = None):
     from ..train.plan import make_plan
-    settings, data, name, base, run, allow, _job = _settings_and_job(repo, opts)
+    settings, data, name, base, run, allow, _job = settings_and_job(repo, opts)
     # a resumed run trains where these flags say now (--gpus 1 included), else where it trained
     here = {k: opts[k] for k in ("device", "gpus") if opts.get(k) is not None}
     return make_plan(repo, data=data, name=name, base=base, settings=settings, allow_overlap=allow,
@@ -390,7 +397,7 @@ def _null():
 def _plan_distributed(o, repo, opts, dist, json_out: bool):
     from ..train import distributed as D
     from ..train.plan import Plan
-    settings = _settings_and_job(repo, opts)[0]
+    settings = settings_and_job(repo, opts)[0]
     device_type = "cuda" if settings.device != "cpu" else "cpu"
     D.init(dist, device_type)
     doc = None

@@ -388,6 +388,14 @@ class FileLock:
         if pid != os.getpid() and not pid_alive(pid):
             p.unlink(missing_ok=True)
 
+    def take_now(self, mode: str = "exclusive") -> str | None:
+        """Take the lock without waiting: None when taken, else who holds it, in words."""
+        try:
+            self.acquire(mode, timeout=0)
+        except LockTimeout:
+            return "; ".join(h.describe() for h in self.holders()) or "another process"
+        return None
+
     def release(self) -> None:
         if not self._depth:
             return

@@ -6,7 +6,7 @@ the lock's holder records (:class:`~lineagestore.core.fsutil.FileLock`) name who
 
 from __future__ import annotations
 
-from ..core.errors import LockTimeout, Refused
+from ..core.errors import Refused
 from ..core.fsutil import FileLock
 from ..core.names import check_name
 from ..core.repo import Repo
@@ -22,10 +22,8 @@ def hold_branch(repo: Repo, branch: str) -> FileLock | None:
     if repo.path is None:  # an in-memory store has one process
         return None
     lock = FileLock(repo.path / "locks" / lock_name(branch))
-    try:
-        lock.acquire("exclusive", timeout=0)
-    except LockTimeout:
-        who = "; ".join(h.describe() for h in lock.holders()) or "another process"
+    who = lock.take_now()
+    if who is not None:
         raise Refused(f"a runner already trains branch {branch!r}: {who}",
-                      hint="one `lin run` per branch; stop that one first, or run another branch (--branch)") from None
+                      hint="one `lin run` per branch; stop that one first, or run another branch (--branch)")
     return lock

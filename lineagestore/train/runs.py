@@ -15,7 +15,7 @@ import socket
 import threading
 from dataclasses import asdict, dataclass, field
 
-from ..core.errors import Conflict, LockTimeout, NotFound, Refused
+from ..core.errors import Conflict, NotFound, Refused
 from ..core.fsutil import FileLock, pid_alive
 from ..core.names import check_name
 from ..core.repo import Repo
@@ -60,9 +60,7 @@ def is_live(repo: Repo, run: str, meta: dict | None = None) -> bool:
     if repo.path is None:
         return False
     lock = run_lock(repo, run)
-    try:
-        lock.acquire("exclusive", timeout=0)
-    except LockTimeout:
+    if lock.take_now() is not None:
         return True
     lock.release()
     return False
@@ -73,12 +71,10 @@ def hold_run(repo: Repo, run: str) -> FileLock | None:
     if repo.path is None:
         return None
     lock = run_lock(repo, run)
-    try:
-        lock.acquire("exclusive", timeout=0)
-    except LockTimeout:
-        who = "; ".join(h.describe() for h in lock.holders()) or "another process"
+    who = lock.take_now()
+    if who is not None:
         raise Conflict(f"run {run!r} is being trained right now by {who}",
-                       hint="wait for it to finish, or stop that process first") from None
+                       hint="wait for it to finish, or stop that process first")
     return lock
 
 
