@@ -372,3 +372,19 @@ def test_gc_collects_earlier_queue_documents_and_keeps_the_current_one_and_its_l
     doc = qrepo.objects.get(current, "queue")
     assert doc.log_parts and not set(doc.log_parts) & set(p.order)
     assert not set(doc.items["dataset"]) & set(p.order)
+
+
+def test_files_inside_the_store_are_neither_queued_registered_nor_an_inbox(qrepo, tmp_path):
+    """The store's own files change under lin (tmp/ is swept, objects repacked): never input."""
+    from lineagestore import data
+    from lineagestore.core.errors import InvalidInput
+    from lineagestore.runner import RunOptions, run
+    inside = data_file(qrepo.path / "tmp" / "x.jsonl", 0)
+    res = Q.add_files(qrepo, "main", [inside])
+    assert res.added == [] and res.skipped == [(str(inside), f"inside the store {qrepo.path}; "
+                                                             "data files are queued from outside it")]
+    with pytest.raises(InvalidInput, match=r"x\.jsonl: is inside the store .*registered from outside it"):
+        data.register(qrepo, inside, tokenizer=False)
+    with pytest.raises(InvalidInput, match=r"is inside the store .*an inbox is a folder outside it"):
+        run(qrepo, RunOptions(inbox=qrepo.path / "tmp"))
+    assert Q.load(qrepo, "main").items == () and data.registry(qrepo) == {}

@@ -246,6 +246,18 @@ class Repo:
             clean_stale_temp(self.tmp_dir)
             yield
 
+    def store_holding(self, path: os.PathLike[str] | str) -> Path | None:
+        """The store ``path`` (symlinks resolved) lies in, or None: this store wherever it is, any
+        folder named ``.lineage``, or any folder holding a store's ``format`` and ``objects/``.
+        lin never takes its input from a store's files (they change under it: tmp/ is swept,
+        objects are repacked) nor writes a version into one."""
+        real = Path(path).resolve()
+        store = self.path.resolve() if self.path is not None else None
+        for p in (real, *real.parents):
+            if p == store or p.name.casefold() == STORE_DIRNAME or ((p / "format").is_file() and (p / "objects").is_dir()):
+                return p
+        return None
+
     def require_format(self, version: int) -> None:
         """Raise the store's ``format`` to ``version`` before writing what needs it (no-op if there).
 

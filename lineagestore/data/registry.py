@@ -92,6 +92,10 @@ def register(repo: Repo, path: os.PathLike | str, *, description: str = "",
     """
     p = Path(path)
     check_file(p)
+    held_by = repo.store_holding(p)
+    if held_by is not None:
+        raise InvalidInput(f"{p}: is inside the store {held_by}; data files are registered from outside it",
+                           hint="copy the file out of the store first")
     with repo.writing():
         fp0 = file_content_id(p)
         existing = current(repo, fp0)

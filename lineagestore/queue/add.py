@@ -107,6 +107,10 @@ def add_files(repo: Repo, branch: str, paths: list[str] | list[os.PathLike[str]]
     registered: list[str] = []
     for p in files:
         name = clean_text(os.fspath(p), "a file name")
+        held_by = repo.store_holding(p)
+        if held_by is not None:
+            skipped.append((name, f"inside the store {held_by}; data files are queued from outside it"))
+            continue
         fp = file_content_id(p)
         why = _why_not(fp, name, queued, cols, trained, accepted)
         if why is not None:

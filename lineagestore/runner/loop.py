@@ -149,6 +149,9 @@ class _Runner:
         self.retries = cfg.retries if opts.retries is None else opts.retries
         self.report = RunReport(branch)
         self.files_done = 0
+        if opts.inbox is not None and (held_by := repo.store_holding(opts.inbox)) is not None:
+            raise InvalidInput(f"{opts.inbox}: is inside the store {held_by}; an inbox is a folder outside it",
+                               hint="drop data files into a folder of their own, e.g. --inbox inbox/")
         self.inbox = Inbox(opts.inbox, cfg.inbox_settle_s) if opts.inbox is not None else None
         self.paused_at: float | None = None  # when this runner last found the queue paused (--inbox)
 

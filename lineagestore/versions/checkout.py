@@ -71,12 +71,12 @@ def check_target(repo: Repo, target: Path, files: list[FileInfo]) -> None:
     ``.lineage/`` folder, or this store under any name). So ``--to .`` from the folder holding
     ``.lineage/`` is refused, while the default work folder (``model/`` beside it) is fine.
     """
+    held_by = repo.store_holding(target)
+    if held_by is not None:
+        raise InvalidInput(f"{target}: is inside the store {held_by}; lin never writes a version into a store",
+                           hint=_where_instead(repo))
     real = target.resolve()
     store = repo.path.resolve() if repo.path is not None else None
-    for p in (real, *real.parents):
-        if p == store or p.name.casefold() == ".lineage" or ((p / "format").is_file() and (p / "objects").is_dir()):
-            raise InvalidInput(f"{target}: is inside the store {p}; lin never writes a version into a store",
-                               hint=_where_instead(repo))
     for folder in sorted({real, *((real / f.path).parent for f in files)}):
         held = folder / ".lineage"
         if os.path.lexists(held) or (store is not None and folder == store.parent):
