@@ -108,6 +108,17 @@ def test_a_missing_path_is_an_error_before_anything_is_queued(qrepo, tmp_path):
     assert Q.load(qrepo, "main").items == ()
 
 
+def test_a_file_that_vanishes_after_it_was_listed_is_skipped_saying_so(qrepo, tmp_path, monkeypatch):
+    good = data_file(tmp_path / "d" / "a.jsonl", 0)
+    gone = data_file(tmp_path / "d" / "b.jsonl", 20)
+    listed = Q.add.expand_paths([str(tmp_path / "d")])
+    gone.unlink()  # deleted between the folder's listing and its read (another process)
+    monkeypatch.setattr(Q.add, "expand_paths", lambda paths: listed)
+    res = Q.add_files(qrepo, "main", [tmp_path / "d"])
+    assert [it.name for it in res.added] == [str(good)]
+    assert res.skipped == [(str(gone), "cannot be read (No such file or directory)")]
+
+
 def test_priority_move_park_retry_rm_pause_resume(qrepo, tmp_path):
     files = [data_file(tmp_path / f"f{i}.jsonl", 20 * i) for i in range(4)]
     Q.add_files(qrepo, "main", files)

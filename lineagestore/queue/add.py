@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.content import file_content_id
-from ..core.errors import InvalidInput, NotFound
+from ..core.errors import InvalidInput, LinError, NotFound
 from ..core.objects import QueueDoc
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo, utc_now
@@ -111,7 +111,13 @@ def add_files(repo: Repo, branch: str, paths: list[str] | list[os.PathLike[str]]
         if held_by is not None:
             skipped.append((name, f"inside the store {held_by}; data files are queued from outside it"))
             continue
-        fp = file_content_id(p)
+        try:
+            fp = file_content_id(p)
+        except OSError as e:  # gone or unreadable since it was listed; not a store failure
+            if isinstance(e, LinError):
+                raise
+            skipped.append((name, f"cannot be read ({e.strerror or e})"))
+            continue
         why = _why_not(fp, name, queued, cols, trained, accepted)
         if why is not None:
             skipped.append((name, why))
@@ -120,7 +126,7 @@ def add_files(repo: Repo, branch: str, paths: list[str] | list[os.PathLike[str]]
         if info is None or (tok_id is not None and tok_id not in info.tokens):
             try:
                 info = register(repo, p, tokenizer=tip if tok_id else False, progress=progress)
-            except InvalidInput as e:  # a bad line, a truncated stream: the file is not queued
+            except (InvalidInput, NotFound) as e:  # a bad line, a truncated stream, a file gone
                 skipped.append((name, str(e)))
                 continue
             if not info.already_registered:
