@@ -7,6 +7,7 @@ module as methods. Each returns a dataclass; nothing prints.
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING, Self, cast
 
 from .core.progress import NULL, Progress
@@ -19,6 +20,7 @@ from .versions import labels as _labels
 if TYPE_CHECKING:  # imported by the methods that need them (numpy, for one, only by diff)
     from .core.objects import Commit
     from .guard.fsck import FsckReport
+    from .remote.held import DroppedWeights
     from .versions.diff import DiffResult
 
 
@@ -32,6 +34,24 @@ class Repo(_BaseRepo):
         from .train.evalnotes import NOTES_REF, merge_notes
         self.after_publish.append(BackupHook())
         register_merge(NOTES_REF, merge_notes)  # remotes merge notes (they have no history to fast-forward)
+        self._dropped: DroppedWeights | None = None
+        self._dropped_lock = threading.Lock()
+        if self.path is not None:  # every read of weights dropped here fetches them (remote.held)
+            self.objects.absent = self._bring_back
+
+    def _dropped_weights(self) -> DroppedWeights:
+        """This store's :class:`~lineagestore.remote.held.DroppedWeights` (made at the first need:
+        the remote machinery is not loaded at every start)."""
+        with self._dropped_lock:
+            if self._dropped is None:
+                from .guard.drop import read_dropped
+                from .remote.held import DroppedWeights
+                self._dropped = DroppedWeights(self, lambda: {o: d.remote for o, d in read_dropped(self).items()})
+            return self._dropped
+
+    def _bring_back(self, oid: str) -> bool:
+        """core.store.AbsentObjects: an object dropped here comes back from its remote, verified."""
+        return self._dropped_weights()(oid)
 
     def import_model(self, folder: os.PathLike | str, name: str, *, message: str = "",
                      progress: Progress = NULL, exclude: tuple[str, ...] = ()) -> _commit.CommitResult:
@@ -52,10 +72,9 @@ class Repo(_BaseRepo):
 
         Weights dropped here (core.local_versions) come back from the backup remote first, verified."""
         from .guard.drop import read_dropped
-        if read_dropped(self):
-            from .remote.held import fetch_dropped
-            if fetch_dropped(self, rev, progress=kw.get("progress", NULL)):
-                self.notes.append(f"checkout: fetched the dropped weights of {rev} from the backup remote")
+        if self.path is not None and read_dropped(self):  # the whole version at once, in parallel
+            if self._dropped_weights().fetch_version(rev, progress=kw.get("progress", NULL)):
+                self.notes.append(f"checkout: fetched the dropped weights of {rev} from the remote")
         return _checkout.checkout(self, rev, **kw)
 
     def status(self, target=None) -> _checkout.StatusInfo:

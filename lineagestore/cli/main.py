@@ -168,7 +168,6 @@ def _unexpected(e: Exception) -> LinError:
 
 def _report_error(e: LinError, argv: list[str]) -> int:
     """Print ``e`` (one line, and its hint); with --json also as JSON on stdout. Its exit code."""
-    _explain_dropped(e)
     Output().error(e)
     code = exit_code_for(e)
     if "--json" in argv:  # scripts get the error as JSON on stdout too
@@ -176,25 +175,6 @@ def _report_error(e: LinError, argv: list[str]) -> int:
         Output(json_mode=True).json({"error": str(e), "hint": e.hint, "exit_code": code,
                                      "type": type(cause).__name__})
     return code
-
-
-def _explain_dropped(e: LinError) -> None:
-    """A missing object that core.local_versions dropped here on purpose: say where it is."""
-    import re
-
-    from ..core.errors import ObjectNotFound
-    repo = common.STATE.repo_obj
-    m = re.search(r"object ([0-9a-f]{64})", str(e))
-    if not isinstance(e, ObjectNotFound) or m is None or repo is None or getattr(repo, "path", None) is None:
-        return
-    from ..guard.drop import read_dropped
-    try:
-        d = read_dropped(repo).get(m.group(1))
-    except LinError:
-        return
-    if d is not None:
-        e.hint = (f"it was dropped here (core.local_versions) and is on remote {d.remote}: "
-                  "`lin checkout` of its version fetches it back, verified")
 
 
 def main(argv: list[str] | None = None) -> int:

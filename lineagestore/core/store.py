@@ -12,6 +12,9 @@ Contract:
 - ``put_stored`` takes an object in stored form (from another store), verified first.
 - ``open_raw_blob(id)`` gives a raw-stored blob, verified, open for an in-kernel copy (on disk;
   None elsewhere or for compressed objects).
+- A disk store's read of the content of an object it lacks on purpose (weights dropped by
+  core.local_versions) first asks :attr:`ObjectStore.absent` to bring it back, verified
+  (:class:`AbsentObjects`); ``has`` and ``header`` (a probe) see the store as it is.
 - ``batch()`` gives a view whose new objects become visible together at ``flush()`` (on disk).
 - Every read decodes and verifies through :func:`.content.decode_stored`.
 - Which objects are compressed follows ``compression`` (``core.compression``: auto, zstd, none;
@@ -83,6 +86,18 @@ class Readable(Protocol):
     def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
+class AbsentObjects(Protocol):
+    """What brings back an object this store lacks on purpose: weights that ``core.local_versions``
+    dropped here, held by a remote. The layer that knows remotes installs it as
+    :attr:`ObjectStore.absent` (``api.Repo``: core may not import remote).
+
+    Called by a read that found ``oid`` absent: True once ``oid`` is placed here, verified (the
+    read then tries again); False when it is none of those (the read raises ObjectNotFound as
+    ever); it raises, naming the object, when it is one but cannot be brought back whole."""
+
+    def __call__(self, oid: str, /) -> bool: ...
+
+
 class ObjectStore(ABC):
     compression_level: int = DEFAULT_LEVEL
     compression: str = DEFAULT_COMPRESSION  # core.compression: auto | zstd | none
@@ -90,6 +105,9 @@ class ObjectStore(ABC):
     #: called before the first object with a format-3 codec (planes, delta) is written, so the
     #: repo raises the store's format first (Repo.require_format(3)); None: nothing to raise
     before_new_codec: Callable[[], None] | None = None
+    #: brings back what this store lacks on purpose before a read of its content fails (see
+    #: :class:`AbsentObjects`); only a disk store's own reads ask it, never its batches (writes)
+    absent: AbsentObjects | None = None
     #: objects and (stored) bytes this instance has written; for reports of store growth
     written_objects: int = 0
     written_bytes: int = 0
@@ -152,6 +170,10 @@ class ObjectStore(ABC):
         on a filesystem with reflinks aligns."""
         return None
 
+    def _brought_back(self, oid: str) -> bool:
+        """Whether :attr:`absent` placed ``oid``, absent a moment ago (a read may then try again)."""
+        return self.absent is not None and self.absent(oid)
+
     def _wrote(self, stored: int) -> None:
         """Count one new object of ``stored`` bytes in :attr:`written_objects` / ``written_bytes``."""
         with _COUNT_LOCK:
@@ -161,8 +183,16 @@ class ObjectStore(ABC):
     def put_object(self, obj: JsonObject) -> ObjectId:
         return self.put(obj.type_name, obj.encode())
 
-    def header(self, oid: str) -> ObjectHeader:
+    def header(self, oid: str, *, bring_back: bool = False) -> ObjectHeader:
+        """The object's header. A probe (the default) sees the store as it is; ``bring_back``, for
+        a reader about to read the content: an object this store lacks on purpose comes back
+        first (:attr:`absent`), as any read of content brings it back."""
         check_object_id(oid)
+        try:
+            return unpack_header(self._read_header_bytes(oid), f"object {oid}")
+        except ObjectNotFound:
+            if not bring_back or not self._brought_back(oid):
+                raise
         return unpack_header(self._read_header_bytes(oid), f"object {oid}")
 
     #: verified decoded content shared by this store's reads (None: none), set for the length of
@@ -437,6 +467,11 @@ class DiskObjectStore(ObjectStore):
         return self.stored.has(oid)
 
     def _read_file(self, oid: str) -> bytes:
+        try:
+            return self.stored.read(oid)
+        except ObjectNotFound:
+            if not self._brought_back(oid):
+                raise
         return self.stored.read(oid)
 
     def _read_header_bytes(self, oid: str) -> bytes:
@@ -472,7 +507,9 @@ class DiskObjectStore(ObjectStore):
         except ObjectNotFound:
             if self.packs.find(oid) is not None:
                 return None
-            raise
+            if not self._brought_back(oid):
+                raise
+        return open_raw(self.files.file(oid), oid)
 
     def get_raw(self, oid: str) -> tuple[str, bytes]:
         try:

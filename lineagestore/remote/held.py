@@ -4,12 +4,14 @@ remote, whole and verified, before its local copy leaves; and bringing dropped w
 Verification reads each object from the remote and decodes it there (hash checked), a delta's
 bases read from the remote itself (check.remote_bases): a copy that exists only as a delta
 against a base the remote lacks is no copy. Fetching back goes through transfer.download_closure,
-the path fetch and clone use: every object verified by decoding before it is stored.
+the path fetch and clone use: every object verified by decoding before it is stored
+(:class:`DroppedWeights`, the store's resolver of absent objects, for every reader).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..core.content import decode_stored
@@ -113,19 +115,116 @@ def missing_in(repo: Repo, rev: str) -> dict[str, str]:
     return out
 
 
-def fetch_dropped(repo: Repo, rev: str, remote: str | None = None, *, progress: Progress = NULL) -> int:
-    """Bring back, verified, what ``rev`` needs and this store dropped; returns how many objects
-    came. Nothing to do (0) when the version is whole here: no remote is contacted."""
-    try:
-        need = missing_in(repo, rev)
-    except LinError:
-        return 0  # an unknown revision or damaged metadata: the checkout itself says so
-    if not need:
-        return 0
-    rs = _backup_session(repo, remote)
-    with repo.writing():
-        rid = rs.identity(create=False)
-        if rid is None:
-            raise RemoteError(f"remote {rs.name} ({rs.url}) is empty: cannot fetch the dropped weights of {rev}")
-        count, _, _ = download_closure(repo, rs, need, KnownObjects(repo, rid), progress)
-    return count
+class DroppedWeights:
+    """The one way weights dropped here (``.lineage/dropped``) come back: the store's resolver of
+    absent objects (:class:`lineagestore.core.store.AbsentObjects`, installed by ``api.Repo``), so
+    every reader of a blob (checkout, export, diff and show ``--tensors``, training from a
+    version, evaluation) fetches what it reads; a checkout asks for its whole version at once
+    (:meth:`fetch_version`: one parallel download instead of one object at a time).
+
+    Each object comes from the remote its line of the list names, through
+    transfer.download_closure (decoded and hashed, a delta's bases fetched with it) into a batch
+    that becomes visible only when every object asked for arrived whole: a missing or corrupt
+    copy places nothing and raises one line naming the object, its version and the remote (exit
+    5). Fetched objects stay local, still listed (fsck counts them local again), until the next
+    drop. ``listed`` gives the list (id -> remote name); guard.drop reads it, which remote may
+    not import.
+    """
+
+    def __init__(self, repo: Repo, listed: Callable[[], Mapping[str, str]]):
+        self.repo = repo
+        self._listed = listed
+        self._cached: Mapping[str, str] = {}
+        self._lock = threading.RLock()  # one fetch at a time; the threads of a read wait for it
+        self._sessions: dict[str, tuple[RemoteSession, KnownObjects]] = {}
+
+    def __call__(self, oid: str) -> bool:
+        return oid in self.fetch({oid: ""})
+
+    def fetch_version(self, rev: str, progress: Progress = NULL) -> int:
+        """Bring back what the version ``rev`` needs and this store dropped (how many objects
+        came); 0 without contacting a remote when nothing of it was dropped."""
+        try:
+            need = missing_in(self.repo, rev)
+        except LinError:
+            return 0  # an unknown revision or damaged metadata: the reader itself says so
+        return len(self.fetch(need, progress))
+
+    def fetch(self, ids: Mapping[str, str], progress: Progress = NULL) -> set[str]:
+        """Fetch those of ``ids`` (id -> the version naming it, "" if unknown) that are listed
+        and absent; the ids placed. Raises (nothing placed) when one cannot be brought back."""
+        with self._lock:
+            store = self.repo.objects
+            todo = {oid: where for oid, where in ids.items() if not store.has(oid)}
+            if any(oid not in self._cached for oid in todo):
+                self._cached = self._listed()  # dropped since this resolver last looked
+            by_remote: dict[str, dict[str, str]] = {}
+            for oid, where in todo.items():
+                if oid in self._cached:
+                    by_remote.setdefault(self._cached[oid], {})[oid] = where
+            if not by_remote:
+                return set()
+            with self.repo.writing():
+                for name, wanted in sorted(by_remote.items()):
+                    self._fetch_from(name, wanted, progress)
+            return {oid for wanted in by_remote.values() for oid in wanted}
+
+    def _session(self, name: str) -> tuple[RemoteSession, KnownObjects]:
+        if name not in self._sessions:
+            rs = open_session(self.repo, name)
+            rid = rs.identity(create=False)
+            if rid is None:
+                raise RemoteError(f"remote {rs.name} ({rs.url}) is empty: it holds none of the weights dropped here",
+                                  hint=f"`lin fsck --remote {rs.name}` lists what it lacks")
+            self._sessions[name] = (rs, KnownObjects(self.repo, rid))
+        return self._sessions[name]
+
+    def _fetch_from(self, name: str, wanted: dict[str, str], progress: Progress) -> None:
+        rs, known = self._session(name)
+        failed: list[tuple[str, str]] = []
+        batch = self.repo.objects.batch()
+        try:
+            download_closure(self.repo, rs, wanted, known, progress, into=batch,
+                             on_missing=lambda oid, _where, why: failed.append((oid, why)))
+            if failed:
+                oid, why = min(failed)
+                raise _not_brought_back(self.repo, rs, oid, wanted.get(oid) or _version_holding(self.repo, oid),
+                                        why, len(failed) - 1)
+            batch.flush()
+        except BaseException:
+            batch.discard()
+            raise
+
+
+def _not_brought_back(repo: Repo, rs: RemoteSession, oid: str, where: str, why: str, more: int) -> LinError:
+    """The one-line error for a dropped object the remote lacks or serves damaged (exit 5)."""
+    what = f"object {oid} of {where or 'no version (unreachable)'}, dropped here (core.local_versions),"
+    tail = f" (and {more} more)" if more else ""
+    hint = (f"nothing was placed; `lin fsck --remote {rs.name}` lists every dropped object the remote "
+            "lacks or holds damaged; push it there again from a store that has it")
+    if why == "missing":
+        return ObjectNotFound(f"{what} is missing on remote {rs.name} ({rs.url}){tail}", hint=hint)
+    detail = why.partition(": ")[2] or why
+    return CorruptObject(f"{what} is damaged on remote {rs.name} ({rs.url}): {detail}{tail}", hint=hint)
+
+
+def _version_holding(repo: Repo, oid: str) -> str:
+    """``version NAME`` of the first version (in version order) whose files name ``oid``; "" if none.
+    Only for an error's message: it reads the files of every version."""
+    store = repo.objects
+    for name, cid in repo.versions().items():
+        try:
+            stack, seen = [store.get(cid, "commit").tree], set()
+            while stack:
+                cur = stack.pop()
+                if cur in seen or not store.has(cur):
+                    continue
+                seen.add(cur)
+                if store.header(cur).type in ("tree", "tensor-file", "chunks"):
+                    links = store.get(cur).links()
+                    if oid in links:
+                        return f"version {name}"
+                    stack.extend(links)
+        except LinError:
+            continue
+    return ""

@@ -388,7 +388,7 @@ def _verify_tree(repo: Repo, tree_id: str, progress: Progress) -> list[str]:
             continue
         seen.add(oid)
         try:
-            h = store.header(oid)
+            h = store.header(oid, bring_back=True)  # weights dropped here come back, verified
             if h.type in LINKING_TYPES:
                 stack.extend(store.get(oid).links())
             ids.append(oid)

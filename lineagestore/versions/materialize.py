@@ -62,7 +62,7 @@ def _file_pieces(store: ObjectStore, info: FileInfo) -> list[tuple[str | bytes, 
 
 def _content_parts(store: ObjectStore, oid: str, size: int) -> list[tuple[str, int]]:
     """The blobs holding ``size`` bytes of file content, with their sizes."""
-    h = store.header(oid)
+    h = store.header(oid, bring_back=True)  # a blob dropped here (core.local_versions) comes back
     if h.type == "blob":
         parts = [(oid, h.size)]
     elif h.type == "chunks":
