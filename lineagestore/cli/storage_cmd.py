@@ -36,7 +36,7 @@ def repack(
 
     --drop: weights (tensor pieces, parts of large files) that only versions older than the last
     core.local_versions of each branch hold leave this store, after every one of them was read
-    back from the backup remote and verified in this command; `lin checkout` fetches them again.
+    back from the backup remote and verified in this command; any read of them fetches them again.
     """
     from ..guard.repack import repack as run_repack
     if drop:
@@ -100,6 +100,6 @@ def _drop(dry_run: bool, json_out: bool) -> None:
                "once the backup remote is verified to hold them")
     elif res.dropped_objects:
         o.line(f"Dropped {res.dropped_objects} weight objects ({human_bytes(res.dropped_bytes)}), each verified "
-               f"on {res.remote} first; `lin checkout` fetches them back. Took {res.seconds:.1f} s.")
+               f"on {res.remote} first; any read of them (checkout, diff, train, eval) fetches them back. Took {res.seconds:.1f} s.")
     else:
         o.line("Nothing to drop.")
