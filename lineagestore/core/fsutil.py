@@ -271,7 +271,8 @@ class LockHolder:
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
-        return f"pid {self.pid} ({self.command!r}, {self.mode}, since {when})"
+        own = ", this process" if self.pid == os.getpid() and self.host == socket.gethostname() else ""
+        return f"pid {self.pid} ({self.command!r}, {self.mode}, since {when}{own})"
 
 
 def current_command() -> str:
@@ -310,7 +311,9 @@ class FileLock:
         self._depth = 0
         self._info: Path | None = None
 
-    def holders(self) -> list[LockHolder]:
+    def holders(self, *, this_process: bool = False) -> list[LockHolder]:
+        """The live holders of the lock; other lock objects of this process on the same file
+        (a second Repo, another thread) only with ``this_process``."""
         out: list[LockHolder] = []
         try:
             entries = list(self.holders_dir.iterdir())
@@ -323,7 +326,7 @@ class FileLock:
             except (OSError, ValueError, KeyError):
                 self._drop_unreadable(p)
                 continue
-            if h.pid == os.getpid() and p != self._info:
+            if h.pid == os.getpid() and p != self._info and not this_process:
                 continue
             if h.host == socket.gethostname() and not pid_alive(h.pid):
                 try:
@@ -358,7 +361,7 @@ class FileLock:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    who = "; ".join(h.describe() for h in self.holders()) or "an unknown process"
+                    who = "; ".join(h.describe() for h in self.holders(this_process=True)) or "an unknown process"
                     raise LockTimeout(f"timed out after {timeout:.0f}s waiting for the store lock "
                                       f"{self.path}: held by {who}",
                                       hint="wait for that command to finish, or raise LIN_LOCK_TIMEOUT") from None
