@@ -23,6 +23,7 @@ moves) or after a random delay. After every round:
 Usage: python benchmarks/crash.py [--kills 500] [--seed 1] [--jobs 2] [--keep DIR]
                                   [--scenarios commit,checkout,...]
        python benchmarks/crash.py --scenarios run [--kills 200]   (`lin run`: benchmarks/crash_run.py)
+       python benchmarks/crash.py --scenarios repack [--kills 100]   (`lin repack`: benchmarks/crash_repack.py)
 Prints one JSON line per lab and a summary; exits 1 if any check failed.
 """
 
@@ -527,8 +528,12 @@ def main() -> int:
         import crash_run
         return crash_run.main(["--kills", str(a.kills), "--seed", str(a.seed)]
                               + (["--keep", str(a.keep)] if a.keep else []))
+    if scenarios == ("repack",):  # a lineage of bf16 versions, packed: benchmarks/crash_repack.py
+        import crash_repack
+        return crash_repack.main(["--kills", str(a.kills), "--seed", str(a.seed)]
+                                 + (["--keep", str(a.keep)] if a.keep else []))
     if not scenarios or set(scenarios) - set(SCENARIOS):
-        ap.error(f"--scenarios: choose among {', '.join(SCENARIOS)}, or run alone")
+        ap.error(f"--scenarios: choose among {', '.join(SCENARIOS)}, or run or repack alone")
     base = a.keep or Path(tempfile.mkdtemp(prefix="lin-crash-"))
     base.mkdir(parents=True, exist_ok=True)
     per_lab = -(-a.kills // a.jobs)

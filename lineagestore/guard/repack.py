@@ -450,7 +450,9 @@ def repack(repo: Repo, *, dry_run: bool = False, drop: set[str] | frozenset[str]
             rep.unpacked_objects = len(plan.unpack)
             rep.packs_removed = [p.name for p in plan.replace]
             rep.loose_removed = len(plan.loose_packed)
-        elif plan.to_pack or plan.copy or plan.unpack or plan.replace:
+        elif plan.to_pack or plan.copy or plan.unpack or plan.replace or plan.loose_packed:
+            # loose copies alone of what packs hold: a repack killed before deleting them, or
+            # pieces that were hot (written back loose) and turned cold again
             _execute(repo, store, plan, rep, progress)
     rep.seconds = time.monotonic() - started
     return rep
