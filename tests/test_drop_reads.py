@@ -10,6 +10,7 @@ import json
 import pytest
 from test_guard_helpers import version_bytes
 from test_local_versions import _all, _setup, _weights
+from test_train_support import train_assets  # noqa: F401 - the fixture
 
 from lineagestore import Repo
 from lineagestore.core.errors import CorruptObject, ObjectNotFound
@@ -128,3 +129,44 @@ def test_on_an_s3_backup_remote_diff_of_a_dropped_version_fetches_it(lin, store_
     code, _, err = lin("diff", versions[1], versions[2])
     assert code == 5 and victim in err and "remote backup" in err, err
     assert not Repo.open(repo.path).objects.has(victim)
+
+
+def test_eval_run_and_train_from_a_dropped_version(train_assets, tmp_path):  # noqa: F811 - the fixture
+    """`lin eval run` and `lin train --base` of a version whose weights were dropped: the same loss
+    as before the drop, and a new version trained from it."""
+    import shutil as sh
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+    from test_train_support import lin_proc, new_store
+
+    from tools import samples
+    folder = new_store(tmp_path / "w", train_assets)
+    child = tmp_path / "child"
+    sh.copytree(train_assets / "base", child)
+    weights = {k: (v + np.float32(1e-3)).astype(v.dtype) if v.dtype.kind == "f" else v
+               for k, v in load_file(str(child / "model.safetensors")).items()}
+    save_file(weights, str(child / "model.safetensors"), metadata={"format": "pt"})
+    samples.write_jsonl(folder / "heldout.jsonl", samples.bible_records(400, 30))
+    for args in (("commit", str(child), "--name", "child"), ("eval", "set", "heldout.jsonl"),
+                 ("remote", "add", "backup", str(tmp_path / "remote"), "--backup"), ("push",)):
+        lin_proc(folder, *args, check=True)
+
+    def loss() -> float:
+        p = lin_proc(folder, "eval", "run", "v001", "--force", "--device", "cpu", "--json", check=True)
+        return json.loads(p.stdout)[0]["loss"]
+
+    before = loss()
+    repo = Repo.open(folder / ".lineage")
+    repo.config.set("core.local_versions", 1)
+    repo.config.set("core.hot_versions", 1)
+    repo.save_config()
+    lin_proc(folder, "repack", "--drop", check=True)
+    repo = Repo.open(folder / ".lineage")
+    gone = _weights(repo, "v001")
+    assert gone and not any(repo.objects.has(o) for o in gone)
+    assert loss() == before
+    lin_proc(folder, "train", "--base", "v001", "--data", "chat.jsonl", "--name", "again", "--yes", "--device",
+             "cpu", "--batch-size", "4", "--seq-len", "32", "--max-steps", "2", "--no-measure", check=True)
+    repo = Repo.open(folder / ".lineage")
+    assert "v003_again" in repo.versions() and check(repo).ok
