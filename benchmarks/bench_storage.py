@@ -1,6 +1,7 @@
 """Packs and repack, measured on this machine (docs/benchmarks.md "Packs"). Run under nice:
 
     nice .venv/bin/python benchmarks/bench_storage.py [--objects 20000] [--versions 10] [--mb 32]
+        [--skip-curve] [--checkout-repeats 5] [--train-versions 6] [--train-dtypes float32,bfloat16]
 
 1. fsck --full of a store of many small objects, loose vs packed (ratio; target >= 3x).
 3. The same with real weights and updates (--minilm-steps AdamW steps of masked-LM on real text
@@ -13,8 +14,20 @@
    (chains of deltas at most K - 1 long, each against the next newer version) and with deltas
    against the nearest newer piece stored whole (``whole_bases``: one link each, larger), each
    cold version read back whole (every object on its chain decoded and verified).
+5. Checkout (--checkout-repeats N; 0 skips): both lineages after `lin repack` with
+   core.hot_versions = 1 (default keyframe spacing and depth), `lin checkout` as a user runs it
+   of the hot tip, of the cold version one link deep and of the deepest, into an emptied work
+   folder, and of the tip over its parent, against `dvc checkout` (DVC's cache holding every
+   version, installed as bench_commit.py does) and `cp -r` of the same files; sync(2) inside
+   every timing, sides rotated each repeat, CPU seconds of each child from os.wait4, every
+   checkout compared byte for byte.
+6. A lineage made by `lin train` itself (--train-versions files of 40 King James records, one
+   per version, on the demo's tiny Qwen3 in each of --train-dtypes), repacked with
+   core.hot_versions = 1 as trained and again once the runs' last checkpoints are no longer
+   kept: stored/raw per version and per dtype, the store against DVC's cache, every version
+   checked out byte-exact.
 Ratios against baselines measured in the same run (zstd level 1 of the same bytes on one core,
-and reading the raw hot tip); no timed assertions.
+reading the raw hot tip, dvc checkout and cp); no timed assertions.
 """
 
 from __future__ import annotations
@@ -353,6 +366,9 @@ def bench_checkout(work: Path, store: Path, srcs: list[Path], dvc: Path, repeats
     depths = _chain_depths(s.root / ".lineage")
     out["chain_depth"] = depths
     out["lin_store_bytes"] = _store_bytes(s.root / ".lineage")
+    # each tool's start alone (interpreter, imports): what a small model's checkout mostly is
+    out["start_s"] = {tool: [_timed(cmd + ["--version"], s.root, env)["s"] for _ in range(3)]
+                      for tool, cmd, env in (("lin", s.lin, s.env), ("dvc", s.dvc, s.denv))}
     tip = len(s.names) - 1
     cold = [i for i in range(tip) if depths[s.names[i]] > 0]
     one_link = next((i for i in reversed(cold) if depths[s.names[i]] == 1), None)
