@@ -207,7 +207,15 @@ def decode_buffer(oid: str, stored: bytes | memoryview, where: str | None = None
     at a base the cache holds (its depth still counts against ``max_depth``) and every object
     decoded on the way is put in it, verified.
     """
-    check_object_id(oid)
+    try:
+        return _decode_buffer(oid, stored, where, load_base, max_depth, cache)
+    except BaseException:
+        check_object_id(oid)  # what is no id is refused as such (content verified names a valid one)
+        raise
+
+
+def _decode_buffer(oid: str, stored: bytes | memoryview, where: str | None, load_base: LoadStored | None,
+                   max_depth: int, cache: DecodedCache | None) -> tuple[ObjectHeader, bytes | memoryview]:
     where = where or f"object {oid}"
     view = memoryview(stored)
     h = unpack_header(view[:HEADER_SIZE], where)
@@ -306,8 +314,11 @@ def _delta_chain(oid: str, h: ObjectHeader, payload: memoryview, where: str, loa
 
 def _decode_whole(oid: str, h: ObjectHeader, payload: memoryview, where: str) -> bytes | memoryview:
     """The verified content of an object stored whole (every codec but delta)."""
-    if h.codec == CODEC_RAW and len(payload) != h.size:
-        raise CorruptObject(f"{where} is corrupt: {len(payload)} bytes, header says {h.size}", hint=_HINT)
+    if h.codec == CODEC_RAW:
+        if len(payload) != h.size:
+            raise CorruptObject(f"{where} is corrupt: {len(payload)} bytes, header says {h.size}", hint=_HINT)
+        verify(oid, h.type, payload, where)
+        return payload
     data: bytes | memoryview
     if h.codec == CODEC_ALIGNED:
         data = aligned_content(payload, h.size, where)

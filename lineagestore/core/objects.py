@@ -12,7 +12,7 @@ import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import Field, asdict, dataclass, field, fields
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 import zstandard
 
@@ -63,8 +63,10 @@ MAX_SIZE: dict[str, int] = {
 }
 
 
-@dataclass(frozen=True)
-class ObjectHeader:
+class ObjectHeader(NamedTuple):
+    """An object's fixed-size header, parsed (a tuple: one is made per read, at a third of the
+    cost of a frozen dataclass)."""
+
     type: str
     codec: int
     size: int

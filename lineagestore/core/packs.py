@@ -189,13 +189,28 @@ class Pack:
         return data
 
     def ids(self) -> Iterator[str]:
-        raw = self._idx[self._ids_at:self._ids_at + 32 * self.count]
-        for i in range(0, len(raw), 32):
-            yield raw[i:i + 32].hex()
+        hexed = self._idx[self._ids_at:self._ids_at + 32 * self.count].hex()  # (one call, not one per id)
+        return (hexed[i:i + 64] for i in range(0, len(hexed), 64))
 
     def entries(self) -> Iterator[tuple[str, PackEntry]]:
         for oid, (off, length, crc, _) in zip(self.ids(), self._entries.tolist(), strict=True):
             yield oid, PackEntry(self, off, length, crc)
+
+    def in_pack_order(self) -> tuple[list[str], Any, Any, Any, Any]:
+        """The ids, offsets, lengths, CRC-32s and codecs (numpy arrays but the ids) of every entry
+        in the order of the objects' bytes in the pack (one sequential pass over :meth:`mapped`,
+        as fsck reads); as many as the index declares, each inside the pack (checked on opening)."""
+        import numpy as np  # lazily: `lin init` and other small commands never need it
+        order = np.argsort(self._entries["offset"], kind="stable")
+        rows = self._entries[order]
+        codecs = np.frombuffer(self._pack, np.uint8)[rows["offset"] + 5]  # the codec's byte in a header
+        hexed = self._idx[self._ids_at:self._ids_at + 32 * self.count].hex()
+        return ([hexed[64 * i:64 * i + 64] for i in order.tolist()], rows["offset"], rows["length"],
+                rows["crc"], codecs)
+
+    def mapped(self) -> memoryview:
+        """The pack's bytes, a view of the mapping (no copy; the pack stays mapped while it lives)."""
+        return memoryview(self._pack)
 
     def verify_checksum(self) -> bool:
         """Whether the pack's bytes hash to its trailer (fsck: a flipped byte anywhere in it)."""
@@ -361,7 +376,8 @@ class ObjectFiles:
         packed = self.packs.ids()
         if not packed:
             return self.loose.ids()
-        return _unique(heapq.merge(self.loose.ids(), packed))
+        loose = list(self.loose.ids())
+        return _unique(heapq.merge(loose, packed)) if loose else iter(packed)
 
     def ids_with_prefix(self, prefix: str) -> list[str]:
         loose = self.loose.ids_with_prefix(prefix)
