@@ -1,9 +1,10 @@
 """Packs and repack, measured on this machine (docs/benchmarks.md "Packs"). Run under nice:
 
-    nice .venv/bin/python benchmarks/bench_storage.py [--objects 20000] [--versions 10] [--mb 32]
+    nice .venv/bin/python benchmarks/bench_storage.py [--objects 150000] [--fsck-runs 3] [--versions 10] [--mb 32]
         [--skip-curve] [--checkout-repeats 5] [--train-versions 6] [--train-dtypes float32,bfloat16]
 
-1. fsck --full of a store of many small objects, loose vs packed (ratio; target >= 3x).
+1. fsck --full of a store of many small objects, loose vs packed (ratio; target >= 3x), wall and
+   CPU seconds of --fsck-runs runs of each side.
 3. The same with real weights and updates (--minilm-steps AdamW steps of masked-LM on real text
    between versions of the MiniLM encoder, saved as bf16).
 2. A bf16 lineage of --versions versions, each a small update of the last (fp32 master weights
@@ -69,16 +70,20 @@ def _store_bytes(store: Path) -> int:
     return sum(p.stat().st_size for p in (store / "objects").rglob("*") if p.is_file())
 
 
-def bench_fsck(work: Path, n: int) -> dict:
-    repo = Repo.init(work / "fsck" / ".lineage")
+def bench_fsck(work: Path, n: int, runs: int = 3) -> dict:
+    """``fsck --full`` of ``n`` blobs of ~70 bytes loose, and of a copy of that store with every
+    object in one pack, ``runs`` times each side by side: wall and CPU seconds (this process,
+    all its threads) of each, the load beside them (the machine is shared)."""
+    from lineagestore.core.packs import PackWriter
+    loose = work / "fsck-loose" / ".lineage"
+    repo = Repo.init(loose)
     rng = np.random.default_rng(1)
     with repo.writing():
         for i in range(n):
             repo.objects.put("blob", rng.bytes(64) + b"%d" % i)
-    t = time.perf_counter()
-    r1 = check(repo)
-    loose = time.perf_counter() - t
-    from lineagestore.core.packs import PackWriter
+    shutil.copytree(loose.parent, work / "fsck-packed", symlinks=True)
+    packed = work / "fsck-packed" / ".lineage"
+    repo = Repo.open(packed)
     store = repo.objects
     ids = list(store.iter_ids())
     w = PackWriter(store.packs.folder, repo.tmp_dir)
@@ -87,13 +92,23 @@ def bench_fsck(work: Path, n: int) -> dict:
     w.finish()
     for oid in ids:
         store.remove(oid)
-    repo = Repo.open(repo.path)
-    t = time.perf_counter()
-    r2 = check(repo)
-    packed = time.perf_counter() - t
-    assert r1.objects == r2.objects == n
-    return {"objects": n, "fsck_loose_s": round(loose, 2), "fsck_packed_s": round(packed, 2),
-            "speedup": round(loose / packed, 2)}
+    rows = []
+    for _ in range(runs):
+        row: dict = {"load": round(os.getloadavg()[0], 1)}
+        for side, path in (("loose", loose), ("packed", packed)):
+            repo = Repo.open(path)
+            t, c = time.perf_counter(), time.process_time()
+            rep = check(repo)
+            row[f"{side}_s"], row[f"{side}_cpu_s"] = round(time.perf_counter() - t, 3), round(time.process_time() - c, 3)
+            assert rep.ok and rep.objects == n, [p.message for p in rep.problems[:3]]
+        rows.append(row)
+
+    def median(key: str) -> float:
+        return sorted(r[key] for r in rows)[len(rows) // 2]
+
+    return {"objects": n, "runs": rows,
+            "speedup_wall": round(median("loose_s") / median("packed_s"), 2),
+            "speedup_cpu": round(median("loose_cpu_s") / median("packed_cpu_s"), 2)}
 
 
 def _zstd_baseline(repo: Repo) -> dict:
@@ -514,7 +529,8 @@ def _table(out: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--objects", type=int, default=20000)
+    ap.add_argument("--objects", type=int, default=150000, help="blobs in the fsck store (the issue's 150,000)")
+    ap.add_argument("--fsck-runs", type=int, default=3, help="fsck of each side this many times (medians)")
     ap.add_argument("--versions", type=int, default=10)
     ap.add_argument("--mb", type=int, default=32)
     ap.add_argument("--skip-synthetic", action="store_true", help="only the MiniLM lineage")
@@ -542,7 +558,7 @@ def main() -> None:
             return None if dvc is None else {"work": Path(tmp), "src": Path(tmp) / f"src-{tag}", "dvc": dvc,
                                              "repeats": args.checkout_repeats}
         if not args.skip_fsck:
-            out["fsck"] = bench_fsck(Path(tmp), args.objects)
+            out["fsck"] = bench_fsck(Path(tmp), args.objects, args.fsck_runs)
         if not args.skip_synthetic:
             out["lineage"] = bench_lineage(Path(tmp), args.versions, args.mb, co("synthetic"), **curve)
         if args.minilm_steps:
