@@ -2,22 +2,23 @@
 """Crash safety of `lin repack` (the ``repack`` scenario of benchmarks/crash.py): SIGKILL it
 anywhere and check that nothing is lost.
 
-The lab's store holds a lineage of 6 small bf16 versions on one branch (fp32 master weights
+The lab's store starts as a lineage of 6 small bf16 versions on one branch (fp32 master weights
 moved by a little noise each version and saved as bf16, so a cold version's pieces pack as XOR
-deltas against its newer neighbour, with byte planes for keyframes), packed once. Each round
-gives `lin repack` work to do: a new ``core.hot_versions`` (1 to 6, so pieces move into packs as
-deltas and back out of them, loose and raw, when they turn hot again), a new
-``core.keyframe_interval`` and sometimes another active version (HEAD is hot). Then:
+deltas against its newer neighbour, byte planes for keyframes), packed once. Each round gives
+`lin repack` work: in most rounds a new child (the old tip's pieces turn cold: packed as deltas),
+a new ``core.hot_versions`` (1 to 6: pieces turn cold, or hot again and are written back loose),
+a new ``core.keyframe_interval``, and sometimes another active version (HEAD is hot). Then:
 
 - `lin repack` runs as a subprocess and is SIGKILLed at the N-th kill point of its path
-  (``LIN_TEST_KILL_AT=any:N``: objects unpacked, the new pack written and renamed, its index
-  renamed, old packs and loose copies deleted; N random, learnt as in crash.py) or after a
-  random part of its measured run time;
+  (``LIN_TEST_KILL_AT=any:N``, N drawn from all the points its plan passes, counted from a dry
+  run: objects written back loose, the new pack written and renamed, its index renamed, old
+  packs and loose copies deleted) or at a random moment of its measured run time;
 - fsck with every byte re-hashed is clean (in-process; every 10th time the real
   `lin fsck --full`), every version reads back byte-exact and HEAD names one of them;
-- every version is checked out (`Repo.checkout(NAME, to=DIR)`, the code of `lin checkout`;
-  every 10th round the real `lin checkout NAME --to DIR`) and compared byte for byte with the
-  files it was committed from;
+- versions are checked out (`Repo.checkout(NAME, to=DIR)`, the code of `lin checkout`) and
+  compared byte for byte with the files they were committed from: the 6 newest (whose pieces
+  move) and 3 older ones drawn at random each round; every 10th round all of them, and the 6
+  newest through the real `lin checkout NAME --to DIR`; at the end all through `lin checkout`;
 - `lin repack` run again completes (exit 0), leaves no temp file or lock record of the dead
   process, and fsck is clean again.
 
@@ -40,15 +41,18 @@ from typing import cast
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crash import CrashCheckFailed, Lab, _writable_again, digest_folder  # noqa: E402
+from crash import CrashCheckFailed, Lab, Run, _writable_again, digest_folder  # noqa: E402
 
 from lineagestore.api import Repo as ApiRepo  # noqa: E402
 from lineagestore.guard import fsck  # noqa: E402
 from lineagestore.guard.repack import repack  # noqa: E402
 
 VERSIONS = 6
-SHAPES = {"embed.weight": (1024, 768), "layers.0.attn.weight": (384, 384), "layers.0.mlp.weight": (384, 768),
-          "layers.1.attn.weight": (384, 384), "layers.1.mlp.weight": (384, 768)}
+SHAPES = {"embed.weight": (512, 512), "layers.0.attn.weight": (128, 256), "layers.0.mlp.weight": (256, 256),
+          "layers.1.attn.weight": (128, 256), "layers.1.mlp.weight": (256, 256), "norm.weight": (256,)}
+PHASES = ("writing objects back loose", "writing the new pack", "deleting old packs and loose copies",
+          "at a random moment")
+NEW_VERSION_SHARE = 0.6  # rounds that first commit a child: the old tip's pieces turn cold, to be packed
 
 
 def save_bf16(path: Path, tensors: dict[str, np.ndarray]) -> None:
@@ -103,10 +107,11 @@ class RepackLab(Lab):
         repo.config.set("core.keyframe_interval", keyframes)
         repo.save_config()
 
-    def check_out_all(self, after: str, cli: bool) -> None:
-        """Every version written into a fresh folder and compared byte for byte with its source."""
+    def check_out(self, after: str, names: list[str], cli: bool) -> None:
+        """Versions written into fresh folders and compared byte for byte with their sources."""
         repo = cast(ApiRepo, ApiRepo.open(self.store))
-        for name, want in self.expected.items():
+        for name in names:
+            want = self.expected[name]
             dest = self.checkouts / name
             shutil.rmtree(dest, ignore_errors=True)
             if cli:
@@ -115,23 +120,44 @@ class RepackLab(Lab):
                 repo.checkout(name, to=dest, activate=False)
             if digest_folder(dest) != want:
                 raise CrashCheckFailed(f"after {after}: checkout of {name} differs from the files it was made from")
-        self.stats["version checkouts (byte-exact)"] += len(self.expected)
+            shutil.rmtree(dest)
+        self.stats["version checkouts (byte-exact)"] += len(names)
         if cli:
-            self.stats["checkouts through `lin checkout`"] += len(self.expected)
+            self.stats["checkouts through `lin checkout`"] += len(names)
 
-    def kill_repack(self):
+    def kill_repack(self) -> Run:
         """`lin repack` killed at a kill point N drawn from all it will pass, as counted from a
-        dry run of the same plan (every object unpacked, every loose copy deleted, each pack
-        written, renamed, indexed and removed: crash.py's learnt bound collapses on the rounds
-        where a repack has nothing to do), or in ``delay_share`` of the rounds at a random moment
-        of its measured run time."""
+        dry run of the same plan (crash.py's learnt bound collapses on the rounds where a repack
+        has little to do), or in ``delay_share`` of the rounds at a random moment of its measured
+        run time. Its points, in order: one per object written back loose, three for the new pack
+        (written, renamed, its index renamed), one per pack removed, one per loose copy deleted."""
         plan = repack(ApiRepo.open(self.store), dry_run=True)
-        points = plan.unpacked_objects + plan.loose_removed + 2 * len(plan.packs_removed) + 4
-        self.stats["kill points a repack passes (sum of estimates)"] += points
-        self.max_point["repack"] = points  # crash.py's Lab.killing draws N in 1..points
-        return self.killing("repack", "repack")
+        unpack, pack = plan.unpacked_objects, 3 if plan.packed_objects else 0
+        points = unpack + pack + len(plan.packs_removed) + plan.loose_removed
+        if self.rng.random() < self.delay_share and "repack" in self.duration:
+            r = self.lin("repack", kill_after=self.rng.uniform(0.1, 0.95) * self.duration["repack"])
+            phase = "at a random moment"
+        else:
+            n = self.rng.randint(1, points + 1)  # + 1: past the last point, the repack ends unkilled
+            self.max_point["repack"] = max(self.max_point.get("repack", 0), n)
+            t0 = time.monotonic()
+            r = self.lin("repack", kill_at=f"any:{n}")
+            if not r.killed:
+                self.duration["repack"] = time.monotonic() - t0
+            phase = ("writing objects back loose" if n <= unpack else "writing the new pack" if n <= unpack + pack
+                     else "deleting old packs and loose copies")
+        self.stats["rounds"] += 1
+        self.stats["repack rounds"] += 1
+        if r.killed:
+            self.stats["kills"] += 1
+            self.stats["repack kills"] += 1
+            self.stats["kills after a random delay" if r.spec.startswith("after") else "kills at a kill point"] += 1
+            self.stats[f"kills {phase}"] += 1
+        return r
 
     def round(self) -> None:
+        if self.rng.random() < NEW_VERSION_SHARE:
+            self.commit_plain()
         hot = self.rng.choice([1, 1, 2, 3, 4, 6])
         keyframes = self.rng.choice([2, 3, 10])
         self.configure(hot, keyframes)
@@ -140,7 +166,13 @@ class RepackLab(Lab):
         r = self.kill_repack()
         after = f"repack hot={hot} keyframes={keyframes} ({r.spec})"
         self.verify(after)
-        self.check_out_all(after, cli=self.stats["rounds"] % self.cli_every == 0)
+        names = sorted(self.expected)
+        if self.stats["rounds"] % self.cli_every == 0:  # all in-process, the newest through `lin checkout`
+            self.check_out(after, names, cli=False)
+            self.check_out(after, names[-VERSIONS:], cli=True)
+        else:  # the versions whose pieces moved (the newest) and a few older ones
+            self.check_out(after, names[-VERSIONS:] + self.rng.sample(names[:-VERSIONS], min(3, len(names) - VERSIONS)),
+                           cli=False)
         done = self.lin("repack", "--json")  # run again: completes
         self.stats["repacks completed after a kill" if r.killed else "repacks completed unkilled"] += 1
         self.assert_recovered("repack")
@@ -153,7 +185,7 @@ class RepackLab(Lab):
         self.stats["objects unpacked by the completing repacks"] += int(res.get("unpacked_objects") or 0)
 
     def final_check(self) -> None:
-        self.check_out_all("the last round", cli=True)
+        self.check_out("the last round", sorted(self.expected), cli=True)
         self.stats["versions at the end"] = len(self.expected)
         repo = self.repo()
         self.stats["packs at the end"] = len(list((self.store / "objects" / "pack").glob("*.pack")))
@@ -181,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     s = lab.stats
     summary = {"kills": s["kills"], "rounds": s["rounds"], "kills_at_kill_points": s["kills at a kill point"],
                "kills_after_random_delay": s["kills after a random delay"],
-               "largest_kill_point_seen": lab.max_point.get("repack"),
+               "kills_by_phase": {k[len("kills "):]: v for k, v in s.items()
+                                  if k.startswith("kills ") and k[len("kills "):] in PHASES},
+               "largest_kill_point_drawn": lab.max_point.get("repack"),
                "checks_after_rounds": s["checks"], "checks_through_lin_fsck_full": s["checks through `lin fsck --full`"],
                "version_reads_byte_exact": s["version reads (byte-exact)"],
                "version_checkouts_byte_exact": s["version checkouts (byte-exact)"],
