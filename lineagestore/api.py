@@ -70,9 +70,10 @@ class Repo(_BaseRepo):
     def checkout(self, rev: str, **kw) -> _checkout.CheckoutInfo:
         """Write ``rev`` into the work folder (or ``to=``) and make it active, under the store lock.
 
-        Weights dropped here (core.local_versions) come back from the backup remote first, verified."""
+        Weights dropped here (core.local_versions) come back first, verified, the whole version at
+        once (remote.held.DroppedWeights: the path every read of them takes)."""
         from .guard.drop import read_dropped
-        if self.path is not None and read_dropped(self):  # the whole version at once, in parallel
+        if self.path is not None and read_dropped(self):
             if self._dropped_weights().fetch_version(rev, progress=kw.get("progress", NULL)):
                 self.notes.append(f"checkout: fetched the dropped weights of {rev} from the remote")
         return _checkout.checkout(self, rev, **kw)
