@@ -33,7 +33,7 @@ CORE_ORDER: dict[str, int] = {
     "errors": 1, "progress": 1, "environment": 1, "fsutil": 1,
     "ids": 2, "names": 2, "objects": 2, "safetensors_io": 2, "settings": 2, "codecs": 2,
     "content": 3, "loose": 3, "packs": 3,
-    "store": 4,
+    "store_base": 4, "store": 4,
     "refs": 5,
     "repo": 6, "audit": 6,
     "publish": 7,
