@@ -208,15 +208,14 @@ def decode_buffer(oid: str, stored: bytes | memoryview, where: str | None = None
     decoded on the way is put in it, verified.
     """
     try:
-        return _decode_buffer(oid, stored, where, load_base, max_depth, cache)
+        return _decode(oid, stored, where or f"object {oid}", load_base, max_depth, cache)
     except BaseException:
         check_object_id(oid)  # what is no id is refused as such (content verified names a valid one)
         raise
 
 
-def _decode_buffer(oid: str, stored: bytes | memoryview, where: str | None, load_base: LoadStored | None,
-                   max_depth: int, cache: DecodedCache | None) -> tuple[ObjectHeader, bytes | memoryview]:
-    where = where or f"object {oid}"
+def _decode(oid: str, stored: bytes | memoryview, where: str, load_base: LoadStored | None,
+            max_depth: int, cache: DecodedCache | None) -> tuple[ObjectHeader, bytes | memoryview]:
     view = memoryview(stored)
     h = unpack_header(view[:HEADER_SIZE], where)
     if h.codec != CODEC_DELTA:

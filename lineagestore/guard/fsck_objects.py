@@ -175,15 +175,17 @@ def verify_objects(store, ids: list[str], quick: bool, progress: Progress) -> tu
     problems: list[Problem] = []
     nbytes = 0
 
-    def take(results: list[_Result]) -> None:
+    def take(results: list[_Result], leaves: tuple[int, int] = (0, 0)) -> None:
+        """Results of objects; ``leaves``: (how many, bytes) a pack run put in ``info`` itself."""
         nonlocal nbytes
+        nbytes += leaves[1]
         for oid, inf, n, prob in results:
             nbytes += n
             if prob:
                 problems.append(prob)
             if inf:
                 info[oid] = inf
-        progress.advance(len(results))
+        progress.advance(len(results) + leaves[0])
 
     progress.start("verifying objects" + (" (metadata only)" if quick else ""), len(ids), "objects")
     # quick: small reads and JSON, bound by the GIL (one thread was fastest: 150,000 objects in
@@ -192,7 +194,7 @@ def verify_objects(store, ids: list[str], quick: bool, progress: Progress) -> tu
     packs = [] if quick or not isinstance(store, DiskObjectStore) else store.packs.packs()
     with ThreadPoolExecutor(workers) as pool:
         if packs:
-            _pack_pass(store, packs, pool, workers, take)
+            _pack_pass(store, packs, pool, workers, info, take)
         done = set(info) | {p.subject for p in problems}
         rest = [i for i in ids if i not in done]
         # in batches of 256: one future per object cost more than reading a header (150,000: 12 s)
@@ -215,7 +217,7 @@ _SMALL = 64 << 10
 
 
 def _pack_pass(store: DiskObjectStore, packs: list[Pack], pool: ThreadPoolExecutor, workers: int,
-               take: Callable[[list[_Result]], None]) -> None:
+               info: dict[str, _Info], take: Callable[[list[_Result], tuple[int, int]], None]) -> None:
     """Every object of every pack, each pack in one sequential pass over its mapping in offset
     order: the CRC-32 its index declares, then decoded and verified from the mapped bytes by
     :func:`.content.decode_buffer` (no lookup by id, no read through the store), its links kept.
@@ -238,16 +240,22 @@ def _pack_pass(store: DiskObjectStore, packs: list[Pack], pool: ThreadPoolExecut
             run = list(zip(ids[a:b], offsets[a:b].tolist(), lengths[a:b].tolist(), crcs[a:b].tolist(), strict=True))
             runs.append((pack, run, int(before[b - 1] + lengths[b - 1] - before[a]) >= _SMALL * (b - a)))
     with store.caching((workers + 2) * CHUNK_SIZE) if deltas else _no_cache():
-        futures = [pool.submit(_verify_run, store, pack, run) for pack, run, big in runs if big]
+        futures = [pool.submit(_verify_run, store, pack, run, info) for pack, run, big in runs if big]
         for pack, run, big in runs:
             if not big:
-                take(_verify_run(store, pack, run))
+                take(*_verify_run(store, pack, run, info))
         for fu in futures:
-            take(fu.result())
+            take(*fu.result())
 
 
-def _verify_run(store: DiskObjectStore, pack: Pack, run: list[_Packed]) -> list[_Result]:
+def _verify_run(store: DiskObjectStore, pack: Pack, run: list[_Packed],
+                info: dict[str, _Info]) -> tuple[list[_Result], tuple[int, int]]:
+    """The objects of a run verified: objects that link to nothing go straight into ``info`` (one
+    record shared by those of a type and size: nothing changes it), the others are returned
+    with the problems, then (how many went into ``info``, their bytes)."""
     out: list[_Result] = []
+    leaves: dict[tuple[str, int], _Info] = {}
+    n = nbytes = 0
     load, depth, cache, mapped, crc32 = store.get_stored, store.delta_max_depth, store.cache, pack.mapped(), zlib.crc32
     for oid, offset, length, crc in run:
         try:
@@ -257,11 +265,16 @@ def _verify_run(store: DiskObjectStore, pack: Pack, run: list[_Packed]) -> list[
             h, data = decode_buffer(oid, stored, None, load, depth, cache)
             if h.type in LINKING_TYPES:
                 out.append(_examine(oid, h.type, data))
-            else:  # (most objects: no call for them)
-                out.append((oid, _Info(h.type, h.size, []), h.size, None))
+                continue
+            leaf = leaves.get((h.type, h.size))
+            if leaf is None:
+                leaf = leaves[h.type, h.size] = _Info(h.type, h.size, [])
+            info[oid] = leaf  # (a dict's item set is atomic: runs on the pool write here too)
+            n += 1
+            nbytes += h.size
         except _ERRORS as err:
             out.append(_broken(oid, err, f" (in pack {pack.name}, offset {offset})"))
-    return out
+    return out, (n, nbytes)
 
 
 @contextmanager
