@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import heapq
+import itertools
 import mmap
 import os
 import struct
@@ -197,9 +198,8 @@ class Pack:
             yield oid, PackEntry(self, off, length, crc)
 
     def in_pack_order(self) -> tuple[list[str], Any, Any, Any, Any]:
-        """The ids, offsets, lengths, CRC-32s and codecs (numpy arrays but the ids) of every entry
-        in the order of the objects' bytes in the pack (one sequential pass over :meth:`mapped`,
-        as fsck reads); as many as the index declares, each inside the pack (checked on opening)."""
+        """Ids, offsets, lengths, CRC-32s and codecs (numpy arrays but the ids) of every entry in the
+        order of the pack's bytes (fsck's one pass over :meth:`mapped`); bounds checked on opening."""
         import numpy as np  # lazily: `lin init` and other small commands never need it
         order = np.argsort(self._entries["offset"], kind="stable")
         rows = self._entries[order]
@@ -377,7 +377,7 @@ class ObjectFiles:
         if not packed:
             return self.loose.ids()
         loose = list(self.loose.ids())
-        return _unique(heapq.merge(loose, packed)) if loose else iter(packed)
+        return (oid for oid, _ in itertools.groupby(heapq.merge(loose, packed))) if loose else iter(packed)
 
     def ids_with_prefix(self, prefix: str) -> list[str]:
         loose = self.loose.ids_with_prefix(prefix)
@@ -402,14 +402,6 @@ class ObjectFiles:
             if e is None:
                 raise
             return e.pack.mtime
-
-
-def _unique(ids: Iterator[str]) -> Iterator[str]:
-    last = None
-    for i in ids:
-        if i != last:
-            yield i
-            last = i
 
 
 # ----------------------------------------------------------------------------- writing
