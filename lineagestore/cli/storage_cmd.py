@@ -29,7 +29,7 @@ def repack(
     """Pack cold versions small (deltas, byte planes); hot stay raw.
 
     Hot: the last core.hot_versions versions of each branch (its tip included), HEAD, user tags and
-    kept training checkpoints. Everything else reachable goes into objects/pack/ (metadata
+    the checkpoints of runs that can resume. Everything else reachable goes into objects/pack/ (metadata
     zstd-compressed; tensor pieces as reverse deltas against the newer version, keyframes every
     core.keyframe_interval versions, chains at most core.delta_max_depth deep). Writers may go
     on meanwhile; old packs are removed only once the new ones are durable.

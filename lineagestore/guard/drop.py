@@ -115,7 +115,7 @@ def plan_drop(repo: Repo, local_versions: int, now: float | None = None) -> Drop
     keep_n = max(local_versions, repo.settings.core.hot_versions)
     temp = temperature(repo, keep_n, time.time() if now is None else now)
     g = temp.graph
-    keep = files_of(repo, g, temp.hot_roots)
+    keep = files_of(repo, g, temp.hot_roots | temp.kept_checkpoints)
     commits = [o for o in temp.reachable if g.type.get(o) == "commit"]
     cold = [o for o in commits if o not in temp.hot_roots]
     trees: set[str] = set()

@@ -118,6 +118,7 @@ def _first_parents(repo: Repo, tip: str) -> list[str]:
 class _Temperature:
     chains: list[list[str]]  # first-parent chains of the branches, newest first
     hot_roots: set[str]
+    kept_checkpoints: set[str]  # every checkpoint still kept: unfinished runs' and ended runs' (reflogs)
     reachable: set[str]
     hot: set[str]  # everything the hot roots reach
     graph: Graph
@@ -140,10 +141,12 @@ def temperature(repo: Repo, hot_versions: int, now: float) -> _Temperature:
     head = repo.head()
     if head:
         hot_roots.add(head)
-    for oid in sources:  # checkpoints still kept (refs/runs and their reflogs)
-        if g.load(oid) == "checkpoint":
-            hot_roots.add(oid)
-    return _Temperature(chains, hot_roots, reachable, files_of(repo, g, hot_roots), g)
+    # A run that can still resume (refs/runs/NAME) reads its checkpoint soon: hot. An ended
+    # run's checkpoints stay kept (its reflog) but are not read again unless asked for: cold,
+    # or the weights of every version lin train and lin run made would stay raw for 90 days.
+    kept = {oid for oid in sources if g.load(oid) == "checkpoint"}
+    hot_roots.update(oid for name, oid in refs.values.items() if name.startswith("refs/runs/") and oid in kept)
+    return _Temperature(chains, hot_roots, kept, reachable, files_of(repo, g, hot_roots), g)
 
 
 def files_of(repo: Repo, g: Graph, roots: set[str]) -> set[str]:
