@@ -178,6 +178,20 @@ def zipnn_sizes(tensors: dict, parent: dict | None) -> dict:
     return out
 
 
+def baselines(folder: Path, dvc_files: dict[str, int], bf16: dict, parent: dict | None, zipnn: bool) -> dict:
+    """The version's raw size, ``zstd -3`` of its files and (with ``zipnn``) ZipNN of its tensors;
+    its files recorded by md5 in ``dvc_files`` (DVC's cache keeps one copy per distinct file)."""
+    files = list(folder.iterdir())
+    for f in files:
+        dvc_files[md5(f)] = f.stat().st_size
+    zs = [zstd3_bytes(f) for f in files]
+    row: dict = {"raw_bytes": sum(f.stat().st_size for f in files), "zstd3_bytes": sum(z[0] for z in zs),
+                 "zstd3_s": round(sum(z[1] for z in zs), 1)}
+    if zipnn:
+        row.update({k: (round(x, 1) if isinstance(x, float) else x) for k, x in zipnn_sizes(bf16, parent).items()})
+    return row
+
+
 def md5(path: Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -267,16 +281,10 @@ def run(args: argparse.Namespace, work: Path) -> dict:
             step_times += st
             row["loss"] = st[-1]["loss"]
         bf16 = save_bf16(model, names, folder)  # v0: the drawn values, exact in fp32 and back
-        for f in folder.iterdir():
-            dvc_files[md5(f)] = f.stat().st_size
-        row["raw_bytes"] = sum(f.stat().st_size for f in folder.iterdir())
-        zs = [zstd3_bytes(f) for f in folder.iterdir()]
-        row["zstd3_bytes"], row["zstd3_s"] = sum(z[0] for z in zs), round(sum(z[1] for z in zs), 1)
-        if not args.skip_zipnn:
-            row.update({k: (round(x, 1) if isinstance(x, float) else x) for k, x in zipnn_sizes(bf16, parent).items()})
+        row.update(baselines(folder, dvc_files, bf16, parent, not args.skip_zipnn))
         parent = bf16
-        info, row["commit_s"] = lin_json(lin, ["import" if v == 0 else "commit", "model", "--name", "base" if v == 0 else f"child{v}"], work, env)
-        row["commit_s"] = round(row["commit_s"], 1)
+        _, secs = lin_json(lin, ["import" if v == 0 else "commit", "model", "--name", "base" if v == 0 else f"child{v}"], work, env)
+        row["commit_s"] = round(secs, 1)
         if v:
             rep, secs = lin_json(lin, ["repack"], work, env)
             # a repack that finds more than guard.repack.MAX_PACKS packs merges them (stored bytes
