@@ -19,6 +19,7 @@ from lineagestore.core.codecs import stored_object
 from lineagestore.core.ids import hash_object
 from lineagestore.core.objects import CODEC_DELTA, CODEC_PLANES, CODEC_RAW, pack_header
 from lineagestore.core.packs import ENTRY_SIZE, FANOUT_SIZE, PACK_HEADER_SIZE, Pack, PackWriter
+from lineagestore.guard import fsck_objects
 from lineagestore.guard.fsck import check
 
 
@@ -63,7 +64,11 @@ def _chain(n: int, size: int = 1 << 16) -> list[tuple[str, bytes]]:
     return out
 
 
-def test_a_packed_delta_chain_is_verified_in_one_pass_each_link_decoded_once(repo, monkeypatch):
+@pytest.mark.parametrize("runs", ["one thread", "pool, short runs"])
+def test_a_packed_delta_chain_is_verified_in_one_pass_each_link_decoded_once(repo, monkeypatch, runs):
+    if runs != "one thread":  # every run on the pool, cut every 4 objects (never inside a chain)
+        monkeypatch.setattr(fsck_objects, "_SMALL", 0)
+        monkeypatch.setattr(fsck_objects, "_RUN_OBJECTS", 4)
     chain = _chain(8)
     small = [(hash_object("blob", b"%d" % i), pack_header("blob", CODEC_RAW, len(b"%d" % i)) + b"%d" % i)
              for i in range(50)]
