@@ -287,8 +287,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         row["commit_s"] = round(secs, 1)
         if v:
             rep, secs = lin_json(lin, ["repack"], work, env)
-            # a repack that finds more than guard.repack.MAX_PACKS packs merges them (stored bytes
-            # copied, not encoded): its MB/s is no encoding rate, so it is marked and left out below
+            # a repack that merges smaller packs (guard.repack.packs_to_merge) copies their stored
+            # bytes, not encoding them: its MB/s is no encoding rate, so it is marked and left out below
             row["repack"] = {"raw_bytes": rep["raw_bytes"], "stored_bytes": rep["stored_bytes"], "codecs": rep["codecs"],
                              "seconds": round(secs, 1), "mb_s": round(rep["raw_bytes"] / 1e6 / secs, 1),
                              "merged": bool(rep["packs_removed"])}

@@ -4,14 +4,17 @@ checkpoint soon, so its weights stay loose and raw; the checkpoints of ended run
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_train_support import TRAIN_ARGS, lin_proc, new_store, train_assets  # noqa: F401 - fixture
 
 from lineagestore import Repo
 from lineagestore.guard.fsck import check
-from lineagestore.guard.repack import files_of, repack, temperature
+from lineagestore.guard.repack import PACK_LIMIT, files_of, packs_to_merge, repack, temperature
 from lineagestore.versions.materialize import iter_file_bytes
 from lineagestore.versions.models import walk_tree
 
@@ -53,3 +56,41 @@ def test_ended_runs_checkpoints_are_cold_and_a_resumable_runs_is_hot(train_asset
         tree = repo.commit(repo.resolve(name)).tree
         assert {f.path: b"".join(iter_file_bytes(store, f)) for f in walk_tree(store, tree)} == files
     lin_proc(folder, "train", "--resume", "--device", "cpu", "--yes", check=True)  # the run resumes
+
+
+# ------------------------------------------------------------------ which packs a repack merges
+
+class _P:
+    def __init__(self, name: str, size: int):
+        self.name, self.size = name, size
+
+
+def test_packs_merge_geometrically_and_full_packs_never():
+    assert packs_to_merge([_P("a", 10)]) == set()
+    assert packs_to_merge([_P("a", 10), _P("b", 10)]) == {"a", "b"}
+    assert packs_to_merge([_P("a", 10), _P("b", 30)]) == set()  # 30 >= 2 x 10: a progression
+    assert packs_to_merge([_P("a", 10), _P("b", 10), _P("c", 50)]) == {"a", "b"}
+    assert packs_to_merge([_P("a", 10), _P("b", 10), _P("c", 30)]) == {"a", "b", "c"}  # 30 < 2 x 20
+    full = [_P(f"f{i}", PACK_LIMIT + i) for i in range(20)]
+    assert packs_to_merge([*full, _P("a", 10)]) == set()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 1000), min_size=1, max_size=300))
+def test_a_repack_after_every_version_copies_each_byte_o_log_n_times(sizes):
+    """The binary counter: after n repacks of new packs, the packs form a geometric progression
+    (so there are O(log) of them) and no byte was copied more than ~log2(n) + 1 times."""
+    packs: list[_P] = []
+    copied = 0
+    for i, size in enumerate(sizes):
+        packs.append(_P(f"p{i}", size))
+        merge = packs_to_merge(packs)
+        if merge:
+            moved = [p for p in packs if p.name in merge]
+            copied += sum(p.size for p in moved)
+            packs = [p for p in packs if p.name not in merge] + [_P(f"m{i}", sum(p.size for p in moved))]
+    total = sum(sizes)
+    ordered = sorted(p.size for p in packs)
+    assert all(s >= 2 * sum(ordered[:j]) for j, s in enumerate(ordered))
+    assert len(packs) <= math.log2(total / min(sizes)) + 2
+    assert copied <= total * (math.log2(len(sizes) * max(sizes) / min(sizes)) + 1)

@@ -65,7 +65,8 @@ def repack(
     if rep.packs_written:
         o.line(f"New pack(s): {', '.join(rep.packs_written)}")
     if rep.packs_removed:
-        o.line(f"{'Would remove' if dry_run else 'Removed'} {len(rep.packs_removed)} old pack(s)")
+        merged = f" ({rep.copied_objects} objects copied from merged smaller packs)" if rep.copied_objects else ""
+        o.line(f"{'Would remove' if dry_run else 'Removed'} {len(rep.packs_removed)} old pack(s){merged}")
     if rep.loose_removed:
         o.line(f"{'Would remove' if dry_run else 'Removed'} {rep.loose_removed} loose copies of packed objects")
     for note in rep.notes:

@@ -55,7 +55,7 @@ from ..core.objects import (
     encode_payload,
     pack_header,
 )
-from ..core.packs import PackEntry, PackWriter, remove_pack, tensor_pieces
+from ..core.packs import Pack, PackEntry, PackWriter, remove_pack, tensor_pieces
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..core.store import DiskObjectStore
@@ -63,8 +63,9 @@ from .reachability import Graph, ref_values, reflogs, root_sources
 
 #: a new pack is closed and the next one started past this many bytes
 PACK_LIMIT = 4 << 30
-#: more packs than this and repack merges them all into new ones (copying stored bytes)
-MAX_PACKS = 8
+#: a pack holding at least this many times the bytes of all smaller packs together is not
+#: merged (``git repack --geometric``): see :func:`packs_to_merge`
+GEOMETRIC_FACTOR = 2
 _WINDOW = 8  # pieces encoded ahead of the one being written
 
 
@@ -75,7 +76,9 @@ class RepackReport:
     hot_commits: int = 0
     hot_objects: int = 0  # loose objects kept loose because hot
     packed_objects: int = 0  # objects written into new packs
+    copied_objects: int = 0  # of them, copied as stored from merged packs (not encoded again)
     raw_bytes: int = 0  # their decoded size
+    copied_bytes: int = 0  # the stored size of those copied
     stored_bytes: int = 0  # their stored size in the packs
     codecs: dict[str, int] = field(default_factory=dict)  # objects packed per codec
     keyframes: int = 0
@@ -285,15 +288,33 @@ class _Plan:
     codecs: dict[str, _Choice]
 
 
+def packs_to_merge(packs: list[Pack]) -> set[str]:
+    """The names of the packs a repack merges into its new pack (copying their stored bytes).
+
+    As ``git repack --geometric=2``: the packs under ``PACK_LIMIT``, smallest first, keep a
+    geometric progression (each at least twice the bytes of all smaller ones together); the
+    smallest packs up to the last one that breaks it are merged. A repack after every version
+    (``lin run``) then works as a binary counter: a stored byte is copied O(log n) times over
+    n repacks, and the large packs are not rewritten each time a few small ones pile up; a
+    full pack is never merged."""
+    small = sorted((p for p in packs if p.size < PACK_LIMIT), key=lambda p: (p.size, p.name))
+    split, below = 0, 0
+    for j, p in enumerate(small):
+        if p.size < GEOMETRIC_FACTOR * below:
+            split = j + 1
+        below += p.size
+    return {p.name for p in small[:split]} if split >= 2 else set()
+
+
 def _plan(repo: Repo, store: DiskObjectStore, temp: _Temperature, drop: set[str], settings,
           whole_bases: bool = False) -> _Plan:
     packs = store.packs.packs()
-    consolidate = len(packs) > MAX_PACKS
+    merge = packs_to_merge(packs)
     packed_ids: dict[str, PackEntry] = {}
     replace = []
     resting_on_drop: set[str] = set()
     for p in packs:
-        rewrite = consolidate
+        rewrite = p.name in merge
         for oid, e in p.entries():
             packed_ids.setdefault(oid, e)
             if oid in drop:
@@ -479,6 +500,10 @@ def _execute(repo: Repo, store: DiskObjectStore, plan: _Plan, rep: RepackReport,
         _write_packs(store, plan, rep, progress, settings)
     # (3) the packs they replace, (4) loose copies of what is now packed
     for p in plan.replace:
+        if p.name in rep.packs_written:
+            # a pack is named by its content: a repack that writes the same objects again (after
+            # one killed before removing what it merged) has just replaced this file by itself
+            continue
         remove_pack(p)
         rep.packs_removed.append(p.name)
         kill_point("repack-drop-pack")
@@ -520,6 +545,8 @@ def _write_packs(store: DiskObjectStore, plan: _Plan, rep: RepackReport, progres
         for oid, e in plan.copy:
             stored = e.pack.read_checked(oid, e)
             writer = _add(writer, folder, store, rep, oid, stored, int.from_bytes(stored[8:16], "little"))
+            rep.copied_objects += 1
+            rep.copied_bytes += len(stored)
             name = CODEC_NAMES.get(stored[5], str(stored[5]))
             rep.codecs[name] = rep.codecs.get(name, 0) + 1
             progress.advance(1)
