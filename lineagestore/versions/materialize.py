@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import blake3
 
@@ -26,6 +26,8 @@ from ..core.progress import NULL, Progress
 from ..core.store import DiskObjectStore, ObjectStore
 from .folder import SKIP_DIRS, TMP_PREFIX
 from .models import FileInfo, walk_tree
+
+_B = TypeVar("_B", bytes, bytes | memoryview)
 
 
 def iter_file_bytes(store: ObjectStore, info: FileInfo, prefetch: int = 4) -> Iterator[bytes]:
@@ -96,6 +98,16 @@ def _prefetch(store: ObjectStore, ids: list[str], depth: int) -> Iterator[bytes]
 
 def _blob(store: ObjectStore, oid: str) -> bytes:
     t, data = store.get_raw(oid)
+    return _a_blob(oid, t, data)
+
+
+def _blob_buffer(store: ObjectStore, oid: str) -> bytes | memoryview:
+    """A blob's verified content as a read-only buffer (no copy into ``bytes``)."""
+    t, data = store.get_buffer(oid)
+    return _a_blob(oid, t, data)
+
+
+def _a_blob(oid: str, t: str, data: _B) -> _B:
     if t != "blob":
         raise MalformedFile(f"object {oid[:12]} is a {t}, expected a blob")
     return data
@@ -116,9 +128,9 @@ def _write_piece(store: ObjectStore, piece: str | bytes, fd: int, offset: int, s
                 if raw.size != size:
                     raise MalformedFile(f"object {piece[:12]} holds {raw.size} bytes, expected {size}")
                 shared = raw.copy_to(fd, offset, block)
-        else:
-            data = _blob(store, piece)
-            if len(data) != size:
+        else:  # decoded here and written from the decoder's buffer (no copy into bytes)
+            data = _blob_buffer(store, piece)
+            if memoryview(data).nbytes != size:
                 raise MalformedFile(f"object {piece[:12]} holds {len(data)} bytes, expected {size}")
             pwrite_all(fd, data, offset)
     if shared < size:
