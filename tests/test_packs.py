@@ -315,7 +315,7 @@ def test_repack_killed_at_every_write_point_loses_nothing(lin, store_dir, point)
     repo = Repo.open(repo.path)
     rep = check(repo)
     assert rep.ok, (point, r.returncode, r.stderr, [p.message for p in rep.problems])
-    assert any(n.kind == "stale-pack" for n in rep.notes) == (point == "pack-renamed")
+    assert any(n.kind == "stale-index" for n in rep.notes) == (point == "idx-renamed")
     assert _all_versions(repo) == before
     r = run_lin(repo.path, "repack")  # the next repack finishes the work
     assert r.returncode == 0, r.stderr

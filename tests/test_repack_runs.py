@@ -94,3 +94,43 @@ def test_a_repack_after_every_version_copies_each_byte_o_log_n_times(sizes):
     assert all(s >= 2 * sum(ordered[:j]) for j, s in enumerate(ordered))
     assert len(packs) <= math.log2(total / min(sizes)) + 2
     assert copied <= total * (math.log2(len(sizes) * max(sizes) / min(sizes)) + 1)
+
+
+# ------------------------------------------------------------------ a pack that lost its index
+
+def test_a_pack_without_its_index_is_never_removed_and_repack_refuses_until_it_is_back(lin, store_dir):
+    from test_packs import _all_versions, _lineage, _set
+    repo = _set(_lineage(lin, store_dir, 4), "core.hot_versions", 1)
+    before = _all_versions(repo)
+    repack(repo)
+    folder = repo.path / "objects" / "pack"
+    (idx,) = folder.glob("pack-*.idx")
+    pack = idx.with_suffix(".pack")
+    held = idx.read_bytes()
+    idx.unlink()  # outside damage: the only copy of the cold versions' objects is in the pack
+    code, out, err = lin("repack")
+    assert code == 1 and "repack refuses to change anything: object " in err and "is missing" in err
+    code, out, err = lin("repack", "--dry-run")
+    assert code == 1
+    assert pack.exists()
+    rep = check(Repo.open(repo.path))
+    assert [p.kind for p in rep.problems if p.kind == "pack-without-index"] == ["pack-without-index"]
+    assert any(pack.name in p.message and "never removes it" in p.message for p in rep.problems)
+    idx.write_bytes(held)  # the index back (from a copy of the store): nothing was lost
+    repo = Repo.open(repo.path)
+    assert check(repo).ok and _all_versions(repo) == before
+    assert lin("repack")[0] == 0
+
+
+def test_an_index_without_its_pack_is_a_note_and_the_next_repack_removes_it(lin, store_dir):
+    from test_packs import _all_versions, _lineage, _set
+    repo = _set(_lineage(lin, store_dir, 4), "core.hot_versions", 1)
+    before = _all_versions(repo)
+    folder = repo.path / "objects" / "pack"
+    folder.mkdir(parents=True, exist_ok=True)
+    stray = folder / ("pack-" + "ab" * 32 + ".idx")
+    stray.write_bytes(b"LINI" + bytes(100))  # what a repack killed between its renames leaves
+    rep = check(Repo.open(repo.path))
+    assert rep.ok and [n.kind for n in rep.notes if n.kind == "stale-index"] == ["stale-index"]
+    assert lin("repack")[0] == 0
+    assert not stray.exists() and _all_versions(Repo.open(repo.path)) == before

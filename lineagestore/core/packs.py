@@ -473,10 +473,12 @@ class PackWriter:
             self.folder.mkdir(parents=True, exist_ok=True)
             os.chmod(self._tmp, 0o444)
             os.chmod(idx_tmp, 0o444)
-            os.replace(self._tmp, self.folder / f"{name}.pack")
-            kill_point("pack-renamed")
+            # the index first: an index whose pack is absent is skipped by readers and removed
+            # by the next repack, while a pack is never without its index but by outside damage
             os.replace(idx_tmp, self.folder / f"{name}.idx")
             kill_point("idx-renamed")
+            os.replace(self._tmp, self.folder / f"{name}.pack")
+            kill_point("pack-renamed")
             fsync_dir(self.folder)
         except OSError as e:
             self.abort()
@@ -521,9 +523,10 @@ def _write_index(path: Path, index: dict[str, tuple[int, int, int]], pack_digest
 
 
 def remove_pack(pack: Pack) -> None:
-    """Delete a pack: its index first (so no reader finds an index without its pack)."""
-    pack.idx_path.unlink(missing_ok=True)
+    """Delete a pack, then its index (the reverse of :meth:`PackWriter.finish`: a pack is never
+    left without its index; an index left alone is skipped and removed by the next repack)."""
     pack.path.unlink(missing_ok=True)
+    pack.idx_path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- deltas elsewhere

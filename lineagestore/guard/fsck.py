@@ -107,7 +107,9 @@ def check(repo: Repo, *, quick: bool = False, progress: Progress = NULL, now: fl
         rep.audit_entries, problems = _check_audit(repo)
         rep.problems.extend(problems)
         rep.notes.extend(leftovers(repo))
-        rep.notes.extend(pack_leftovers(repo))
+        problems, notes = pack_leftovers(repo)
+        rep.problems.extend(problems)
+        rep.notes.extend(notes)
         rep.notes.extend(_stray_files(repo))
     rep.problems = _unique(rep.problems)
     rep.notes = _unique(rep.notes)
@@ -275,18 +277,27 @@ def check_packs(repo: Repo, *, full: bool = True) -> list[Problem]:
     return out
 
 
-def pack_leftovers(repo: Repo) -> list[Problem]:
-    """A pack whose index never arrived (a repack killed between the two renames): ignored by
-    readers, removed by the next repack."""
+def pack_leftovers(repo: Repo) -> tuple[list[Problem], list[Problem]]:
+    """(problems, notes) of pack files without their partner. An index without its pack is what a
+    repack killed between its two renames (or deletions) leaves: skipped by readers, removed by
+    the next repack. A pack without its index only outside damage makes: what it holds cannot
+    be read, and it is never removed (it may hold the only copy)."""
     assert repo.path is not None
     folder = repo.path / "objects" / PACK_DIR
     try:
         names = set(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [Problem("stale-pack", f"objects/pack/{n}", f"objects/pack/{n}: a pack without its index, left by a "
-                    "killed repack (lin ignores it; the next repack removes it)")
-            for n in sorted(names) if n.endswith(".pack") and n[:-5] + ".idx" not in names]
+        return [], []
+    names = {n for n in names if n.startswith("pack-")}
+    problems = [Problem("pack-without-index", f"objects/pack/{n}",
+                        f"objects/pack/{n} has no index ({n[:-5]}.idx): lin cannot read the objects it holds and "
+                        "never removes it; put the index back from a copy of this store, or remove the pack "
+                        "yourself once `lin fsck` finds nothing missing without it")
+                for n in sorted(names) if n.endswith(".pack") and n[:-5] + ".idx" not in names]
+    notes = [Problem("stale-index", f"objects/pack/{n}", f"objects/pack/{n}: an index without its pack, left by a "
+                     "killed repack (lin ignores it; the next repack removes it)")
+             for n in sorted(names) if n.endswith(".idx") and n[:-4] + ".pack" not in names]
+    return problems, notes
 
 
 def _check_audit(repo: Repo) -> tuple[int, list[Problem]]:

@@ -42,8 +42,8 @@ from .reachability import (
     Holder,
     holders,
     last_named,
+    reach_problems,
     ref_values,
-    reflog_problems,
     reflogs,
     root_sources,
     run_releases,
@@ -164,20 +164,12 @@ def _mark(repo: Repo, g: Graph, p: GcPlan,
     where each is named; what makes the result unknown (an unreadable ref or reflog, a missing or
     unreadable reachable object) goes to ``p.problems``."""
     refs = ref_values(repo)
-    p.problems.extend(f"unreadable ref {b}" for b in refs.bad)
-    p.problems.extend(f"unreadable reflog: {msg}" for _, msg in reflog_problems(repo))
     logs = reflogs(repo)
     sources = root_sources(repo, now=p.now, reflog_expire_s=p.reflog_expire_s, refs=refs, logs=logs)
     progress.start("marking reachable objects", None, "objects")
     reachable = g.walk(sources)
     progress.finish()
-    from .drop import read_dropped  # weights dropped on purpose are on the remote, not lost
-    for oid in sorted(reachable & g.missing - set(read_dropped(repo))):
-        where = sources[oid][0] if oid in sources else "a reachable object"
-        p.problems.append(f"object {oid} (named by {where}) is missing")
-    for oid, err in sorted(g.broken.items()):
-        if oid in reachable:
-            p.problems.append(f"reachable object {oid} cannot be read ({err}); what it links to is unknown")
+    p.problems.extend(reach_problems(repo, g, reachable, sources, refs))
     return reachable, logs, sources
 
 

@@ -343,6 +343,22 @@ class Graph:
         return seen
 
 
+def reach_problems(repo: Repo, g: Graph, reachable: set[str], sources: dict[str, list[str]],
+                   refs: RefValues) -> list[str]:
+    """What makes a walk from the roots incomplete, so that nothing may be deleted or moved on
+    its word: an unreadable ref or reflog, a reachable object missing (weights dropped on purpose
+    are on the remote, not missing) or unreadable."""
+    from .drop import read_dropped
+    out = [f"unreadable ref {b}" for b in refs.bad]
+    out += [f"unreadable reflog: {msg}" for _, msg in reflog_problems(repo)]
+    for oid in sorted(reachable & g.missing - set(read_dropped(repo))):
+        where = sources[oid][0] if oid in sources else "a reachable object"
+        out.append(f"object {oid} (named by {where}) is missing")
+    out += [f"reachable object {oid} cannot be read ({err}); what it links to is unknown"
+            for oid, err in sorted(g.broken.items()) if oid in reachable]
+    return out
+
+
 def reached_from(start: dict[str, str], links: Callable[[str], Iterable[str]],
                  reached: dict[str, str] | None = None) -> dict[str, str]:
     """Extend ``reached`` (id -> the root it was reached from) with everything ``start`` (id ->

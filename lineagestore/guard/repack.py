@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..core.codecs import BASE_ID_SIZE, stored_object
 from ..core.content import DecodedCache
-from ..core.errors import LinError, LockTimeout
+from ..core.errors import CheckFailed, LinError, LockTimeout
 from ..core.fsutil import FileLock, fsync_dir, kill_point
 from ..core.names import parse_version
 from ..core.objects import (
@@ -59,7 +59,7 @@ from ..core.packs import Pack, PackEntry, PackWriter, remove_pack, tensor_pieces
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..core.store import DiskObjectStore
-from .reachability import Graph, ref_values, reflogs, root_sources
+from .reachability import Graph, reach_problems, ref_values, reflogs, root_sources
 
 #: a new pack is closed and the next one started past this many bytes
 PACK_LIMIT = 4 << 30
@@ -125,6 +125,7 @@ class _Temperature:
     reachable: set[str]
     hot: set[str]  # everything the hot roots reach
     graph: Graph
+    problems: list[str]  # what makes the walk incomplete (reachability.reach_problems)
 
 
 def temperature(repo: Repo, hot_versions: int, now: float) -> _Temperature:
@@ -149,7 +150,8 @@ def temperature(repo: Repo, hot_versions: int, now: float) -> _Temperature:
     # or the weights of every version lin train and lin run made would stay raw for 90 days.
     kept = {oid for oid in sources if g.load(oid) == "checkpoint"}
     hot_roots.update(oid for name, oid in refs.values.items() if name.startswith("refs/runs/") and oid in kept)
-    return _Temperature(chains, hot_roots, kept, reachable, files_of(repo, g, hot_roots), g)
+    return _Temperature(chains, hot_roots, kept, reachable, files_of(repo, g, hot_roots), g,
+                        reach_problems(repo, g, reachable, sources, refs))
 
 
 def files_of(repo: Repo, g: Graph, roots: set[str]) -> set[str]:
@@ -464,8 +466,13 @@ def repack(repo: Repo, *, dry_run: bool = False, drop: set[str] | frozenset[str]
                     raise
                 rep.notes.append("another repack is running")
                 return rep
-        _remove_orphan_packs(store)
+        _remove_orphan_indexes(store)
         temp = temperature(repo, settings.hot_versions, time.time() if now is None else now)
+        if temp.problems:  # what is cold or unreachable is not known: move nothing
+            raise CheckFailed(f"repack refuses to change anything: {temp.problems[0]}"
+                              + (f" (and {len(temp.problems) - 1} more problems)" if len(temp.problems) > 1 else ""),
+                              hint="run `lin fsck` to see every problem; restore missing objects from a "
+                                   "backup remote (`lin fsck --repair`) or trash/ (`lin restore ID`) first")
         rep.hot_commits = sum(1 for o in temp.hot_roots if temp.graph.type.get(o) == "commit")
         plan = _plan(repo, store, temp, set(drop), settings, whole_bases)
         rep.hot_objects = sum(1 for o in temp.hot if temp.graph.type.get(o) == "blob")
@@ -606,14 +613,17 @@ def start_background(repo: Repo) -> int | None:
     return proc.pid
 
 
-def _remove_orphan_packs(store: DiskObjectStore) -> None:
-    """A ``.pack`` whose index never arrived (a repack killed between the two renames)."""
+def _remove_orphan_indexes(store: DiskObjectStore) -> None:
+    """An ``.idx`` whose pack never arrived or was removed (a repack killed between the two
+    renames or the two deletions: core.packs orders them so). A ``.pack`` without its index is
+    never removed here: only outside damage makes one, and it may hold the only copy of what it
+    holds (``lin fsck`` reports it)."""
     folder = store.packs.folder
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
         return
     for n in names:
-        if n.endswith(".pack") and n[:-5] + ".idx" not in names:
+        if n.startswith("pack-") and n.endswith(".idx") and n[:-4] + ".pack" not in names:
             (folder / n).unlink(missing_ok=True)
 
