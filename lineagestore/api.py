@@ -24,6 +24,20 @@ if TYPE_CHECKING:  # imported by the methods that need them (numpy, for one, onl
     from .versions.diff import DiffResult
 
 
+class _Absent:
+    """core.store.AbsentObjects for a store on disk: what was dropped here (core.local_versions)
+    comes back from its remote, verified (remote.held.DroppedWeights, made at the first need)."""
+
+    def __init__(self, repo: Repo):
+        self.repo = repo
+
+    def __call__(self, oid: str) -> bool:
+        return self.repo._dropped_weights()(oid)
+
+    def held_by(self, oid: str) -> str | None:
+        return self.repo._dropped_weights().held_by(oid)
+
+
 class Repo(_BaseRepo):
     """A lineage store with every feature's operations; its after-publish hooks back up each version."""
 
@@ -37,21 +51,18 @@ class Repo(_BaseRepo):
         self._dropped: DroppedWeights | None = None
         self._dropped_lock = threading.Lock()
         if self.path is not None:  # every read of weights dropped here fetches them (remote.held)
-            self.objects.absent = self._bring_back
+            self.objects.absent = _Absent(self)
 
     def _dropped_weights(self) -> DroppedWeights:
         """This store's :class:`~lineagestore.remote.held.DroppedWeights` (made at the first need:
         the remote machinery is not loaded at every start)."""
         with self._dropped_lock:
             if self._dropped is None:
-                from .guard.drop import read_dropped
+                from .guard.dropped import read_dropped
                 from .remote.held import DroppedWeights
                 self._dropped = DroppedWeights(self, lambda: {o: d.remote for o, d in read_dropped(self).items()})
             return self._dropped
 
-    def _bring_back(self, oid: str) -> bool:
-        """core.store.AbsentObjects: an object dropped here comes back from its remote, verified."""
-        return self._dropped_weights()(oid)
 
     def import_model(self, folder: os.PathLike | str, name: str, *, message: str = "",
                      progress: Progress = NULL, exclude: tuple[str, ...] = ()) -> _commit.CommitResult:
@@ -72,7 +83,7 @@ class Repo(_BaseRepo):
 
         Weights dropped here (core.local_versions) come back first, verified, the whole version at
         once (remote.held.DroppedWeights: the path every read of them takes)."""
-        from .guard.drop import read_dropped
+        from .guard.dropped import read_dropped
         if self.path is not None and read_dropped(self):
             if self._dropped_weights().fetch_version(rev, progress=kw.get("progress", NULL)):
                 self.notes.append(f"checkout: fetched the dropped weights of {rev} from the remote")

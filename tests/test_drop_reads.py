@@ -15,7 +15,7 @@ from test_train_support import train_assets  # noqa: F401 - the fixture
 from lineagestore import Repo
 from lineagestore.core.errors import CorruptObject, ObjectNotFound
 from lineagestore.core.progress import NULL
-from lineagestore.guard.drop import read_dropped
+from lineagestore.guard.dropped import read_dropped
 from lineagestore.guard.fsck import check
 from lineagestore.guard.repack import repack
 

@@ -13,7 +13,8 @@ from conftest import write_safetensors
 from test_guard_helpers import run_lin, version_bytes
 
 from lineagestore import Repo
-from lineagestore.guard.drop import plan_drop, read_dropped
+from lineagestore.guard.drop import plan_drop
+from lineagestore.guard.dropped import read_dropped
 from lineagestore.guard.fsck import check
 from lineagestore.guard.repack import repack
 
@@ -254,3 +255,39 @@ def test_on_an_s3_backup_remote_a_drop_is_refused_then_done_and_fetched_back(lin
     code, _, err = lin("checkout", oldest, "--to", str(store_dir / "old"))
     assert code == 0, err
     assert {p: (store_dir / "old" / p).read_bytes() for p in before[oldest]} == before[oldest]
+
+
+def test_after_a_drop_new_versions_back_up_and_verify_even_when_they_hold_dropped_weights(lin, store_dir):
+    """A new version may hold weights dropped here (a tensor the fine-tune left alone, a model
+    committed again): its commit stores them again, the push backs it up, verify agrees."""
+    repo = _setup(lin, store_dir)
+    first = sorted(repo.versions())[0]
+    assert lin("repack", "--drop")[0] == 0
+    repo = Repo.open(repo.path)
+    assert not all(repo.objects.has(o) for o in _weights(repo, first))  # dropped here
+    again = version_bytes(repo, first)  # fetched back to build a folder that holds them
+    folder = store_dir / "again"
+    folder.mkdir()
+    for name, data in again.items():
+        (folder / name).write_bytes(data)
+    code, out, err = lin("commit", str(folder), "--name", "again")
+    assert code == 0, err
+    repo = Repo.open(repo.path)
+    assert all(repo.objects.has(o) for o in _weights(repo, "HEAD"))  # the new version holds its weights
+    code, out, err = lin("push")
+    assert code == 0, err + out
+    code, out, err = lin("verify")
+    assert code == 0, err + out
+    assert check(repo).ok
+
+
+def test_a_second_remote_receives_the_weights_dropped_here_from_the_backup(lin, store_dir, tmp_path):
+    repo = _setup(lin, store_dir)
+    before = _all(repo)
+    assert lin("repack", "--drop")[0] == 0
+    assert read_dropped(Repo.open(repo.path))
+    assert lin("remote", "add", "second", str(tmp_path / "second"))[0] == 0
+    code, out, err = lin("push", "second")
+    assert code == 0, err + out
+    assert lin("clone", str(tmp_path / "second"), str(tmp_path / "c"), "--no-checkout")[0] == 0
+    assert _all(Repo.open(tmp_path / "c" / ".lineage")) == before

@@ -67,7 +67,7 @@ def fsck(
 
 def _check_dropped(repo, remote: str, rep, o) -> None:
     """Each dropped weight object read from ``remote``, decoded and hashed; a failure is a problem."""
-    from ..guard.drop import read_dropped
+    from ..guard.dropped import read_dropped
     from ..guard.fsck import Problem
     from ..remote.held import check_dropped
     ids = [oid for oid in read_dropped(repo) if not repo.objects.has(oid)]

@@ -92,6 +92,10 @@ class AbsentObjects(Protocol):
 
     def __call__(self, oid: str, /) -> bool: ...
 
+    def held_by(self, oid: str, /) -> str | None:
+        """The remote that holds ``oid`` when this store lacks it on purpose (None when it does
+        not), without fetching it: a push walking old versions counts such an object as there."""
+
 
 class ObjectStore(ABC):
     compression_level: int = DEFAULT_LEVEL

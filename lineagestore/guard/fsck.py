@@ -44,7 +44,7 @@ from ..core.progress import NULL, Progress
 from ..core.refs import check_ref_name
 from ..core.repo import Repo
 from ..core.store import DiskObjectStore
-from .drop import read_dropped
+from .dropped import read_dropped
 from .fsck_objects import FILE_TYPES, Found, Problem, verify_objects
 from .reachability import live_reflog_ids, reached_from, ref_values, reflog_problems, reflogs
 from .trash import find_in_trash, stale_purges

@@ -30,6 +30,7 @@ from ..core.objects import LINKING_TYPES
 from ..core.refs import ZERO, ReflogEntry, check_ref_name
 from ..core.repo import Repo
 from ..core.store import ObjectStore
+from .dropped import read_dropped
 
 # ----------------------------------------------------------------------------- refs and reflogs
 
@@ -348,7 +349,6 @@ def reach_problems(repo: Repo, g: Graph, reachable: set[str], sources: dict[str,
     """What makes a walk from the roots incomplete, so that nothing may be deleted or moved on
     its word: an unreadable ref or reflog, a reachable object missing (weights dropped on purpose
     are on the remote, not missing) or unreadable."""
-    from .drop import read_dropped
     out = [f"unreadable ref {b}" for b in refs.bad]
     out += [f"unreadable reflog: {msg}" for _, msg in reflog_problems(repo)]
     for oid in sorted(reachable & g.missing - set(read_dropped(repo))):

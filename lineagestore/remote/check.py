@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from ..core.content import decode_stored
 from ..core.errors import CorruptObject, LinError, ObjectNotFound
 from ..core.ids import is_object_id
-from ..core.objects import HEADER_SIZE, LINKING_TYPES, ObjectHeader, links_of
+from ..core.objects import HEADER_SIZE, LINKING_TYPES, ObjectHeader, links_of, unpack_header
 from ..core.packs import delta_base_of
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
@@ -194,11 +194,17 @@ class _ObjectCheck:
                     return oid, where, None, store.get(oid).links(), 0
                 except LinError:
                     pass  # damaged here: read the remote's copy
+            # not here (weights dropped to this remote) or damaged here: the remote's copy. A
+            # quick check reads a blob's header only, as for one held here; what names others is
+            # decoded (its bases from the remote: a pushed delta travels with its base)
             got = rs.backend.read(object_key(oid))
             if got is None:
                 return oid, where, "missing", None, 0
-            h, data = decode_stored(oid, got[0], f"object {oid} on {rs.name}")
-            return oid, where, None, links_of(h.type, data) if h.type in LINKING_TYPES else [], 0
+            what = f"object {oid} on {rs.name}"
+            if unpack_header(memoryview(got[0])[:HEADER_SIZE], what).type not in LINKING_TYPES:
+                return oid, where, None, [], 0
+            h, data = decode_stored(oid, got[0], what, remote_bases(rs))
+            return oid, where, None, links_of(h.type, data), 0
         except CorruptObject as e:
             return oid, where, str(e), None, 0
 

@@ -141,6 +141,15 @@ class DroppedWeights:
     def __call__(self, oid: str) -> bool:
         return oid in self.fetch({oid: ""})
 
+    def held_by(self, oid: str) -> str | None:
+        """The remote named for ``oid`` in the list when this store lacks it; None otherwise."""
+        with self._lock:
+            if self.repo.objects.has(oid):
+                return None
+            if oid not in self._cached:
+                self._cached = self._listed()
+            return self._cached.get(oid)
+
     def fetch_version(self, rev: str, progress: Progress = NULL) -> int:
         """Bring back what the version ``rev`` needs and this store dropped (how many objects
         came); 0 without contacting a remote when nothing of it was dropped."""

@@ -480,7 +480,8 @@ def _send_objects(repo: Repo, rs: RemoteSession, roots: dict[str, str], known: K
     result.objects = len(closure)
     missing = rs.missing_objects(closure, known) | (set(closure) & known.damaged)
     # big objects first: the long transfers start early and the pool stays busy to the end
-    sizes = {i: store.stored_size(i) for i in missing}
+    # (weights dropped here that this remote lacks come back from their own remote as sent)
+    sizes = {i: store.stored_size(i) if store.has(i) else 0 for i in missing}
     order = sorted(missing, key=lambda i: -sizes[i])
     if order:
         progress.start(f"pushing to {rs.name}", sum(sizes.values()), "B")

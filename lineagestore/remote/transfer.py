@@ -36,6 +36,9 @@ def local_closure(repo: Repo, roots: dict[str, str], stop: set[str]) -> tuple[li
         try:
             h = store.header(oid)
         except ObjectNotFound:
+            if store.absent is not None and store.absent.held_by(oid) is not None:
+                order.append(oid)  # weights dropped here (a blob: it names nothing); a remote
+                continue  # that lacks it gets it fetched back from the one that holds it
             raise ObjectNotFound(f"object {oid} (reached from {where}) is missing from this store; "
                                  "cannot push it", hint="run `lin fsck`; `lin fsck --repair` can fetch it "
                                                         "from another remote") from None
