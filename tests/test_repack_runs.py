@@ -134,3 +134,36 @@ def test_an_index_without_its_pack_is_a_note_and_the_next_repack_removes_it(lin,
     assert rep.ok and [n.kind for n in rep.notes if n.kind == "stale-index"] == ["stale-index"]
     assert lin("repack")[0] == 0
     assert not stray.exists() and _all_versions(Repo.open(repo.path)) == before
+
+
+# ------------------------------------------------------------------ repair of a packed object
+
+def test_fsck_repair_of_an_object_damaged_inside_a_pack_really_repairs_it(lin, store_dir, tmp_path):
+    import os
+
+    from test_packs import _all_versions, _lineage, _set
+
+    from lineagestore.core.packs import Pack
+    repo = _set(_lineage(lin, store_dir, 4), "core.hot_versions", 1)
+    before = _all_versions(repo)
+    assert lin("remote", "add", "origin", str(tmp_path / "remote"))[0] == 0
+    assert lin("push")[0] == 0
+    repack(repo)
+    (idx,) = (repo.path / "objects" / "pack").glob("pack-*.idx")
+    pack = Pack(idx)
+    oid, e = max(pack.entries(), key=lambda item: item[1].length)  # a tensor piece
+    pack.close()
+    path = idx.with_suffix(".pack")
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(e.offset + e.length // 2)
+        b = f.read(1)
+        f.seek(e.offset + e.length // 2)
+        f.write(bytes([b[0] ^ 0xFF]))
+    assert not check(Repo.open(repo.path)).ok
+    code, out, err = lin("fsck", "--repair")
+    assert code == 0, out + err
+    assert f"repaired: object {oid}" in err + out
+    repo = Repo.open(repo.path)
+    assert check(repo).ok and _all_versions(repo) == before
+    assert not path.exists()  # the damaged pack was rewritten without the damaged copy

@@ -42,6 +42,7 @@ def fsck(
             o.warn(f"not repaired: object {f['id']}: {f['reason']}")
         if fixed.repaired:
             STATE.mutated = True
+            _rewrite_damaged_packs(repo, fixed.repaired, o)
             rep = repo.fsck(quick=not full, progress=o.progress())
     if remote and rep.on_remote:
         _check_dropped(repo, remote, rep, o)
@@ -76,3 +77,15 @@ def _check_dropped(repo, remote: str, rep, o) -> None:
         rep.problems.append(Problem("remote", oid, msg))
     o.info(f"checked {res.checked} dropped weight objects on {res.remote}: "
            + ("all there, verified" if not res.problems else f"{len(res.problems)} problem(s)"))
+
+
+def _rewrite_damaged_packs(repo, repaired: list[str], o) -> None:
+    """A repaired object that was damaged inside a pack is now loose beside it (packs are never
+    changed): a repack rewrites that pack without the damaged copy (guard.repack)."""
+    from ..core.store import DiskObjectStore
+    from ..guard.repack import repack
+    store = repo.objects
+    if isinstance(store, DiskObjectStore) and any(store.packs.find(oid) is not None for oid in repaired):
+        res = repack(repo, progress=o.progress())
+        o.info(f"rewrote {len(res.packs_removed)} pack(s) without the damaged copies")
+

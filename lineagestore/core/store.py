@@ -11,16 +11,27 @@ import heapq
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-from .content import RawBlob, open_raw
+from .content import RawBlob, decode_buffer, open_raw
 from .errors import CorruptObject, ObjectNotFound
 from .ids import ObjectId, check_object_id, hash_object, is_id_prefix
 from .loose import LooseFolder, WaitingFiles, aligned_start, aligns
-from .objects import CODEC_RAW, DEFAULT_COMPRESSION, DEFAULT_LEVEL, HEADER_SIZE, encode_payload, pack_header
+from .objects import (
+    CODEC_RAW,
+    DEFAULT_COMPRESSION,
+    DEFAULT_LEVEL,
+    HEADER_SIZE,
+    ObjectHeader,
+    encode_payload,
+    pack_header,
+)
 from .packs import PACK_DIR, ObjectFiles, PackEntry, PackSet
 from .store_base import AbsentObjects, ObjectStore, Readable
+
+_T = TypeVar("_T")
 
 __all__ = ["AbsentObjects", "BatchObjectStore", "DiskObjectStore", "MemoryObjectStore", "ObjectStore", "Readable"]
 
@@ -106,10 +117,30 @@ class DiskObjectStore(ObjectStore):
         try:
             return super().get_raw(oid)
         except CorruptObject as err:
-            e = None if self.is_loose(oid) else self.packs.find(oid)
-            if e is None:
-                raise
-            raise CorruptObject(f"{err} (in pack {e.pack.name}, offset {e.offset})", hint=err.hint) from err
+            return self._other_copy(oid, err, lambda stored: self.decode(oid, stored))
+
+    def get_buffer(self, oid: str) -> tuple[str, bytes | memoryview]:
+        try:
+            return super().get_buffer(oid)
+        except CorruptObject as err:
+            return self._other_copy(oid, err, lambda stored: decode_buffer(oid, stored, None, self._read_file,
+                                                                           self.delta_max_depth, self.cache))
+
+    def _other_copy(self, oid: str, err: CorruptObject,
+                    decode: Callable[[bytes], tuple[ObjectHeader, _T]]) -> tuple[str, _T]:
+        """A read whose copy failed to verify: an object both packed and loose (``lin fsck
+        --repair`` writes a good copy loose beside a damaged packed one, since packs are never
+        changed) is read from its loose copy; otherwise the error, naming the pack."""
+        e = self.packs.find(oid)
+        if e is None:
+            raise err
+        if self.is_loose(oid):
+            try:
+                h, data = decode(self.files.read(oid))
+                return h.type, data
+            except (CorruptObject, ObjectNotFound):
+                pass
+        raise CorruptObject(f"{err} (in pack {e.pack.name}, offset {e.offset})", hint=err.hint) from err
 
     def _put_file_piece(self, src_fd: int, offset: int, size: int, where: str = "input") -> ObjectId:
         """Store a piece of an open file without passing its bytes through Python.

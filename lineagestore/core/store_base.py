@@ -145,12 +145,16 @@ class ObjectStore(ABC):
 
     # ---- behaviour shared by all stores
 
-    def put(self, type_name: str, data: bytes | memoryview, at: int | None = None) -> ObjectId:
+    def put(self, type_name: str, data: bytes | memoryview, at: int | None = None, *,
+            replace: bool = False) -> ObjectId:
         """Store one object (at most its type's size, objects.MAX_SIZE); return its id. ``at``:
         the offset a blob's bytes will have in the file they belong to, if known (a raw blob may
-        then be stored aligned to it: :meth:`_padding`)."""
+        then be stored aligned to it: :meth:`_padding`). ``replace``: written even if held, its
+        loose copy replaced (a repair of a damaged copy; a packed one stays, read after this)."""
         oid = hash_object(type_name, data)
-        if self.has(oid):
+        if replace:
+            self.remove(oid)
+        elif self.has(oid):
             self._touch(oid)
             return oid
         codec, payload = encode_payload(data, self.compression_level, self.compression)

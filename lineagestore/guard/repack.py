@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..core.codecs import BASE_ID_SIZE, stored_object
 from ..core.content import DecodedCache
-from ..core.errors import CheckFailed, LinError, LockTimeout
+from ..core.errors import CheckFailed, CorruptObject, LinError, LockTimeout
 from ..core.fsutil import FileLock, fsync_dir, kill_point
 from ..core.names import parse_version
 from ..core.objects import (
@@ -290,6 +290,22 @@ class _Plan:
     codecs: dict[str, _Choice]
 
 
+def _damaged_packs(packs: list[Pack], loose: set[str]) -> set[str]:
+    """Packs holding a damaged copy of an object also held loose (``lin fsck --repair`` writes
+    the good copy loose, as packs are never changed): rewritten without it, from the loose copy,
+    so that a loose copy is never removed in favour of a packed one that fails its check."""
+    out = set()
+    for p in packs:
+        for oid, e in p.entries():
+            if oid in loose:
+                try:
+                    p.read_checked(oid, e)
+                except CorruptObject:
+                    out.add(p.name)
+                    break
+    return out
+
+
 def packs_to_merge(packs: list[Pack]) -> set[str]:
     """The names of the packs a repack merges into its new pack (copying their stored bytes).
 
@@ -311,7 +327,9 @@ def packs_to_merge(packs: list[Pack]) -> set[str]:
 def _plan(repo: Repo, store: DiskObjectStore, temp: _Temperature, drop: set[str], settings,
           whole_bases: bool = False) -> _Plan:
     packs = store.packs.packs()
-    merge = packs_to_merge(packs)
+    loose = list(store.files.ids())
+    loose_set = set(loose)
+    merge = packs_to_merge(packs) | _damaged_packs(packs, loose_set)
     packed_ids: dict[str, PackEntry] = {}
     replace = []
     resting_on_drop: set[str] = set()
@@ -329,12 +347,10 @@ def _plan(repo: Repo, store: DiskObjectStore, temp: _Temperature, drop: set[str]
         if rewrite:
             replace.append(p)
     replaced = {p.name for p in replace}
-    loose = [o for o in store.files.ids()]
     cold_loose = [o for o in loose if o in temp.reachable and o not in temp.hot and o not in drop]
     # hot metadata goes into packs too: only weights and files are read in bulk by a checkout
     cold_loose += [o for o in loose if o in temp.hot and o not in drop and temp.graph.type.get(o) not in ("blob", None)]
     to_pack = [o for o in cold_loose if o not in packed_ids or packed_ids[o].pack.name in replaced]
-    loose_set = set(loose)
     copy: list[tuple[str, PackEntry]] = []
     unpack: dict[str, float | None] = {}
     seen = set(to_pack)

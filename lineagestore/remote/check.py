@@ -268,11 +268,9 @@ def repair(repo: Repo, remote_name: str | None, problems: Iterable) -> RepairRes
             except CorruptObject as e:
                 res.failed.append({"id": oid, "reason": f"the copy on {rs.name} is corrupt too ({e})"})
                 continue
-            store.remove(oid)
-            if delta_base_of(got[0]) is None:
-                store.put_stored(oid, got[0])
-            else:  # whole, as fetch stores one: only packs hold deltas (gc keeps a packed delta's base)
-                store.put(h.type, data)
+            # whole and loose, as fetch stores one (only packs hold deltas); a damaged packed
+            # copy stays (packs are never changed) and reads take this one instead
+            store.put(h.type, data, replace=True)
             res.repaired.append(oid)
             res.objects_received += 1
             res.bytes_received += len(got[0])
