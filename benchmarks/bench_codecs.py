@@ -209,7 +209,10 @@ def fine_tune(folder: Path, steps: int) -> dict[str, np.ndarray]:
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(folder)
     model = BertForMaskedLM.from_pretrained(folder)
+    # the King James Bible holds 15,552 records of two verses (972 batches): longer runs start
+    # it again (a second epoch), as a fine-tune on a small corpus does
     texts = [r["text"] for r in samples.bible_records(0, steps * 16, verses_per_record=2)]
+    texts = [texts[i % len(texts)] for i in range(steps * 16)]
     collate = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5)
     model.train()
