@@ -167,3 +167,43 @@ def test_fsck_repair_of_an_object_damaged_inside_a_pack_really_repairs_it(lin, s
     repo = Repo.open(repo.path)
     assert check(repo).ok and _all_versions(repo) == before
     assert not path.exists()  # the damaged pack was rewritten without the damaged copy
+
+
+# ------------------------------------------------------------------ a checkout that fails writes nothing
+
+def test_a_checkout_that_meets_a_damaged_object_leaves_every_folder_as_it_was(lin, store_dir, tmp_path):
+    import os
+
+    from test_guard_helpers import snapshot
+    from test_packs import _lineage, _set
+
+    from lineagestore.core.packs import Pack
+    repo = _set(_lineage(lin, store_dir, 4), "core.hot_versions", 1)
+    repack(repo)
+    repo = Repo.open(repo.path)
+    oldest = sorted(repo.versions())[0]
+    tensor_files = [f for f in walk_tree(repo.objects, repo.commit(repo.resolve(oldest)).tree)
+                    if f.type == "tensor-file"]
+    victim = tensor_files[-1].id
+    pieces = {t.id for t in repo.objects.get(victim, "tensor-file").entries()}
+    (idx,) = (repo.path / "objects" / "pack").glob("pack-*.idx")
+    pack = Pack(idx)
+    oid, e = next((o, e) for o, e in pack.entries() if o in pieces)
+    pack.close()
+    path = idx.with_suffix(".pack")
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.seek(e.offset + e.length - 1)
+        b = f.read(1)
+        f.seek(e.offset + e.length - 1)
+        f.write(bytes([b[0] ^ 0x01]))
+    def outside_store() -> dict:
+        return {k: v for k, v in snapshot(store_dir).items() if not k.startswith(".lineage")}
+
+    before = outside_store()
+    code, out, err = lin("checkout", oldest, "--to", str(tmp_path / "new"))
+    assert code == 5 and oid in err
+    assert not (tmp_path / "new").exists()  # nothing written, not even the folder
+    code, out, err = lin("checkout", oldest, "--force")
+    assert code == 5 and oid in err
+    assert outside_store() == before  # the work folder untouched

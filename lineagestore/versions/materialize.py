@@ -7,6 +7,7 @@ so that a later checkout can tell a file it wrote from one a user changed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -20,7 +21,16 @@ import blake3
 
 from ..core.content import file_id, tensor_file_of
 from ..core.errors import InvalidInput, MalformedFile, Refused
-from ..core.fsutil import AtomicFile, atomic_write_bytes, clean_stale_temp, pwrite_all
+from ..core.fsutil import (
+    atomic_write_bytes,
+    clean_stale_temp,
+    fsync_dir,
+    is_nospace,
+    kill_point,
+    nospace_error,
+    pwrite_all,
+    temp_name,
+)
 from ..core.loose import shared_bytes, work_sharing
 from ..core.progress import NULL, Progress
 from ..core.store import DiskObjectStore, ObjectStore
@@ -290,12 +300,19 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
         shown = ", ".join(c[:8]) + (f" and {len(c) - 8} more" if len(c) > 8 else "")
         raise Refused(f"refusing to overwrite {len(c)} changed file(s) in {target}: {shown}",
                       hint="commit them first (`lin commit`), or pass --force to overwrite")
+    made = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     for folder in {(target / f.path).parent for f in files}:  # left by a killed checkout
         clean_stale_temp(folder, prefix=TMP_PREFIX)
     block = work_sharing(store.tmp_dir, target).block if isinstance(store, DiskObjectStore) else 0
-    written_bytes, shared = _write_files(store, target, plan, progress, workers or 2 * (os.cpu_count() or 1),
-                                         block)
+    try:
+        written_bytes, shared = _write_files(store, target, plan, progress, workers or 2 * (os.cpu_count() or 1),
+                                             block)
+    except BaseException:
+        if made:  # a new folder that nothing landed in goes again
+            with contextlib.suppress(OSError):
+                target.rmdir()
+        raise
     new_state = {}
     for f in files:
         st = (target / f.path).stat()
@@ -364,29 +381,62 @@ def _compare_file(p: Path, f: FileInfo, rec: list | None, known: dict[str, str],
 
 def _write_files(store: ObjectStore, target: Path, plan: _CheckoutPlan, progress: Progress, threads: int,
                  block: int) -> tuple[int, int]:
-    """Write the planned files (each via a temp file and rename) and remove the planned ones;
-    return the bytes written and, of those, shared with the store."""
+    """Write the planned files and remove the planned ones; return the bytes written and, of
+    those, shared with the store. All or nothing: every file is written to a temp file beside
+    its place and made durable first, and only when all of them are (every piece read back
+    verified) are they renamed into place; a damaged or missing object, a full disk or an
+    interrupt before then leaves the folder as it was."""
     written_bytes = shared = 0
+    staged: list[tuple[Path, Path]] = []  # (temp file, its place)
+    made: list[Path] = []  # folders made for new files, removed again if nothing lands
     progress.start(f"checking out into {target}", sum(f.size for f in plan.to_write), "B")
     try:
         for f in plan.to_write:
             p = _safe_target(target, f.path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            if p.is_symlink():
-                p.unlink()
-            with AtomicFile(p, p.parent, prefix=TMP_PREFIX) as out:
-                # written through the descriptor (nothing is buffered in `out`)
+            made += _make_parents(p.parent, target)
+            tmp = temp_name(p.parent, "", prefix=TMP_PREFIX)
+            staged.append((tmp, p))
+            with open(tmp, "xb") as out:
                 shared += _write_file_pieces(store, f, out.fileno(), progress, threads, block)
                 written_bytes += f.size
                 if os.fstat(out.fileno()).st_size != f.size:
                     raise MalformedFile(f"{f.path}: wrote {os.fstat(out.fileno()).st_size} bytes, "
                                         f"the stored file has {f.size}")
-            os.chmod(p, 0o755 if f.executable else 0o644)
-        for p in plan.to_remove:
-            p.unlink(missing_ok=True)
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o755 if f.executable else 0o644)
+            kill_point("write")
+    except BaseException as e:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        if isinstance(e, OSError) and is_nospace(e):
+            raise nospace_error(e, target) from e
+        raise
     finally:
         progress.finish()
+    for tmp, p in staged:
+        if p.is_symlink():
+            p.unlink()
+        os.replace(tmp, p)
+        kill_point("rename")
+    for folder in {p.parent for _, p in staged}:
+        fsync_dir(folder)
+    for p in plan.to_remove:
+        p.unlink(missing_ok=True)
     return written_bytes, shared
+
+
+def _make_parents(folder: Path, target: Path) -> list[Path]:
+    """Make ``folder`` (inside ``target``) and its missing parents; the ones made, outermost first."""
+    missing = []
+    while not folder.exists() and folder != target and target in folder.parents:
+        missing.append(folder)
+        folder = folder.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+    return list(reversed(missing))
 
 
 # ------------------------------------------------------------------------------ status
