@@ -331,3 +331,12 @@ def test_verify_reports_what_fetch_refuses(hostile, tmp_path, lin):
     assert code == 1 and "refs/tags/a/b" in out, out + err
     code, _, err = lin("--store", hostile.a.path, "fetch")
     assert code == 4 and "invalid ref 'refs/tags/a/b': a nested name" in err
+
+
+def test_an_object_that_is_a_pack_file_is_corrupt_not_a_newer_format():
+    from lineagestore.core.errors import CorruptObject, UnsupportedFormat
+    from lineagestore.core.objects import unpack_header
+    with pytest.raises(CorruptObject, match="bad magic bytes b'LINP'"):
+        unpack_header(b"LINP" + bytes(12), "object x on origin")
+    with pytest.raises(UnsupportedFormat, match="object format version 2 is newer"):
+        unpack_header(b"LIN\x02" + bytes(12), "object x")

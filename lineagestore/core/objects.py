@@ -84,7 +84,7 @@ def unpack_header(raw: bytes | memoryview, where: str = "object") -> ObjectHeade
         raise CorruptObject(f"{where}: truncated header ({len(raw)} bytes)")
     magic, code, codec, _reserved, size = HEADER.unpack_from(raw)
     if magic != MAGIC:
-        if magic[:3] == MAGIC[:3]:
+        if magic[:3] == MAGIC[:3] and MAGIC[3] < magic[3] < 32:  # a later version, not a text or pack byte
             raise UnsupportedFormat(f"{where}: object format version {magic[3]} is newer than this lin")
         raise CorruptObject(f"{where}: bad magic bytes {magic!r}")
     if code not in TYPE_NAMES:
