@@ -116,6 +116,9 @@ def test_a_pack_without_its_index_is_never_removed_and_repack_refuses_until_it_i
     rep = check(Repo.open(repo.path))
     assert [p.kind for p in rep.problems if p.kind == "pack-without-index"] == ["pack-without-index"]
     assert any(pack.name in p.message and "never removes it" in p.message for p in rep.problems)
+    from lineagestore.guard.doctor import diagnose
+    assert [f.code for f in diagnose(Repo.open(repo.path)).findings if f.code.startswith("pack")] == \
+        ["pack-without-index"]
     idx.write_bytes(held)  # the index back (from a copy of the store): nothing was lost
     repo = Repo.open(repo.path)
     assert check(repo).ok and _all_versions(repo) == before

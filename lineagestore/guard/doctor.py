@@ -20,7 +20,7 @@ from ..core import audit as _audit
 from ..core.errors import LinError
 from ..core.loose import work_sharing
 from ..core.repo import Repo
-from .fsck import leftovers
+from .fsck import leftovers, pack_leftovers
 from .gc import plan as gc_plan
 from .trash import trash_batches
 
@@ -109,6 +109,7 @@ def diagnose(repo: Repo, *, min_free_ratio: float = 0.10, backup: dict | None = 
     rep.findings += _local_findings(repo)
     rep.findings += _settings_findings(repo)
     rep.findings += _audit_findings(repo)
+    rep.findings += _pack_findings(repo)
     rep.findings += _leftover_findings(repo)
     rep.findings += _checkpoint_findings(repo)
     return rep
@@ -290,6 +291,22 @@ def _audit_findings(repo: Repo) -> list[Finding]:
     if not chk.ok:
         add(Finding("risk", "audit", f"the audit log does not verify: {chk.problems[0]}",
                     "someone edited, reordered or truncated .lineage/audit.log; see `lin audit --verify`"))
+    return out
+
+
+def _pack_findings(repo: Repo) -> list[Finding]:
+    """Packs lin cannot read (a refused index, a pack without its index): what they hold is
+    unreadable until they are whole again (cheap to see; `lin fsck` checks every byte)."""
+    from ..core.store import DiskObjectStore
+    store = repo.objects
+    if not isinstance(store, DiskObjectStore):
+        return []
+    store.packs.packs()  # (scans the folder: fills .bad)
+    out = [Finding("risk", "pack-refused", f"objects/pack/{name}: {why}",
+                   "its objects cannot be read; run `lin fsck`, and `lin fsck --repair` to fetch them from a remote")
+           for name, why in sorted(store.packs.bad.items())]
+    problems, _ = pack_leftovers(repo)
+    out += [Finding("risk", "pack-without-index", p.message, "run `lin fsck`") for p in problems]
     return out
 
 
