@@ -291,3 +291,23 @@ def test_a_second_remote_receives_the_weights_dropped_here_from_the_backup(lin, 
     assert code == 0, err + out
     assert lin("clone", str(tmp_path / "second"), str(tmp_path / "c"), "--no-checkout")[0] == 0
     assert _all(Repo.open(tmp_path / "c" / ".lineage")) == before
+
+
+def test_a_remote_holding_the_only_copy_of_dropped_weights_is_not_removed_without_force(lin, store_dir):
+    repo = _setup(lin, store_dir)
+    assert lin("repack", "--drop")[0] == 0
+    code, out, err = lin("remote", "rm", "backup")
+    assert code != 0 and "remote backup holds the only copy of" in err and "dropped here" in err
+    assert "backup" in Repo.open(repo.path).config.get("remote", {})  # still there
+    code, out, err = lin("remote", "rm", "backup", "--force")
+    assert code == 0, err
+
+
+def test_nothing_is_dropped_while_a_reachable_object_is_missing(lin, store_dir):
+    repo = _setup(lin, store_dir)
+    newest = repo.resolve("HEAD")
+    tree = repo.commit(newest).tree
+    repo.objects.remove(tree)  # damage: HEAD's tree gone
+    code, out, err = lin("repack", "--drop")
+    assert code == 1 and "nothing may be dropped" in err
+    assert not read_dropped(Repo.open(repo.path))

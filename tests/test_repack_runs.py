@@ -204,9 +204,9 @@ def test_a_checkout_that_meets_a_damaged_object_leaves_every_folder_as_it_was(li
         return {k: v for k, v in snapshot(store_dir).items() if not k.startswith(".lineage")}
 
     before = outside_store()
-    code, out, err = lin("checkout", oldest, "--to", str(tmp_path / "new"))
+    code, out, err = lin("checkout", oldest, "--to", str(tmp_path / "new" / "a" / "b"))
     assert code == 5 and oid in err
-    assert not (tmp_path / "new").exists()  # nothing written, not even the folder
+    assert not (tmp_path / "new").exists()  # nothing written, not even the folders
     code, out, err = lin("checkout", oldest, "--force")
     assert code == 5 and oid in err
     assert outside_store() == before  # the work folder untouched

@@ -87,15 +87,28 @@ def ls(json_out: bool = JSON_OPT) -> None:
 
 
 @remote_app.command("rm")
-def rm(name: str = typer.Argument(...), json_out: bool = JSON_OPT) -> None:
+def rm(name: str = typer.Argument(...),
+       force: bool = typer.Option(False, "--force", help="Remove it even if it holds the only copy of weights dropped here."),
+       json_out: bool = JSON_OPT) -> None:
     """Remove a remote (nothing on the remote is deleted).
 
-    Only this store's settings and its tracking refs change.
+    Only this store's settings and its tracking refs change. Refused while the remote holds the
+    only copy of weights dropped here (core.local_versions), unless --force.
     """
-    from ..remote.spec import remove_remote
+    from ..core.errors import Refused
+    from ..guard.dropped import read_dropped
+    from ..remote.spec import get_remote, remove_remote
     from ..remote.sync import remove_remote_refs
     o = out(json_out)
     repo = STATE.repo()
+    get_remote(repo, name)  # an unknown name says so first
+    only_there = {oid: d for oid, d in read_dropped(repo).items() if d.remote == name and not repo.objects.has(oid)}
+    if only_there and not force:
+        raise Refused(f"remote {name} holds the only copy of {len(only_there)} weight object(s) "
+                      f"({human_bytes(sum(d.size for d in only_there.values()))}) dropped here (core.local_versions): "
+                      "without it the versions they belong to cannot be read",
+                      hint="bring them back first (raise core.local_versions, then `lin checkout` those versions), "
+                           "or pass --force if you keep that remote's data elsewhere")
     spec = remove_remote(repo, name)
     n = remove_remote_refs(repo, name)
     STATE.mutated = True

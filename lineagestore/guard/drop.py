@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from ..core.errors import InvalidInput, LinError
+from ..core.errors import CheckFailed, InvalidInput, LinError
 from ..core.fsutil import fsync_dir, kill_point
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
@@ -62,6 +62,10 @@ def plan_drop(repo: Repo, local_versions: int, now: float | None = None) -> Drop
     store = repo.objects
     keep_n = max(local_versions, repo.settings.core.hot_versions)
     temp = temperature(repo, keep_n, time.time() if now is None else now)
+    if temp.problems:  # which versions are old is not known: drop nothing
+        raise CheckFailed(f"nothing may be dropped: {temp.problems[0]}"
+                          + (f" (and {len(temp.problems) - 1} more problems)" if len(temp.problems) > 1 else ""),
+                          hint="run `lin fsck` to see every problem and repair the store first")
     g = temp.graph
     keep = files_of(repo, g, temp.hot_roots | temp.kept_checkpoints)
     commits = [o for o in temp.reachable if g.type.get(o) == "commit"]

@@ -300,7 +300,7 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
         shown = ", ".join(c[:8]) + (f" and {len(c) - 8} more" if len(c) > 8 else "")
         raise Refused(f"refusing to overwrite {len(c)} changed file(s) in {target}: {shown}",
                       hint="commit them first (`lin commit`), or pass --force to overwrite")
-    made = not target.exists()
+    made = [d for d in (target, *target.parents) if not d.exists()]  # innermost first
     target.mkdir(parents=True, exist_ok=True)
     for folder in {(target / f.path).parent for f in files}:  # left by a killed checkout
         clean_stale_temp(folder, prefix=TMP_PREFIX)
@@ -309,9 +309,9 @@ def checkout_tree(store: ObjectStore, tree_id: str, target: os.PathLike | str, *
         written_bytes, shared = _write_files(store, target, plan, progress, workers or 2 * (os.cpu_count() or 1),
                                              block)
     except BaseException:
-        if made:  # a new folder that nothing landed in goes again
+        for d in made:  # folders made here that nothing landed in go again
             with contextlib.suppress(OSError):
-                target.rmdir()
+                d.rmdir()
         raise
     new_state = {}
     for f in files:
