@@ -24,12 +24,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from ..core.errors import CheckFailed, InvalidInput, LinError
+from ..core.errors import InvalidInput, LinError
 from ..core.fsutil import fsync_dir, kill_point
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..core.store import DiskObjectStore
 from .dropped import Dropped, read_dropped, write_dropped
+from .reachability import refuse_on
 
 
 @dataclass
@@ -62,10 +63,7 @@ def plan_drop(repo: Repo, local_versions: int, now: float | None = None) -> Drop
     store = repo.objects
     keep_n = max(local_versions, repo.settings.core.hot_versions)
     temp = temperature(repo, keep_n, time.time() if now is None else now)
-    if temp.problems:  # which versions are old is not known: drop nothing
-        raise CheckFailed(f"nothing may be dropped: {temp.problems[0]}"
-                          + (f" (and {len(temp.problems) - 1} more problems)" if len(temp.problems) > 1 else ""),
-                          hint="run `lin fsck` to see every problem and repair the store first")
+    refuse_on(temp.problems, "nothing may be dropped")  # which versions are old is not known
     g = temp.graph
     keep = files_of(repo, g, temp.hot_roots | temp.kept_checkpoints)
     commits = [o for o in temp.reachable if g.type.get(o) == "commit"]

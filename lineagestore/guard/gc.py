@@ -32,7 +32,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.errors import CheckFailed, LinError, NoSpace, ObjectNotFound
+from ..core.errors import LinError, NoSpace, ObjectNotFound
 from ..core.fsutil import atomic_write_bytes, fsync_dir, kill_point
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
@@ -45,6 +45,7 @@ from .reachability import (
     reach_problems,
     ref_values,
     reflogs,
+    refuse_on,
     root_sources,
     run_releases,
 )
@@ -320,11 +321,7 @@ def collect(repo: Repo, *, grace_s: float | None = None, empty_trash: bool = Fal
                     purge_batch(b)
                     purged.append(info)
         p = plan(repo, grace_s=grace_s, now=now, progress=progress)
-        if p.problems:
-            raise CheckFailed(f"gc refuses to delete anything: {p.problems[0]}"
-                              + (f" (and {len(p.problems) - 1} more problems)" if len(p.problems) > 1 else ""),
-                              hint="run `lin fsck` to see every problem; restore missing objects from a "
-                                   "backup remote or trash/ (lin restore ID) first")
+        refuse_on(p.problems, "gc refuses to delete anything")
         res = GcResult(p, purged_batches=[b.name for b in purged],
                        purged_objects=sum(b.objects for b in purged), purged_bytes=sum(b.bytes for b in purged))
         if repo.path is not None and isinstance(repo.objects, DiskObjectStore) and repo.objects.packs.packs():

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from ..core.errors import LinError, ObjectNotFound
+from ..core.errors import CheckFailed, LinError, ObjectNotFound
 from ..core.ids import check_object_id, is_object_id
 from ..core.objects import LINKING_TYPES
 from ..core.refs import ZERO, ReflogEntry, check_ref_name
@@ -357,6 +357,16 @@ def reach_problems(repo: Repo, g: Graph, reachable: set[str], sources: dict[str,
     out += [f"reachable object {oid} cannot be read ({err}); what it links to is unknown"
             for oid, err in sorted(g.broken.items()) if oid in reachable]
     return out
+
+
+def refuse_on(problems: list[str], refusal: str) -> None:
+    """Raise CheckFailed, "``refusal``: the first problem (and N more)", when the walk behind a
+    change that deletes or moves objects was incomplete (:func:`reach_problems`)."""
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise CheckFailed(f"{refusal}: {problems[0]}{more}",
+                          hint="run `lin fsck` to see every problem; restore missing objects from a backup "
+                               "remote (`lin fsck --repair`) or trash/ (`lin restore ID`) first")
 
 
 def reached_from(start: dict[str, str], links: Callable[[str], Iterable[str]],

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..core.codecs import BASE_ID_SIZE, stored_object
 from ..core.content import DecodedCache
-from ..core.errors import CheckFailed, CorruptObject, LinError, LockTimeout
+from ..core.errors import CorruptObject, LinError, LockTimeout
 from ..core.fsutil import FileLock, fsync_dir, kill_point
 from ..core.names import parse_version
 from ..core.objects import (
@@ -59,7 +59,7 @@ from ..core.packs import Pack, PackEntry, PackWriter, remove_pack, tensor_pieces
 from ..core.progress import NULL, Progress
 from ..core.repo import Repo
 from ..core.store import DiskObjectStore
-from .reachability import Graph, reach_problems, ref_values, reflogs, root_sources
+from .reachability import Graph, reach_problems, ref_values, reflogs, refuse_on, root_sources
 
 #: a new pack is closed and the next one started past this many bytes
 PACK_LIMIT = 4 << 30
@@ -484,11 +484,7 @@ def repack(repo: Repo, *, dry_run: bool = False, drop: set[str] | frozenset[str]
                 return rep
         _remove_orphan_indexes(store)
         temp = temperature(repo, settings.hot_versions, time.time() if now is None else now)
-        if temp.problems:  # what is cold or unreachable is not known: move nothing
-            raise CheckFailed(f"repack refuses to change anything: {temp.problems[0]}"
-                              + (f" (and {len(temp.problems) - 1} more problems)" if len(temp.problems) > 1 else ""),
-                              hint="run `lin fsck` to see every problem; restore missing objects from a "
-                                   "backup remote (`lin fsck --repair`) or trash/ (`lin restore ID`) first")
+        refuse_on(temp.problems, "repack refuses to change anything")  # what is cold is not known
         rep.hot_commits = sum(1 for o in temp.hot_roots if temp.graph.type.get(o) == "commit")
         plan = _plan(repo, store, temp, set(drop), settings, whole_bases)
         rep.hot_objects = sum(1 for o in temp.hot if temp.graph.type.get(o) == "blob")
