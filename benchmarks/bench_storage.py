@@ -155,9 +155,17 @@ def bench_lineage(work: Path, versions: int, mb: int, co: dict | None = None, cu
         assert main(["-q", "import" if v == 0 else "commit", str(d), "--name", f"step{v}"]) == 0
         _keep(d, co, v)
     out: dict = {"versions": versions, "model_mb": mb, "dvc_full_copies_bytes": full_copies,
-                 "loose_store_bytes": _store_bytes(root / ".lineage"), "curve": {}}
+                 "loose_store_bytes": _store_bytes(root / ".lineage")}
+    return {**out, **_curve_and_checkout(work, root, "lineage", curve, full_copies, co, versions)}
+
+
+def _curve_and_checkout(work: Path, root: Path, name: str, curve: tuple, full_copies: int, co: dict | None,
+                        versions: int) -> dict:
+    """The store at ``root`` repacked on copies with each keyframe spacing (chains at most
+    interval - 1 deep) of ``curve``: space against decode time; then checkouts against DVC and cp."""
+    out: dict = {"curve": {}}
     for interval, whole in curve:
-        store = work / f"lineage-k{interval}{'w' if whole else ''}"
+        store = work / f"{name}-k{interval}{'w' if whole else ''}"
         shutil.copytree(root / ".lineage", store / ".lineage")
         out["curve"][f"K={interval}" + (" whole_bases" if whole else "")] = _repack_and_read(
             store / ".lineage", interval, full_copies, whole)
@@ -205,16 +213,8 @@ def bench_minilm(work: Path, versions: int, steps: int, co: dict | None = None, 
         full_copies += (d / "model.safetensors").stat().st_size
         assert lin(["-q", "import" if v == 0 else "commit", str(d), "--name", f"step{v}"]) == 0
         _keep(d, co, v)
-    out: dict = {"versions": versions, "steps_between": steps, "dvc_full_copies_bytes": full_copies, "curve": {}}
-    for interval, whole in curve:  # keyframe spacing (chains at most interval - 1 deep): space vs decode time
-        store = work / f"minilm-k{interval}{'w' if whole else ''}"
-        shutil.copytree(root / ".lineage", store / ".lineage")
-        out["curve"][f"K={interval}" + (" whole_bases" if whole else "")] = _repack_and_read(
-            store / ".lineage", interval, full_copies, whole)
-        shutil.rmtree(store)
-    if co is not None:
-        out["checkout"] = _checkout_after(root / ".lineage", co, versions)
-    return out
+    out: dict = {"versions": versions, "steps_between": steps, "dvc_full_copies_bytes": full_copies}
+    return {**out, **_curve_and_checkout(work, root, "minilm", curve, full_copies, co, versions)}
 
 
 def _keep(d: Path, co: dict | None, v: int) -> None:

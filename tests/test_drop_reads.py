@@ -17,7 +17,6 @@ from lineagestore.core.errors import CorruptObject, ObjectNotFound
 from lineagestore.core.progress import NULL
 from lineagestore.guard.dropped import read_dropped
 from lineagestore.guard.fsck import check
-from lineagestore.guard.repack import repack
 
 
 def _dropped_setup(lin, root, **kw) -> tuple[Repo, dict, list[str]]:
@@ -65,19 +64,6 @@ def test_training_and_evaluation_read_a_dropped_base_through_the_same_path(lin, 
     tree = repo.commit(repo.resolve(versions[0])).tree
     out = materialize(repo.objects, tree, store_dir / "base0")
     assert {p: (out / p).read_bytes() for p in before["files"][versions[0]]} == before["files"][versions[0]]
-
-
-def test_a_packed_dropped_store_reads_back_every_version(lin, store_dir):
-    repo = _setup(lin, store_dir, n=5, local=1, hot=1)
-    before = _all(repo)
-    repack(repo)
-    code, _, err = lin("repack", "--drop")
-    assert code == 0, err
-    repo = Repo.open(repo.path)
-    assert read_dropped(repo)
-    for v in sorted(before):
-        assert version_bytes(repo, v) == before[v]
-    assert check(Repo.open(repo.path)).ok
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])

@@ -9,25 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_safetensors
 from test_guard_helpers import run_lin, version_bytes
+from test_packs import _model
 
 from lineagestore import Repo
 from lineagestore.guard.drop import plan_drop
 from lineagestore.guard.dropped import read_dropped
 from lineagestore.guard.fsck import check
 from lineagestore.guard.repack import repack
-
-
-def _model(folder: Path, w: np.ndarray, i: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    bf16 = (w.view(np.uint32) >> 16).astype(np.uint16)
-    write_safetensors(folder / "model.safetensors", {
-        "w32": ("F32", list(w.shape), w.tobytes()),
-        "w16": ("BF16", list(w.shape), bf16.tobytes()),
-    }, {"format": "pt"})
-    (folder / "config.json").write_text(json.dumps({"model_type": "toy", "i": i}))
-    return folder
 
 
 def _setup(lin, root: Path, n: int = 5, local: int = 2, hot: int = 1, remote: list[str] | None = None) -> Repo:
@@ -184,6 +173,10 @@ def test_a_packed_store_drops_and_checks_out_again(lin, store_dir):
     code, _, err = lin("checkout", versions[1], "--to", str(store_dir / "w1"))
     assert code == 0, err
     assert {p: (store_dir / "w1" / p).read_bytes() for p in before[versions[1]]} == before[versions[1]]
+    repo = Repo.open(repo.path)
+    for v in versions:  # every version reads back, the dropped ones fetched through the resolver
+        assert version_bytes(repo, v) == before[v]
+    assert check(Repo.open(repo.path)).ok
 
 
 def test_fsck_remote_checks_the_dropped_weights_there(lin, store_dir):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from .content import RawBlob, decode_buffer, open_raw
+from .content import RawBlob, open_raw
 from .errors import CorruptObject, ObjectNotFound
 from .ids import ObjectId, check_object_id, hash_object, is_id_prefix
 from .loose import LooseFolder, WaitingFiles, aligned_start, aligns
@@ -123,8 +123,7 @@ class DiskObjectStore(ObjectStore):
         try:
             return super().get_buffer(oid)
         except CorruptObject as err:
-            return self._other_copy(oid, err, lambda stored: decode_buffer(oid, stored, None, self._read_file,
-                                                                           self.delta_max_depth, self.cache))
+            return self._other_copy(oid, err, lambda stored: self.decode_buffer(oid, stored))
 
     def _other_copy(self, oid: str, err: CorruptObject,
                     decode: Callable[[bytes], tuple[ObjectHeader, _T]]) -> tuple[str, _T]:

@@ -215,9 +215,12 @@ class ObjectStore(ABC):
         held = self.cache.get(oid) if self.cache is not None else None
         if held is not None:
             return held[0], held[1]
-        h, data = decode_buffer(check_object_id(oid), self._read_file(oid), None, self._read_file,
-                                self.delta_max_depth, self.cache)
+        h, data = self.decode_buffer(check_object_id(oid), self._read_file(oid))
         return h.type, data
+
+    def decode_buffer(self, oid: str, stored: bytes | memoryview) -> tuple[ObjectHeader, bytes | memoryview]:
+        """:meth:`decode` without the copy into ``bytes`` (:func:`.content.decode_buffer`)."""
+        return decode_buffer(oid, stored, None, self._read_file, self.delta_max_depth, self.cache)
 
     def decode(self, oid: str, stored: bytes | memoryview, where: str | None = None) -> tuple[ObjectHeader, bytes]:
         """:func:`.content.decode_stored` with this store's delta bases and chain bound: the one

@@ -295,14 +295,14 @@ def _damaged_packs(packs: list[Pack], loose: set[str]) -> set[str]:
     the good copy loose, as packs are never changed): rewritten without it, from the loose copy,
     so that a loose copy is never removed in favour of a packed one that fails its check."""
     out = set()
-    for p in packs:
-        for oid, e in p.entries():
-            if oid in loose:
+    for p in packs:  # looked up by the loose ids: few, where the packs may hold millions
+        for oid in loose:
+            e = p.find(oid)
+            if e is not None and p.name not in out:
                 try:
                     p.read_checked(oid, e)
                 except CorruptObject:
                     out.add(p.name)
-                    break
     return out
 
 
